@@ -1,0 +1,177 @@
+//! Requests and replies of the micro service `lockout` on `<p>.svc.<tenant>.<op>`.
+//!
+//! The tenant is the subject's token. In JSON a request may also carry `tenant`; when it
+//! differs from the subject the request is refused ([`decode_request`]). Unknown JSON fields
+//! in requests are ignored, except inside a `Policy`, which is strict.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{check_size, decode, Encoding};
+use crate::error::{RejectReason, Rejection};
+use crate::ids::Tenant;
+use crate::policy::Policy;
+use crate::status::Status;
+
+/// The ops of the service, in the contract's order.
+pub const OPS: [&str; 8] = ["status", "locked", "unlock", "lock", "mfa_reset", "policy_get", "policy_set", "digest"];
+
+/// Default and largest page size of `locked`.
+pub const LOCKED_DEFAULT_LIMIT: u32 = 100;
+pub const LOCKED_MAX_LIMIT: u32 = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRequest {
+    pub user: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LockedRequest {
+    /// Page size, 1–1000; absent = 100.
+    pub limit: Option<u32>,
+    /// The `next` cursor of the previous page.
+    pub after: Option<String>,
+}
+
+impl LockedRequest {
+    /// The page size, refusing values outside 1–1000.
+    pub fn page_size(&self) -> Result<u32, Rejection> {
+        match self.limit {
+            None => Ok(LOCKED_DEFAULT_LIMIT),
+            Some(n) if (1..=LOCKED_MAX_LIMIT).contains(&n) => Ok(n),
+            Some(n) => Err(Rejection::new(
+                RejectReason::OutOfRange,
+                format!("field `limit` is {n}; it must be 1 to {LOCKED_MAX_LIMIT} (default {LOCKED_DEFAULT_LIMIT})"),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedReply {
+    pub users: Vec<Status>,
+    /// Non-null exactly when more locked users follow; pass it as `after`.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnlockRequest {
+    pub user: String,
+    pub actor: String,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRequest {
+    pub user: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    /// Lock length, ≥ 1; absent = until an admin unlocks.
+    pub seconds: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MfaResetRequest {
+    pub user: String,
+    pub actor: String,
+    pub reason: Option<String>,
+}
+
+/// `policy_get` takes an empty object (no bytes in postcard).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PolicyGetRequest {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySetRequest {
+    pub actor: String,
+    pub policy: Policy,
+}
+
+/// `digest` takes an empty object (no bytes in postcard).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DigestRequest {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestReply {
+    /// `LOCKOUT_EVENTS` sequence of the last folded event.
+    pub seq: u64,
+    /// Users of the tenant with a stored state.
+    pub users: u64,
+    /// Lower-case hex SHA-256 over the tenant's user states; equal on stores that folded the
+    /// same events.
+    pub digest: String,
+}
+
+/// Decodes a request for `tenant`. An empty JSON body reads as `{}`; a JSON `tenant` field
+/// that differs from the subject's tenant is refused.
+pub fn decode_request<T: DeserializeOwned>(enc: Encoding, bytes: &[u8], tenant: &Tenant) -> Result<T, Rejection> {
+    match enc {
+        Encoding::Postcard => decode(enc, bytes, "the request"),
+        Encoding::Json => {
+            check_size(bytes)?;
+            let bytes = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { bytes };
+            let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+                Rejection::new(RejectReason::Undecodable, format!("the request is not valid JSON: {e}"))
+            })?;
+            let obj = value.as_object_mut().ok_or_else(|| {
+                Rejection::new(RejectReason::Undecodable, "the request must be a JSON object")
+            })?;
+            match obj.remove("tenant") {
+                None | Some(serde_json::Value::Null) => {}
+                Some(serde_json::Value::String(t)) if t == tenant.as_str() => {}
+                Some(other) => {
+                    return Err(Rejection::new(
+                        RejectReason::Mismatch,
+                        format!(
+                            "body tenant {other} differs from the subject's tenant {:?}; send the request to the body's tenant or drop the field",
+                            tenant.as_str()
+                        ),
+                    ))
+                }
+            }
+            serde_json::from_value(value).map_err(|e| {
+                Rejection::new(RejectReason::Undecodable, format!("the request is not valid for this op: {e}"))
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acme() -> Tenant {
+        Tenant::parse("acme").unwrap()
+    }
+
+    #[test]
+    fn json_tenant_must_match() {
+        let ok: StatusRequest = decode_request(Encoding::Json, br#"{"tenant":"acme","user":"a"}"#, &acme()).unwrap();
+        assert_eq!(ok.user, "a");
+        let e = decode_request::<StatusRequest>(Encoding::Json, br#"{"tenant":"other","user":"a"}"#, &acme()).unwrap_err();
+        assert_eq!(e.reason, RejectReason::Mismatch);
+        assert!(e.message.contains("\"other\""), "{}", e.message);
+    }
+
+    #[test]
+    fn empty_bodies_are_empty_objects() {
+        decode_request::<PolicyGetRequest>(Encoding::Json, b"", &acme()).unwrap();
+        decode_request::<DigestRequest>(Encoding::Postcard, b"", &acme()).unwrap();
+        let r: LockedRequest = decode_request(Encoding::Json, b" ", &acme()).unwrap();
+        assert_eq!(r.page_size().unwrap(), 100);
+    }
+
+    #[test]
+    fn locked_limit_range() {
+        for (limit, ok) in [(0, false), (1, true), (1000, true), (1001, false)] {
+            let r = LockedRequest { limit: Some(limit), after: None };
+            assert_eq!(r.page_size().is_ok(), ok, "{limit}");
+        }
+    }
+
+    #[test]
+    fn missing_required_field_names_it() {
+        let e = decode_request::<UnlockRequest>(Encoding::Json, br#"{"user":"a"}"#, &acme()).unwrap_err();
+        assert!(e.message.contains("actor"), "{}", e.message);
+    }
+}

@@ -1,0 +1,351 @@
+//! The six event bodies of `LOCKOUT_EVENTS`.
+//!
+//! The subject gives the type ([`EventKind`]); the body is that type's struct. Every body
+//! has `id`, `at` and `tenant`, and user events `user`; [`Event::check`] verifies those
+//! against the subject and every field's range, so a checked event is safe to fold.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::codec::{decode, encode, Encoding};
+use crate::error::{check_len, RejectReason, Rejection};
+use crate::ids::UserId;
+use crate::policy::Policy;
+use crate::subject::{EventSubject, Target};
+use crate::Millis;
+
+/// Longest `client`, in characters.
+pub const CLIENT_MAX: usize = 200;
+/// Longest `credential` fingerprint, in characters.
+pub const CREDENTIAL_MAX: usize = 64;
+/// Longest `actor`, in characters (an extension: the contract sets no bound).
+pub const ACTOR_MAX: usize = 256;
+/// Longest `reason`, in characters (an extension: the contract sets no bound).
+pub const REASON_MAX: usize = 1024;
+
+/// An event type, the last token of an event subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    Attempt,
+    Unlock,
+    Lock,
+    MfaReset,
+    Expired,
+    Policy,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 6] =
+        [Self::Attempt, Self::Unlock, Self::Lock, Self::MfaReset, Self::Expired, Self::Policy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Attempt => "attempt",
+            Self::Unlock => "unlock",
+            Self::Lock => "lock",
+            Self::MfaReset => "mfa_reset",
+            Self::Expired => "expired",
+            Self::Policy => "policy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// True for the types written under `.t.` (tenant events) rather than `.u.<utok>.`.
+    pub fn is_tenant_event(self) -> bool {
+        self == Self::Policy
+    }
+}
+
+/// `success` or `failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+/// Which secret the attempt presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Factor {
+    #[default]
+    Password,
+    Mfa,
+    RecoveryCode,
+}
+
+impl Factor {
+    /// True for the second-factor kinds that `mfa_reset` removes from the counter.
+    pub fn is_mfa(self) -> bool {
+        matches!(self, Factor::Mfa | Factor::RecoveryCode)
+    }
+}
+
+/// What kind of account the gateway saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Account {
+    User,
+    Api,
+    Portal,
+}
+
+/// A login attempt, published by auth gateways.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    #[serde(with = "crate::uuid16")]
+    pub id: Uuid,
+    pub at: Millis,
+    pub tenant: String,
+    pub user: String,
+    pub outcome: Outcome,
+    #[serde(default)]
+    pub factor: Factor,
+    pub source_ip: String,
+    pub client: Option<String>,
+    pub credential: Option<String>,
+    pub account: Option<Account>,
+}
+
+/// An admin unlock, written by the service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unlock {
+    #[serde(with = "crate::uuid16")]
+    pub id: Uuid,
+    pub at: Millis,
+    pub tenant: String,
+    pub user: String,
+    pub actor: String,
+    pub reason: Option<String>,
+}
+
+/// An admin lock, written by the service; `seconds` absent = until unlocked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    #[serde(with = "crate::uuid16")]
+    pub id: Uuid,
+    pub at: Millis,
+    pub tenant: String,
+    pub user: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub seconds: Option<u32>,
+}
+
+/// An admin MFA reset, written by the service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MfaReset {
+    #[serde(with = "crate::uuid16")]
+    pub id: Uuid,
+    pub at: Millis,
+    pub tenant: String,
+    pub user: String,
+    pub actor: String,
+    pub reason: Option<String>,
+}
+
+/// A timed lock ran out; written by the service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expired {
+    #[serde(with = "crate::uuid16")]
+    pub id: Uuid,
+    pub at: Millis,
+    pub tenant: String,
+    pub user: String,
+    /// The id of the event that started the lock.
+    #[serde(with = "crate::uuid16")]
+    pub lock_event: Uuid,
+}
+
+/// A tenant's new policy; written by the service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyChange {
+    #[serde(with = "crate::uuid16")]
+    pub id: Uuid,
+    pub at: Millis,
+    pub tenant: String,
+    pub actor: String,
+    pub policy: Policy,
+}
+
+/// Any event body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Attempt(Attempt),
+    Unlock(Unlock),
+    Lock(Lock),
+    MfaReset(MfaReset),
+    Expired(Expired),
+    Policy(PolicyChange),
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Attempt(_) => EventKind::Attempt,
+            Event::Unlock(_) => EventKind::Unlock,
+            Event::Lock(_) => EventKind::Lock,
+            Event::MfaReset(_) => EventKind::MfaReset,
+            Event::Expired(_) => EventKind::Expired,
+            Event::Policy(_) => EventKind::Policy,
+        }
+    }
+
+    pub fn id(&self) -> Uuid {
+        match self {
+            Event::Attempt(e) => e.id,
+            Event::Unlock(e) => e.id,
+            Event::Lock(e) => e.id,
+            Event::MfaReset(e) => e.id,
+            Event::Expired(e) => e.id,
+            Event::Policy(e) => e.id,
+        }
+    }
+
+    pub fn at(&self) -> Millis {
+        match self {
+            Event::Attempt(e) => e.at,
+            Event::Unlock(e) => e.at,
+            Event::Lock(e) => e.at,
+            Event::MfaReset(e) => e.at,
+            Event::Expired(e) => e.at,
+            Event::Policy(e) => e.at,
+        }
+    }
+
+    pub fn tenant(&self) -> &str {
+        match self {
+            Event::Attempt(e) => &e.tenant,
+            Event::Unlock(e) => &e.tenant,
+            Event::Lock(e) => &e.tenant,
+            Event::MfaReset(e) => &e.tenant,
+            Event::Expired(e) => &e.tenant,
+            Event::Policy(e) => &e.tenant,
+        }
+    }
+
+    /// The body's `user`, `None` for tenant events.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Event::Attempt(e) => Some(&e.user),
+            Event::Unlock(e) => Some(&e.user),
+            Event::Lock(e) => Some(&e.user),
+            Event::MfaReset(e) => Some(&e.user),
+            Event::Expired(e) => Some(&e.user),
+            Event::Policy(_) => None,
+        }
+    }
+
+    /// Decodes the body of an event of type `kind`.
+    pub fn decode(kind: EventKind, enc: Encoding, bytes: &[u8]) -> Result<Event, Rejection> {
+        let what = format!("the `{}` event body", kind.as_str());
+        Ok(match kind {
+            EventKind::Attempt => Event::Attempt(decode(enc, bytes, &what)?),
+            EventKind::Unlock => Event::Unlock(decode(enc, bytes, &what)?),
+            EventKind::Lock => Event::Lock(decode(enc, bytes, &what)?),
+            EventKind::MfaReset => Event::MfaReset(decode(enc, bytes, &what)?),
+            EventKind::Expired => Event::Expired(decode(enc, bytes, &what)?),
+            EventKind::Policy => Event::Policy(decode(enc, bytes, &what)?),
+        })
+    }
+
+    pub fn encode(&self, enc: Encoding) -> Vec<u8> {
+        match self {
+            Event::Attempt(e) => encode(enc, e),
+            Event::Unlock(e) => encode(enc, e),
+            Event::Lock(e) => encode(enc, e),
+            Event::MfaReset(e) => encode(enc, e),
+            Event::Expired(e) => encode(enc, e),
+            Event::Policy(e) => encode(enc, e),
+        }
+    }
+
+    /// Decodes and checks an event against its parsed subject: the one call the projector makes.
+    pub fn decode_checked(subject: &EventSubject, enc: Encoding, bytes: &[u8]) -> Result<Event, Rejection> {
+        let event = Event::decode(subject.kind, enc, bytes)?;
+        event.check(subject)?;
+        Ok(event)
+    }
+
+    /// Checks that tenant and user match the subject and every field is in range.
+    pub fn check(&self, subject: &EventSubject) -> Result<(), Rejection> {
+        if self.kind() != subject.kind {
+            return Err(Rejection::new(
+                RejectReason::Mismatch,
+                format!("a `{}` body was sent on a `{}` subject", self.kind().as_str(), subject.kind.as_str()),
+            ));
+        }
+        if self.tenant() != subject.tenant.as_str() {
+            return Err(Rejection::new(
+                RejectReason::Mismatch,
+                format!(
+                    "body tenant {:?} differs from subject tenant {:?}; publish on the body's tenant or fix the body",
+                    self.tenant(),
+                    subject.tenant.as_str()
+                ),
+            ));
+        }
+        if let (Some(user), Target::User(expected)) = (self.user(), &subject.target) {
+            UserId::parse(user)?;
+            if user != expected.as_str() {
+                return Err(Rejection::new(
+                    RejectReason::Mismatch,
+                    format!(
+                        "body user {user:?} differs from the subject's user token, which decodes to {:?}; the token must be base64url (no padding) of the body's user",
+                        expected.as_str()
+                    ),
+                ));
+            }
+        }
+        match self {
+            Event::Attempt(a) => {
+                check_len("client", a.client.as_deref(), 0, CLIENT_MAX)?;
+                check_len("credential", a.credential.as_deref(), 0, CREDENTIAL_MAX)?;
+                check_ip(&a.source_ip)?;
+            }
+            Event::Unlock(e) => check_admin(&e.actor, e.reason.as_deref())?,
+            Event::MfaReset(e) => check_admin(&e.actor, e.reason.as_deref())?,
+            Event::Lock(e) => {
+                check_admin(&e.actor, e.reason.as_deref())?;
+                check_seconds(e.seconds)?;
+            }
+            Event::Expired(_) => {}
+            Event::Policy(p) => {
+                check_len("actor", Some(&p.actor), 1, ACTOR_MAX)?;
+                p.policy.validate()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks `actor` (1–256 characters) and `reason` (≤ 1024 characters) of an admin action.
+pub fn check_admin(actor: &str, reason: Option<&str>) -> Result<(), Rejection> {
+    check_len("actor", Some(actor), 1, ACTOR_MAX)?;
+    check_len("reason", reason, 0, REASON_MAX)
+}
+
+/// Checks a lock's `seconds`, which when given is at least 1.
+pub fn check_seconds(seconds: Option<u32>) -> Result<(), Rejection> {
+    if seconds == Some(0) {
+        return Err(Rejection::out_of_range(
+            "field `seconds` is 0; give at least 1, or leave it out to lock until an admin unlocks",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `source_ip` is IPv4 or IPv6 text.
+pub fn check_ip(ip: &str) -> Result<IpAddr, Rejection> {
+    ip.parse::<IpAddr>().map_err(|_| {
+        Rejection::new(
+            RejectReason::BadIp,
+            format!("field `source_ip` {ip:?} is not an IPv4 or IPv6 address; send the client's address as text, e.g. 203.0.113.7 or 2001:db8::1"),
+        )
+    })
+}

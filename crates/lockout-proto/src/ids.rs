@@ -1,0 +1,154 @@
+//! Tenants and users, validated once.
+//!
+//! A [`Tenant`] is 1–64 characters of `[A-Za-z0-9_-]`; a [`UserId`] is 1–256 bytes of UTF-8,
+//! written in subjects as its *user token*: base64url without padding (RFC 4648 §5).
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use crate::error::{RejectReason, Rejection};
+
+/// Longest tenant, in characters.
+pub const TENANT_MAX: usize = 64;
+/// Longest user id, in bytes of UTF-8.
+pub const USER_MAX_BYTES: usize = 256;
+
+/// A tenant name: 1–64 characters of `[A-Za-z0-9_-]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Tenant(String);
+
+impl Tenant {
+    pub fn parse(s: &str) -> Result<Tenant, Rejection> {
+        if is_token(s, TENANT_MAX) {
+            Ok(Tenant(s.to_owned()))
+        } else {
+            Err(Rejection::new(
+                RejectReason::BadSubject,
+                format!(
+                    "tenant {s:?} is invalid: use 1 to {TENANT_MAX} characters of A-Z, a-z, 0-9, '_' and '-'"
+                ),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// True when `s` is 1..=max characters of `[A-Za-z0-9_-]` (tenants and the root prefix).
+pub fn is_token(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// An account's canonical id: opaque, case-sensitive UTF-8 of 1–256 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UserId(String);
+
+impl UserId {
+    /// Validates a user id as it appears in a body (reason `out_of_range` when its length is off).
+    pub fn parse(s: &str) -> Result<UserId, Rejection> {
+        if s.is_empty() || s.len() > USER_MAX_BYTES {
+            return Err(Rejection::out_of_range(format!(
+                "field `user` has {} bytes; a user id must have 1 to {USER_MAX_BYTES} bytes of UTF-8",
+                s.len()
+            )));
+        }
+        Ok(UserId(s.to_owned()))
+    }
+
+    /// Decodes a user token from a subject (reason `bad_subject` when it is malformed).
+    pub fn from_token(token: &str) -> Result<UserId, Rejection> {
+        let bad = |why: &str| {
+            Rejection::new(
+                RejectReason::BadSubject,
+                format!("user token {token:?} is invalid: {why}; write the user id's UTF-8 bytes as base64url without padding"),
+            )
+        };
+        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad("it is not base64url without padding"))?;
+        let s = String::from_utf8(bytes).map_err(|_| bad("it does not decode to UTF-8"))?;
+        if s.is_empty() || s.len() > USER_MAX_BYTES {
+            return Err(bad(&format!("it decodes to {} bytes, not 1 to {USER_MAX_BYTES}", s.len())));
+        }
+        Ok(UserId(s))
+    }
+
+    /// The user token: base64url without padding of the id's UTF-8 bytes.
+    pub fn token(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0.as_bytes())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_example_token() {
+        let u = UserId::parse("alice@acme.com").unwrap();
+        assert_eq!(u.token(), "YWxpY2VAYWNtZS5jb20");
+        assert_eq!(UserId::from_token("YWxpY2VAYWNtZS5jb20").unwrap(), u);
+    }
+
+    #[test]
+    fn tenant_charset_and_length() {
+        assert!(Tenant::parse("acme_EU-1").is_ok());
+        assert!(Tenant::parse(&"a".repeat(64)).is_ok());
+        for bad in ["", "a.b", "a b", "ä", "*", ">", &"a".repeat(65)] {
+            let e = Tenant::parse(bad).unwrap_err();
+            assert_eq!(e.reason, RejectReason::BadSubject, "{bad:?}");
+            assert!(e.message.contains("1 to 64 characters"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn user_token_errors() {
+        // Padding, standard-alphabet characters, non-UTF-8 and over-long ids are refused.
+        let too_long = URL_SAFE_NO_PAD.encode("x".repeat(257));
+        let not_utf8 = URL_SAFE_NO_PAD.encode([0xff, 0xfe]);
+        for bad in ["YQ==", "a+b", "a/b", "", not_utf8.as_str(), too_long.as_str()] {
+            let e = UserId::from_token(bad).unwrap_err();
+            assert_eq!(e.reason, RejectReason::BadSubject, "{bad:?}");
+        }
+        assert_eq!(UserId::from_token(&URL_SAFE_NO_PAD.encode("x".repeat(256))).unwrap().as_str().len(), 256);
+    }
+
+    #[test]
+    fn user_length_in_body() {
+        assert_eq!(UserId::parse("").unwrap_err().reason, RejectReason::OutOfRange);
+        assert_eq!(UserId::parse(&"é".repeat(129)).unwrap_err().reason, RejectReason::OutOfRange);
+        assert!(UserId::parse(&"é".repeat(128)).is_ok());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn token_round_trips(s in "\\PC{1,64}") {
+            let u = UserId::parse(&s).unwrap();
+            let tok = u.token();
+            proptest::prop_assert!(is_token(&tok, 400), "token {} must be subject-safe", tok);
+            proptest::prop_assert_eq!(UserId::from_token(&tok).unwrap(), u);
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The lockout service's wire contract as Rust types.
+//!
+//! This crate is the only place that knows how messages look on NATS: every event body,
+//! the tenant policy, the status and command replies, and the notices, plus the subjects
+//! they travel on and the two encodings (JSON and postcard) chosen by `Content-Type`.
+//! It does no I/O and knows nothing about NATS connections, sled or the fold.
+//!
+//! # Layout
+//! - [`ids`]: `Tenant` and `UserId`, validated once, and the base64url user token.
+//! - [`subject`]: building and parsing subjects for a root prefix.
+//! - [`codec`]: `Encoding` from `Content-Type`, `encode` and `decode`, the header names.
+//! - [`event`]: the six event bodies, their validation against the subject.
+//! - [`policy`]: the tenant `Policy` with its defaults and ranges.
+//! - [`status`]: `Status`, the per-user answer, and `WriteReply`.
+//! - [`command`]: the micro service requests and replies.
+//! - [`notice`]: the three notices for notifier services.
+//! - [`error`]: `Rejection`, a refusal of bad input with a reason and a sentence.
+//!
+//! Wire types follow postcard's rules: fields in contract order, no `flatten`, no
+//! `untagged`, no skipped fields; UUIDs travel as 16 raw bytes (see [`uuid16`]).
+
+pub mod codec;
+pub mod command;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod notice;
+pub mod policy;
+pub mod status;
+pub mod subject;
+pub mod uuid16;
+
+pub use codec::Encoding;
+pub use error::{RejectReason, Rejection};
+pub use event::{Event, EventKind};
+pub use ids::{Tenant, UserId};
+pub use notice::Notice;
+pub use policy::Policy;
+pub use status::{Status, WriteReply};
+pub use subject::Subjects;
+
+/// Milliseconds since the Unix epoch, the contract's unit for every time.
+pub type Millis = u64;

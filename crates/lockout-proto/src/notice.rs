@@ -1,0 +1,137 @@
+//! The notices of `LOCKOUT_NOTICES`, for notifier services.
+//!
+//! Every notice has `id` (deterministic from the causing event), `event_id`, `tenant`, `user`
+//! and `at`, then its kind's fields. Subject: `<p>.notices.<tenant>.<kind>`.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::codec::{encode, Encoding};
+use crate::status::LockReason;
+use crate::Millis;
+
+/// One source of counted failures: an (`ip`, `client`) pair and how many failures it sent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Source {
+    pub ip: String,
+    pub client: Option<String>,
+    pub failures: u32,
+}
+
+/// How a lock ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum How {
+    Expired,
+    Admin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedNotice {
+    #[serde(with = "crate::uuid16")]
+    pub id: Uuid,
+    #[serde(with = "crate::uuid16")]
+    pub event_id: Uuid,
+    pub tenant: String,
+    pub user: String,
+    pub at: Millis,
+    pub reason: LockReason,
+    /// `None` = until an admin unlocks.
+    pub locked_until: Option<Millis>,
+    /// `None` likewise.
+    pub lock_seconds: Option<u64>,
+    pub failures: u32,
+    /// The tripping attempt's address; `None` for an admin lock.
+    pub source_ip: Option<String>,
+    /// The tripping attempt's client; `None` for an admin lock or when the gateway sent none.
+    pub client: Option<String>,
+    /// Every source of the counted failures, most failures first, ties by first occurrence.
+    pub sources: Vec<Source>,
+    /// The admin, for admin locks.
+    pub actor: Option<String>,
+    /// One sentence for a person.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnlockedNotice {
+    #[serde(with = "crate::uuid16")]
+    pub id: Uuid,
+    #[serde(with = "crate::uuid16")]
+    pub event_id: Uuid,
+    pub tenant: String,
+    pub user: String,
+    pub at: Millis,
+    pub how: How,
+    /// `None` when the lock expired.
+    pub actor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MfaResetNotice {
+    #[serde(with = "crate::uuid16")]
+    pub id: Uuid,
+    #[serde(with = "crate::uuid16")]
+    pub event_id: Uuid,
+    pub tenant: String,
+    pub user: String,
+    pub at: Millis,
+    pub actor: String,
+}
+
+/// Any notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    Locked(LockedNotice),
+    Unlocked(UnlockedNotice),
+    MfaReset(MfaResetNotice),
+}
+
+impl Notice {
+    /// The kind token of the notice subject.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Notice::Locked(_) => "locked",
+            Notice::Unlocked(_) => "unlocked",
+            Notice::MfaReset(_) => "mfa_reset",
+        }
+    }
+
+    pub fn id(&self) -> Uuid {
+        match self {
+            Notice::Locked(n) => n.id,
+            Notice::Unlocked(n) => n.id,
+            Notice::MfaReset(n) => n.id,
+        }
+    }
+
+    pub fn tenant(&self) -> &str {
+        match self {
+            Notice::Locked(n) => &n.tenant,
+            Notice::Unlocked(n) => &n.tenant,
+            Notice::MfaReset(n) => &n.tenant,
+        }
+    }
+
+    pub fn encode(&self, enc: Encoding) -> Vec<u8> {
+        match self {
+            Notice::Locked(n) => encode(enc, n),
+            Notice::Unlocked(n) => encode(enc, n),
+            Notice::MfaReset(n) => encode(enc, n),
+        }
+    }
+
+    /// Decodes a notice of the given subject kind.
+    pub fn decode(kind: &str, enc: Encoding, bytes: &[u8]) -> Result<Notice, crate::Rejection> {
+        use crate::codec::decode;
+        match kind {
+            "locked" => Ok(Notice::Locked(decode(enc, bytes, "the `locked` notice")?)),
+            "unlocked" => Ok(Notice::Unlocked(decode(enc, bytes, "the `unlocked` notice")?)),
+            "mfa_reset" => Ok(Notice::MfaReset(decode(enc, bytes, "the `mfa_reset` notice")?)),
+            other => Err(crate::Rejection::new(
+                crate::RejectReason::UnknownType,
+                format!("notice kind {other:?} is unknown: expected locked, unlocked or mfa_reset"),
+            )),
+        }
+    }
+}
