@@ -1,0 +1,304 @@
+//! The fold: how one event changes one user's state.
+//!
+//! [`fold`] applies the contract's "Lockout semantics" in this order:
+//! 1. a timed lock whose `locked_until` is at or before the event time ends first, with the
+//!    `unlocked` (`how: expired`) notice keyed by the lock's event — whichever event does it;
+//! 2. then the event itself: an attempt counts, is ignored or is blocked; an admin command
+//!    locks, unlocks or resets MFA; an `expired` event ends the lock it names.
+//!
+//! Policy events are tenant events: the caller replaces the tenant's policy with
+//! [`fold_policy`]; a policy change never touches a user state by itself.
+
+use lockout_proto::event::{Attempt, Event, Expired, Lock, MfaReset, Outcome, PolicyChange, Unlock};
+use lockout_proto::notice::{How, LockedNotice, MfaResetNotice, Notice, UnlockedNotice};
+use lockout_proto::status::LockReason;
+use lockout_proto::{Millis, Policy};
+use uuid::Uuid;
+
+use crate::ids::{notice_id, NoticeKind};
+use crate::message;
+use crate::state::{BlockedSource, CountedCredential, LockState, StreakSource, UserState, BLOCKED_SOURCES_MAX, RECENT_LOCKS_MAX};
+
+/// The result of folding one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folded {
+    pub state: UserState,
+    /// Notices to publish, in order. Empty for most events.
+    pub notices: Vec<Notice>,
+}
+
+/// Folds one user event at fold time `now` (the event's JetStream stored time).
+///
+/// `tenant` and `user` come from the event; `policy` is the tenant's policy at this point
+/// of the stream. A `policy` event leaves the user state as it is.
+pub fn fold(policy: &Policy, state: UserState, event: &Event, now: Millis) -> Folded {
+    let mut f = Folder { policy, state, notices: Vec::new(), now, event_id: event.id() };
+    let user = event.user().unwrap_or_default();
+    f.expire_if_due(event.tenant(), user);
+    match event {
+        Event::Attempt(a) => f.attempt(a),
+        Event::Unlock(u) => f.unlock(u),
+        Event::Lock(l) => f.lock(l),
+        Event::MfaReset(m) => f.mfa_reset(m),
+        Event::Expired(x) => f.expired(x),
+        Event::Policy(_) => {}
+    }
+    Folded { state: f.state, notices: f.notices }
+}
+
+/// A tenant's policy after a `policy` event: the new one, applied to events folded after it.
+pub fn fold_policy(_current: &Policy, change: &PolicyChange) -> Policy {
+    change.policy
+}
+
+/// The working set of one fold step.
+struct Folder<'a> {
+    policy: &'a Policy,
+    state: UserState,
+    notices: Vec<Notice>,
+    now: Millis,
+    event_id: Uuid,
+}
+
+impl Folder<'_> {
+    /// Ends a timed lock that ran out at or before `now`.
+    fn expire_if_due(&mut self, tenant: &str, user: &str) {
+        if let Some(until) = self.state.lock.as_ref().and_then(|l| l.locked_until) {
+            if until <= self.now {
+                self.end_by_expiry(tenant, user);
+            }
+        }
+    }
+
+    /// Ends the current lock as an expiry: `unlocked_at` = `locked_until`, no actor.
+    fn end_by_expiry(&mut self, tenant: &str, user: &str) {
+        let Some(lock) = self.state.lock.take() else { return };
+        let until = lock.locked_until.unwrap_or(self.now);
+        self.state.restart_streak();
+        self.state.unlocked_at = Some(until);
+        self.state.unlocked_by = None;
+        self.notices.push(Notice::Unlocked(UnlockedNotice {
+            id: notice_id(lock.event_id, NoticeKind::Expired),
+            event_id: lock.event_id,
+            tenant: tenant.to_owned(),
+            user: user.to_owned(),
+            at: until,
+            how: How::Expired,
+            actor: None,
+        }));
+    }
+
+    fn attempt(&mut self, a: &Attempt) {
+        if let Some(lock) = &mut self.state.lock {
+            block(lock, a);
+            return;
+        }
+        match a.outcome {
+            Outcome::Success => {
+                if a.factor == lockout_proto::event::Factor::Mfa {
+                    self.state.mfa_reenrol = false;
+                }
+                if self.policy.reset_on_success {
+                    self.state.restart_streak();
+                }
+            }
+            Outcome::Failure => self.failure(a),
+        }
+    }
+
+    fn failure(&mut self, a: &Attempt) {
+        let mfa = a.factor.is_mfa();
+        if mfa && !self.policy.count_mfa_failures {
+            return;
+        }
+        let window_ms = u64::from(self.policy.window_seconds) * 1000;
+        if let Some(last) = self.state.last_failure_at {
+            if window_ms > 0 && self.now.saturating_sub(last) >= window_ms {
+                self.state.restart_streak();
+            }
+        }
+        if self.policy.dedupe_credential {
+            if let Some(fp) = &a.credential {
+                if self.state.credentials.iter().any(|c| &c.fingerprint == fp) {
+                    return;
+                }
+            }
+        }
+        self.count(a, mfa);
+        let failures = self.state.failures();
+        if self.policy.max_failures > 0 && failures >= self.policy.max_failures {
+            self.auto_lock(a, failures);
+        }
+    }
+
+    /// Adds one counted failure to the streak.
+    fn count(&mut self, a: &Attempt, mfa: bool) {
+        let st = &mut self.state;
+        let source = match st.streak.iter_mut().position(|s| s.ip == a.source_ip && s.client == a.client) {
+            Some(i) => &mut st.streak[i],
+            None => {
+                st.streak.push(StreakSource { ip: a.source_ip.clone(), client: a.client.clone(), password: 0, mfa: 0 });
+                st.streak.last_mut().expect("just pushed")
+            }
+        };
+        if mfa {
+            source.mfa = source.mfa.saturating_add(1);
+        } else {
+            source.password = source.password.saturating_add(1);
+        }
+        if let Some(fp) = &a.credential {
+            if !st.credentials.iter().any(|c| &c.fingerprint == fp) {
+                st.credentials.push(CountedCredential { fingerprint: fp.clone(), mfa });
+            }
+        }
+        st.last_failure_at = Some(self.now);
+        st.last_source_ip = Some(a.source_ip.clone());
+    }
+
+    /// Locks after the failure `a` reached `max_failures`.
+    fn auto_lock(&mut self, a: &Attempt, failures: u32) {
+        let p = self.policy;
+        let history_ms = u64::from(p.history_seconds) * 1000;
+        let now = self.now;
+        let st = &mut self.state;
+        st.recent_locks.retain(|&t| t <= now && now - t < history_ms);
+        let earlier = u32::try_from(st.recent_locks.len()).unwrap_or(u32::MAX);
+        let seconds = lock_length(p, earlier);
+        st.recent_locks.push(now);
+        if st.recent_locks.len() > RECENT_LOCKS_MAX {
+            st.recent_locks.remove(0);
+        }
+        st.lock_count = st.lock_count.saturating_add(1);
+        let sources = st.ranked_sources();
+        let text = message::auto_locked(seconds, &sources);
+        self.start_lock(LockReason::Failures, seconds);
+        self.notices.push(Notice::Locked(LockedNotice {
+            id: notice_id(self.event_id, NoticeKind::Locked),
+            event_id: self.event_id,
+            tenant: a.tenant.clone(),
+            user: a.user.clone(),
+            at: now,
+            reason: LockReason::Failures,
+            locked_until: seconds.map(|s| until(now, s)),
+            lock_seconds: seconds,
+            failures,
+            source_ip: Some(a.source_ip.clone()),
+            client: a.client.clone(),
+            sources,
+            actor: None,
+            message: text,
+        }));
+    }
+
+    fn start_lock(&mut self, reason: LockReason, seconds: Option<u64>) {
+        self.state.lock = Some(LockState {
+            reason,
+            locked_at: self.now,
+            locked_until: seconds.map(|s| until(self.now, s)),
+            event_id: self.event_id,
+            blocked: 0,
+            blocked_sources: Vec::new(),
+        });
+    }
+
+    fn lock(&mut self, l: &Lock) {
+        let seconds = l.seconds.map(u64::from);
+        self.start_lock(LockReason::Admin, seconds);
+        let sources = self.state.ranked_sources();
+        self.notices.push(Notice::Locked(LockedNotice {
+            id: notice_id(self.event_id, NoticeKind::Locked),
+            event_id: self.event_id,
+            tenant: l.tenant.clone(),
+            user: l.user.clone(),
+            at: self.now,
+            reason: LockReason::Admin,
+            locked_until: seconds.map(|s| until(self.now, s)),
+            lock_seconds: seconds,
+            failures: self.state.failures(),
+            source_ip: None,
+            client: None,
+            sources,
+            actor: Some(l.actor.clone()),
+            message: message::admin_locked(seconds, l.reason.as_deref()),
+        }));
+    }
+
+    fn unlock(&mut self, u: &Unlock) {
+        let was_locked = self.state.lock.take().is_some();
+        self.state.restart_streak();
+        self.state.unlocked_at = Some(self.now);
+        self.state.unlocked_by = Some(u.actor.clone());
+        if was_locked {
+            self.notices.push(Notice::Unlocked(UnlockedNotice {
+                id: notice_id(self.event_id, NoticeKind::Unlocked),
+                event_id: self.event_id,
+                tenant: u.tenant.clone(),
+                user: u.user.clone(),
+                at: self.now,
+                how: How::Admin,
+                actor: Some(u.actor.clone()),
+            }));
+        }
+    }
+
+    fn mfa_reset(&mut self, m: &MfaReset) {
+        let st = &mut self.state;
+        for s in &mut st.streak {
+            s.mfa = 0;
+        }
+        st.streak.retain(|s| s.total() > 0);
+        st.credentials.retain(|c| !c.mfa);
+        st.mfa_reset_at = Some(self.now);
+        st.mfa_reset_by = Some(m.actor.clone());
+        st.mfa_reenrol = true;
+        self.notices.push(Notice::MfaReset(MfaResetNotice {
+            id: notice_id(self.event_id, NoticeKind::MfaReset),
+            event_id: self.event_id,
+            tenant: m.tenant.clone(),
+            user: m.user.clone(),
+            at: self.now,
+            actor: m.actor.clone(),
+        }));
+    }
+
+    /// An `expired` event ends the timed lock it names, even when folded a little before
+    /// `locked_until` (clock skew between lockoutd and the server); otherwise it does nothing.
+    fn expired(&mut self, x: &Expired) {
+        let names_current =
+            self.state.lock.as_ref().is_some_and(|l| l.event_id == x.lock_event && l.locked_until.is_some());
+        if names_current {
+            self.end_by_expiry(&x.tenant, &x.user);
+        }
+    }
+}
+
+/// Remembers an attempt made while locked; it neither extends the lock nor counts.
+fn block(lock: &mut LockState, a: &Attempt) {
+    lock.blocked = lock.blocked.saturating_add(1);
+    if let Some(s) = lock.blocked_sources.iter_mut().find(|s| s.ip == a.source_ip && s.client == a.client) {
+        s.attempts = s.attempts.saturating_add(1);
+    } else if lock.blocked_sources.len() < BLOCKED_SOURCES_MAX {
+        lock.blocked_sources.push(BlockedSource { ip: a.source_ip.clone(), client: a.client.clone(), attempts: 1 });
+    }
+}
+
+/// The length in seconds of an automatic lock after `earlier` automatic locks within
+/// `history_seconds`; `None` = until an admin unlocks.
+///
+/// The first lock lasts `lock_seconds`; each further one `lock_multiplier` times the one
+/// before, capped at `max_lock_seconds` (the cap never shortens a lock below `lock_seconds`).
+pub fn lock_length(p: &Policy, earlier: u32) -> Option<u64> {
+    if p.lock_seconds == 0 || (p.permanent_after > 0 && earlier >= p.permanent_after) {
+        return None;
+    }
+    let base = u64::from(p.lock_seconds);
+    if earlier == 0 {
+        return Some(base);
+    }
+    let factor = u64::from(p.lock_multiplier).saturating_pow(earlier);
+    Some(base.saturating_mul(factor).min(p.max_lock_seconds.max(base)))
+}
+
+fn until(now: Millis, seconds: u64) -> Millis {
+    now.saturating_add(seconds.saturating_mul(1000))
+}

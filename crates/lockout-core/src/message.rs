@@ -1,0 +1,105 @@
+//! The one-sentence texts of `locked` notices, as a person would write them.
+
+use lockout_proto::notice::Source;
+
+/// "Your account has been locked for 30 minutes due to an excessive number of unsuccessful
+/// log in attempts from 203.0.113.7 (IT Glue)."
+pub fn auto_locked(seconds: Option<u64>, sources: &[Source]) -> String {
+    let mut text = format!(
+        "Your account has been locked {} due to an excessive number of unsuccessful log in attempts",
+        for_how_long(seconds)
+    );
+    if let Some(top) = sources.first() {
+        text.push_str(" from ");
+        text.push_str(&describe(top));
+        match sources.len() - 1 {
+            0 => {}
+            1 => text.push_str(" and 1 other source"),
+            n => text.push_str(&format!(" and {n} other sources")),
+        }
+    }
+    text.push('.');
+    text
+}
+
+/// "Your account has been locked by an administrator for 2 hours (reason: offboarding)."
+pub fn admin_locked(seconds: Option<u64>, reason: Option<&str>) -> String {
+    let mut text = format!("Your account has been locked by an administrator {}", for_how_long(seconds));
+    if let Some(r) = reason.filter(|r| !r.is_empty()) {
+        text.push_str(&format!(" (reason: {r})"));
+    }
+    text.push('.');
+    text
+}
+
+fn for_how_long(seconds: Option<u64>) -> String {
+    match seconds {
+        Some(s) => format!("for {}", duration(s)),
+        None => "until an administrator unlocks it".to_owned(),
+    }
+}
+
+fn describe(s: &Source) -> String {
+    match &s.client {
+        Some(c) if !c.is_empty() => format!("{} ({c})", s.ip),
+        _ => s.ip.clone(),
+    }
+}
+
+/// A duration in the largest units that say it exactly: "30 minutes", "2 hours",
+/// "1 day", "1 hour 30 minutes", "45 seconds".
+pub fn duration(seconds: u64) -> String {
+    if seconds == 0 {
+        return "0 seconds".to_owned();
+    }
+    let units = [(86_400, "day"), (3_600, "hour"), (60, "minute"), (1, "second")];
+    let mut rest = seconds;
+    let mut parts = Vec::new();
+    for (size, name) in units {
+        let n = rest / size;
+        rest %= size;
+        if n > 0 {
+            parts.push(format!("{n} {name}{}", if n == 1 { "" } else { "s" }));
+        }
+    }
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        for (s, text) in [
+            (1, "1 second"),
+            (45, "45 seconds"),
+            (60, "1 minute"),
+            (300, "5 minutes"),
+            (1800, "30 minutes"),
+            (5400, "1 hour 30 minutes"),
+            (7200, "2 hours"),
+            (86_400, "1 day"),
+            (90_061, "1 day 1 hour 1 minute 1 second"),
+        ] {
+            assert_eq!(duration(s), text, "{s}");
+        }
+    }
+
+    #[test]
+    fn seed_000_message() {
+        let src = |ip: &str, client: Option<&str>, failures| Source { ip: ip.into(), client: client.map(Into::into), failures };
+        assert_eq!(
+            auto_locked(Some(1800), &[src("203.0.113.7", Some("IT Glue"), 5)]),
+            "Your account has been locked for 30 minutes due to an excessive number of unsuccessful log in attempts from 203.0.113.7 (IT Glue)."
+        );
+        assert_eq!(
+            auto_locked(None, &[src("203.0.113.7", None, 3), src("198.51.100.2", None, 2), src("::1", None, 1)]),
+            "Your account has been locked until an administrator unlocks it due to an excessive number of unsuccessful log in attempts from 203.0.113.7 and 2 other sources."
+        );
+        assert_eq!(
+            admin_locked(Some(7200), Some("offboarding")),
+            "Your account has been locked by an administrator for 2 hours (reason: offboarding)."
+        );
+    }
+}

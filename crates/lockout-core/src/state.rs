@@ -1,0 +1,115 @@
+//! What the store keeps per user.
+//!
+//! The counter is not stored: it is the sum of the current streak's sources, so the two can
+//! never disagree. Everything here is bounded: sources and credentials by `max_failures`,
+//! blocked sources by [`BLOCKED_SOURCES_MAX`], recent locks by [`RECENT_LOCKS_MAX`].
+
+use lockout_proto::notice::Source;
+use lockout_proto::status::LockReason;
+use lockout_proto::Millis;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Distinct sources of blocked attempts remembered per lock; further ones are only counted.
+pub const BLOCKED_SOURCES_MAX: usize = 32;
+/// Automatic lock times remembered for progressive and permanent locks.
+pub const RECENT_LOCKS_MAX: usize = 256;
+
+/// One (`ip`, `client`) pair of the current streak with its counted failures, split by
+/// factor so that `mfa_reset` can remove second-factor failures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreakSource {
+    pub ip: String,
+    pub client: Option<String>,
+    pub password: u32,
+    pub mfa: u32,
+}
+
+impl StreakSource {
+    pub fn total(&self) -> u32 {
+        self.password.saturating_add(self.mfa)
+    }
+}
+
+/// A credential fingerprint counted in the current streak.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountedCredential {
+    pub fingerprint: String,
+    pub mfa: bool,
+}
+
+/// Attempts from one (`ip`, `client`) while the account was locked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedSource {
+    pub ip: String,
+    pub client: Option<String>,
+    pub attempts: u32,
+}
+
+/// An active lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockState {
+    pub reason: LockReason,
+    pub locked_at: Millis,
+    /// `None` = until an admin unlocks.
+    pub locked_until: Option<Millis>,
+    /// The event that started the lock; the expiry notice's `event_id`.
+    pub event_id: Uuid,
+    /// Attempts folded while locked.
+    pub blocked: u32,
+    /// Their sources, first occurrence first, at most [`BLOCKED_SOURCES_MAX`].
+    pub blocked_sources: Vec<BlockedSource>,
+}
+
+/// A user's lockout state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserState {
+    /// Sources of the current streak's counted failures, in order of first occurrence.
+    pub streak: Vec<StreakSource>,
+    /// Credentials counted in the current streak (for `dedupe_credential`).
+    pub credentials: Vec<CountedCredential>,
+    /// Fold time of the last counted failure.
+    pub last_failure_at: Option<Millis>,
+    pub last_source_ip: Option<String>,
+    pub lock: Option<LockState>,
+    pub unlocked_at: Option<Millis>,
+    pub unlocked_by: Option<String>,
+    pub mfa_reset_at: Option<Millis>,
+    pub mfa_reset_by: Option<String>,
+    pub mfa_reenrol: bool,
+    /// Automatic locks so far.
+    pub lock_count: u32,
+    /// Times of recent automatic locks, oldest first (for progressive and permanent locks).
+    pub recent_locks: Vec<Millis>,
+}
+
+impl UserState {
+    /// The failure counter: the counted failures of the current streak.
+    pub fn failures(&self) -> u32 {
+        self.streak.iter().fold(0u32, |n, s| n.saturating_add(s.total()))
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_some()
+    }
+
+    /// The streak's sources ranked as the contract wants: most failures first, ties by
+    /// first occurrence.
+    pub fn ranked_sources(&self) -> Vec<Source> {
+        let mut ranked: Vec<Source> = self
+            .streak
+            .iter()
+            .filter(|s| s.total() > 0)
+            .map(|s| Source { ip: s.ip.clone(), client: s.client.clone(), failures: s.total() })
+            .collect();
+        // A stable sort keeps first-occurrence order among equal counts.
+        ranked.sort_by(|a, b| b.failures.cmp(&a.failures));
+        ranked
+    }
+
+    /// Clears the counter and everything that belongs to the streak.
+    pub(crate) fn restart_streak(&mut self) {
+        self.streak.clear();
+        self.credentials.clear();
+    }
+}
