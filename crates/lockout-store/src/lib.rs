@@ -1,0 +1,362 @@
+//! The lockout service's store, on sled.
+//!
+//! Nothing else touches sled. The store keeps, in one tree with prefixed keys:
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `u` | user key | postcard `UserState` |
+//! | `p` | tenant | postcard `Policy` |
+//! | `l` | user key | empty: the user is locked (index for `locked`) |
+//! | `x` | `locked_until` (u64 BE) + user key | lock event id: timed locks by expiry |
+//! | `o` | event seq (u64 BE) + index (u32 BE) | postcard `OutboxEntry`: to publish |
+//! | `m` | `checkpoint` | u64 BE: last folded `LOCKOUT_EVENTS` sequence |
+//!
+//! A *user key* is the tenant's length (one byte), the tenant, then the user id's bytes, so
+//! a tenant's users sort by the UTF-8 bytes of their ids.
+//!
+//! Guarantee: a [`Commit`] is one sled batch — after a crash either all of it (states,
+//! indexes, outbox, checkpoint) is there or none is. Durability comes from sled's periodic
+//! flush and [`Store::flush`]; a lost tail is re-folded from the stream, because the
+//! checkpoint is lost with it.
+
+use std::path::Path;
+
+use lockout_core::UserState;
+use lockout_proto::{Millis, Policy};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Why a store operation failed.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// sled reported an I/O error or corruption (disk full, permissions, damaged files).
+    Io,
+    /// A stored value did not decode: the store was written by an incompatible version.
+    Corrupt,
+}
+
+/// A store failure: infrastructure, never bad input.
+#[derive(Debug, thiserror::Error)]
+#[error("store {kind:?} error: {detail}")]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub detail: String,
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error { kind: ErrorKind::Io, detail: e.to_string() }
+    }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error { kind: ErrorKind::Corrupt, detail: format!("{what}: {e}") }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+const CHECKPOINT: &[u8] = b"mcheckpoint";
+
+/// Which stream an outbox entry goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutboxStream {
+    Notices,
+    Dead,
+}
+
+/// A message committed with the fold that produced it, published after the commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub stream: OutboxStream,
+    /// `LOCKOUT_EVENTS` sequence of the causing (or refused) event.
+    pub event_seq: u64,
+    /// Position among the entries of that event.
+    pub index: u32,
+    pub subject: String,
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+}
+
+impl OutboxEntry {
+    fn key(&self) -> [u8; 13] {
+        let mut k = [0u8; 13];
+        k[0] = b'o';
+        k[1..9].copy_from_slice(&self.event_seq.to_be_bytes());
+        k[9..13].copy_from_slice(&self.index.to_be_bytes());
+        k
+    }
+}
+
+/// The part of a user's lock the indexes depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockIndex {
+    pub locked_until: Option<Millis>,
+    pub event_id: Uuid,
+}
+
+impl LockIndex {
+    pub fn of(state: &UserState) -> Option<LockIndex> {
+        state.lock.as_ref().map(|l| LockIndex { locked_until: l.locked_until, event_id: l.event_id })
+    }
+}
+
+/// A changed user state, with its lock as it was before the commit's events.
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    pub tenant: String,
+    pub user: String,
+    pub before: Option<LockIndex>,
+    pub state: UserState,
+}
+
+/// Everything one fetched batch changes, written atomically.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    pub states: Vec<StateChange>,
+    pub policies: Vec<(String, Policy)>,
+    pub outbox: Vec<OutboxEntry>,
+    /// The last `LOCKOUT_EVENTS` sequence folded by this commit.
+    pub checkpoint: u64,
+}
+
+/// A timed lock whose `locked_until` has passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueExpiry {
+    pub tenant: String,
+    pub user: String,
+    pub locked_until: Millis,
+    pub lock_event: Uuid,
+}
+
+/// The sled store. Cloning shares the same database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+/// The key of a user within its tenant.
+pub fn user_key(tenant: &str, user: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + tenant.len() + user.len());
+    k.push(u8::try_from(tenant.len()).expect("tenants are at most 64 bytes"));
+    k.extend_from_slice(tenant.as_bytes());
+    k.extend_from_slice(user.as_bytes());
+    k
+}
+
+fn prefixed(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + rest.len());
+    k.push(prefix);
+    k.extend_from_slice(rest);
+    k
+}
+
+fn tenant_prefix(prefix: u8, tenant: &str) -> Vec<u8> {
+    let mut k = vec![prefix, u8::try_from(tenant.len()).expect("tenants are at most 64 bytes")];
+    k.extend_from_slice(tenant.as_bytes());
+    k
+}
+
+fn expiry_key(until: Millis, ukey: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + ukey.len());
+    k.push(b'x');
+    k.extend_from_slice(&until.to_be_bytes());
+    k.extend_from_slice(ukey);
+    k
+}
+
+/// Splits a user key into tenant and user.
+fn split_user_key(ukey: &[u8]) -> Result<(String, String)> {
+    let n = *ukey.first().ok_or_else(|| corrupt("user key", "empty"))? as usize;
+    let tenant = ukey.get(1..1 + n).ok_or_else(|| corrupt("user key", "short"))?;
+    let user = &ukey[1 + n..];
+    let s = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|e| corrupt("user key", e));
+    Ok((s(tenant)?, s(user)?))
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` with a page cache of `cache_bytes`.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store> {
+        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open()?;
+        Ok(Store { db })
+    }
+
+    /// The last folded `LOCKOUT_EVENTS` sequence (0 when nothing was folded).
+    pub fn checkpoint(&self) -> Result<u64> {
+        Ok(match self.db.get(CHECKPOINT)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|e| corrupt("checkpoint", e))?),
+            None => 0,
+        })
+    }
+
+    pub fn user(&self, tenant: &str, user: &str) -> Result<Option<UserState>> {
+        self.db
+            .get(prefixed(b'u', &user_key(tenant, user)))?
+            .map(|v| postcard::from_bytes(&v).map_err(|e| corrupt("user state", e)))
+            .transpose()
+    }
+
+    /// The tenant's policy, or `None` when it never set one (the defaults apply).
+    pub fn policy(&self, tenant: &str) -> Result<Option<Policy>> {
+        self.db
+            .get(prefixed(b'p', tenant.as_bytes()))?
+            .map(|v| postcard::from_bytes(&v).map_err(|e| corrupt("policy", e)))
+            .transpose()
+    }
+
+    /// The tenant's policy with defaults filled in.
+    pub fn policy_or_default(&self, tenant: &str) -> Result<Policy> {
+        Ok(self.policy(tenant)?.unwrap_or_default())
+    }
+
+    /// Writes one batch's changes atomically.
+    pub fn commit(&self, c: &Commit) -> Result<()> {
+        let mut b = sled::Batch::default();
+        for s in &c.states {
+            let ukey = user_key(&s.tenant, &s.user);
+            let after = LockIndex::of(&s.state);
+            if s.before != after {
+                if let Some(LockIndex { locked_until: Some(t), .. }) = s.before {
+                    b.remove(expiry_key(t, &ukey));
+                }
+                match after {
+                    Some(l) => {
+                        b.insert(prefixed(b'l', &ukey), &[][..]);
+                        if let Some(t) = l.locked_until {
+                            b.insert(expiry_key(t, &ukey), &l.event_id.as_bytes()[..]);
+                        }
+                    }
+                    None => b.remove(prefixed(b'l', &ukey)),
+                }
+            }
+            let bytes = postcard::to_allocvec(&s.state).expect("states always encode");
+            b.insert(prefixed(b'u', &ukey), bytes);
+        }
+        for (tenant, policy) in &c.policies {
+            b.insert(prefixed(b'p', tenant.as_bytes()), postcard::to_allocvec(policy).expect("policies always encode"));
+        }
+        for e in &c.outbox {
+            b.insert(&e.key()[..], postcard::to_allocvec(e).expect("outbox entries always encode"));
+        }
+        b.insert(CHECKPOINT, &c.checkpoint.to_be_bytes()[..]);
+        self.db.apply_batch(b)?;
+        Ok(())
+    }
+
+    /// Every outbox entry, in (event seq, index) order.
+    pub fn outbox(&self) -> Result<Vec<OutboxEntry>> {
+        self.db
+            .scan_prefix(b"o")
+            .map(|kv| {
+                let (_, v) = kv?;
+                postcard::from_bytes(&v).map_err(|e| corrupt("outbox entry", e))
+            })
+            .collect()
+    }
+
+    /// Removes published outbox entries.
+    pub fn remove_outbox(&self, entries: &[OutboxEntry]) -> Result<()> {
+        let mut b = sled::Batch::default();
+        for e in entries {
+            b.remove(&e.key()[..]);
+        }
+        self.db.apply_batch(b)?;
+        Ok(())
+    }
+
+    /// Timed locks with `locked_until` ≤ `now`, earliest first, at most `limit`.
+    pub fn due_expiries(&self, now: Millis, limit: usize) -> Result<Vec<DueExpiry>> {
+        let end = expiry_key(now.saturating_add(1), &[]);
+        let mut due = Vec::new();
+        for kv in self.db.range(&b"x"[..]..end.as_slice()).take(limit) {
+            let (k, v) = kv?;
+            let until = u64::from_be_bytes(k[1..9].try_into().map_err(|e| corrupt("expiry key", e))?);
+            let (tenant, user) = split_user_key(&k[9..])?;
+            let lock_event = Uuid::from_slice(&v).map_err(|e| corrupt("expiry value", e))?;
+            due.push(DueExpiry { tenant, user, locked_until: until, lock_event });
+        }
+        Ok(due)
+    }
+
+    /// Locked users of `tenant` after the user id `after` (exclusive), ascending by UTF-8
+    /// bytes, with their states. Users whose timed lock has run out are still listed here;
+    /// the caller filters by its clock.
+    pub fn locked_after<'a>(
+        &'a self,
+        tenant: &str,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<(String, UserState)>> + 'a {
+        let prefix = tenant_prefix(b'l', tenant);
+        let start = match after {
+            // The smallest key strictly greater than `prefix + after` is `prefix + after + 0x00`.
+            Some(a) => {
+                let mut k = prefix.clone();
+                k.extend_from_slice(a.as_bytes());
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        let end = {
+            let mut k = prefix.clone();
+            k.push(0xff);
+            k
+        };
+        let plen = prefix.len();
+        self.db.range(start..end).filter(move |kv| kv.as_ref().map_or(true, |(k, _)| k.len() > plen)).map(move |kv| {
+            let (k, _) = kv?;
+            let user = String::from_utf8(k[plen..].to_vec()).map_err(|e| corrupt("locked index", e))?;
+            let state = self.user(&String::from_utf8_lossy(&k[2..plen]), &user)?.unwrap_or_default();
+            Ok((user, state))
+        })
+    }
+
+    /// Number of users of `tenant` with a state, and a SHA-256 over their (user, state) pairs
+    /// in key order: equal on stores that folded the same events.
+    pub fn digest(&self, tenant: &str) -> Result<(u64, String)> {
+        let prefix = tenant_prefix(b'u', tenant);
+        let mut h = Sha256::new();
+        let mut n = 0u64;
+        for kv in self.db.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            let user = &k[prefix.len()..];
+            h.update((user.len() as u64).to_be_bytes());
+            h.update(user);
+            h.update((v.len() as u64).to_be_bytes());
+            h.update(&v);
+            n += 1;
+        }
+        Ok((n, hex::encode(h.finalize())))
+    }
+
+    /// Every stored (tenant, user, state), in key order (for verification and tests).
+    pub fn all_users(&self) -> impl Iterator<Item = Result<(String, String, UserState)>> + '_ {
+        self.db.scan_prefix(b"u").map(|kv| {
+            let (k, v) = kv?;
+            let (tenant, user) = split_user_key(&k[1..])?;
+            let state = postcard::from_bytes(&v).map_err(|e| corrupt("user state", e))?;
+            Ok((tenant, user, state))
+        })
+    }
+
+    /// Every tenant with a stored policy.
+    pub fn all_policies(&self) -> impl Iterator<Item = Result<(String, Policy)>> + '_ {
+        self.db.scan_prefix(b"p").map(|kv| {
+            let (k, v) = kv?;
+            let tenant = String::from_utf8(k[1..].to_vec()).map_err(|e| corrupt("policy key", e))?;
+            Ok((tenant, postcard::from_bytes(&v).map_err(|e| corrupt("policy", e))?))
+        })
+    }
+
+    /// Writes everything to disk; returns when it is durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+}

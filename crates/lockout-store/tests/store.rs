@@ -1,0 +1,111 @@
+//! The store against a real sled database in a temp dir.
+
+use lockout_core::{LockState, UserState};
+use lockout_proto::status::LockReason;
+use lockout_proto::Policy;
+use lockout_store::{Commit, LockIndex, OutboxEntry, OutboxStream, StateChange, Store};
+use uuid::Uuid;
+
+fn locked(until: Option<u64>, id: u128) -> UserState {
+    UserState {
+        lock: Some(LockState {
+            reason: LockReason::Failures,
+            locked_at: 1,
+            locked_until: until,
+            event_id: Uuid::from_u128(id),
+            blocked: 0,
+            blocked_sources: vec![],
+        }),
+        ..UserState::default()
+    }
+}
+
+fn change(tenant: &str, user: &str, before: Option<LockIndex>, state: UserState) -> StateChange {
+    StateChange { tenant: tenant.into(), user: user.into(), before, state }
+}
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 16 << 20).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn commit_writes_states_indexes_outbox_and_checkpoint() {
+    let (dir, store) = open();
+    let entry = OutboxEntry {
+        stream: OutboxStream::Notices,
+        event_seq: 7,
+        index: 0,
+        subject: "lockout.notices.acme.locked".into(),
+        headers: vec![("Nats-Msg-Id".into(), "x".into())],
+        payload: vec![1, 2, 3],
+    };
+    store
+        .commit(&Commit {
+            states: vec![
+                change("acme", "bob", None, locked(Some(5_000), 1)),
+                change("acme", "alice", None, locked(None, 2)),
+                change("acme", "carol", None, UserState::default()),
+                change("other", "dave", None, locked(Some(1_000), 3)),
+            ],
+            policies: vec![("acme".into(), Policy { max_failures: 3, ..Policy::default() })],
+            outbox: vec![entry.clone()],
+            checkpoint: 7,
+        })
+        .unwrap();
+    assert_eq!(store.checkpoint().unwrap(), 7);
+    assert_eq!(store.policy("acme").unwrap().unwrap().max_failures, 3);
+    assert_eq!(store.policy("other").unwrap(), None);
+    assert_eq!(store.outbox().unwrap(), vec![entry.clone()]);
+    let locked_users: Vec<String> = store.locked_after("acme", None).map(|r| r.unwrap().0).collect();
+    assert_eq!(locked_users, ["alice", "bob"]);
+    let after_alice: Vec<String> = store.locked_after("acme", Some("alice")).map(|r| r.unwrap().0).collect();
+    assert_eq!(after_alice, ["bob"]);
+    // Only timed locks are in the expiry index, earliest first.
+    let due = store.due_expiries(10_000, 10).unwrap();
+    assert_eq!(due.iter().map(|d| (d.user.as_str(), d.locked_until)).collect::<Vec<_>>(), [("dave", 1_000), ("bob", 5_000)]);
+    assert_eq!(store.due_expiries(4_999, 10).unwrap().len(), 1);
+
+    // Unlocking bob removes him from both indexes.
+    let before = LockIndex::of(&store.user("acme", "bob").unwrap().unwrap());
+    store.commit(&Commit { states: vec![change("acme", "bob", before, UserState::default())], checkpoint: 8, ..Commit::default() }).unwrap();
+    let locked_users: Vec<String> = store.locked_after("acme", None).map(|r| r.unwrap().0).collect();
+    assert_eq!(locked_users, ["alice"]);
+    assert_eq!(store.due_expiries(10_000, 10).unwrap().len(), 1);
+    store.remove_outbox(&[entry]).unwrap();
+    assert!(store.outbox().unwrap().is_empty());
+
+    // Everything survives a reopen.
+    store.flush().unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), 16 << 20).unwrap();
+    assert_eq!(store.checkpoint().unwrap(), 8);
+    assert_eq!(store.user("acme", "alice").unwrap(), Some(locked(None, 2)));
+    assert_eq!(store.all_users().count(), 4);
+}
+
+#[test]
+fn digest_depends_on_states_only_and_per_tenant() {
+    let (_d1, a) = open();
+    let (_d2, b) = open();
+    let states = |x: u128| vec![change("acme", "u1", None, locked(Some(9), x)), change("zeta", "u2", None, UserState::default())];
+    a.commit(&Commit { states: states(1), checkpoint: 2, ..Commit::default() }).unwrap();
+    b.commit(&Commit { states: states(1), checkpoint: 2, ..Commit::default() }).unwrap();
+    assert_eq!(a.digest("acme").unwrap(), b.digest("acme").unwrap());
+    assert_eq!(a.digest("acme").unwrap().0, 1);
+    b.commit(&Commit { states: states(2), checkpoint: 3, ..Commit::default() }).unwrap();
+    assert_ne!(a.digest("acme").unwrap(), b.digest("acme").unwrap());
+    assert_eq!(a.digest("zeta").unwrap(), b.digest("zeta").unwrap());
+    assert_eq!(a.digest("nobody").unwrap().0, 0);
+}
+
+#[test]
+fn users_sort_by_utf8_bytes_and_prefix_tenants_do_not_mix() {
+    let (_d, s) = open();
+    let users = ["b", "a", "é", "Z", "ab"];
+    let states = users.iter().map(|u| change("t", u, None, locked(None, 1))).chain([change("t2", "a", None, locked(None, 1))]).collect();
+    s.commit(&Commit { states, checkpoint: 1, ..Commit::default() }).unwrap();
+    let listed: Vec<String> = s.locked_after("t", None).map(|r| r.unwrap().0).collect();
+    assert_eq!(listed, ["Z", "a", "ab", "b", "é"]);
+}
