@@ -17,7 +17,9 @@ use uuid::Uuid;
 
 use crate::ids::{notice_id, NoticeKind};
 use crate::message;
-use crate::state::{BlockedSource, CountedCredential, LockState, StreakSource, UserState, BLOCKED_SOURCES_MAX, RECENT_LOCKS_MAX};
+use crate::state::{
+    BlockedSource, CountedCredential, LockState, StreakSource, UserState, BLOCKED_SOURCES_MAX, RECENT_LOCKS_MAX,
+};
 
 /// The result of folding one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +34,10 @@ pub struct Folded {
 /// `tenant` and `user` come from the event; `policy` is the tenant's policy at this point
 /// of the stream. A `policy` event leaves the user state as it is.
 pub fn fold(policy: &Policy, state: UserState, event: &Event, now: Millis) -> Folded {
+    // A tenant event is not a user event: it neither ends a lock that ran out nor touches
+    // the state ("by itself it never locks, unlocks or shortens a lock").
+    let Some(user) = event.user() else { return Folded { state, notices: Vec::new() } };
     let mut f = Folder { policy, state, notices: Vec::new(), now, event_id: event.id() };
-    let user = event.user().unwrap_or_default();
     f.expire_if_due(event.tenant(), user);
     match event {
         Event::Attempt(a) => f.attempt(a),

@@ -88,7 +88,11 @@ mod tests {
 
     #[test]
     fn seed_000_message() {
-        let src = |ip: &str, client: Option<&str>, failures| Source { ip: ip.into(), client: client.map(Into::into), failures };
+        let src = |ip: &str, client: Option<&str>, failures| Source {
+            ip: ip.into(),
+            client: client.map(Into::into),
+            failures,
+        };
         assert_eq!(
             auto_locked(Some(1800), &[src("203.0.113.7", Some("IT Glue"), 5)]),
             "Your account has been locked for 30 minutes due to an excessive number of unsuccessful log in attempts from 203.0.113.7 (IT Glue)."

@@ -103,7 +103,7 @@ impl UserState {
             .map(|s| Source { ip: s.ip.clone(), client: s.client.clone(), failures: s.total() })
             .collect();
         // A stable sort keeps first-occurrence order among equal counts.
-        ranked.sort_by(|a, b| b.failures.cmp(&a.failures));
+        ranked.sort_by_key(|s| std::cmp::Reverse(s.failures));
         ranked
     }
 

@@ -8,7 +8,8 @@ use crate::state::UserState;
 ///
 /// A timed lock whose `locked_until` has passed is reported as ended (counter 0,
 /// `unlocked_at` = `locked_until`) even before the `expired` event is folded, so a status
-/// never reports a lock past its `locked_until`.
+/// never reports a lock past its `locked_until`; likewise an unlocked user's counter reads 0
+/// once `window_seconds` have passed since the last counted failure.
 pub fn status(tenant: &str, user: &str, policy: &Policy, state: &UserState, now: Millis) -> Status {
     let mut s = Status::unknown(tenant, user, policy.max_failures);
     s.failures = state.failures();
@@ -32,7 +33,15 @@ pub fn status(tenant: &str, user: &str, policy: &Policy, state: &UserState, now:
             s.locked_at = Some(lock.locked_at);
             s.locked_until = lock.locked_until;
         }
-        None => {}
+        None => {
+            // The counter restarts once `window_seconds` have passed since the last counted
+            // failure, whether or not a failure has been folded since.
+            let window_ms = u64::from(policy.window_seconds) * 1000;
+            let since_last = state.last_failure_at.map(|last| now.saturating_sub(last));
+            if window_ms > 0 && since_last.is_some_and(|d| d >= window_ms) {
+                s.failures = 0;
+            }
+        }
     }
     s
 }

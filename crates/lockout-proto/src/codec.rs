@@ -46,7 +46,9 @@ impl Encoding {
         } else {
             Err(Rejection::new(
                 RejectReason::Encoding,
-                format!("Content-Type {value:?} is not supported: send `{JSON}` or `{POSTCARD}` (no header means postcard)"),
+                format!(
+                    "Content-Type {value:?} is not supported: send `{JSON}` or `{POSTCARD}` (no header means postcard)"
+                ),
             ))
         }
     }

@@ -113,9 +113,9 @@ pub fn decode_request<T: DeserializeOwned>(enc: Encoding, bytes: &[u8], tenant: 
             let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
                 Rejection::new(RejectReason::Undecodable, format!("the request is not valid JSON: {e}"))
             })?;
-            let obj = value.as_object_mut().ok_or_else(|| {
-                Rejection::new(RejectReason::Undecodable, "the request must be a JSON object")
-            })?;
+            let obj = value
+                .as_object_mut()
+                .ok_or_else(|| Rejection::new(RejectReason::Undecodable, "the request must be a JSON object"))?;
             match obj.remove("tenant") {
                 None | Some(serde_json::Value::Null) => {}
                 Some(serde_json::Value::String(t)) if t == tenant.as_str() => {}
@@ -148,7 +148,8 @@ mod tests {
     fn json_tenant_must_match() {
         let ok: StatusRequest = decode_request(Encoding::Json, br#"{"tenant":"acme","user":"a"}"#, &acme()).unwrap();
         assert_eq!(ok.user, "a");
-        let e = decode_request::<StatusRequest>(Encoding::Json, br#"{"tenant":"other","user":"a"}"#, &acme()).unwrap_err();
+        let e =
+            decode_request::<StatusRequest>(Encoding::Json, br#"{"tenant":"other","user":"a"}"#, &acme()).unwrap_err();
         assert_eq!(e.reason, RejectReason::Mismatch);
         assert!(e.message.contains("\"other\""), "{}", e.message);
     }

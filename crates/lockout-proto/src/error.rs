@@ -82,14 +82,8 @@ pub(crate) fn check_len(field: &str, value: Option<&str>, min: usize, max: usize
     let Some(value) = value else { return Ok(()) };
     let n = value.chars().count();
     if n < min || n > max {
-        let bound = if min == 0 {
-            format!("at most {max} characters")
-        } else {
-            format!("{min} to {max} characters")
-        };
-        return Err(Rejection::out_of_range(format!(
-            "field `{field}` has {n} characters; it must have {bound}"
-        )));
+        let bound = if min == 0 { format!("at most {max} characters") } else { format!("{min} to {max} characters") };
+        return Err(Rejection::out_of_range(format!("field `{field}` has {n} characters; it must have {bound}")));
     }
     Ok(())
 }

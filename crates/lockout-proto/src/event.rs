@@ -104,12 +104,23 @@ pub struct Attempt {
     pub tenant: String,
     pub user: String,
     pub outcome: Outcome,
-    #[serde(default)]
+    /// Absent or `null` in JSON means `password`.
+    #[serde(default, deserialize_with = "factor_or_default")]
     pub factor: Factor,
     pub source_ip: String,
     pub client: Option<String>,
     pub credential: Option<String>,
     pub account: Option<Account>,
+}
+
+/// Reads `factor`: in JSON, `null` means the default like an absent field does (the contract:
+/// "absent optional fields and `null` mean the same"); postcard always carries the variant index.
+fn factor_or_default<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Factor, D::Error> {
+    if d.is_human_readable() {
+        Ok(Option::<Factor>::deserialize(d)?.unwrap_or_default())
+    } else {
+        Factor::deserialize(d)
+    }
 }
 
 /// An admin unlock, written by the service.

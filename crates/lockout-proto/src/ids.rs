@@ -26,9 +26,7 @@ impl Tenant {
         } else {
             Err(Rejection::new(
                 RejectReason::BadSubject,
-                format!(
-                    "tenant {s:?} is invalid: use 1 to {TENANT_MAX} characters of A-Z, a-z, 0-9, '_' and '-'"
-                ),
+                format!("tenant {s:?} is invalid: use 1 to {TENANT_MAX} characters of A-Z, a-z, 0-9, '_' and '-'"),
             ))
         }
     }

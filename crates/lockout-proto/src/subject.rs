@@ -145,9 +145,8 @@ impl Subjects {
             Some(utok) => Target::User(UserId::from_token(utok)?),
             None => Target::Tenant,
         };
-        let kind = EventKind::parse(kind)
-            .filter(|k| k.is_tenant_event() == (target == Target::Tenant))
-            .ok_or_else(|| {
+        let kind =
+            EventKind::parse(kind).filter(|k| k.is_tenant_event() == (target == Target::Tenant)).ok_or_else(|| {
                 let known: Vec<&str> = EventKind::ALL
                     .iter()
                     .filter(|k| k.is_tenant_event() == (target == Target::Tenant))
@@ -167,10 +166,9 @@ impl Subjects {
 
     /// Parses `<p>.svc.<tenant>.<op>` into the tenant and op.
     pub fn parse_svc<'a>(&self, subject: &'a str) -> Result<(Tenant, &'a str), Rejection> {
-        let rest = subject
-            .strip_prefix(&self.prefix)
-            .and_then(|r| r.strip_prefix(".svc."))
-            .ok_or_else(|| Rejection::new(RejectReason::BadSubject, format!("subject {subject:?} is not a service subject")))?;
+        let rest = subject.strip_prefix(&self.prefix).and_then(|r| r.strip_prefix(".svc.")).ok_or_else(|| {
+            Rejection::new(RejectReason::BadSubject, format!("subject {subject:?} is not a service subject"))
+        })?;
         let (tenant, op) = rest
             .split_once('.')
             .ok_or_else(|| Rejection::new(RejectReason::BadSubject, format!("subject {subject:?} lacks an op")))?;

@@ -64,12 +64,21 @@ fn commit_writes_states_indexes_outbox_and_checkpoint() {
     assert_eq!(after_alice, ["bob"]);
     // Only timed locks are in the expiry index, earliest first.
     let due = store.due_expiries(10_000, 10).unwrap();
-    assert_eq!(due.iter().map(|d| (d.user.as_str(), d.locked_until)).collect::<Vec<_>>(), [("dave", 1_000), ("bob", 5_000)]);
+    assert_eq!(
+        due.iter().map(|d| (d.user.as_str(), d.locked_until)).collect::<Vec<_>>(),
+        [("dave", 1_000), ("bob", 5_000)]
+    );
     assert_eq!(store.due_expiries(4_999, 10).unwrap().len(), 1);
 
     // Unlocking bob removes him from both indexes.
     let before = LockIndex::of(&store.user("acme", "bob").unwrap().unwrap());
-    store.commit(&Commit { states: vec![change("acme", "bob", before, UserState::default())], checkpoint: 8, ..Commit::default() }).unwrap();
+    store
+        .commit(&Commit {
+            states: vec![change("acme", "bob", before, UserState::default())],
+            checkpoint: 8,
+            ..Commit::default()
+        })
+        .unwrap();
     let locked_users: Vec<String> = store.locked_after("acme", None).map(|r| r.unwrap().0).collect();
     assert_eq!(locked_users, ["alice"]);
     assert_eq!(store.due_expiries(10_000, 10).unwrap().len(), 1);
@@ -89,7 +98,9 @@ fn commit_writes_states_indexes_outbox_and_checkpoint() {
 fn digest_depends_on_states_only_and_per_tenant() {
     let (_d1, a) = open();
     let (_d2, b) = open();
-    let states = |x: u128| vec![change("acme", "u1", None, locked(Some(9), x)), change("zeta", "u2", None, UserState::default())];
+    let states = |x: u128| {
+        vec![change("acme", "u1", None, locked(Some(9), x)), change("zeta", "u2", None, UserState::default())]
+    };
     a.commit(&Commit { states: states(1), checkpoint: 2, ..Commit::default() }).unwrap();
     b.commit(&Commit { states: states(1), checkpoint: 2, ..Commit::default() }).unwrap();
     assert_eq!(a.digest("acme").unwrap(), b.digest("acme").unwrap());
@@ -104,7 +115,11 @@ fn digest_depends_on_states_only_and_per_tenant() {
 fn users_sort_by_utf8_bytes_and_prefix_tenants_do_not_mix() {
     let (_d, s) = open();
     let users = ["b", "a", "é", "Z", "ab"];
-    let states = users.iter().map(|u| change("t", u, None, locked(None, 1))).chain([change("t2", "a", None, locked(None, 1))]).collect();
+    let states = users
+        .iter()
+        .map(|u| change("t", u, None, locked(None, 1)))
+        .chain([change("t2", "a", None, locked(None, 1))])
+        .collect();
     s.commit(&Commit { states, checkpoint: 1, ..Commit::default() }).unwrap();
     let listed: Vec<String> = s.locked_after("t", None).map(|r| r.unwrap().0).collect();
     assert_eq!(listed, ["Z", "a", "ab", "b", "é"]);

@@ -1,0 +1,674 @@
+//! Golden vectors: one representative value of every wire message, pinned as committed
+//! fixtures in `schemas/golden/` (`<name>.json`, pretty JSON, and `<name>.postcard.hex`, the
+//! postcard bytes as one line of lower-case hex).
+//!
+//! Each vector is checked both ways and in both encodings: the value built here must encode to
+//! exactly the file's bytes (JSON compared as a `serde_json::Value`), and the file's bytes must
+//! decode to the value, through the same entry points the service uses (`Event::decode_checked`,
+//! `decode_request`, `Notice::decode`) as well as the plain codec.
+//!
+//! `UPDATE_GOLDEN=1 cargo test -p lockout-proto --test golden` rewrites the files from the
+//! values instead; review the diff before committing it, since a changed vector is a changed
+//! wire format.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use lockout_proto::codec::{decode, encode, Encoding};
+use lockout_proto::command::{
+    decode_request, DigestReply, DigestRequest, LockRequest, LockedReply, LockedRequest, MfaResetRequest,
+    PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockRequest,
+};
+use lockout_proto::event::{Account, Attempt, Event, Expired, Factor, Lock, MfaReset, Outcome, PolicyChange, Unlock};
+use lockout_proto::notice::{How, LockedNotice, MfaResetNotice, Notice, Source, UnlockedNotice};
+use lockout_proto::status::LockReason;
+use lockout_proto::{Policy, Status, Subjects, Tenant};
+
+const TENANT: &str = "acme";
+const ALICE: &str = "alice@acme.com";
+const ADMIN: &str = "admin@acme.com";
+/// 2024-07-27T19:54:38.539Z, the time in the version-7 UUIDs below.
+const T0: u64 = 1_722_110_078_539;
+
+/// A fixed version-7 UUID whose last byte is `n`.
+fn id(n: u8) -> Uuid {
+    Uuid::parse_str(&format!("0190f5c2-6e4b-7000-8000-0000000000{n:02x}")).unwrap()
+}
+
+/// The fixture folder; with `UPDATE_GOLDEN=1` the first call rewrites every fixture, before any
+/// test reads one.
+fn golden_dir() -> PathBuf {
+    static UPDATED: OnceLock<()> = OnceLock::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/golden");
+    UPDATED.get_or_init(|| {
+        if std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
+            write_fixtures(&dir);
+        }
+    });
+    dir
+}
+
+fn write_fixtures(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for case in cases() {
+        let (_, encoder) = &case.encoders[0];
+        std::fs::write(dir.join(format!("{}.json", case.name)), format!("{}\n", case.pretty)).unwrap();
+        let hex = hex::encode(encoder(Encoding::Postcard));
+        std::fs::write(dir.join(format!("{}.postcard.hex", case.name)), format!("{hex}\n")).unwrap();
+    }
+}
+
+type Encoder = Box<dyn Fn(Encoding) -> Vec<u8>>;
+type Decoder = Box<dyn Fn(Encoding, &[u8]) -> Result<(), String>>;
+type Acceptor = Box<dyn Fn(&[u8]) -> bool>;
+
+/// One golden vector: how to write it, and every way it must encode and decode.
+struct Case {
+    name: String,
+    /// Pretty JSON in field order, for the fixture file.
+    pretty: String,
+    encoders: Vec<(&'static str, Encoder)>,
+    decoders: Vec<(&'static str, Decoder)>,
+    /// Whether some JSON decodes as this message's type at all.
+    accepts_json: Acceptor,
+}
+
+fn same<T: PartialEq + Debug>(got: T, want: &T) -> Result<(), String> {
+    if &got == want {
+        Ok(())
+    } else {
+        Err(format!("decoded to\n{got:#?}\nexpected\n{want:#?}"))
+    }
+}
+
+impl Case {
+    /// A vector of a wire struct, encoded and decoded with the plain codec.
+    fn new<T>(name: &str, value: T) -> Case
+    where
+        T: Serialize + DeserializeOwned + PartialEq + Debug + Clone + 'static,
+    {
+        let pretty = serde_json::to_string_pretty(&value).unwrap();
+        let (enc_value, dec_value) = (value.clone(), value);
+        Case {
+            name: name.to_owned(),
+            pretty,
+            encoders: vec![("codec::encode", Box::new(move |enc| encode(enc, &enc_value)))],
+            decoders: vec![(
+                "codec::decode",
+                Box::new(move |enc, bytes| same(decode::<T>(enc, bytes, "golden").map_err(|e| e.message)?, &dec_value)),
+            )],
+            accepts_json: Box::new(|bytes| decode::<T>(Encoding::Json, bytes, "golden").is_ok()),
+        }
+    }
+
+    fn encoder(mut self, label: &'static str, f: impl Fn(Encoding) -> Vec<u8> + 'static) -> Case {
+        self.encoders.push((label, Box::new(f)));
+        self
+    }
+
+    fn decoder(mut self, label: &'static str, f: impl Fn(Encoding, &[u8]) -> Result<(), String> + 'static) -> Case {
+        self.decoders.push((label, Box::new(f)));
+        self
+    }
+}
+
+/// An event vector, also encoded by `Event::encode` and decoded by `Event::decode_checked` on
+/// the subject the event belongs on (so every golden event is one the projector accepts).
+fn event_case<T>(name: &str, value: T, wrap: fn(T) -> Event) -> Case
+where
+    T: Serialize + DeserializeOwned + PartialEq + Debug + Clone + 'static,
+{
+    let event = wrap(value.clone());
+    let subjects = Subjects::default();
+    let tenant = Tenant::parse(event.tenant()).unwrap();
+    let subject = match event.user() {
+        Some(user) => subjects.user_event(&tenant, &lockout_proto::UserId::parse(user).unwrap(), event.kind()),
+        None => subjects.tenant_event(&tenant, event.kind()),
+    };
+    let (enc_event, dec_event) = (event.clone(), event);
+    Case::new(name, value).encoder("Event::encode", move |enc| enc_event.encode(enc)).decoder(
+        "Event::decode_checked",
+        move |enc, bytes| {
+            let parsed = Subjects::default().parse_event(&subject).map_err(|e| e.message)?;
+            same(Event::decode_checked(&parsed, enc, bytes).map_err(|e| e.message)?, &dec_event)
+        },
+    )
+}
+
+/// A request vector, also decoded by `decode_request` for the tenant `acme`.
+fn request_case<T>(name: &str, value: T) -> Case
+where
+    T: Serialize + DeserializeOwned + PartialEq + Debug + Clone + 'static,
+{
+    let want = value.clone();
+    Case::new(name, value).decoder("decode_request", move |enc, bytes| {
+        let tenant = Tenant::parse(TENANT).unwrap();
+        same(decode_request::<T>(enc, bytes, &tenant).map_err(|e| e.message)?, &want)
+    })
+}
+
+/// A notice vector, also encoded by `Notice::encode` and decoded by `Notice::decode`.
+fn notice_case<T>(name: &str, value: T, wrap: fn(T) -> Notice) -> Case
+where
+    T: Serialize + DeserializeOwned + PartialEq + Debug + Clone + 'static,
+{
+    let notice = wrap(value.clone());
+    let (enc_notice, dec_notice) = (notice.clone(), notice);
+    Case::new(name, value)
+        .encoder("Notice::encode", move |enc| enc_notice.encode(enc))
+        .decoder("Notice::decode", move |enc, bytes| {
+            same(Notice::decode(dec_notice.kind(), enc, bytes).map_err(|e| e.message)?, &dec_notice)
+        })
+}
+
+fn attempt_minimal() -> Attempt {
+    Attempt {
+        id: id(0x01),
+        at: T0,
+        tenant: TENANT.into(),
+        user: ALICE.into(),
+        outcome: Outcome::Failure,
+        factor: Factor::Password,
+        source_ip: "203.0.113.7".into(),
+        client: None,
+        credential: None,
+        account: None,
+    }
+}
+
+fn pms_policy() -> Policy {
+    Policy {
+        max_failures: 3,
+        lock_seconds: 300,
+        window_seconds: 300,
+        reset_on_success: false,
+        count_mfa_failures: true,
+        dedupe_credential: true,
+        lock_multiplier: 2,
+        max_lock_seconds: 604_800,
+        history_seconds: 86_400,
+        permanent_after: 4,
+    }
+}
+
+/// alice, locked by her fifth counted failure, which came from IT Glue.
+fn status_locked() -> Status {
+    Status {
+        tenant: TENANT.into(),
+        user: ALICE.into(),
+        locked: true,
+        reason: Some(LockReason::Failures),
+        locked_at: Some(T0 + 4_000),
+        locked_until: Some(T0 + 4_000 + 1_800_000),
+        failures: 5,
+        max_failures: 5,
+        last_failure_at: Some(T0 + 4_000),
+        last_source_ip: Some("203.0.113.7".into()),
+        unlocked_at: None,
+        unlocked_by: None,
+        mfa_reset_at: None,
+        mfa_reset_by: None,
+        mfa_reenrol: false,
+        lock_count: 1,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let tenant = || TENANT.to_owned();
+    let alice = || ALICE.to_owned();
+    let admin = || ADMIN.to_owned();
+    let locked_at = T0 + 4_000;
+
+    let status_unlocked_by_admin = Status {
+        locked: false,
+        reason: None,
+        locked_at: None,
+        locked_until: None,
+        failures: 0,
+        unlocked_at: Some(T0 + 60_000),
+        unlocked_by: Some(admin()),
+        ..status_locked()
+    };
+    let status_locked_by_admin = Status {
+        reason: Some(LockReason::Admin),
+        locked_at: Some(T0 + 120_000),
+        locked_until: Some(T0 + 120_000 + 3_600_000),
+        failures: 0,
+        unlocked_at: Some(T0 + 60_000),
+        unlocked_by: Some(admin()),
+        ..status_locked()
+    };
+    let status_mfa_reset = Status {
+        failures: 2,
+        mfa_reset_at: Some(T0 + 180_000),
+        mfa_reset_by: Some(admin()),
+        mfa_reenrol: true,
+        ..status_unlocked_by_admin.clone()
+    };
+    let status_expired = Status {
+        locked: false,
+        reason: None,
+        locked_at: None,
+        locked_until: None,
+        failures: 0,
+        unlocked_at: Some(locked_at + 1_800_000),
+        unlocked_by: None,
+        ..status_locked()
+    };
+    let status_bob = Status {
+        user: "bob@acme.com".into(),
+        reason: Some(LockReason::Admin),
+        locked_at: Some(T0 - 86_400_000),
+        locked_until: None,
+        failures: 1,
+        last_failure_at: Some(T0 - 90_000_000),
+        last_source_ip: Some("2001:db8::42".into()),
+        lock_count: 0,
+        ..status_locked()
+    };
+
+    vec![
+        // Events.
+        event_case("event.attempt.minimal", attempt_minimal(), Event::Attempt),
+        event_case(
+            "event.attempt.full",
+            Attempt {
+                id: id(0x02),
+                at: T0 + 1_000,
+                outcome: Outcome::Failure,
+                factor: Factor::Mfa,
+                source_ip: "2001:db8::7".into(),
+                client: Some("IT Glue".into()),
+                credential: Some("hmac-sha256:4f1c9a0e7b2d3c5a".into()),
+                account: Some(Account::Api),
+                ..attempt_minimal()
+            },
+            Event::Attempt,
+        ),
+        event_case(
+            "event.unlock",
+            Unlock {
+                id: id(0x03),
+                at: T0 + 60_000,
+                tenant: tenant(),
+                user: alice(),
+                actor: admin(),
+                reason: Some("user called the help desk".into()),
+            },
+            Event::Unlock,
+        ),
+        event_case(
+            "event.lock",
+            Lock {
+                id: id(0x04),
+                at: T0 + 120_000,
+                tenant: tenant(),
+                user: alice(),
+                actor: admin(),
+                reason: Some("offboarding".into()),
+                seconds: Some(3_600),
+            },
+            Event::Lock,
+        ),
+        event_case(
+            "event.mfa_reset",
+            MfaReset {
+                id: id(0x05),
+                at: T0 + 180_000,
+                tenant: tenant(),
+                user: alice(),
+                actor: admin(),
+                reason: Some("phone lost".into()),
+            },
+            Event::MfaReset,
+        ),
+        event_case(
+            "event.expired",
+            Expired { id: id(0x06), at: locked_at + 1_800_250, tenant: tenant(), user: alice(), lock_event: id(0x02) },
+            Event::Expired,
+        ),
+        event_case(
+            "event.policy",
+            PolicyChange { id: id(0x07), at: T0 - 3_600_000, tenant: tenant(), actor: admin(), policy: pms_policy() },
+            Event::Policy,
+        ),
+        // Shared structs.
+        Case::new("policy", Policy::default()),
+        Case::new("status", status_locked()),
+        Case::new("write_reply", status_locked_by_admin.clone().with_event(id(0x04))),
+        Case::new("source", Source { ip: "203.0.113.7".into(), client: Some("IT Glue".into()), failures: 3 }),
+        // Commands.
+        request_case("request.status", StatusRequest { user: alice() }),
+        Case::new("reply.status", status_expired),
+        request_case(
+            "request.locked",
+            LockedRequest { limit: Some(2), after: Some("YWxpY2VAYWNtZS5jb20".into()) },
+        ),
+        Case::new("reply.locked", LockedReply { users: vec![status_locked(), status_bob], next: Some("Ym9iQGFjbWUuY29t".into()) }),
+        request_case(
+            "request.unlock",
+            UnlockRequest { user: alice(), actor: admin(), reason: Some("user called the help desk".into()) },
+        ),
+        Case::new("reply.unlock", status_unlocked_by_admin.with_event(id(0x03))),
+        request_case(
+            "request.lock",
+            LockRequest { user: alice(), actor: admin(), reason: Some("offboarding".into()), seconds: Some(3_600) },
+        ),
+        Case::new("reply.lock", status_locked_by_admin.with_event(id(0x04))),
+        request_case(
+            "request.mfa_reset",
+            MfaResetRequest { user: alice(), actor: admin(), reason: Some("phone lost".into()) },
+        ),
+        Case::new("reply.mfa_reset", status_mfa_reset.with_event(id(0x05))),
+        request_case("request.policy_get", PolicyGetRequest {}),
+        Case::new("reply.policy_get", pms_policy()),
+        request_case("request.policy_set", PolicySetRequest { actor: admin(), policy: pms_policy() }),
+        Case::new("reply.policy_set", pms_policy()),
+        request_case("request.digest", DigestRequest {}),
+        Case::new(
+            "reply.digest",
+            DigestReply {
+                seq: 1_234,
+                users: 42,
+                digest: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            },
+        ),
+        // Notices.
+        notice_case(
+            "notice.locked",
+            LockedNotice {
+                id: id(0x81),
+                event_id: id(0x02),
+                tenant: tenant(),
+                user: alice(),
+                at: locked_at,
+                reason: LockReason::Failures,
+                locked_until: Some(locked_at + 1_800_000),
+                lock_seconds: Some(1_800),
+                failures: 5,
+                source_ip: Some("203.0.113.7".into()),
+                client: Some("IT Glue".into()),
+                sources: vec![
+                    Source { ip: "203.0.113.7".into(), client: Some("IT Glue".into()), failures: 3 },
+                    Source { ip: "198.51.100.23".into(), client: None, failures: 2 },
+                ],
+                actor: None,
+                message: "Your account has been locked for 30 minutes due to an excessive number of unsuccessful log in attempts from 203.0.113.7 (IT Glue) and 1 other source.".into(),
+            },
+            Notice::Locked,
+        ),
+        notice_case(
+            "notice.locked.admin",
+            LockedNotice {
+                id: id(0x84),
+                event_id: id(0x04),
+                tenant: tenant(),
+                user: alice(),
+                at: T0 + 120_000,
+                reason: LockReason::Admin,
+                locked_until: None,
+                lock_seconds: None,
+                failures: 0,
+                source_ip: None,
+                client: None,
+                sources: vec![],
+                actor: Some(admin()),
+                message: "Your account has been locked by an administrator until an administrator unlocks it (reason: offboarding).".into(),
+            },
+            Notice::Locked,
+        ),
+        notice_case(
+            "notice.unlocked",
+            UnlockedNotice {
+                id: id(0x83),
+                event_id: id(0x03),
+                tenant: tenant(),
+                user: alice(),
+                at: T0 + 60_000,
+                how: How::Admin,
+                actor: Some(admin()),
+            },
+            Notice::Unlocked,
+        ),
+        notice_case(
+            "notice.unlocked.expired",
+            UnlockedNotice {
+                id: id(0x86),
+                event_id: id(0x02),
+                tenant: tenant(),
+                user: alice(),
+                at: locked_at + 1_800_000,
+                how: How::Expired,
+                actor: None,
+            },
+            Notice::Unlocked,
+        ),
+        notice_case(
+            "notice.mfa_reset",
+            MfaResetNotice {
+                id: id(0x85),
+                event_id: id(0x05),
+                tenant: tenant(),
+                user: alice(),
+                at: T0 + 180_000,
+                actor: admin(),
+            },
+            Notice::MfaReset,
+        ),
+    ]
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read {}: {e} (run `UPDATE_GOLDEN=1 cargo test -p lockout-proto --test golden` to create it)",
+            path.display()
+        )
+    })
+}
+
+/// Compares one case against its files; every difference is reported, not just the first.
+fn check(case: &Case, dir: &Path) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut fail = |what: String| errors.push(format!("{}: {what}", case.name));
+    let json_path = dir.join(format!("{}.json", case.name));
+    let hex_path = dir.join(format!("{}.postcard.hex", case.name));
+    let (json_text, hex_text) = match (read(&json_path), read(&hex_path)) {
+        (Ok(j), Ok(h)) => (j, h),
+        (j, h) => {
+            for e in [j.err(), h.err()].into_iter().flatten() {
+                fail(e);
+            }
+            return errors;
+        }
+    };
+    let file_json: Value = match serde_json::from_str(&json_text) {
+        Ok(v) => v,
+        Err(e) => {
+            fail(format!("{} is not JSON: {e}", json_path.display()));
+            return errors;
+        }
+    };
+    if hex_text.lines().count() != 1 || hex_text.trim() != hex_text.trim_end_matches('\n') {
+        fail(format!("{} must be exactly one line of hex", hex_path.display()));
+    }
+    let file_postcard = match hex::decode(hex_text.trim_end_matches('\n')) {
+        Ok(b) => b,
+        Err(e) => {
+            fail(format!("{} is not hex: {e}", hex_path.display()));
+            return errors;
+        }
+    };
+    if hex_text.trim_end_matches('\n') != hex::encode(&file_postcard) {
+        fail(format!("{} must be lower-case hex", hex_path.display()));
+    }
+
+    for (label, encoder) in &case.encoders {
+        let postcard = encoder(Encoding::Postcard);
+        if postcard != file_postcard {
+            fail(format!(
+                "{label} writes postcard {} but the fixture holds {}",
+                hex::encode(&postcard),
+                hex::encode(&file_postcard)
+            ));
+        }
+        match serde_json::from_slice::<Value>(&encoder(Encoding::Json)) {
+            Ok(json) if json == file_json => {}
+            Ok(json) => fail(format!("{label} writes JSON {json} but the fixture holds {file_json}")),
+            Err(e) => fail(format!("{label} writes invalid JSON: {e}")),
+        }
+    }
+    for (label, decoder) in &case.decoders {
+        if let Err(e) = decoder(Encoding::Postcard, &file_postcard) {
+            fail(format!("{label} of the postcard fixture: {e}"));
+        }
+        if let Err(e) = decoder(Encoding::Json, json_text.as_bytes()) {
+            fail(format!("{label} of the JSON fixture: {e}"));
+        }
+    }
+    errors
+}
+
+#[test]
+fn golden_vectors() {
+    let dir = golden_dir();
+    let cases = cases();
+    let errors: Vec<String> = cases.iter().flat_map(|c| check(c, &dir)).collect();
+    assert!(errors.is_empty(), "{} golden mismatches:\n\n{}", errors.len(), errors.join("\n\n"));
+}
+
+#[test]
+fn fixture_files_are_exactly_the_cases() {
+    let names: BTreeSet<String> = cases().iter().map(|c| c.name.clone()).collect();
+    assert_eq!(names.len(), cases().len(), "duplicate golden names");
+    let mut files = BTreeSet::new();
+    for entry in std::fs::read_dir(golden_dir()).unwrap() {
+        files.insert(entry.unwrap().file_name().into_string().unwrap());
+    }
+    let expected: BTreeSet<String> =
+        names.iter().flat_map(|n| [format!("{n}.json"), format!("{n}.postcard.hex")]).collect();
+    let stray: Vec<_> = files.difference(&expected).collect();
+    let missing: Vec<_> = expected.difference(&files).collect();
+    assert!(stray.is_empty() && missing.is_empty(), "stray fixtures {stray:?}, missing fixtures {missing:?}");
+}
+
+/// `absent` and `null` mean the same in JSON, and `factor` defaults to `password`: the minimal
+/// attempt as a gateway would write it, with only the required fields, decodes to the vector.
+#[test]
+fn minimal_attempt_without_optional_fields() {
+    let json = serde_json::json!({
+        "id": "0190f5c2-6e4b-7000-8000-000000000001",
+        "at": T0,
+        "tenant": TENANT,
+        "user": ALICE,
+        "outcome": "failure",
+        "source_ip": "203.0.113.7",
+    });
+    let subject = Subjects::default().parse_event("lockout.events.acme.u.YWxpY2VAYWNtZS5jb20.attempt").unwrap();
+    let bytes = serde_json::to_vec(&json).unwrap();
+    let event = Event::decode_checked(&subject, Encoding::Json, &bytes).unwrap();
+    assert_eq!(event, Event::Attempt(attempt_minimal()));
+
+    // `factor: null` means `password` too, like an absent `factor`.
+    let mut with_null = json.clone();
+    with_null["factor"] = Value::Null;
+    let bytes = serde_json::to_vec(&with_null).unwrap();
+    assert_eq!(Event::decode_checked(&subject, Encoding::Json, &bytes).unwrap(), Event::Attempt(attempt_minimal()));
+
+    // The same body with every optional field written as `null` (and the file's pretty JSON) too.
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_dir().join("event.attempt.minimal.json")).unwrap())
+            .unwrap();
+    for key in ["client", "credential", "account"] {
+        assert_eq!(file[key], Value::Null, "{key} of the minimal vector");
+    }
+    assert_eq!(file["factor"], "password");
+}
+
+/// The layout rule in `schemas/postcard.md`: a WriteReply is the Status's bytes followed by the
+/// 16 bytes of `event_id`, and its JSON is the Status's object plus `event_id`.
+#[test]
+fn write_reply_is_status_then_event_id() {
+    let status = status_locked();
+    let reply = status.clone().with_event(id(0x04));
+    let mut expected = encode(Encoding::Postcard, &status);
+    expected.extend_from_slice(id(0x04).as_bytes());
+    assert_eq!(encode(Encoding::Postcard, &reply), expected);
+
+    let mut json = serde_json::to_value(&status).unwrap();
+    json.as_object_mut().unwrap().insert("event_id".into(), Value::String(id(0x04).to_string()));
+    assert_eq!(serde_json::to_value(&reply).unwrap(), json);
+}
+
+/// The contract's example of a user token, and UUIDs as exactly 16 bytes with no length prefix.
+#[test]
+fn uuid_is_sixteen_raw_bytes() {
+    let expired = Expired { id: id(0x06), at: 1, tenant: "t".into(), user: "u".into(), lock_event: id(0x02) };
+    let bytes = encode(Encoding::Postcard, &expired);
+    let mut expected = id(0x06).as_bytes().to_vec();
+    expected.extend_from_slice(&[0x01, 0x01, b't', 0x01, b'u']);
+    expected.extend_from_slice(id(0x02).as_bytes());
+    assert_eq!(bytes, expected);
+    let json = serde_json::to_value(&expired).unwrap();
+    assert_eq!(json["id"], "0190f5c2-6e4b-7000-8000-000000000006");
+}
+
+/// The `required` lists of a schema file, following `$ref` and `allOf`.
+fn required_fields(stem: &str, out: &mut BTreeSet<String>) {
+    let path = golden_dir().join(format!("../{stem}.schema.json"));
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let visit = |s: &Value, out: &mut BTreeSet<String>| {
+        out.extend(s["required"].as_array().into_iter().flatten().map(|r| r.as_str().unwrap().to_owned()));
+        if let Some(r) = s["$ref"].as_str() {
+            required_fields(r.strip_suffix(".schema.json").unwrap(), out);
+        }
+    };
+    visit(&schema, out);
+    for sub in schema["allOf"].as_array().into_iter().flatten() {
+        visit(sub, out);
+    }
+}
+
+/// The schemas' `required` lists are exactly the fields the Rust types cannot do without: each
+/// golden JSON with one field left out still decodes if and only if the schema does not require
+/// that field (so `Option` fields, `factor` and Policy fields are optional, the rest required).
+/// Policy replies are the exception: the schema requires every field, as the contract promises.
+#[test]
+fn schema_required_fields_are_the_ones_rust_requires() {
+    let dir = golden_dir();
+    let mut wrong = Vec::new();
+    for case in cases() {
+        let parts: Vec<&str> = case.name.split('.').collect();
+        let stem = (1..=parts.len())
+            .rev()
+            .map(|n| parts[..n].join("."))
+            .find(|stem| dir.join(format!("../{stem}.schema.json")).is_file())
+            .unwrap_or_else(|| panic!("no schema for {}", case.name));
+        let mut required = BTreeSet::new();
+        required_fields(&stem, &mut required);
+        if stem == "reply.policy_get" || stem == "reply.policy_set" {
+            // The contract: "Replies always list every field", a promise of the writer that the
+            // schema states; the Rust type still reads an absent field as its default.
+            assert_eq!(required.len(), 10, "{stem} must require every Policy field");
+            continue;
+        }
+        let json: Value = serde_json::from_str(&case.pretty).unwrap();
+        for key in json.as_object().unwrap().keys() {
+            let mut without = json.clone();
+            without.as_object_mut().unwrap().remove(key);
+            let accepted = (case.accepts_json)(&serde_json::to_vec(&without).unwrap());
+            if accepted == required.contains(key) {
+                let rust = if accepted { "optional" } else { "required" };
+                wrong.push(format!("{}: `{key}` is {rust} in Rust but not in {stem}.schema.json", case.name));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

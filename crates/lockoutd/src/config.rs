@@ -1,0 +1,166 @@
+//! Flags with environment fallbacks, parsed raw ([`Args`]) then validated into [`Config`].
+
+use std::fmt;
+use std::path::PathBuf;
+
+use lockout_proto::{Encoding, Subjects};
+
+/// `lockoutd` flags as typed; every flag also reads `LOCKOUT_<NAME>`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "lockoutd", version, about = "Folds login attempts from NATS JetStream into account lockout state.")]
+pub struct Args {
+    /// NATS server URL.
+    #[arg(long, env = "LOCKOUT_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Directory of the sled store (created if missing).
+    #[arg(long, env = "LOCKOUT_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Root prefix of every subject; streams are <PREFIX>_EVENTS, _NOTICES, _DEAD.
+    #[arg(long, env = "LOCKOUT_PREFIX", default_value = "lockout")]
+    pub prefix: String,
+    /// Encoding of notices and of the events the service writes: json or postcard.
+    #[arg(long, env = "LOCKOUT_NOTICE_ENCODING", default_value = "postcard")]
+    pub notice_encoding: String,
+    /// Stream replicas (1 for a single server, 3 for a cluster).
+    #[arg(long, env = "LOCKOUT_REPLICAS", default_value_t = 1)]
+    pub replicas: usize,
+    /// sled page cache in MiB: bounds lockoutd's memory with many users.
+    #[arg(long, env = "LOCKOUT_CACHE_MB", default_value_t = 256)]
+    pub cache_mb: u64,
+    /// Most events folded into one sled commit.
+    #[arg(long, env = "LOCKOUT_BATCH", default_value_t = 1000)]
+    pub batch: usize,
+    /// NATS credentials file (JWT + nkey seed).
+    #[arg(long, env = "LOCKOUT_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// NATS user name (with --nats-password).
+    #[arg(long, env = "LOCKOUT_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password (with --nats-user).
+    #[arg(long, env = "LOCKOUT_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// CA certificate (PEM) to verify the server; turns TLS on.
+    #[arg(long, env = "LOCKOUT_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, env = "LOCKOUT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long, env = "LOCKOUT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Log format: human or json.
+    #[arg(long, env = "LOCKOUT_LOG_FORMAT", default_value = "human")]
+    pub log_format: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub nats_url: String,
+    pub data_dir: PathBuf,
+    pub subjects: Subjects,
+    pub notice_encoding: Encoding,
+    pub replicas: usize,
+    pub cache_bytes: u64,
+    pub batch: usize,
+    pub nats_creds: Option<PathBuf>,
+    pub nats_user: Option<String>,
+    pub nats_password: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// A configuration with defaults for `nats_url` and `data_dir` (tests and tools).
+    pub fn new(nats_url: &str, data_dir: PathBuf) -> Config {
+        Config {
+            nats_url: nats_url.to_owned(),
+            data_dir,
+            subjects: Subjects::default(),
+            notice_encoding: Encoding::Postcard,
+            replicas: 1,
+            cache_bytes: 64 << 20,
+            batch: 1000,
+            nats_creds: None,
+            nats_user: None,
+            nats_password: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            log_format: LogFormat::Human,
+        }
+    }
+}
+
+impl TryFrom<Args> for Config {
+    type Error = anyhow::Error;
+
+    fn try_from(a: Args) -> anyhow::Result<Config> {
+        let subjects = Subjects::new(&a.prefix).map_err(|e| anyhow::anyhow!("--prefix: {e}"))?;
+        let notice_encoding = a.notice_encoding.parse().map_err(|e| anyhow::anyhow!("--notice-encoding: {e}"))?;
+        anyhow::ensure!((1..=5).contains(&a.replicas), "--replicas must be 1 to 5 (got {})", a.replicas);
+        anyhow::ensure!(a.cache_mb >= 1, "--cache-mb must be at least 1");
+        anyhow::ensure!((1..=10_000).contains(&a.batch), "--batch must be 1 to 10000 (got {})", a.batch);
+        anyhow::ensure!(
+            a.nats_user.is_some() == a.nats_password.is_some(),
+            "--nats-user and --nats-password go together"
+        );
+        let log_format = match a.log_format.as_str() {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => anyhow::bail!("--log-format: unknown format {other:?}: use human or json"),
+        };
+        Ok(Config {
+            nats_url: a.nats_url,
+            data_dir: a.data_dir,
+            subjects,
+            notice_encoding,
+            replicas: a.replicas,
+            cache_bytes: a.cache_mb << 20,
+            batch: a.batch,
+            nats_creds: a.nats_creds,
+            nats_user: a.nats_user,
+            nats_password: a.nats_password,
+            tls_ca: a.tls_ca,
+            tls_cert: a.tls_cert,
+            tls_key: a.tls_key,
+            log_format,
+        })
+    }
+}
+
+/// The configuration for the ready line, secrets redacted.
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "nats_url={} data_dir={} prefix={} notice_encoding={} replicas={} cache_mb={} batch={}",
+            self.nats_url,
+            self.data_dir.display(),
+            self.subjects.prefix(),
+            self.notice_encoding.name(),
+            self.replicas,
+            self.cache_bytes >> 20,
+            self.batch
+        )?;
+        if let Some(c) = &self.nats_creds {
+            write!(f, " nats_creds={}", c.display())?;
+        }
+        if let Some(u) = &self.nats_user {
+            write!(f, " nats_user={u} nats_password=<redacted>")?;
+        }
+        if self.tls_ca.is_some() {
+            write!(f, " tls=on")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,70 @@
+//! Expiry: appends an `expired` event for each timed lock that ran out.
+//!
+//! Every 250 ms the store's expiry index is read up to now. For each due lock, an `expired`
+//! event is published whose id and `Nats-Msg-Id` derive from the lock's event id, so
+//! restarts and repeats collapse in JetStream's duplicate window and the fold ignores any
+//! later copy. Locks that ran out while lockoutd was down are due at the first tick.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use lockout_core::ids::expired_event_id;
+use lockout_proto::codec;
+use lockout_proto::event::{EventKind, Expired};
+use lockout_proto::{Tenant, UserId};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::{now_ms, Shared};
+
+const TICK: Duration = Duration::from_millis(250);
+/// How long to wait for a published `expired` event to be folded before publishing it again.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut sent: HashMap<Uuid, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let due = match shared.store.due_expiries(now_ms(), 1000) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "Reading due lock expiries failed.");
+                continue;
+            }
+        };
+        sent.retain(|id, at| at.elapsed() < RETRY_AFTER && due.iter().any(|d| d.lock_event == *id));
+        for d in due {
+            if sent.contains_key(&d.lock_event) {
+                continue;
+            }
+            let (Ok(tenant), Ok(user)) = (Tenant::parse(&d.tenant), UserId::parse(&d.user)) else {
+                continue;
+            };
+            let id = expired_event_id(d.lock_event);
+            let body =
+                Expired { id, at: now_ms(), tenant: d.tenant.clone(), user: d.user.clone(), lock_event: d.lock_event };
+            let enc = shared.config.notice_encoding;
+            let mut headers = HeaderMap::new();
+            headers.insert(codec::CONTENT_TYPE, enc.content_type());
+            headers.insert(codec::NATS_MSG_ID, id.to_string().as_str());
+            let subject = shared.config.subjects.user_event(&tenant, &user, EventKind::Expired);
+            let payload = codec::encode(enc, &body);
+            match shared.js.publish_with_headers(subject, headers, payload.into()).await {
+                Ok(ack) => match ack.await {
+                    Ok(_) => {
+                        sent.insert(d.lock_event, Instant::now());
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Appending an expired event failed; retrying."),
+                },
+                Err(e) => tracing::warn!(error = %e, "Appending an expired event failed; retrying."),
+            }
+        }
+    }
+}

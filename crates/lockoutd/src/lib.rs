@@ -1,0 +1,123 @@
+//! `lockoutd`, the glue between NATS, the fold and the store.
+//!
+//! The binary is thin: it parses [`config`], then calls [`run`] with a shutdown future.
+//! Everything that talks to NATS lives here; the rules live in `lockout-core` and the
+//! storage in `lockout-store`.
+//!
+//! # Layout
+//! - [`config`]: flags with environment fallbacks, validated into `Config`.
+//! - [`streams`]: creates or updates the three streams and the durable consumer.
+//! - [`projector`]: one fetched batch → decode, fold → one sled commit with the outbox.
+//! - [`outbox`]: publishes committed notices and dead letters exactly once by id.
+//! - [`expiry`]: appends `expired` events for timed locks that ran out.
+//! - [`service`]: the micro service `lockout` (status, commands, policy, digest).
+
+pub mod config;
+pub mod expiry;
+pub mod outbox;
+pub mod projector;
+pub mod service;
+pub mod streams;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use lockout_store::Store;
+use tokio::sync::watch;
+
+pub use config::Config;
+
+/// Milliseconds since the Unix epoch by the local clock (for `at` of written events and for
+/// `status`; the fold itself uses JetStream's stored times).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What the running parts share.
+pub struct Shared {
+    pub config: Config,
+    pub store: Store,
+    pub js: async_nats::jetstream::Context,
+    pub client: async_nats::Client,
+    /// The last folded and published `LOCKOUT_EVENTS` sequence.
+    pub folded: watch::Receiver<u64>,
+}
+
+/// Connects to NATS with the configured options.
+pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
+    let mut opts = async_nats::ConnectOptions::new().name("lockoutd").retry_on_initial_connect().max_reconnects(None);
+    if let Some(creds) = &config.nats_creds {
+        opts = opts
+            .credentials_file(creds)
+            .await
+            .with_context(|| format!("reading NATS credentials file {}", creds.display()))?;
+    }
+    if let (Some(user), Some(password)) = (&config.nats_user, &config.nats_password) {
+        opts = opts.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(ca) = &config.tls_ca {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    opts.connect(&config.nats_url).await.with_context(|| format!("connecting to NATS at {}", config.nats_url))
+}
+
+/// Runs lockoutd until `shutdown` completes; then drains in-flight work and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let store = Store::open(&config.data_dir, config.cache_bytes)
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    let client = connect(&config).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    streams::ensure_streams(&js, &config).await?;
+
+    // Publish what an earlier run committed but did not publish, then start folding.
+    let floors = outbox::Floors::read(&js, &config.subjects).await?;
+    outbox::drain(&js, &store, &floors).await?;
+    let checkpoint = store.checkpoint()?;
+    let consumer = streams::ensure_consumer(&js, &config, checkpoint).await?;
+    let (folded_tx, folded) = watch::channel(checkpoint);
+
+    let shared = Arc::new(Shared { config, store, js, client, folded });
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let projector = tokio::spawn(projector::run(shared.clone(), consumer, floors, folded_tx, stop_rx.clone()));
+    let expiry = tokio::spawn(expiry::run(shared.clone(), stop_rx.clone()));
+    let service = service::start(shared.clone()).await?;
+
+    tracing::info!(
+        config = %shared.config,
+        checkpoint,
+        "lockoutd ready: streams, consumer and store exist; serving {}.svc.<tenant>.<op>",
+        shared.config.subjects.prefix()
+    );
+
+    let mut projector = projector;
+    let result = tokio::select! {
+        () = shutdown => Ok(()),
+        r = &mut projector => Err(match r {
+            Ok(Err(e)) => e.context("the projector stopped"),
+            Ok(Ok(())) => anyhow::anyhow!("the projector stopped unexpectedly"),
+            Err(e) => anyhow::anyhow!("the projector panicked: {e}"),
+        }),
+    };
+    tracing::info!("lockoutd draining");
+    let _ = stop_tx.send(true);
+    service.stop().await;
+    if !projector.is_finished() {
+        match projector.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "The projector failed while draining."),
+            Err(e) => tracing::error!(error = %e, "The projector panicked while draining."),
+            Ok(Ok(())) => {}
+        }
+    }
+    let _ = expiry.await;
+    shared.store.flush()?;
+    shared.client.flush().await.ok();
+    tracing::info!("lockoutd stopped");
+    result
+}

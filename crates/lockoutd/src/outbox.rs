@@ -1,0 +1,102 @@
+//! Publishing the outbox: notices and dead letters committed with the fold.
+//!
+//! Entries are published in (event seq, index) order, one at a time, each with its
+//! `Nats-Msg-Id`, and removed from the store once JetStream acknowledged them. At start,
+//! [`Floors`] reads the last message of `LOCKOUT_NOTICES` and `LOCKOUT_DEAD`: anything at or
+//! below them was published already (in-order publishing makes that true), so a rebuild
+//! from an empty store or a lost store tail never publishes a notice twice.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use lockout_proto::codec;
+use lockout_proto::subject::Subjects;
+use lockout_store::{OutboxEntry, OutboxStream, Store};
+
+/// Header with a notice's position among the notices of its event (an extension).
+pub const NOTICE_INDEX: &str = "Lockout-Notice-Index";
+
+/// What the streams already hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Floors {
+    /// (`Lockout-Event-Seq`, `Lockout-Notice-Index`) of the last notice.
+    pub notices: Option<(u64, u32)>,
+    /// `Lockout-Seq` of the last dead letter.
+    pub dead: Option<u64>,
+}
+
+impl Floors {
+    pub async fn read(js: &jetstream::Context, subjects: &Subjects) -> anyhow::Result<Floors> {
+        let notices = last_headers(js, &subjects.notices_stream(), &subjects.notices_all()).await?.and_then(|h| {
+            let seq = h.get(codec::EVENT_SEQ)?.as_str().parse().ok()?;
+            let idx = h.get(NOTICE_INDEX).and_then(|v| v.as_str().parse().ok()).unwrap_or(u32::MAX);
+            Some((seq, idx))
+        });
+        let dead = last_headers(js, &subjects.dead_stream(), &subjects.dead_all())
+            .await?
+            .and_then(|h| h.get(codec::LOCKOUT_SEQ)?.as_str().parse().ok());
+        Ok(Floors { notices, dead })
+    }
+
+    fn covers(&self, e: &OutboxEntry) -> bool {
+        match e.stream {
+            OutboxStream::Notices => self.notices.is_some_and(|f| (e.event_seq, e.index) <= f),
+            OutboxStream::Dead => self.dead.is_some_and(|f| e.event_seq <= f),
+        }
+    }
+}
+
+async fn last_headers(js: &jetstream::Context, stream: &str, all: &str) -> anyhow::Result<Option<HeaderMap>> {
+    let stream = js.get_stream(stream).await.with_context(|| format!("looking up stream {stream}"))?;
+    match stream.get_last_raw_message_by_subject(all).await {
+        Ok(m) => Ok(Some(m.headers)),
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("reading the last message of {all}"))),
+    }
+}
+
+/// Publishes what an earlier run committed but did not publish, skipping what the streams
+/// already hold.
+pub async fn drain(js: &jetstream::Context, store: &Store, floors: &Floors) -> anyhow::Result<()> {
+    let (done, todo): (Vec<_>, Vec<_>) = store.outbox()?.into_iter().partition(|e| floors.covers(e));
+    store.remove_outbox(&done)?;
+    if !todo.is_empty() {
+        tracing::info!(entries = todo.len(), "Publishing the outbox left by the previous run.");
+    }
+    publish(js, store, &todo).await;
+    Ok(())
+}
+
+/// Publishes entries in order, retrying each until JetStream acknowledges it, then removes
+/// them from the store.
+pub async fn publish(js: &jetstream::Context, store: &Store, entries: &[OutboxEntry]) {
+    for e in entries {
+        let mut headers = HeaderMap::new();
+        for (k, v) in &e.headers {
+            headers.append(k.as_str(), v.as_str());
+        }
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let sent = js.publish_with_headers(e.subject.clone(), headers.clone(), e.payload.clone().into()).await;
+            let acked = match sent {
+                Ok(fut) => fut.await.map(|_| ()).map_err(anyhow::Error::new),
+                Err(err) => Err(anyhow::Error::new(err)),
+            };
+            match acked {
+                Ok(()) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, subject = %e.subject, "Publishing from the outbox failed; retrying.");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+    if !entries.is_empty() {
+        if let Err(err) = store.remove_outbox(entries) {
+            tracing::warn!(error = %err, "Removing published outbox entries failed; the next start skips them by the stream floors.");
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The projector: one fetched batch → decode, fold → one sled commit → publish → ack.
+//!
+//! [`BatchFolder`] holds the logic without NATS: it turns the messages of a batch into a
+//! [`Commit`] (changed states, policies, the outbox of notices and dead letters, and the
+//! checkpoint). [`run`] is the loop around it. Events at or below the store's checkpoint are
+//! redeliveries and are skipped, so every event is folded exactly once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use lockout_core::UserState;
+use lockout_proto::codec::{self, Encoding};
+use lockout_proto::event::Event;
+use lockout_proto::subject::Subjects;
+use lockout_proto::{Millis, Notice, Policy, Rejection};
+use lockout_store::{Commit, LockIndex, OutboxEntry, OutboxStream, StateChange, Store};
+use tokio::sync::watch;
+
+use crate::outbox::Floors;
+use crate::Shared;
+
+/// One message of `LOCKOUT_EVENTS` as the projector sees it.
+pub struct Incoming<'a> {
+    pub seq: u64,
+    pub subject: &'a str,
+    pub headers: Option<&'a HeaderMap>,
+    pub payload: &'a [u8],
+    /// JetStream's stored time: the fold's clock.
+    pub time: Millis,
+}
+
+/// Folds batches into commits; keeps the tenants' policies cached between batches.
+pub struct BatchFolder {
+    store: Store,
+    subjects: Subjects,
+    notice_encoding: Encoding,
+    policies: HashMap<String, Policy>,
+    floors: Floors,
+    checkpoint: u64,
+}
+
+/// A user's state within a batch, with its lock before the batch.
+struct Pending {
+    before: Option<LockIndex>,
+    state: UserState,
+}
+
+fn header<'a>(h: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    h.and_then(|h| h.get(name)).map(|v| v.as_str())
+}
+
+impl BatchFolder {
+    pub fn new(store: Store, subjects: Subjects, notice_encoding: Encoding, floors: Floors) -> anyhow::Result<Self> {
+        let checkpoint = store.checkpoint()?;
+        Ok(BatchFolder { store, subjects, notice_encoding, policies: HashMap::new(), floors, checkpoint })
+    }
+
+    pub fn checkpoint(&self) -> u64 {
+        self.checkpoint
+    }
+
+    fn policy(&mut self, tenant: &str) -> Result<Policy, lockout_store::Error> {
+        if let Some(p) = self.policies.get(tenant) {
+            return Ok(*p);
+        }
+        let p = self.store.policy_or_default(tenant)?;
+        self.policies.insert(tenant.to_owned(), p);
+        Ok(p)
+    }
+
+    /// Folds a batch into a commit. Returns `None` when every message was a redelivery.
+    /// On error nothing is committed and the policy cache is dropped, so a retry starts clean.
+    pub fn fold_batch(&mut self, msgs: &[Incoming<'_>]) -> Result<Option<Commit>, lockout_store::Error> {
+        let r = self.fold_inner(msgs);
+        if r.is_err() {
+            self.policies.clear();
+        }
+        r
+    }
+
+    fn fold_inner(&mut self, msgs: &[Incoming<'_>]) -> Result<Option<Commit>, lockout_store::Error> {
+        let mut users: HashMap<(String, String), Pending> = HashMap::new();
+        let mut commit = Commit::default();
+        let mut last = self.checkpoint;
+        for m in msgs {
+            if m.seq <= last {
+                continue;
+            }
+            last = m.seq;
+            let event = match self.accept(m) {
+                Ok(e) => e,
+                Err(r) => {
+                    self.dead_letter(m, &r, &mut commit);
+                    continue;
+                }
+            };
+            let tenant = event.tenant().to_owned();
+            let policy = self.policy(&tenant)?;
+            let Some(user) = event.user() else {
+                if let Event::Policy(change) = &event {
+                    let p = lockout_core::fold::fold_policy(&policy, change);
+                    self.policies.insert(tenant.clone(), p);
+                    commit.policies.retain(|(t, _)| t != &tenant);
+                    commit.policies.push((tenant, p));
+                }
+                continue;
+            };
+            let key = (tenant, user.to_owned());
+            let pending = match users.entry(key) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let state = self.store.user(&v.key().0, &v.key().1)?.unwrap_or_default();
+                    v.insert(Pending { before: LockIndex::of(&state), state })
+                }
+            };
+            let state = std::mem::take(&mut pending.state);
+            let folded = lockout_core::fold(&policy, state, &event, m.time);
+            pending.state = folded.state;
+            self.queue_notices(m, folded.notices, &mut commit);
+        }
+        if last == self.checkpoint {
+            return Ok(None);
+        }
+        commit.checkpoint = last;
+        commit.states = users
+            .into_iter()
+            .map(|((tenant, user), p)| StateChange { tenant, user, before: p.before, state: p.state })
+            .collect();
+        self.checkpoint = last;
+        Ok(Some(commit))
+    }
+
+    /// Decodes and checks one message, or says why it is refused.
+    fn accept(&self, m: &Incoming<'_>) -> Result<Event, Rejection> {
+        codec::check_size(m.payload)?;
+        let subject = self.subjects.parse_event(m.subject)?;
+        let enc = Encoding::from_content_type(header(m.headers, codec::CONTENT_TYPE))?;
+        Event::decode_checked(&subject, enc, m.payload)
+    }
+
+    fn dead_letter(&self, m: &Incoming<'_>, r: &Rejection, commit: &mut Commit) {
+        tracing::warn!(seq = m.seq, subject = m.subject, reason = %r.reason, error = %r.message, "Refused an event; copied it to the dead-letter stream.");
+        if self.floors.dead.is_some_and(|f| m.seq <= f) {
+            return;
+        }
+        let mut headers: Vec<(String, String)> = Vec::new();
+        if let Some(h) = m.headers {
+            for (name, values) in h.iter() {
+                let name = name.to_string();
+                if name.eq_ignore_ascii_case(codec::NATS_MSG_ID) {
+                    continue;
+                }
+                for v in values {
+                    headers.push((name.clone(), v.as_str().to_owned()));
+                }
+            }
+        }
+        if header(m.headers, codec::CONTENT_TYPE).is_none() {
+            // No header means postcard; say so, as everything the service publishes does.
+            headers.push((codec::CONTENT_TYPE.into(), codec::POSTCARD.into()));
+        }
+        headers.push((codec::LOCKOUT_ERROR.into(), r.message.replace(['\r', '\n'], " ")));
+        headers.push((codec::LOCKOUT_SUBJECT.into(), m.subject.to_owned()));
+        headers.push((codec::LOCKOUT_SEQ.into(), m.seq.to_string()));
+        headers.push((codec::NATS_MSG_ID.into(), format!("dead-{}", m.seq)));
+        let tenant = self.subjects.event_tenant(m.subject);
+        commit.outbox.push(OutboxEntry {
+            stream: OutboxStream::Dead,
+            event_seq: m.seq,
+            index: 0,
+            subject: self.subjects.dead(tenant.as_ref(), r.reason),
+            headers,
+            payload: m.payload.to_vec(),
+        });
+    }
+
+    fn queue_notices(&self, m: &Incoming<'_>, notices: Vec<Notice>, commit: &mut Commit) {
+        for (i, n) in notices.into_iter().enumerate() {
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            if self.floors.notices.is_some_and(|f| (m.seq, index) <= f) {
+                continue;
+            }
+            let mut headers = vec![
+                (codec::CONTENT_TYPE.to_owned(), self.notice_encoding.content_type().to_owned()),
+                (codec::NATS_MSG_ID.to_owned(), n.id().to_string()),
+                (codec::EVENT_SEQ.to_owned(), m.seq.to_string()),
+                (crate::outbox::NOTICE_INDEX.to_owned(), index.to_string()),
+            ];
+            for name in [codec::TRACEPARENT, codec::TRACESTATE] {
+                if let Some(v) = header(m.headers, name) {
+                    headers.push((name.to_owned(), v.to_owned()));
+                }
+            }
+            commit.outbox.push(OutboxEntry {
+                stream: OutboxStream::Notices,
+                event_seq: m.seq,
+                index,
+                subject: self.subjects.notice(n.tenant(), n.kind()),
+                headers,
+                payload: n.encode(self.notice_encoding),
+            });
+        }
+    }
+}
+
+fn stored_time(info: &async_nats::jetstream::message::Info<'_>) -> Millis {
+    u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+/// The projector loop: fetch, fold, commit, publish, ack, until `stop` turns true.
+pub async fn run(
+    shared: Arc<Shared>,
+    consumer: PullConsumer,
+    floors: Floors,
+    folded: watch::Sender<u64>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let cfg = &shared.config;
+    let mut folder = BatchFolder::new(shared.store.clone(), cfg.subjects.clone(), cfg.notice_encoding, floors)?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(cfg.batch)
+        .heartbeat(Duration::from_secs(5))
+        .messages()
+        .await?
+        .ready_chunks(cfg.batch);
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            _ = stop.changed() => return Ok(()),
+            c = messages.next() => c,
+        };
+        let Some(chunk) = chunk else {
+            anyhow::bail!("the consumer's message stream ended");
+        };
+        let mut msgs = Vec::with_capacity(chunk.len());
+        for item in chunk {
+            match item {
+                Ok(m) => msgs.push(m),
+                Err(e) => tracing::warn!(error = %e, "Pulling events failed; retrying."),
+            }
+        }
+        let Some(last_msg) = msgs.last() else { continue };
+        let incoming: Vec<Incoming<'_>> = msgs
+            .iter()
+            .filter_map(|m| {
+                let info = m.info().ok()?;
+                Some(Incoming {
+                    seq: info.stream_sequence,
+                    subject: m.subject.as_str(),
+                    headers: m.headers.as_ref(),
+                    payload: &m.payload,
+                    time: stored_time(&info),
+                })
+            })
+            .collect();
+        // A failing store (disk full) must not lose or skip events: retry the same batch.
+        let commit = loop {
+            match folder.fold_batch(&incoming) {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::error!(error = %e, "Folding a batch failed; retrying in 1 s without acknowledging.");
+                    tokio::select! {
+                        _ = stop.changed() => return Ok(()),
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        };
+        if let Some(commit) = commit {
+            loop {
+                match shared.store.commit(&commit) {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "Committing a batch failed; retrying in 1 s without acknowledging.");
+                        tokio::select! {
+                            _ = stop.changed() => return Ok(()),
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            }
+            crate::outbox::publish(&shared.js, &shared.store, &commit.outbox).await;
+            folded.send_replace(commit.checkpoint);
+        }
+        if let Err(e) = last_msg.ack().await {
+            tracing::warn!(error = %e, "Acknowledging a batch failed; it will be redelivered and skipped.");
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The micro service `lockout` on `<p>.svc.<tenant>.<op>`.
+//!
+//! Reads (`status`, `locked`, `policy_get`, `digest`) come from the store. Writes validate
+//! the request, append their event to `LOCKOUT_EVENTS` (the request's `Nats-Msg-Id`, when
+//! given, becomes the event id, so a retry is not applied twice), wait until the projector
+//! has folded it and published its notices, then reply with the new state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::service::{self, ServiceExt};
+use async_nats::HeaderMap;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use futures::StreamExt;
+use lockout_proto::codec::{self, encode, Encoding};
+use lockout_proto::command::{
+    decode_request, DigestReply, DigestRequest, LockRequest, LockedReply, LockedRequest, MfaResetRequest,
+    PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockRequest, OPS,
+};
+use lockout_proto::event::{self, Event, EventKind, Lock, MfaReset, PolicyChange, Unlock};
+use lockout_proto::{Rejection, Tenant, UserId};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::{now_ms, Shared};
+
+/// How long a write waits for its event to be folded before answering 503.
+pub const FOLD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A failed request: the micro error code and a sentence a person can act on.
+#[derive(Debug)]
+pub struct Fail {
+    pub code: usize,
+    pub message: String,
+}
+
+impl Fail {
+    fn new(code: usize, message: impl Into<String>) -> Fail {
+        Fail { code, message: message.into() }
+    }
+}
+
+impl From<Rejection> for Fail {
+    fn from(r: Rejection) -> Fail {
+        Fail::new(400, r.message)
+    }
+}
+
+impl From<lockout_store::Error> for Fail {
+    fn from(e: lockout_store::Error) -> Fail {
+        Fail::new(500, format!("the store failed: {e}; check lockoutd's disk and logs"))
+    }
+}
+
+/// The running service; [`ServiceHandle::stop`] stops taking requests and waits for the
+/// ones in flight.
+pub struct ServiceHandle {
+    service: service::Service,
+    loops: JoinSet<()>,
+}
+
+impl ServiceHandle {
+    pub async fn stop(mut self) {
+        if let Err(e) = self.service.stop().await {
+            tracing::warn!(error = %e, "Stopping the micro service failed.");
+        }
+        while self.loops.join_next().await.is_some() {}
+    }
+}
+
+/// Starts the micro service with one endpoint per op.
+pub async fn start(shared: Arc<Shared>) -> anyhow::Result<ServiceHandle> {
+    let prefix = shared.config.subjects.prefix().to_owned();
+    let service = shared
+        .client
+        .service_builder()
+        .description("Account lockout: status, unlock, lock, MFA reset, tenant policy, digest.")
+        .start("lockout", env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the micro service: {e}"))?;
+    let mut loops = JoinSet::new();
+    for op in OPS {
+        let mut endpoint = service
+            .endpoint_builder()
+            .name(op)
+            .add(format!("{prefix}.svc.*.{op}"))
+            .await
+            .map_err(|e| anyhow::anyhow!("adding endpoint {op}: {e}"))?;
+        let shared = shared.clone();
+        loops.spawn(async move {
+            let mut inflight = JoinSet::new();
+            while let Some(req) = endpoint.next().await {
+                inflight.spawn(handle(shared.clone(), op, req));
+                while inflight.try_join_next().is_some() {}
+            }
+            while inflight.join_next().await.is_some() {}
+        });
+    }
+    Ok(ServiceHandle { service, loops })
+}
+
+async fn handle(shared: Arc<Shared>, op: &'static str, req: service::Request) {
+    let ct = req.message.headers.as_ref().and_then(|h| h.get(codec::CONTENT_TYPE)).map(|v| v.as_str().to_owned());
+    let (enc, result) = match Encoding::from_content_type(ct.as_deref()) {
+        Ok(enc) => (enc, dispatch(&shared, op, enc, &req.message).await),
+        Err(r) => (Encoding::Postcard, Err(Fail::from(r))),
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(codec::CONTENT_TYPE, enc.content_type());
+    let sent = match result {
+        Ok(body) => req.respond_with_headers(Ok(body.into()), headers).await,
+        Err(f) => {
+            if f.code >= 500 {
+                tracing::error!(op, code = f.code, error = %f.message, "A request failed.");
+            }
+            let err = service::error::Error { status: f.message.replace(['\r', '\n'], " "), code: f.code };
+            req.respond_with_headers(Err(err), headers).await
+        }
+    };
+    if let Err(e) = sent {
+        tracing::warn!(op, error = %e, "Sending a reply failed.");
+    }
+}
+
+fn user_id(user: &str) -> Result<UserId, Fail> {
+    Ok(UserId::parse(user)?)
+}
+
+async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Message) -> Result<Vec<u8>, Fail> {
+    let (tenant, _) = shared.config.subjects.parse_svc(msg.subject.as_str())?;
+    let body = &msg.payload[..];
+    let store = &shared.store;
+    match op {
+        "status" => {
+            let r: StatusRequest = decode_request(enc, body, &tenant)?;
+            let user = user_id(&r.user)?;
+            Ok(encode(enc, &current_status(shared, &tenant, &user)?))
+        }
+        "locked" => {
+            let r: LockedRequest = decode_request(enc, body, &tenant)?;
+            Ok(encode(enc, &locked_page(shared, &tenant, &r)?))
+        }
+        "unlock" => {
+            let r: UnlockRequest = decode_request(enc, body, &tenant)?;
+            let user = user_id(&r.user)?;
+            event::check_admin(&r.actor, r.reason.as_deref())?;
+            let id = event_id(msg)?;
+            let e = Event::Unlock(Unlock {
+                id,
+                at: now_ms(),
+                tenant: tenant.to_string(),
+                user: r.user,
+                actor: r.actor,
+                reason: r.reason,
+            });
+            write_user(shared, enc, msg, &tenant, &user, e).await
+        }
+        "lock" => {
+            let r: LockRequest = decode_request(enc, body, &tenant)?;
+            let user = user_id(&r.user)?;
+            event::check_admin(&r.actor, r.reason.as_deref())?;
+            event::check_seconds(r.seconds)?;
+            let id = event_id(msg)?;
+            let e = Event::Lock(Lock {
+                id,
+                at: now_ms(),
+                tenant: tenant.to_string(),
+                user: r.user,
+                actor: r.actor,
+                reason: r.reason,
+                seconds: r.seconds,
+            });
+            write_user(shared, enc, msg, &tenant, &user, e).await
+        }
+        "mfa_reset" => {
+            let r: MfaResetRequest = decode_request(enc, body, &tenant)?;
+            let user = user_id(&r.user)?;
+            event::check_admin(&r.actor, r.reason.as_deref())?;
+            let id = event_id(msg)?;
+            let e = Event::MfaReset(MfaReset {
+                id,
+                at: now_ms(),
+                tenant: tenant.to_string(),
+                user: r.user,
+                actor: r.actor,
+                reason: r.reason,
+            });
+            write_user(shared, enc, msg, &tenant, &user, e).await
+        }
+        "policy_get" => {
+            let _: PolicyGetRequest = decode_request(enc, body, &tenant)?;
+            Ok(encode(enc, &store.policy_or_default(tenant.as_str())?))
+        }
+        "policy_set" => {
+            let r: PolicySetRequest = decode_request(enc, body, &tenant)?;
+            event::check_admin(&r.actor, None)?;
+            r.policy.validate()?;
+            let id = event_id(msg)?;
+            let e = Event::Policy(PolicyChange {
+                id,
+                at: now_ms(),
+                tenant: tenant.to_string(),
+                actor: r.actor,
+                policy: r.policy,
+            });
+            let subject = shared.config.subjects.tenant_event(&tenant, EventKind::Policy);
+            append_and_wait(shared, msg, subject, &e).await?;
+            Ok(encode(enc, &store.policy_or_default(tenant.as_str())?))
+        }
+        "digest" => {
+            let _: DigestRequest = decode_request(enc, body, &tenant)?;
+            let seq = store.checkpoint()?;
+            let (users, digest) = store.digest(tenant.as_str())?;
+            Ok(encode(enc, &DigestReply { seq, users, digest }))
+        }
+        other => Err(Fail::new(404, format!("unknown op {other:?}: ops are {}", OPS.join(", ")))),
+    }
+}
+
+/// The user's status now, by the local clock.
+fn current_status(shared: &Shared, tenant: &Tenant, user: &UserId) -> Result<lockout_proto::Status, Fail> {
+    let policy = shared.store.policy_or_default(tenant.as_str())?;
+    let state = shared.store.user(tenant.as_str(), user.as_str())?.unwrap_or_default();
+    Ok(lockout_core::status(tenant.as_str(), user.as_str(), &policy, &state, now_ms()))
+}
+
+/// One page of locked users; the cursor is the base64url of the last user listed.
+fn locked_page(shared: &Shared, tenant: &Tenant, r: &LockedRequest) -> Result<LockedReply, Fail> {
+    let limit = r.page_size()? as usize;
+    let after = match &r.after {
+        None => None,
+        Some(c) => Some(URL_SAFE_NO_PAD.decode(c).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| {
+            Fail::new(
+                400,
+                format!(
+                    "field `after` {c:?} is not a cursor this service returned; pass the `next` of the previous page"
+                ),
+            )
+        })?),
+    };
+    let policy = shared.store.policy_or_default(tenant.as_str())?;
+    let now = now_ms();
+    let mut users = Vec::with_capacity(limit.min(128));
+    let mut more = false;
+    for item in shared.store.locked_after(tenant.as_str(), after.as_deref()) {
+        let (user, state) = item?;
+        let status = lockout_core::status(tenant.as_str(), &user, &policy, &state, now);
+        if !status.locked {
+            continue;
+        }
+        if users.len() == limit {
+            more = true;
+            break;
+        }
+        users.push(status);
+    }
+    let next = if more { users.last().map(|s| URL_SAFE_NO_PAD.encode(s.user.as_bytes())) } else { None };
+    Ok(LockedReply { users, next })
+}
+
+/// The event id of a write: the request's `Nats-Msg-Id` when given (a UUID), else a new v7.
+fn event_id(msg: &async_nats::Message) -> Result<Uuid, Fail> {
+    match msg.headers.as_ref().and_then(|h| h.get(codec::NATS_MSG_ID)) {
+        None => Ok(Uuid::now_v7()),
+        Some(v) => Uuid::parse_str(v.as_str()).map_err(|_| {
+            Fail::new(
+                400,
+                format!(
+                    "header Nats-Msg-Id {:?} is not a UUID; send a UUID (v7 recommended) or leave it out",
+                    v.as_str()
+                ),
+            )
+        }),
+    }
+}
+
+async fn write_user(
+    shared: &Shared,
+    enc: Encoding,
+    msg: &async_nats::Message,
+    tenant: &Tenant,
+    user: &UserId,
+    e: Event,
+) -> Result<Vec<u8>, Fail> {
+    let subject = shared.config.subjects.user_event(tenant, user, e.kind());
+    append_and_wait(shared, msg, subject, &e).await?;
+    let status = current_status(shared, tenant, user)?;
+    Ok(encode(enc, &status.with_event(e.id())))
+}
+
+/// Appends a service-written event and waits until it is folded.
+async fn append_and_wait(shared: &Shared, msg: &async_nats::Message, subject: String, e: &Event) -> Result<(), Fail> {
+    let enc = shared.config.notice_encoding;
+    let mut headers = HeaderMap::new();
+    headers.insert(codec::CONTENT_TYPE, enc.content_type());
+    headers.insert(codec::NATS_MSG_ID, e.id().to_string().as_str());
+    if let Some(h) = &msg.headers {
+        for name in [codec::TRACEPARENT, codec::TRACESTATE] {
+            if let Some(v) = h.get(name) {
+                headers.insert(name, v.as_str());
+            }
+        }
+    }
+    let unavailable = |err: &dyn std::fmt::Display| {
+        Fail::new(
+            503,
+            format!("appending the event to the events stream failed ({err}); retry with the same Nats-Msg-Id"),
+        )
+    };
+    let ack = shared
+        .js
+        .publish_with_headers(subject, headers, e.encode(enc).into())
+        .await
+        .map_err(|err| unavailable(&err))?
+        .await
+        .map_err(|err| unavailable(&err))?;
+    let mut folded = shared.folded.clone();
+    let waited = tokio::time::timeout(FOLD_TIMEOUT, folded.wait_for(|&c| c >= ack.sequence)).await.map(|r| r.is_ok());
+    match waited {
+        Ok(true) => Ok(()),
+        _ => Err(Fail::new(
+            503,
+            format!(
+                "the event was appended (sequence {}) but not folded within {} s; lockoutd is lagging or stopping — retry with the same Nats-Msg-Id",
+                ack.sequence,
+                FOLD_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}

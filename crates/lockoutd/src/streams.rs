@@ -1,0 +1,81 @@
+//! The three streams and the durable consumer, created or updated idempotently at start.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer, stream};
+
+use crate::config::Config;
+
+/// Name of the durable pull consumer on `LOCKOUT_EVENTS`.
+pub const CONSUMER: &str = "lockoutd";
+/// JetStream's duplicate window on every stream.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+fn stream_config(name: String, subjects: String, description: &str, replicas: usize) -> stream::Config {
+    stream::Config {
+        name,
+        subjects: vec![subjects],
+        description: Some(description.to_owned()),
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        max_age: Duration::ZERO,
+        duplicate_window: DUPLICATE_WINDOW,
+        num_replicas: replicas,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// Creates or updates `<P>_EVENTS`, `<P>_NOTICES` and `<P>_DEAD`.
+pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> anyhow::Result<()> {
+    let s = &config.subjects;
+    for cfg in [
+        stream_config(
+            s.events_stream(),
+            s.events_all(),
+            "Lockout event history: the source of truth.",
+            config.replicas,
+        ),
+        stream_config(s.notices_stream(), s.notices_all(), "Lockout notices for notifier services.", config.replicas),
+        stream_config(
+            s.dead_stream(),
+            s.dead_all(),
+            "Messages lockoutd could not accept, with the reason.",
+            config.replicas,
+        ),
+    ] {
+        let name = cfg.name.clone();
+        js.create_or_update_stream(cfg).await.with_context(|| format!("creating or updating stream {name}"))?;
+    }
+    Ok(())
+}
+
+/// (Re)creates the durable consumer to deliver from `checkpoint + 1`.
+///
+/// The store's checkpoint is the truth, not the consumer's ack floor: a commit that sled had
+/// not yet flushed when the process died is lost together with its checkpoint, and its
+/// events must be delivered again even if they were acknowledged.
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    config: &Config,
+    checkpoint: u64,
+) -> anyhow::Result<consumer::PullConsumer> {
+    let stream = js.get_stream(config.subjects.events_stream()).await.context("looking up the events stream")?;
+    match stream.delete_consumer(CONSUMER).await {
+        Ok(_) => {}
+        Err(e) if e.to_string().contains("not found") => {}
+        Err(e) => return Err(anyhow::Error::new(e).context("replacing the durable consumer")),
+    }
+    let cfg = consumer::pull::Config {
+        durable_name: Some(CONSUMER.to_owned()),
+        description: Some("lockoutd's projector; positioned from the store's checkpoint at each start".to_owned()),
+        deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: checkpoint + 1 },
+        ack_policy: consumer::AckPolicy::All,
+        ack_wait: Duration::from_secs(60),
+        max_ack_pending: 100_000,
+        filter_subject: config.subjects.events_all(),
+        ..Default::default()
+    };
+    stream.create_consumer(cfg).await.context("creating the durable consumer")
+}

@@ -1,0 +1,130 @@
+//! Runs a real `nats-server` for tests.
+//!
+//! Each [`NatsServer`] is its own process with JetStream on, listening on a free loopback
+//! port (`-p -1`, read back from the server's ports file) with a temp store dir; it is
+//! killed and its files removed on `Drop`. Readiness is polled, never slept for.
+//!
+//! The binary is `$NATS_SERVER_BIN`, else the project's pinned copy in `.tools/nats/bin/`
+//! (installed by `make nats-server`), else `nats-server` on `PATH`.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running nats-server; killed on drop.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// The nats-server binary tests use.
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let pinned = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/nats/bin/nats-server");
+    if pinned.exists() {
+        return pinned;
+    }
+    PathBuf::from("nats-server")
+}
+
+impl NatsServer {
+    /// Starts a JetStream-enabled server on a free loopback port.
+    pub fn start() -> NatsServer {
+        let dir = tempfile::Builder::new().prefix("nats-harness-").tempdir().expect("temp dir for nats-server");
+        let mut s = NatsServer { child: None, port: 0, dir };
+        s.spawn(None);
+        s
+    }
+
+    fn spawn(&mut self, port: Option<u16>) {
+        let ports_dir = self.dir.path().join("ports");
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir).expect("ports dir");
+        let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
+        let child = Command::new(binary())
+            .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "--store_dir"])
+            .arg(self.dir.path().join("store"))
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {:?}: {e}. Run `make nats-server` (installs the pinned nats-server into .tools/nats) or set NATS_SERVER_BIN",
+                    binary()
+                )
+            });
+        let pid = child.id();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        self.port = loop {
+            if let Some(p) = read_port(&ports_dir, pid) {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "nats-server did not write its ports file within 20 s");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not accept connections within 20 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `nats://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server (SIGKILL) and keeps its store for [`NatsServer::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = self.port;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // The port may linger briefly after the kill.
+        loop {
+            self.spawn(Some(port));
+            if self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nats-server could not restart on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn read_port(dir: &Path, pid: u32) -> Option<u16> {
+    for entry in std::fs::read_dir(dir).ok()? {
+        let path = entry.ok()?.path();
+        if !path.to_string_lossy().ends_with(&format!("_{pid}.ports")) {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+        let url = v.get("nats")?.get(0)?.as_str()?;
+        return url.rsplit(':').next()?.parse().ok();
+    }
+    None
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
