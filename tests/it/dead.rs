@@ -1,0 +1,134 @@
+//! The contract's "Bad input": every refusal reason is dead-lettered with its reason and
+//! original bytes, changes no state and does not stop the projector.
+
+use async_nats::HeaderMap;
+use lockout_proto::codec::{self, Encoding};
+use lockout_proto::event::{Attempt, Factor, Outcome};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::support::Lockout;
+
+fn attempt(tenant: &str, user: &str, ip: &str) -> Attempt {
+    Attempt {
+        id: Uuid::now_v7(),
+        at: 1,
+        tenant: tenant.into(),
+        user: user.into(),
+        outcome: Outcome::Failure,
+        factor: Factor::Password,
+        source_ip: ip.into(),
+        client: None,
+        credential: None,
+        account: None,
+    }
+}
+
+fn json_headers(ct: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(codec::CONTENT_TYPE, ct);
+    h
+}
+
+#[tokio::test]
+async fn every_refusal_reason_is_dead_lettered_and_changes_nothing() {
+    let l = Lockout::start().await;
+    let alice = "YWxpY2U"; // base64url("alice")
+    let good = attempt("acme", "alice", "203.0.113.7");
+    let js = |v: &serde_json::Value| serde_json::to_vec(v).unwrap();
+    let good_json = serde_json::to_value(&good).unwrap();
+    let mut other_user = good_json.clone();
+    other_user["user"] = json!("mallory");
+    let mut bad_ip = good_json.clone();
+    bad_ip["source_ip"] = json!("999.1.1.1");
+    let mut long_client = good_json.clone();
+    long_client["client"] = json!("x".repeat(201));
+    let mut trailing = codec::encode(Encoding::Postcard, &good);
+    trailing.push(0);
+    let cases: Vec<(String, HeaderMap, Vec<u8>, &str, &str)> = vec![
+        (
+            format!("lockout.events.acme.u.{alice}.attempt"),
+            json_headers(codec::JSON),
+            b"{not json".to_vec(),
+            "acme",
+            "undecodable",
+        ),
+        (format!("lockout.events.acme.u.{alice}.attempt"), HeaderMap::new(), trailing, "acme", "undecodable"),
+        (
+            format!("lockout.events.acme.u.{alice}.teleport"),
+            json_headers(codec::JSON),
+            js(&good_json),
+            "acme",
+            "unknown_type",
+        ),
+        (
+            format!("lockout.events.acme.u.{alice}.attempt"),
+            json_headers(codec::JSON),
+            js(&other_user),
+            "acme",
+            "mismatch",
+        ),
+        (
+            format!("lockout.events.other.u.{alice}.attempt"),
+            json_headers(codec::JSON),
+            js(&good_json),
+            "other",
+            "mismatch",
+        ),
+        (
+            format!("lockout.events.acme.u.{alice}.attempt"),
+            json_headers(codec::JSON),
+            js(&long_client),
+            "acme",
+            "out_of_range",
+        ),
+        (
+            format!("lockout.events.acme.u.{alice}.attempt"),
+            json_headers(codec::JSON),
+            vec![b' '; 70_000],
+            "acme",
+            "out_of_range",
+        ),
+        (format!("lockout.events.acme.u.{alice}.attempt"), json_headers(codec::JSON), js(&bad_ip), "acme", "bad_ip"),
+        ("lockout.events.acme.u.YQ==.attempt".into(), json_headers(codec::JSON), js(&good_json), "acme", "bad_subject"),
+        (
+            format!("lockout.events.ac~me.u.{alice}.attempt"),
+            json_headers(codec::JSON),
+            js(&good_json),
+            "_",
+            "bad_subject",
+        ),
+        (
+            format!("lockout.events.acme.u.{alice}.attempt"),
+            json_headers("text/csv"),
+            js(&good_json),
+            "acme",
+            "encoding",
+        ),
+    ];
+    let mut seqs = Vec::new();
+    for (subject, headers, payload, _, _) in &cases {
+        seqs.push(l.publish_raw(subject, headers.clone(), payload.clone()).await);
+    }
+    // The projector goes on: a valid event after all of them is folded.
+    let ok = l.publish_attempt(&good, Encoding::Postcard).await;
+    l.wait_folded(ok).await;
+
+    let dead = l.stream_messages("LOCKOUT_DEAD").await;
+    assert_eq!(dead.len(), cases.len(), "one dead letter per refused event");
+    for ((subject, _, payload, tenant, reason), (m, seq)) in cases.iter().zip(dead.iter().zip(&seqs)) {
+        assert_eq!(m.subject.as_str(), format!("lockout.dead.{tenant}.{reason}"), "{subject}");
+        assert_eq!(&m.payload[..], &payload[..], "original bytes are kept");
+        let h = &m.headers;
+        assert_eq!(h.get(codec::LOCKOUT_SUBJECT).unwrap().as_str(), subject);
+        assert_eq!(h.get(codec::LOCKOUT_SEQ).unwrap().as_str(), seq.to_string());
+        assert_eq!(h.get(codec::NATS_MSG_ID).unwrap().as_str(), format!("dead-{seq}"));
+        assert!(h.get(codec::LOCKOUT_ERROR).unwrap().as_str().len() > 20, "a sentence a person can act on");
+        assert!(h.get(codec::CONTENT_TYPE).is_some());
+    }
+    // Only the valid event counted.
+    let s = l.status("acme", "alice").await;
+    assert_eq!(s["failures"], 1);
+    assert_eq!(l.status("acme", "mallory").await["failures"], 0);
+    assert_eq!(l.status("other", "alice").await["failures"], 0);
+}

@@ -1,0 +1,7 @@
+//! Integration tests: lockoutd against a real nats-server and a real sled store.
+//! Each test starts its own server on a free loopback port with a temp store.
+
+mod dead;
+mod recovery;
+mod service;
+mod support;

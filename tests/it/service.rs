@@ -1,0 +1,236 @@
+//! The contract's service, notices and expiry, end to end.
+
+use async_nats::HeaderMap;
+use lockout_proto::codec::{self, Encoding};
+use lockout_proto::command::{LockRequest, StatusRequest};
+use lockout_proto::event::Outcome::{Failure, Success};
+use lockout_proto::notice::How;
+use lockout_proto::status::LockReason;
+use lockout_proto::{Notice, Status, WriteReply};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::support::{next_notice, Lockout};
+
+const ALICE: &str = "alice@acme.com";
+
+/// Seed 000 (BMS defaults 5 failures / 30 minutes) and seed 002 (admin unlock records who).
+#[tokio::test]
+async fn seed_000_five_failures_lock_with_a_notice_and_an_admin_unlocks() {
+    let l = Lockout::start().await;
+    let mut live = l.notice_consumer().await;
+    let mut last = 0;
+    for _ in 0..5 {
+        last = l.attempt("acme", ALICE, Failure, "203.0.113.7", Some("IT Glue")).await;
+    }
+    let (notice, h) = next_notice(&mut live, 10).await;
+    let Notice::Locked(n) = notice else { panic!("expected locked, got {notice:?}") };
+    assert_eq!(n.reason, LockReason::Failures);
+    assert_eq!(n.failures, 5);
+    assert_eq!(n.lock_seconds, Some(1800));
+    assert_eq!(n.locked_until, Some(n.at + 1_800_000));
+    assert_eq!(n.source_ip.as_deref(), Some("203.0.113.7"));
+    assert_eq!(n.client.as_deref(), Some("IT Glue"));
+    assert_eq!(n.sources.len(), 1);
+    assert_eq!(
+        n.message,
+        "Your account has been locked for 30 minutes due to an excessive number of unsuccessful log in attempts from 203.0.113.7 (IT Glue)."
+    );
+    assert_eq!(h.get(codec::NATS_MSG_ID).unwrap().as_str(), n.id.to_string());
+    assert_eq!(h.get(codec::EVENT_SEQ).unwrap().as_str(), last.to_string());
+    assert_eq!(h.get(codec::CONTENT_TYPE).unwrap().as_str(), codec::POSTCARD);
+
+    let s = l.status("acme", ALICE).await;
+    assert_eq!(s["locked"], true);
+    assert_eq!(s["reason"], "failures");
+    assert_eq!(s["failures"], 5);
+    assert_eq!(s["max_failures"], 5);
+    assert_eq!(s["lock_count"], 1);
+    assert_eq!(s["last_source_ip"], "203.0.113.7");
+    assert_eq!(s["locked_at"].as_u64().unwrap(), n.at);
+
+    let r =
+        l.call("acme", "unlock", json!({"user": ALICE, "actor": "admin7", "reason": "called support"})).await.unwrap();
+    assert_eq!(r["locked"], false);
+    assert_eq!(r["unlocked_by"], "admin7");
+    assert_eq!(r["failures"], 0);
+    assert!(r["reason"].is_null() && r["locked_at"].is_null() && r["locked_until"].is_null());
+    let event_id: Uuid = r["event_id"].as_str().unwrap().parse().unwrap();
+    let (notice, _) = next_notice(&mut live, 10).await;
+    let Notice::Unlocked(u) = notice else { panic!("expected unlocked, got {notice:?}") };
+    assert_eq!((u.how, u.actor.as_deref(), u.event_id), (How::Admin, Some("admin7"), event_id));
+}
+
+/// Seed 004's worked example with seconds instead of minutes: the counter survives a
+/// success, the lock expires by itself, and the counter restarts at 0.
+#[tokio::test]
+async fn seed_004_timed_lock_expires_with_an_expired_event_and_notice() {
+    let l = Lockout::start().await;
+    let p = l
+        .call(
+            "pms",
+            "policy_set",
+            json!({"actor": "sup", "policy": {"max_failures": 3, "lock_seconds": 1, "window_seconds": 300, "reset_on_success": false}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p["max_failures"], 3);
+    assert_eq!(p["max_lock_seconds"], 86400, "replies list every field");
+    let mut live = l.notice_consumer().await;
+    l.attempt("pms", "MW01", Failure, "198.51.100.4", None).await;
+    l.attempt("pms", "MW01", Failure, "198.51.100.4", None).await;
+    l.attempt("pms", "MW01", Success, "198.51.100.4", None).await;
+    l.attempt("pms", "MW01", Failure, "198.51.100.4", None).await;
+    let (Notice::Locked(locked), _) = next_notice(&mut live, 10).await else { panic!("expected locked") };
+    assert_eq!(locked.failures, 3);
+    let (Notice::Unlocked(unlocked), _) = next_notice(&mut live, 10).await else { panic!("expected unlocked") };
+    assert_eq!(unlocked.how, How::Expired);
+    assert_eq!(unlocked.actor, None);
+    assert_eq!(unlocked.event_id, locked.event_id, "an expiry names the event that started the lock");
+    assert_eq!(Some(unlocked.at), locked.locked_until);
+    let s = l.status("pms", "MW01").await;
+    assert_eq!((s["locked"].as_bool(), s["failures"].as_u64()), (Some(false), Some(0)));
+    assert_eq!(s["unlocked_at"].as_u64(), locked.locked_until);
+    assert!(s["unlocked_by"].is_null());
+    // The service appended exactly one `expired` event naming the lock.
+    let expired: Vec<_> =
+        l.stream_messages("LOCKOUT_EVENTS").await.into_iter().filter(|m| m.subject.ends_with(".expired")).collect();
+    assert_eq!(expired.len(), 1);
+}
+
+#[tokio::test]
+async fn admin_lock_mfa_reset_and_idempotent_retries() {
+    let l = Lockout::start().await;
+    let mut live = l.notice_consumer().await;
+    let id = Uuid::now_v7();
+    let mut h = HeaderMap::new();
+    h.insert(codec::NATS_MSG_ID, id.to_string().as_str());
+    let body =
+        serde_json::to_vec(&json!({"user": "bob", "actor": "root", "reason": "offboarding", "seconds": 7200})).unwrap();
+    let first = l.call_raw("acme", "lock", Encoding::Json, body.clone(), h.clone()).await.unwrap();
+    let again = l.call_raw("acme", "lock", Encoding::Json, body, h).await.unwrap();
+    let first: WriteReply = codec::decode(Encoding::Json, &first, "reply").unwrap();
+    let again: WriteReply = codec::decode(Encoding::Json, &again, "reply").unwrap();
+    assert_eq!(first.event_id, id, "the request's Nats-Msg-Id becomes the event id");
+    assert_eq!(first, again, "a retried command is not applied twice");
+    assert_eq!((first.locked, first.reason), (true, Some(LockReason::Admin)));
+    assert_eq!(first.locked_until, first.locked_at.map(|t| t + 7_200_000));
+    let (Notice::Locked(n), _) = next_notice(&mut live, 10).await else { panic!("expected locked") };
+    assert_eq!((n.actor.as_deref(), n.source_ip.as_deref(), n.event_id), (Some("root"), None, id));
+    assert_eq!(n.message, "Your account has been locked by an administrator for 2 hours (reason: offboarding).");
+
+    let r = l.call("acme", "mfa_reset", json!({"user": "bob", "actor": "root"})).await.unwrap();
+    assert_eq!(
+        (r["mfa_reenrol"].as_bool(), r["mfa_reset_by"].as_str(), r["locked"].as_bool()),
+        (Some(true), Some("root"), Some(true))
+    );
+    let (Notice::MfaReset(m), _) = next_notice(&mut live, 10).await else { panic!("expected mfa_reset") };
+    assert_eq!(m.actor, "root");
+    let locked_notices = l.notices().await.iter().filter(|(n, _)| matches!(n, Notice::Locked(_))).count();
+    assert_eq!(locked_notices, 1);
+}
+
+#[tokio::test]
+async fn postcard_requests_get_postcard_replies() {
+    let l = Lockout::start().await;
+    let lock = LockRequest { user: "carol".into(), actor: "ops".into(), reason: None, seconds: None };
+    let w: WriteReply = l.call_typed("acme", "lock", Encoding::Postcard, &lock).await.unwrap();
+    assert!(w.locked && w.locked_until.is_none(), "no seconds = until an admin unlocks");
+    let s: Status =
+        l.call_typed("acme", "status", Encoding::Postcard, &StatusRequest { user: "carol".into() }).await.unwrap();
+    assert!(s.locked);
+    assert_eq!(s.reason, Some(LockReason::Admin));
+    let unknown: Status =
+        l.call_typed("acme", "status", Encoding::Postcard, &StatusRequest { user: "nobody".into() }).await.unwrap();
+    assert_eq!(unknown, Status::unknown("acme", "nobody", 5));
+}
+
+#[tokio::test]
+async fn locked_pages_in_byte_order_with_cursors() {
+    let l = Lockout::start().await;
+    for u in ["e", "a", "d", "b", "c"] {
+        l.call("acme", "lock", json!({"user": u, "actor": "ops"})).await.unwrap();
+    }
+    l.call("other", "lock", json!({"user": "zz", "actor": "ops"})).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after = serde_json::Value::Null;
+    let mut pages = 0;
+    loop {
+        let r = l.call("acme", "locked", json!({"limit": 2, "after": after})).await.unwrap();
+        pages += 1;
+        for s in r["users"].as_array().unwrap() {
+            assert_eq!(s["locked"], true);
+            seen.push(s["user"].as_str().unwrap().to_owned());
+        }
+        if r["next"].is_null() {
+            break;
+        }
+        after = r["next"].clone();
+    }
+    assert_eq!(seen, ["a", "b", "c", "d", "e"]);
+    assert_eq!(pages, 3);
+    let all = l.call("acme", "locked", json!({})).await.unwrap();
+    assert_eq!(all["users"].as_array().unwrap().len(), 5);
+    assert!(all["next"].is_null());
+}
+
+#[tokio::test]
+async fn bad_requests_get_400_and_change_nothing() {
+    let l = Lockout::start().await;
+    let cases = [
+        ("status", json!({"user": ""}), "user"),
+        ("status", json!({}), "user"),
+        ("locked", json!({"limit": 0}), "limit"),
+        ("locked", json!({"limit": 1001}), "limit"),
+        ("locked", json!({"after": "!!"}), "after"),
+        ("unlock", json!({"user": "a", "actor": ""}), "actor"),
+        ("lock", json!({"user": "a", "actor": "x", "seconds": 0}), "seconds"),
+        ("status", json!({"tenant": "other", "user": "a"}), "tenant"),
+        ("policy_set", json!({"actor": "x", "policy": {"max_failures": null}}), "null"),
+        ("policy_set", json!({"actor": "x", "policy": {"max_fail": 3}}), "unknown field"),
+        ("policy_set", json!({"actor": "x", "policy": {"lock_multiplier": 0}}), "lock_multiplier"),
+        ("policy_set", json!({"actor": "x", "policy": {"max_failures": -1}}), "-1"),
+    ];
+    for (op, body, needle) in cases {
+        let e = l.call("acme", op, body.clone()).await.unwrap_err();
+        assert_eq!(e.code, 400, "{op} {body}: {e:?}");
+        assert!(e.message.contains(needle), "{op} {body}: {:?} should mention {needle}", e.message);
+    }
+    let mut h = HeaderMap::new();
+    h.insert(codec::NATS_MSG_ID, "not-a-uuid");
+    let body = serde_json::to_vec(&json!({"user": "a", "actor": "x"})).unwrap();
+    let e = l.call_raw("acme", "unlock", Encoding::Json, body, h).await.unwrap_err();
+    assert_eq!(e.code, 400);
+    assert!(e.message.contains("Nats-Msg-Id"));
+    // An unknown Content-Type is a 400 too.
+    let reply = l
+        .client
+        .request_with_headers(
+            "lockout.svc.acme.status",
+            {
+                let mut h = HeaderMap::new();
+                h.insert(codec::CONTENT_TYPE, "text/plain");
+                h
+            },
+            "user=a".into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.headers.unwrap().get(codec::SERVICE_ERROR_CODE).unwrap().as_str(), "400");
+    // Nothing was written: the policy is still the default and no event was appended.
+    assert_eq!(l.call("acme", "policy_get", json!({})).await.unwrap()["max_failures"], 5);
+    assert_eq!(l.folded_seq().await, 0);
+}
+
+#[tokio::test]
+async fn micro_service_discovery_lists_every_op() {
+    let l = Lockout::start().await;
+    let info = l.client.request("$SRV.INFO.lockout", "".into()).await.unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();
+    assert_eq!(info["name"], "lockout");
+    let subjects: Vec<&str> =
+        info["endpoints"].as_array().unwrap().iter().map(|e| e["subject"].as_str().unwrap()).collect();
+    for op in lockout_proto::command::OPS {
+        assert!(subjects.contains(&format!("lockout.svc.*.{op}").as_str()), "{op} missing from {subjects:?}");
+    }
+}

@@ -1,0 +1,341 @@
+//! A lockoutd under test: a real nats-server, a temp sled store, lockoutd in-process or as
+//! a child process, and a client that speaks the contract.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use lockout_proto::codec::{self, Encoding};
+use lockout_proto::event::{Attempt, EventKind, Factor, Outcome};
+use lockout_proto::{Notice, Subjects, Tenant, UserId};
+use nats_harness::NatsServer;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// How lockoutd runs.
+enum Daemon {
+    InProcess { stop: oneshot::Sender<()>, task: tokio::task::JoinHandle<anyhow::Result<()>> },
+    Process(Child),
+    Stopped,
+}
+
+pub struct Lockout {
+    pub nats: NatsServer,
+    pub data: tempfile::TempDir,
+    daemon: Daemon,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub subjects: Subjects,
+    pub notice_encoding: Encoding,
+}
+
+/// A micro service error: code and message.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SvcError {
+    pub code: u16,
+    pub message: String,
+}
+
+pub fn lockoutd_binary() -> PathBuf {
+    // target/<profile>/deps/it-<hash> → target/<profile>/lockoutd
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe.parent().and_then(|d| d.parent()).expect("target dir").join("lockoutd");
+    assert!(bin.exists(), "{} is missing: build it with `cargo build -p lockoutd` (make test does)", bin.display());
+    bin
+}
+
+impl Lockout {
+    /// A fresh server and store with lockoutd running in-process.
+    pub async fn start() -> Lockout {
+        Self::start_with(Encoding::Postcard).await
+    }
+
+    /// A fresh server and store with lockoutd as a child process (for kill -9).
+    pub async fn start_process() -> Lockout {
+        let mut l = Self::server_only(Encoding::Postcard).await;
+        l.spawn_daemon().await;
+        l
+    }
+
+    pub async fn start_with(notice_encoding: Encoding) -> Lockout {
+        let mut l = Self::server_only(notice_encoding).await;
+        l.start_daemon().await;
+        l
+    }
+
+    async fn server_only(notice_encoding: Encoding) -> Lockout {
+        let nats = NatsServer::start();
+        let data = tempfile::Builder::new().prefix("lockout-it-").tempdir().unwrap();
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = jetstream::new(client.clone());
+        Lockout { nats, data, daemon: Daemon::Stopped, client, js, subjects: Subjects::default(), notice_encoding }
+    }
+
+    pub fn config(&self) -> lockoutd::Config {
+        let mut c = lockoutd::Config::new(&self.nats.url(), self.data.path().join("store"));
+        c.notice_encoding = self.notice_encoding;
+        c
+    }
+
+    /// Starts lockoutd in-process and waits until its service answers.
+    pub async fn start_daemon(&mut self) {
+        let (stop, rx) = oneshot::channel();
+        let task = tokio::spawn(lockoutd::run(self.config(), async move {
+            let _ = rx.await;
+        }));
+        self.daemon = Daemon::InProcess { stop, task };
+        self.wait_ready().await;
+    }
+
+    /// Starts lockoutd as a child process (so it can be killed with SIGKILL).
+    pub async fn spawn_daemon(&mut self) {
+        let c = self.config();
+        let child = Command::new(lockoutd_binary())
+            .arg("--nats-url")
+            .arg(&c.nats_url)
+            .arg("--data-dir")
+            .arg(&c.data_dir)
+            .arg("--notice-encoding")
+            .arg(self.notice_encoding.name())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning lockoutd");
+        self.daemon = Daemon::Process(child);
+        self.wait_ready().await;
+    }
+
+    /// SIGKILL of the child process: no draining, no flush.
+    pub fn kill_daemon(&mut self) {
+        match std::mem::replace(&mut self.daemon, Daemon::Stopped) {
+            Daemon::Process(mut c) => {
+                c.kill().unwrap();
+                c.wait().unwrap();
+            }
+            _ => panic!("kill -9 needs lockoutd as a process: use Lockout::start_process"),
+        }
+    }
+
+    /// Graceful stop; returns lockoutd's result.
+    pub async fn stop_daemon(&mut self) -> anyhow::Result<()> {
+        match std::mem::replace(&mut self.daemon, Daemon::Stopped) {
+            Daemon::InProcess { stop, task } => {
+                let _ = stop.send(());
+                task.await.unwrap()
+            }
+            Daemon::Process(mut c) => {
+                let pid = c.id().to_string();
+                Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+                let status = c.wait().unwrap();
+                anyhow::ensure!(status.success(), "lockoutd exited with {status}");
+                Ok(())
+            }
+            Daemon::Stopped => Ok(()),
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = tokio::time::timeout(
+                Duration::from_millis(500),
+                self.client.request("$SRV.PING.lockout", bytes::Bytes::new()),
+            )
+            .await;
+            if matches!(r, Ok(Ok(_))) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "lockoutd did not answer $SRV.PING within 30 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends a JSON request to `lockout.svc.<tenant>.<op>`.
+    pub async fn call(&self, tenant: &str, op: &str, body: Value) -> Result<Value, SvcError> {
+        self.call_raw(tenant, op, Encoding::Json, serde_json::to_vec(&body).unwrap(), HeaderMap::new())
+            .await
+            .map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    /// Sends a typed request in either encoding and decodes the typed reply.
+    pub async fn call_typed<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        tenant: &str,
+        op: &str,
+        enc: Encoding,
+        body: &Q,
+    ) -> Result<R, SvcError> {
+        let bytes = self.call_raw(tenant, op, enc, codec::encode(enc, body), HeaderMap::new()).await?;
+        Ok(codec::decode(enc, &bytes, "reply").unwrap())
+    }
+
+    pub async fn call_raw(
+        &self,
+        tenant: &str,
+        op: &str,
+        enc: Encoding,
+        body: Vec<u8>,
+        mut headers: HeaderMap,
+    ) -> Result<Vec<u8>, SvcError> {
+        headers.insert(codec::CONTENT_TYPE, enc.content_type());
+        let subject = format!("lockout.svc.{tenant}.{op}");
+        let reply = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.client.request_with_headers(subject, headers, body.into()),
+        )
+        .await
+        .expect("service reply within 10 s")
+        .expect("request");
+        let h = reply.headers.clone().unwrap_or_default();
+        if let Some(code) = h.get(codec::SERVICE_ERROR_CODE) {
+            assert!(reply.payload.is_empty(), "error replies have an empty body");
+            return Err(SvcError {
+                code: code.as_str().parse().unwrap(),
+                message: h.get(codec::SERVICE_ERROR).map(|v| v.as_str().to_owned()).unwrap_or_default(),
+            });
+        }
+        assert_eq!(
+            h.get(codec::CONTENT_TYPE).map(|v| v.as_str()),
+            Some(enc.content_type()),
+            "replies carry Content-Type"
+        );
+        Ok(reply.payload.to_vec())
+    }
+
+    pub async fn status(&self, tenant: &str, user: &str) -> Value {
+        self.call(tenant, "status", serde_json::json!({ "user": user })).await.unwrap()
+    }
+
+    /// Publishes an attempt exactly as a gateway would (JSON); returns its stream sequence.
+    pub async fn attempt(&self, tenant: &str, user: &str, outcome: Outcome, ip: &str, client: Option<&str>) -> u64 {
+        let a = Attempt {
+            id: Uuid::now_v7(),
+            at: lockoutd::now_ms(),
+            tenant: tenant.into(),
+            user: user.into(),
+            outcome,
+            factor: Factor::Password,
+            source_ip: ip.into(),
+            client: client.map(Into::into),
+            credential: None,
+            account: None,
+        };
+        self.publish_attempt(&a, Encoding::Json).await
+    }
+
+    pub async fn publish_attempt(&self, a: &Attempt, enc: Encoding) -> u64 {
+        let subject = self.subjects.user_event(
+            &Tenant::parse(&a.tenant).unwrap(),
+            &UserId::parse(&a.user).unwrap(),
+            EventKind::Attempt,
+        );
+        let mut h = HeaderMap::new();
+        h.insert(codec::CONTENT_TYPE, enc.content_type());
+        h.insert(codec::NATS_MSG_ID, a.id.to_string().as_str());
+        self.publish_raw(&subject, h, codec::encode(enc, a)).await
+    }
+
+    pub async fn publish_raw(&self, subject: &str, headers: HeaderMap, payload: Vec<u8>) -> u64 {
+        self.js.publish_with_headers(subject.to_owned(), headers, payload.into()).await.unwrap().await.unwrap().sequence
+    }
+
+    /// The last event sequence lockoutd folded (from `digest`).
+    pub async fn folded_seq(&self) -> u64 {
+        self.call("_probe", "digest", serde_json::json!({})).await.unwrap()["seq"].as_u64().unwrap()
+    }
+
+    /// Waits until lockoutd folded `seq`.
+    pub async fn wait_folded(&self, seq: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.folded_seq().await < seq {
+            assert!(Instant::now() < deadline, "lockoutd did not fold sequence {seq} within 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every message of a stream, in order.
+    pub async fn stream_messages(&self, stream: &str) -> Vec<jetstream::message::StreamMessage> {
+        let s = self.js.get_stream(stream).await.unwrap();
+        let last = s.get_info().await.unwrap().state.last_sequence;
+        let mut out = Vec::new();
+        for seq in 1..=last {
+            if let Ok(m) = s.get_raw_message(seq).await {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    /// Every notice so far, decoded, with its headers.
+    pub async fn notices(&self) -> Vec<(Notice, HeaderMap)> {
+        self.stream_messages("LOCKOUT_NOTICES")
+            .await
+            .into_iter()
+            .map(|m| {
+                let kind = m.subject.rsplit('.').next().unwrap().to_owned();
+                let enc = Encoding::from_content_type(m.headers.get(codec::CONTENT_TYPE).map(|v| v.as_str())).unwrap();
+                (Notice::decode(&kind, enc, &m.payload).unwrap(), m.headers)
+            })
+            .collect()
+    }
+
+    /// Waits until `LOCKOUT_NOTICES` holds at least `n` messages and returns them all.
+    pub async fn wait_notices(&self, n: usize) -> Vec<(Notice, HeaderMap)> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let all = self.notices().await;
+            if all.len() >= n {
+                return all;
+            }
+            assert!(Instant::now() < deadline, "expected {n} notices within 30 s, have {}", all.len());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// A live subscription to notices through an ephemeral pull consumer.
+    pub async fn notice_consumer(&self) -> consumer::pull::Stream {
+        let s = self.js.get_stream("LOCKOUT_NOTICES").await.unwrap();
+        let c: consumer::PullConsumer = s
+            .create_consumer(consumer::pull::Config {
+                deliver_policy: consumer::DeliverPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        c.messages().await.unwrap()
+    }
+}
+
+impl Drop for Lockout {
+    fn drop(&mut self) {
+        if let Daemon::Process(c) = &mut self.daemon {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Daemon::InProcess { task, .. } = &self.daemon {
+            task.abort();
+        }
+    }
+}
+
+/// Reads one notice from a live consumer within `secs`.
+pub async fn next_notice(stream: &mut consumer::pull::Stream, secs: u64) -> (Notice, HeaderMap) {
+    let m = tokio::time::timeout(Duration::from_secs(secs), stream.next())
+        .await
+        .expect("a notice in time")
+        .expect("stream open")
+        .expect("message");
+    let kind = m.subject.rsplit('.').next().unwrap().to_owned();
+    let h = m.headers.clone().unwrap_or_default();
+    let enc = Encoding::from_content_type(h.get(codec::CONTENT_TYPE).map(|v| v.as_str())).unwrap();
+    m.ack().await.unwrap();
+    (Notice::decode(&kind, enc, &m.payload).unwrap(), h)
+}
