@@ -3,5 +3,6 @@
 
 mod dead;
 mod recovery;
+mod scenarios;
 mod service;
 mod support;
