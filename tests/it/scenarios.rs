@@ -108,3 +108,19 @@ async fn seed_001_stale_integration_with_and_without_dedupe_credential() {
     assert_eq!(n.client.as_deref(), Some("Autotask sync"));
     assert!(n.message.ends_with("from 192.0.2.10 (Autotask sync)."), "{}", n.message);
 }
+
+/// Issue 3: SIGTERM drains and exits 0; the next start continues where it stopped.
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let mut l = Lockout::start_process().await;
+    let mut last = 0;
+    for _ in 0..3 {
+        last = l
+            .publish_attempt(&attempt("acme", "heidi", Outcome::Failure, Factor::Password, "VPN", None), Encoding::Json)
+            .await;
+    }
+    l.wait_folded(last).await;
+    l.stop_daemon().await.expect("lockoutd exits 0 on SIGTERM");
+    l.spawn_daemon().await;
+    assert_eq!(l.status("acme", "heidi").await["failures"], 3);
+}
