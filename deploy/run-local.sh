@@ -10,7 +10,7 @@ mkdir -p data/nats data/lockout
 nats_pid=$!
 trap 'kill "$nats_pid" 2>/dev/null; wait "$nats_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
-  (echo > "/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break
+  (: < "/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break
   sleep 0.1
 done
 echo "nats-server (JetStream) listening on nats://127.0.0.1:$NATS_PORT, data in data/nats"
