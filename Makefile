@@ -22,6 +22,7 @@ run: $(NATS_BIN)
 
 ## Every test: unit, property, golden, and integration tests against real nats-server and sled.
 test: $(NATS_BIN)
+	cargo build --workspace --bins
 	cargo test --workspace --all-targets --no-fail-fast
 
 ## Decode + fold throughput (criterion).

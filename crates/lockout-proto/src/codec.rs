@@ -100,7 +100,9 @@ pub fn decode<T: DeserializeOwned>(enc: Encoding, bytes: &[u8], what: &str) -> R
             let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| {
                 Rejection::new(
                     RejectReason::Undecodable,
-                    format!("{what} is not valid postcard for its type ({e}); see schemas/postcard.md for the layout"),
+                    format!(
+                        "{what} is not valid postcard for its type ({e}); see schemas/postcard.md for the layout (no Content-Type header means postcard: send `Content-Type: {JSON}` with JSON)"
+                    ),
                 )
             })?;
             if !rest.is_empty() {

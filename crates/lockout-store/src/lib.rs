@@ -9,7 +9,7 @@
 //! | `l` | user key | empty: the user is locked (index for `locked`) |
 //! | `x` | `locked_until` (u64 BE) + user key | lock event id: timed locks by expiry |
 //! | `o` | event seq (u64 BE) + index (u32 BE) | postcard `OutboxEntry`: to publish |
-//! | `m` | `checkpoint` | u64 BE: last folded `LOCKOUT_EVENTS` sequence |
+//! | `m` | `checkpoint` | u64 BE last folded `LOCKOUT_EVENTS` sequence, u64 BE its stored time |
 //!
 //! A *user key* is the tenant's length (one byte), the tenant, then the user id's bytes, so
 //! a tenant's users sort by the UTF-8 bytes of their ids.
@@ -119,6 +119,8 @@ pub struct Commit {
     pub outbox: Vec<OutboxEntry>,
     /// The last `LOCKOUT_EVENTS` sequence folded by this commit.
     pub checkpoint: u64,
+    /// That event's JetStream stored time (tells redeliveries from reused sequences).
+    pub checkpoint_time: Millis,
 }
 
 /// A timed lock whose `locked_until` has passed.
@@ -184,10 +186,17 @@ impl Store {
 
     /// The last folded `LOCKOUT_EVENTS` sequence (0 when nothing was folded).
     pub fn checkpoint(&self) -> Result<u64> {
-        Ok(match self.db.get(CHECKPOINT)? {
-            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|e| corrupt("checkpoint", e))?),
-            None => 0,
-        })
+        Ok(self.checkpoint_at()?.0)
+    }
+
+    /// The last folded sequence and its stored time ((0, 0) when nothing was folded).
+    pub fn checkpoint_at(&self) -> Result<(u64, Millis)> {
+        let Some(v) = self.db.get(CHECKPOINT)? else { return Ok((0, 0)) };
+        let half = |r: std::ops::Range<usize>| -> Result<u64> {
+            let bytes = v.get(r).ok_or_else(|| corrupt("checkpoint", "short value"))?;
+            Ok(u64::from_be_bytes(bytes.try_into().map_err(|e| corrupt("checkpoint", e))?))
+        };
+        Ok((half(0..8)?, half(8..16)?))
     }
 
     pub fn user(&self, tenant: &str, user: &str) -> Result<Option<UserState>> {
@@ -239,7 +248,10 @@ impl Store {
         for e in &c.outbox {
             b.insert(&e.key()[..], postcard::to_allocvec(e).expect("outbox entries always encode"));
         }
-        b.insert(CHECKPOINT, &c.checkpoint.to_be_bytes()[..]);
+        let mut cp = [0u8; 16];
+        cp[..8].copy_from_slice(&c.checkpoint.to_be_bytes());
+        cp[8..].copy_from_slice(&c.checkpoint_time.to_be_bytes());
+        b.insert(CHECKPOINT, &cp[..]);
         self.db.apply_batch(b)?;
         Ok(())
     }

@@ -52,9 +52,10 @@ fn commit_writes_states_indexes_outbox_and_checkpoint() {
             policies: vec![("acme".into(), Policy { max_failures: 3, ..Policy::default() })],
             outbox: vec![entry.clone()],
             checkpoint: 7,
+            checkpoint_time: 70,
         })
         .unwrap();
-    assert_eq!(store.checkpoint().unwrap(), 7);
+    assert_eq!(store.checkpoint_at().unwrap(), (7, 70));
     assert_eq!(store.policy("acme").unwrap().unwrap().max_failures, 3);
     assert_eq!(store.policy("other").unwrap(), None);
     assert_eq!(store.outbox().unwrap(), vec![entry.clone()]);

@@ -41,6 +41,7 @@ pub struct BatchFolder {
     policies: HashMap<String, Policy>,
     floors: Floors,
     checkpoint: u64,
+    checkpoint_time: Millis,
 }
 
 /// A user's state within a batch, with its lock before the batch.
@@ -55,8 +56,16 @@ fn header<'a>(h: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
 
 impl BatchFolder {
     pub fn new(store: Store, subjects: Subjects, notice_encoding: Encoding, floors: Floors) -> anyhow::Result<Self> {
-        let checkpoint = store.checkpoint()?;
-        Ok(BatchFolder { store, subjects, notice_encoding, policies: HashMap::new(), floors, checkpoint })
+        let (checkpoint, checkpoint_time) = store.checkpoint_at()?;
+        Ok(BatchFolder {
+            store,
+            subjects,
+            notice_encoding,
+            policies: HashMap::new(),
+            floors,
+            checkpoint,
+            checkpoint_time,
+        })
     }
 
     pub fn checkpoint(&self) -> u64 {
@@ -85,12 +94,24 @@ impl BatchFolder {
     fn fold_inner(&mut self, msgs: &[Incoming<'_>]) -> Result<Option<Commit>, lockout_store::Error> {
         let mut users: HashMap<(String, String), Pending> = HashMap::new();
         let mut commit = Commit::default();
-        let mut last = self.checkpoint;
+        let (mut last, mut last_time) = (self.checkpoint, self.checkpoint_time);
+        let mut folded_any = false;
         for m in msgs {
             if m.seq <= last {
-                continue;
+                if m.time <= last_time {
+                    // A redelivery of an event already folded.
+                    continue;
+                }
+                // Stored after the checkpoint yet numbered at or below it: the server lost
+                // acknowledged messages (e.g. killed before syncing) and reuses sequences.
+                tracing::error!(
+                    seq = m.seq,
+                    checkpoint = last,
+                    "LOCKOUT_EVENTS reuses a sequence at or below the checkpoint: the server lost acknowledged events. Folding the new event; the lost ones stay folded."
+                );
             }
-            last = m.seq;
+            (last, last_time) = (m.seq, m.time);
+            folded_any = true;
             let event = match self.accept(m) {
                 Ok(e) => e,
                 Err(r) => {
@@ -122,15 +143,16 @@ impl BatchFolder {
             pending.state = folded.state;
             self.queue_notices(m, folded.notices, &mut commit);
         }
-        if last == self.checkpoint {
+        if !folded_any {
             return Ok(None);
         }
         commit.checkpoint = last;
+        commit.checkpoint_time = last_time;
         commit.states = users
             .into_iter()
             .map(|((tenant, user), p)| StateChange { tenant, user, before: p.before, state: p.state })
             .collect();
-        self.checkpoint = last;
+        (self.checkpoint, self.checkpoint_time) = (last, last_time);
         Ok(Some(commit))
     }
 

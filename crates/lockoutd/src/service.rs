@@ -18,7 +18,8 @@ use lockout_proto::command::{
     decode_request, DigestReply, DigestRequest, LockRequest, LockedReply, LockedRequest, MfaResetRequest,
     PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockRequest, OPS,
 };
-use lockout_proto::event::{self, Event, EventKind, Lock, MfaReset, PolicyChange, Unlock};
+use lockout_proto::event::{Event, EventKind, Lock, MfaReset, PolicyChange, Unlock};
+use lockout_proto::subject::{EventSubject, Target};
 use lockout_proto::{Rejection, Tenant, UserId};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -143,50 +144,28 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
         }
         "unlock" => {
             let r: UnlockRequest = decode_request(enc, body, &tenant)?;
-            let user = user_id(&r.user)?;
-            event::check_admin(&r.actor, r.reason.as_deref())?;
-            let id = event_id(msg)?;
-            let e = Event::Unlock(Unlock {
-                id,
-                at: now_ms(),
-                tenant: tenant.to_string(),
-                user: r.user,
-                actor: r.actor,
-                reason: r.reason,
-            });
-            write_user(shared, enc, msg, &tenant, &user, e).await
+            let t = tenant.to_string();
+            write_user(shared, enc, msg, &tenant, |id, at| {
+                Event::Unlock(Unlock { id, at, tenant: t, user: r.user, actor: r.actor, reason: r.reason })
+            })
+            .await
         }
         "lock" => {
             let r: LockRequest = decode_request(enc, body, &tenant)?;
-            let user = user_id(&r.user)?;
-            event::check_admin(&r.actor, r.reason.as_deref())?;
-            event::check_seconds(r.seconds)?;
-            let id = event_id(msg)?;
-            let e = Event::Lock(Lock {
-                id,
-                at: now_ms(),
-                tenant: tenant.to_string(),
-                user: r.user,
-                actor: r.actor,
-                reason: r.reason,
-                seconds: r.seconds,
-            });
-            write_user(shared, enc, msg, &tenant, &user, e).await
+            let t = tenant.to_string();
+            write_user(shared, enc, msg, &tenant, |id, at| {
+                let (user, actor, reason, seconds) = (r.user, r.actor, r.reason, r.seconds);
+                Event::Lock(Lock { id, at, tenant: t, user, actor, reason, seconds })
+            })
+            .await
         }
         "mfa_reset" => {
             let r: MfaResetRequest = decode_request(enc, body, &tenant)?;
-            let user = user_id(&r.user)?;
-            event::check_admin(&r.actor, r.reason.as_deref())?;
-            let id = event_id(msg)?;
-            let e = Event::MfaReset(MfaReset {
-                id,
-                at: now_ms(),
-                tenant: tenant.to_string(),
-                user: r.user,
-                actor: r.actor,
-                reason: r.reason,
-            });
-            write_user(shared, enc, msg, &tenant, &user, e).await
+            let t = tenant.to_string();
+            write_user(shared, enc, msg, &tenant, |id, at| {
+                Event::MfaReset(MfaReset { id, at, tenant: t, user: r.user, actor: r.actor, reason: r.reason })
+            })
+            .await
         }
         "policy_get" => {
             let _: PolicyGetRequest = decode_request(enc, body, &tenant)?;
@@ -194,18 +173,16 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
         }
         "policy_set" => {
             let r: PolicySetRequest = decode_request(enc, body, &tenant)?;
-            event::check_admin(&r.actor, None)?;
-            r.policy.validate()?;
-            let id = event_id(msg)?;
             let e = Event::Policy(PolicyChange {
-                id,
+                id: event_id(msg)?,
                 at: now_ms(),
                 tenant: tenant.to_string(),
                 actor: r.actor,
                 policy: r.policy,
             });
-            let subject = shared.config.subjects.tenant_event(&tenant, EventKind::Policy);
-            append_and_wait(shared, msg, subject, &e).await?;
+            let target = EventSubject { tenant: tenant.clone(), target: Target::Tenant, kind: EventKind::Policy };
+            e.check(&target)?;
+            append_and_wait(shared, msg, shared.config.subjects.tenant_event(&tenant, EventKind::Policy), &e).await?;
             Ok(encode(enc, &store.policy_or_default(tenant.as_str())?))
         }
         "digest" => {
@@ -275,17 +252,22 @@ fn event_id(msg: &async_nats::Message) -> Result<Uuid, Fail> {
     }
 }
 
+/// Builds a user command's event (id from the request, `at` now), checks it exactly as the
+/// projector will, appends it, waits until it is folded and replies with the new state.
 async fn write_user(
     shared: &Shared,
     enc: Encoding,
     msg: &async_nats::Message,
     tenant: &Tenant,
-    user: &UserId,
-    e: Event,
+    make: impl FnOnce(Uuid, u64) -> Event,
 ) -> Result<Vec<u8>, Fail> {
-    let subject = shared.config.subjects.user_event(tenant, user, e.kind());
+    let e = make(event_id(msg)?, now_ms());
+    let user = user_id(e.user().unwrap_or_default())?;
+    let target = EventSubject { tenant: tenant.clone(), target: Target::User(user.clone()), kind: e.kind() };
+    e.check(&target)?;
+    let subject = shared.config.subjects.user_event(tenant, &user, e.kind());
     append_and_wait(shared, msg, subject, &e).await?;
-    let status = current_status(shared, tenant, user)?;
+    let status = current_status(shared, tenant, &user)?;
     Ok(encode(enc, &status.with_event(e.id())))
 }
 

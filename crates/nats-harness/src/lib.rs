@@ -93,9 +93,29 @@ impl NatsServer {
         }
     }
 
-    /// Starts the server again on the same port with the same store.
+    /// Stops the server gracefully (SIGTERM, as an operator's restart does), so JetStream
+    /// syncs what it acknowledged; keeps its store.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Restarts gracefully on the same port with the same store.
     pub fn restart(&mut self) {
+        self.terminate();
+        self.start_again();
+    }
+
+    /// Kills the server (SIGKILL: acknowledged but unsynced messages may be lost) and starts
+    /// it again on the same port with the same store.
+    pub fn kill_and_restart(&mut self) {
         self.stop();
+        self.start_again();
+    }
+
+    fn start_again(&mut self) {
         let port = self.port;
         let deadline = Instant::now() + Duration::from_secs(20);
         // The port may linger briefly after the kill.
