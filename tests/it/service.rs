@@ -234,3 +234,24 @@ async fn micro_service_discovery_lists_every_op() {
         assert!(subjects.contains(&format!("lockout.svc.*.{op}").as_str()), "{op} missing from {subjects:?}");
     }
 }
+
+/// Extension: `health` and `$SRV.STATS` report the folded sequence, lag and last commit.
+#[tokio::test]
+async fn health_and_stats_report_progress() {
+    let l = Lockout::start().await;
+    let h = l.call("acme", "health", json!({})).await.unwrap();
+    assert_eq!(
+        (h["status"].as_str(), h["seq"].as_u64(), h["last_commit_at"].is_null()),
+        (Some("ready"), Some(0), true)
+    );
+    let seq = l.attempt("acme", "ivan", lockout_proto::event::Outcome::Failure, "192.0.2.9", None).await;
+    l.wait_folded(seq).await;
+    let h = l.call("acme", "health", json!({})).await.unwrap();
+    assert_eq!((h["status"].as_str(), h["seq"].as_u64(), h["lag"].as_u64()), (Some("ready"), Some(seq), Some(0)));
+    assert!(h["last_commit_at"].as_u64().unwrap() > 0);
+    let stats = l.client.request("$SRV.STATS.lockout", "".into()).await.unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.payload).unwrap();
+    let data = &stats["endpoints"][0]["data"];
+    assert_eq!(data["seq"].as_u64(), Some(seq), "{stats}");
+    assert_eq!(data["status"], "ready");
+}

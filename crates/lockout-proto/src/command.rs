@@ -13,8 +13,9 @@ use crate::ids::Tenant;
 use crate::policy::Policy;
 use crate::status::Status;
 
-/// The ops of the service, in the contract's order.
-pub const OPS: [&str; 8] = ["status", "locked", "unlock", "lock", "mfa_reset", "policy_get", "policy_set", "digest"];
+/// The ops of the service: the contract's, in its order, then `health` (an extension).
+pub const OPS: [&str; 9] =
+    ["status", "locked", "unlock", "lock", "mfa_reset", "policy_get", "policy_set", "digest", "health"];
 
 /// Default and largest page size of `locked`.
 pub const LOCKED_DEFAULT_LIMIT: u32 = 100;
@@ -100,6 +101,39 @@ pub struct DigestReply {
     /// Lower-case hex SHA-256 over the tenant's user states; equal on stores that folded the
     /// same events.
     pub digest: String,
+}
+
+/// `health` takes an empty object (no bytes in postcard). An extension of the contract.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HealthRequest {}
+
+/// How lockoutd is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Folding, within [`LAGGING_AFTER`] events of the stream's end.
+    Ready,
+    /// More than [`LAGGING_AFTER`] events behind.
+    Lagging,
+    /// The store is failing (e.g. disk full): not consuming until it recovers.
+    Unhealthy,
+}
+
+/// Events behind the stream's end above which lockoutd reports `lagging`.
+pub const LAGGING_AFTER: u64 = 10_000;
+
+/// The reply of `health`. An extension of the contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReply {
+    pub status: HealthStatus,
+    /// `LOCKOUT_EVENTS` sequence of the last folded event.
+    pub seq: u64,
+    /// Events in the stream not yet folded, as of the last fetch.
+    pub lag: u64,
+    /// When the last batch was committed (lockoutd's clock), null before the first.
+    pub last_commit_at: Option<u64>,
+    /// The store's error while unhealthy.
+    pub error: Option<String>,
 }
 
 /// Decodes a request for `tenant`. An empty JSON body reads as `{}`; a JSON `tenant` field

@@ -23,8 +23,8 @@ use uuid::Uuid;
 
 use lockout_proto::codec::{decode, encode, Encoding};
 use lockout_proto::command::{
-    decode_request, DigestReply, DigestRequest, LockRequest, LockedReply, LockedRequest, MfaResetRequest,
-    PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockRequest,
+    decode_request, DigestReply, DigestRequest, HealthReply, HealthRequest, HealthStatus, LockRequest, LockedReply,
+    LockedRequest, MfaResetRequest, PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockRequest,
 };
 use lockout_proto::event::{Account, Attempt, Event, Expired, Factor, Lock, MfaReset, Outcome, PolicyChange, Unlock};
 use lockout_proto::notice::{How, LockedNotice, MfaResetNotice, Notice, Source, UnlockedNotice};
@@ -378,6 +378,17 @@ fn cases() -> Vec<Case> {
                 seq: 1_234,
                 users: 42,
                 digest: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            },
+        ),
+        request_case("request.health", HealthRequest {}),
+        Case::new(
+            "reply.health",
+            HealthReply {
+                status: HealthStatus::Ready,
+                seq: 1_234,
+                lag: 0,
+                last_commit_at: Some(1_700_000_000_000),
+                error: None,
             },
         ),
         // Notices.

@@ -42,7 +42,7 @@ fn schemas() -> BTreeMap<String, Value> {
 }
 
 /// Every message of the contract, one schema file each (sorted by name).
-const MESSAGES: [&str; 29] = [
+const MESSAGES: [&str; 31] = [
     "event.attempt",
     "event.expired",
     "event.lock",
@@ -54,6 +54,7 @@ const MESSAGES: [&str; 29] = [
     "notice.unlocked",
     "policy",
     "reply.digest",
+    "reply.health",
     "reply.lock",
     "reply.locked",
     "reply.mfa_reset",
@@ -62,6 +63,7 @@ const MESSAGES: [&str; 29] = [
     "reply.status",
     "reply.unlock",
     "request.digest",
+    "request.health",
     "request.lock",
     "request.locked",
     "request.mfa_reset",

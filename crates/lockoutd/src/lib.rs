@@ -36,6 +36,41 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// What the projector reports about itself, read by `health` and `$SRV.STATS`.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Events pending for the consumer after the last fetched one.
+    pub lag: std::sync::atomic::AtomicU64,
+    /// When the last batch was committed (ms), 0 before the first.
+    pub last_commit_at: std::sync::atomic::AtomicU64,
+    /// The store's error while commits fail.
+    pub store_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Health {
+    /// The `health` reply for the last folded sequence `seq`.
+    pub fn reply(&self, seq: u64) -> lockout_proto::command::HealthReply {
+        use lockout_proto::command::{HealthStatus, LAGGING_AFTER};
+        use std::sync::atomic::Ordering::Relaxed;
+        let error = self.store_error.lock().map(|e| e.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        let lag = self.lag.load(Relaxed);
+        let status = match (&error, lag > LAGGING_AFTER) {
+            (Some(_), _) => HealthStatus::Unhealthy,
+            (None, true) => HealthStatus::Lagging,
+            (None, false) => HealthStatus::Ready,
+        };
+        let last = self.last_commit_at.load(Relaxed);
+        lockout_proto::command::HealthReply { status, seq, lag, last_commit_at: (last > 0).then_some(last), error }
+    }
+
+    pub(crate) fn set_store_error(&self, e: Option<String>) {
+        match self.store_error.lock() {
+            Ok(mut g) => *g = e,
+            Err(p) => *p.into_inner() = e,
+        }
+    }
+}
+
 /// What the running parts share.
 pub struct Shared {
     pub config: Config,
@@ -44,6 +79,7 @@ pub struct Shared {
     pub client: async_nats::Client,
     /// The last folded and published `LOCKOUT_EVENTS` sequence.
     pub folded: watch::Receiver<u64>,
+    pub health: Arc<Health>,
 }
 
 /// Connects to NATS with the configured options.
@@ -82,7 +118,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let consumer = streams::ensure_consumer(&js, &config, checkpoint).await?;
     let (folded_tx, folded) = watch::channel(checkpoint);
 
-    let shared = Arc::new(Shared { config, store, js, client, folded });
+    let shared = Arc::new(Shared { config, store, js, client, folded, health: Arc::default() });
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let projector = tokio::spawn(projector::run(shared.clone(), consumer, floors, folded_tx, stop_rx.clone()));

@@ -267,6 +267,9 @@ pub async fn run(
             }
         }
         let Some(last_msg) = msgs.last() else { continue };
+        if let Ok(info) = last_msg.info() {
+            shared.health.lag.store(info.pending, std::sync::atomic::Ordering::Relaxed);
+        }
         let incoming: Vec<Incoming<'_>> = msgs
             .iter()
             .filter_map(|m| {
@@ -285,6 +288,7 @@ pub async fn run(
             match folder.fold_batch(&incoming) {
                 Ok(c) => break c,
                 Err(e) => {
+                    shared.health.set_store_error(Some(e.to_string()));
                     tracing::error!(error = %e, "Folding a batch failed; retrying in 1 s without acknowledging.");
                     tokio::select! {
                         _ = stop.changed() => return Ok(()),
@@ -296,8 +300,13 @@ pub async fn run(
         if let Some(commit) = commit {
             loop {
                 match shared.store.commit(&commit) {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        shared.health.set_store_error(None);
+                        shared.health.last_commit_at.store(crate::now_ms(), std::sync::atomic::Ordering::Relaxed);
+                        break;
+                    }
                     Err(e) => {
+                        shared.health.set_store_error(Some(e.to_string()));
                         tracing::error!(error = %e, "Committing a batch failed; retrying in 1 s without acknowledging.");
                         tokio::select! {
                             _ = stop.changed() => return Ok(()),

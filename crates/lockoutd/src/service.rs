@@ -15,8 +15,8 @@ use base64::Engine;
 use futures::StreamExt;
 use lockout_proto::codec::{self, encode, Encoding};
 use lockout_proto::command::{
-    decode_request, DigestReply, DigestRequest, LockRequest, LockedReply, LockedRequest, MfaResetRequest,
-    PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockRequest, OPS,
+    decode_request, DigestReply, DigestRequest, HealthRequest, LockRequest, LockedReply, LockedRequest,
+    MfaResetRequest, PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockRequest, OPS,
 };
 use lockout_proto::event::{Event, EventKind, Lock, MfaReset, PolicyChange, Unlock};
 use lockout_proto::subject::{EventSubject, Target};
@@ -77,6 +77,11 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<ServiceHandle> {
         .client
         .service_builder()
         .description("Account lockout: status, unlock, lock, MFA reset, tenant policy, digest.")
+        .stats_handler({
+            let health = shared.health.clone();
+            let folded = shared.folded.clone();
+            move |_endpoint, _stats| serde_json::to_value(health.reply(*folded.borrow())).unwrap_or_default()
+        })
         .start("lockout", env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| anyhow::anyhow!("starting the micro service: {e}"))?;
@@ -190,6 +195,10 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
             let seq = store.checkpoint()?;
             let (users, digest) = store.digest(tenant.as_str())?;
             Ok(encode(enc, &DigestReply { seq, users, digest }))
+        }
+        "health" => {
+            let _: HealthRequest = decode_request(enc, body, &tenant)?;
+            Ok(encode(enc, &shared.health.reply(*shared.folded.borrow())))
         }
         other => Err(Fail::new(404, format!("unknown op {other:?}: ops are {}", OPS.join(", ")))),
     }
