@@ -4,7 +4,7 @@ TOOLS        := .tools
 NATS_BIN     := $(TOOLS)/nats/bin/nats-server
 export NATS_SERVER_BIN := $(abspath $(NATS_BIN))
 
-.PHONY: all run test test-quick nats-server bench lint fmt clean
+.PHONY: all run test nats-server bench bench-quick bench-fold lint fmt clean
 
 all: test
 
@@ -25,8 +25,18 @@ test: $(NATS_BIN)
 	cargo build --workspace --bins
 	cargo test --workspace --all-targets --no-fail-fast
 
-## Decode + fold throughput (criterion).
-bench:
+## The full suite against its own nats-server (1M events, 100k users); writes target/bench/results.json.
+bench: $(NATS_BIN)
+	cargo build --release -p lockoutd -p lockout-bench
+	target/release/lockout-bench --out target/bench/results.json
+
+## The same with 100k events: under a minute.
+bench-quick: $(NATS_BIN)
+	cargo build --release -p lockoutd -p lockout-bench
+	target/release/lockout-bench --quick --out target/bench/results.json
+
+## Decode + fold throughput alone (criterion, one core).
+bench-fold:
 	cargo bench -p lockout-core --bench fold
 
 lint:

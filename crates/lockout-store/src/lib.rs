@@ -180,7 +180,7 @@ fn split_user_key(ukey: &[u8]) -> Result<(String, String)> {
 impl Store {
     /// Opens (or creates) the store in `dir` with a page cache of `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store> {
-        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open()?;
+        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).mode(sled::Mode::HighThroughput).open()?;
         Ok(Store { db })
     }
 

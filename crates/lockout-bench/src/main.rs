@@ -1,0 +1,480 @@
+//! `make bench`: the numbers behind the README's Performance table, in one run.
+//!
+//! Starts its own nats-server, pre-publishes N attempt events, then measures on the same
+//! payloads and machine: the raw JetStream pull-consume ceiling, lockoutd folding and
+//! committing them (a child process, so its RSS is its own), a rebuild from an empty store,
+//! the publish → `locked` notice latency and `status` latency under a steady background
+//! load, store size per user, and single-core decode + fold. Writes
+//! `target/bench/results.json`. Ratios compare phases of the same run; each throughput is the
+//! median of `--repeats` runs after a warm-up.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer};
+use async_nats::HeaderMap;
+use clap::Parser;
+use futures::StreamExt;
+use lockout_core::UserState;
+use lockout_proto::codec::{self, Encoding};
+use lockout_proto::event::{Attempt, Event, EventKind, Factor, Outcome};
+use lockout_proto::{Policy, Subjects, Tenant, UserId};
+use nats_harness::NatsServer;
+use serde_json::json;
+use uuid::Uuid;
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmarks lockoutd against a real nats-server and writes target/bench/results.json")]
+struct Args {
+    /// Quick mode: 100k events, fewer samples (under a minute).
+    #[arg(long)]
+    quick: bool,
+    /// Events to pre-publish (default 1,000,000; 100,000 with --quick).
+    #[arg(long)]
+    events: Option<usize>,
+    /// Distinct users among them.
+    #[arg(long, default_value_t = 100_000)]
+    users: usize,
+    /// Repeats of each throughput measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Background load for the latency phases, events/s.
+    #[arg(long, default_value_t = 10_000)]
+    load_eps: u64,
+    /// Where to write the results.
+    #[arg(long, default_value = "target/bench/results.json")]
+    out: PathBuf,
+}
+
+const TENANT: &str = "bench";
+
+fn attempt(user: String, outcome: Outcome, i: usize) -> Attempt {
+    Attempt {
+        id: Uuid::now_v7(),
+        at: lockoutd::now_ms(),
+        tenant: TENANT.into(),
+        user,
+        outcome,
+        factor: Factor::Password,
+        source_ip: format!("198.51.{}.{}", (i / 256) % 256, i % 256),
+        client: Some(["Outlook", "IT Glue", "VSA sync", "Mozilla/5.0 (X11; Linux x86_64)"][i % 4].into()),
+        credential: None,
+        account: None,
+    }
+}
+
+/// The workload: 90% successes and 10% failures over `users`, plus 1% of users hammered by a
+/// stale integration (every attempt fails, so they lock).
+fn workload(n: usize, users: usize) -> Vec<(String, Vec<u8>, Uuid)> {
+    let subjects = Subjects::default();
+    let tenant = Tenant::parse(TENANT).unwrap();
+    (0..n)
+        .map(|i| {
+            let u = (i.wrapping_mul(7919)) % users;
+            let hammered = u % 100 == 0;
+            let outcome = if hammered || i % 10 == 0 { Outcome::Failure } else { Outcome::Success };
+            let a = attempt(format!("user{u:06}@example.com"), outcome, i);
+            let subject = subjects.user_event(&tenant, &UserId::parse(&a.user).unwrap(), EventKind::Attempt);
+            (subject, codec::encode(Encoding::Postcard, &a), a.id)
+        })
+        .collect()
+}
+
+async fn publish_all(js: &jetstream::Context, events: &[(String, Vec<u8>, Uuid)]) -> anyhow::Result<u64> {
+    let mut last = 0;
+    for chunk in events.chunks(5_000) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for (subject, payload, id) in chunk {
+            let mut h = HeaderMap::new();
+            h.insert(codec::NATS_MSG_ID, id.to_string().as_str());
+            acks.push(js.publish_with_headers(subject.clone(), h, payload.clone().into()).await?);
+        }
+        for a in acks {
+            last = a.await?.sequence;
+        }
+    }
+    Ok(last)
+}
+
+/// Pull-consumes the whole events stream with no processing; events/s.
+async fn raw_consume(js: &jetstream::Context, stream: &str, n: u64) -> anyhow::Result<f64> {
+    let s = js.get_stream(stream).await?;
+    let c: consumer::PullConsumer = s
+        .create_consumer(consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::None,
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    let start = Instant::now();
+    let mut msgs = c.stream().max_messages_per_batch(1_000).messages().await?;
+    let mut got = 0u64;
+    while got < n {
+        let m = msgs.next().await.context("consumer ended")??;
+        std::hint::black_box(&m.payload);
+        got += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn spawn(url: &str, dir: &Path) -> anyhow::Result<Daemon> {
+        let exe = std::env::current_exe()?;
+        let bin = exe.parent().context("exe dir")?.join("lockoutd");
+        anyhow::ensure!(bin.exists(), "{} missing: run `cargo build --release -p lockoutd`", bin.display());
+        let child = Command::new(bin)
+            .args(["--nats-url", url, "--data-dir"])
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        Ok(Daemon { child })
+    }
+
+    /// Peak resident set size (VmHWM) in bytes.
+    fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    fn stop(mut self) -> anyhow::Result<()> {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        let status = self.child.wait()?;
+        anyhow::ensure!(status.success(), "lockoutd exited with {status}");
+        Ok(())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn health_seq(client: &async_nats::Client) -> Option<u64> {
+    let mut h = HeaderMap::new();
+    h.insert(codec::CONTENT_TYPE, codec::JSON);
+    let r = tokio::time::timeout(
+        Duration::from_secs(1),
+        client.request_with_headers("lockout.svc.bench.health", h, "{}".into()),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&r.payload).ok()?;
+    v["seq"].as_u64()
+}
+
+/// Starts lockoutd on an empty store and times first commit → checkpoint at `last`.
+async fn fold_run(client: &async_nats::Client, url: &str, dir: &Path, last: u64) -> anyhow::Result<(f64, Daemon)> {
+    let d = Daemon::spawn(url, dir)?;
+    let deadline = Instant::now() + Duration::from_secs(1_800);
+    let (mut first_seq, mut first_at) = (0, Instant::now());
+    loop {
+        let seq = health_seq(client).await.unwrap_or(0);
+        if seq > 0 && first_seq == 0 {
+            (first_seq, first_at) = (seq, Instant::now());
+        }
+        if seq >= last {
+            let eps = (last - first_seq) as f64 / first_at.elapsed().as_secs_f64().max(1e-9);
+            return Ok((eps, d));
+        }
+        anyhow::ensure!(Instant::now() < deadline, "lockoutd did not reach {last}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p).map_or(0, |rd| {
+        rd.filter_map(Result::ok)
+            .map(|e| {
+                let md = e.metadata().ok();
+                match md {
+                    Some(m) if m.is_dir() => dir_size(&e.path()),
+                    Some(m) => m.len(),
+                    None => 0,
+                }
+            })
+            .sum()
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Publishes `eps` events/s of successes for the load tenant until `stop`.
+async fn background_load(js: jetstream::Context, eps: u64, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) {
+    let subjects = Subjects::default();
+    let tenant = Tenant::parse("load").unwrap();
+    let per_tick = (eps / 100).max(1) as usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let mut acks = Vec::with_capacity(per_tick);
+        for _ in 0..per_tick {
+            i += 1;
+            let mut a = attempt(format!("load{:05}", i % 50_000), Outcome::Success, i);
+            a.tenant = "load".into();
+            let subject = subjects.user_event(&tenant, &UserId::parse(&a.user).unwrap(), EventKind::Attempt);
+            if let Ok(ack) = js.publish(subject, codec::encode(Encoding::Postcard, &a).into()).await {
+                acks.push(ack);
+            }
+        }
+        for a in acks {
+            if a.await.is_ok() {
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Publish of the tripping attempt → `locked` notice received, in ms.
+async fn lock_latencies(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    samples: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let mut sub = client.subscribe("lockout.notices.probe.locked").await?;
+    let subjects = Subjects::default();
+    let tenant = Tenant::parse("probe").unwrap();
+    let mut out = Vec::with_capacity(samples);
+    for s in 0..samples {
+        let user = format!("probe{s:05}-{}", Uuid::now_v7().simple());
+        let subject = subjects.user_event(&tenant, &UserId::parse(&user).unwrap(), EventKind::Attempt);
+        let mk = |i| {
+            let mut a = attempt(user.clone(), Outcome::Failure, i);
+            a.tenant = "probe".into();
+            codec::encode(Encoding::Postcard, &a)
+        };
+        for i in 0..4 {
+            js.publish(subject.clone(), mk(i).into()).await?.await?;
+        }
+        let t = Instant::now();
+        js.publish(subject.clone(), mk(4).into()).await?.await?;
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), sub.next()).await?.context("subscription ended")?;
+            let n: lockout_proto::notice::LockedNotice = codec::decode(Encoding::Postcard, &m.payload, "notice")?;
+            if n.user == user {
+                break;
+            }
+        }
+        out.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(out)
+}
+
+async fn status_latencies(client: &async_nats::Client, samples: usize, users: usize) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(samples);
+    let mut h = HeaderMap::new();
+    h.insert(codec::CONTENT_TYPE, codec::JSON);
+    for s in 0..samples {
+        let body = serde_json::to_vec(&json!({"user": format!("user{:06}@example.com", (s * 104_729) % users)}))?;
+        let t = Instant::now();
+        let r = client.request_with_headers("lockout.svc.bench.status", h.clone(), body.into()).await?;
+        out.push(t.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(r.headers.as_ref().and_then(|h| h.get(codec::SERVICE_ERROR_CODE)).is_none(), "status failed");
+    }
+    Ok(out)
+}
+
+async fn status_qps(client: &async_nats::Client, users: usize, secs: u64) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for w in 0..8usize {
+        let (client, done) = (client.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut h = HeaderMap::new();
+            h.insert(codec::CONTENT_TYPE, codec::JSON);
+            let mut i = w;
+            while Instant::now() < end {
+                let body =
+                    serde_json::to_vec(&json!({"user": format!("user{:06}@example.com", (i * 7) % users)})).unwrap();
+                if client.request_with_headers("lockout.svc.bench.status", h.clone(), body.into()).await.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 8;
+            }
+        }));
+    }
+    let start = Instant::now();
+    for t in tasks {
+        let _ = t.await;
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Single-core decode + fold of pre-encoded attempts; events/s.
+fn fold_eps(events: &[(String, Vec<u8>, Uuid)], enc: Encoding) -> f64 {
+    let encoded: Vec<Vec<u8>> = events
+        .iter()
+        .map(|(_, p, _)| match enc {
+            Encoding::Postcard => p.clone(),
+            Encoding::Json => {
+                let e = Event::decode(EventKind::Attempt, Encoding::Postcard, p).unwrap();
+                e.encode(Encoding::Json)
+            }
+        })
+        .collect();
+    let policy = Policy::default();
+    let start = Instant::now();
+    let mut states: HashMap<String, UserState> = HashMap::new();
+    for (i, bytes) in encoded.iter().enumerate() {
+        let e = Event::decode(EventKind::Attempt, enc, bytes).unwrap();
+        let user = e.user().unwrap().to_owned();
+        let s = states.remove(&user).unwrap_or_default();
+        let f = lockout_core::fold(&policy, s, &e, i as u64);
+        states.insert(user, f.state);
+    }
+    std::hint::black_box(&states);
+    encoded.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let n = a.events.unwrap_or(if a.quick { 100_000 } else { 1_000_000 });
+    let users = a.users.min(n);
+    let (lat_samples, status_samples) = if a.quick { (30, 300) } else { (200, 2_000) };
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let client = async_nats::connect(&url).await?;
+    let js = jetstream::new(client.clone());
+    let work = tempfile::tempdir()?;
+    lockoutd::streams::ensure_streams(&js, &lockoutd::Config::new(&url, work.path().join("unused"))).await?;
+
+    eprintln!("publishing {n} events for {users} users …");
+    let events = workload(n, users);
+    let t = Instant::now();
+    let last = publish_all(&js, &events).await?;
+    eprintln!("published in {:.1} s", t.elapsed().as_secs_f64());
+
+    eprintln!("raw consume ×{} (+ warm-up) …", a.repeats);
+    raw_consume(&js, "LOCKOUT_EVENTS", last.min(50_000)).await?;
+    let mut raw = Vec::new();
+    for _ in 0..a.repeats {
+        raw.push(raw_consume(&js, "LOCKOUT_EVENTS", last).await?);
+    }
+    let raw_eps = median(raw);
+
+    eprintln!("projector ×{} …", a.repeats);
+    let mut proj = Vec::new();
+    let mut rss = 0;
+    let mut disk = 0;
+    for r in 0..a.repeats {
+        let dir = work.path().join(format!("proj{r}"));
+        let (eps, d) = fold_run(&client, &url, &dir, last).await?;
+        rss = rss.max(d.peak_rss());
+        d.stop()?;
+        disk = dir_size(&dir);
+        proj.push(eps);
+    }
+    let projector_eps = median(proj);
+
+    // A rebuild is the same path from an empty store against a stream that already holds the
+    // notices: it must publish none again. Measured the same way, on its own.
+    eprintln!("replay ×{} …", a.repeats);
+    let mut replays = Vec::new();
+    let mut daemon: Option<Daemon> = None;
+    for r in 0..a.repeats {
+        // One lockoutd at a time: the last one stays up for the latency phases.
+        if let Some(old) = daemon.take() {
+            old.stop()?;
+        }
+        let dir = work.path().join(format!("replay{r}"));
+        let (eps, d) = fold_run(&client, &url, &dir, last).await?;
+        replays.push(eps);
+        daemon = Some(d);
+    }
+    let replay_eps = median(replays);
+
+    eprintln!("latency under {} events/s …", a.load_eps);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let load = tokio::spawn(background_load(js.clone(), a.load_eps, stop.clone(), sent.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let load_start = (Instant::now(), sent.load(Ordering::Relaxed));
+    let mut lock_ms = lock_latencies(&client, &js, lat_samples).await?;
+    let mut status_ms = status_latencies(&client, status_samples, users).await?;
+    let qps = status_qps(&client, users, if a.quick { 2 } else { 5 }).await;
+    let achieved_load = (sent.load(Ordering::Relaxed) - load_start.1) as f64 / load_start.0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    load.await?;
+    if let Some(d) = daemon {
+        rss = rss.max(d.peak_rss());
+        d.stop()?;
+    }
+
+    let fold_sample = &events[..events.len().min(200_000)];
+    let fold_postcard = median((0..a.repeats).map(|_| fold_eps(fold_sample, Encoding::Postcard)).collect());
+    let fold_json = median((0..a.repeats).map(|_| fold_eps(fold_sample, Encoding::Json)).collect());
+
+    let results = json!({
+        "events": n,
+        "users": users,
+        "nats_server_version": nats_version(),
+        "cores": std::thread::available_parallelism().map_or(0, |c| c.get()),
+        "raw_consume_eps": raw_eps,
+        "projector_eps": projector_eps,
+        "projector_vs_raw_consume": projector_eps / raw_eps,
+        "replay_eps": replay_eps,
+        "replay_vs_raw_consume": replay_eps / raw_eps,
+        "background_load_eps": achieved_load,
+        "e2e_lock_notice_p50_ms": percentile(&mut lock_ms, 0.50),
+        "e2e_lock_notice_p99_ms": percentile(&mut lock_ms, 0.99),
+        "status_p50_ms": percentile(&mut status_ms, 0.50),
+        "status_p99_ms": percentile(&mut status_ms, 0.99),
+        "status_qps": qps,
+        "tracked_users": users,
+        "disk_bytes_per_user": disk as f64 / users as f64,
+        "rss_bytes": rss,
+        "cache_mb": 256,
+        "fold_postcard_eps": fold_postcard,
+        "fold_json_eps": fold_json,
+    });
+    if let Some(dir) = a.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&a.out, serde_json::to_string_pretty(&results)? + "\n")?;
+    println!("| key | value |\n|---|---|");
+    for (k, v) in results.as_object().unwrap() {
+        match v.as_f64() {
+            Some(f) if f.fract() != 0.0 => println!("| {k} | {f:.3} |"),
+            _ => println!("| {k} | {v} |"),
+        }
+    }
+    println!("\nwritten to {}", a.out.display());
+    Ok(())
+}
+
+fn nats_version() -> String {
+    Command::new(nats_harness::binary())
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
