@@ -4,5 +4,6 @@
 mod dead;
 mod recovery;
 mod scenarios;
+mod security;
 mod service;
 mod support;

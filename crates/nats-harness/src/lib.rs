@@ -17,6 +17,8 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    config: Option<PathBuf>,
+    env: Vec<(String, String)>,
 }
 
 /// The nats-server binary tests use.
@@ -34,8 +36,15 @@ pub fn binary() -> PathBuf {
 impl NatsServer {
     /// Starts a JetStream-enabled server on a free loopback port.
     pub fn start() -> NatsServer {
+        Self::start_with_config(None, &[])
+    }
+
+    /// Starts a server with a config file (`-c`); `env` sets the variables it references.
+    /// Port, address and store dir still come from the harness.
+    pub fn start_with_config(config: Option<&Path>, env: &[(&str, &str)]) -> NatsServer {
         let dir = tempfile::Builder::new().prefix("nats-harness-").tempdir().expect("temp dir for nats-server");
-        let mut s = NatsServer { child: None, port: 0, dir };
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let mut s = NatsServer { child: None, port: 0, dir, config: config.map(Path::to_path_buf), env };
         s.spawn(None);
         s
     }
@@ -45,7 +54,12 @@ impl NatsServer {
         let _ = std::fs::remove_dir_all(&ports_dir);
         std::fs::create_dir_all(&ports_dir).expect("ports dir");
         let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
-        let child = Command::new(binary())
+        let mut cmd = Command::new(binary());
+        if let Some(c) = &self.config {
+            cmd.arg("-c").arg(c);
+        }
+        let child = cmd
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "--store_dir"])
             .arg(self.dir.path().join("store"))
             .arg("--ports_file_dir")

@@ -1,0 +1,205 @@
+//! `deploy/nats/lockout.conf` against a real nats-server with TLS (certificates generated
+//! here with rcgen): every role can do its job and nothing else, and lockoutd runs over TLS
+//! with its own credentials.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use lockout_proto::codec::{self, Encoding};
+use lockout_proto::event::{Attempt, Factor, Outcome};
+use nats_harness::NatsServer;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use uuid::Uuid;
+
+struct Pki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn pki(dir: &Path) -> Pki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let p = Pki { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server-key.pem") };
+    std::fs::write(&p.ca, ca_cert.pem()).unwrap();
+    std::fs::write(&p.cert, cert.pem()).unwrap();
+    std::fs::write(&p.key, key.serialize_pem()).unwrap();
+    p
+}
+
+fn config_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/lockout.conf")
+}
+
+async fn connect_as(url: &str, user: &str, password: &str, ca: &Path) -> Result<async_nats::Client, String> {
+    async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .add_root_certificates(ca.to_path_buf())
+        .require_tls(true)
+        .connect(url)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A request that must succeed (a reply without a service error).
+async fn allowed(c: &async_nats::Client, subject: &str, body: serde_json::Value) -> serde_json::Value {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(codec::CONTENT_TYPE, codec::JSON);
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        c.request_with_headers(subject.to_owned(), h, serde_json::to_vec(&body).unwrap().into()),
+    )
+    .await
+    .expect("reply in time")
+    .expect("request allowed");
+    assert!(r.headers.as_ref().and_then(|h| h.get(codec::SERVICE_ERROR_CODE)).is_none(), "{subject}: {r:?}");
+    serde_json::from_slice(&r.payload).unwrap()
+}
+
+/// A request the server must refuse (permissions violation: no reply).
+async fn denied(c: &async_nats::Client, subject: &str) {
+    let r = tokio::time::timeout(Duration::from_secs(1), c.request(subject.to_owned(), "{}".into())).await;
+    assert!(!matches!(r, Ok(Ok(_))), "{subject} must be denied, got a reply");
+}
+
+fn attempt_bytes(tenant: &str, user: &str) -> Vec<u8> {
+    codec::encode(
+        Encoding::Postcard,
+        &Attempt {
+            id: Uuid::now_v7(),
+            at: 1,
+            tenant: tenant.into(),
+            user: user.into(),
+            outcome: Outcome::Failure,
+            factor: Factor::Password,
+            source_ip: "203.0.113.7".into(),
+            client: Some("IT Glue".into()),
+            credential: None,
+            account: None,
+        },
+    )
+}
+
+/// A JetStream publish that must not be stored.
+async fn publish_denied(c: &async_nats::Client, subject: &str, payload: Vec<u8>) {
+    let js = jetstream::new(c.clone());
+    let r = tokio::time::timeout(Duration::from_secs(1), async {
+        js.publish(subject.to_owned(), payload.into()).await?.await
+    })
+    .await;
+    assert!(!matches!(r, Ok(Ok(_))), "publishing to {subject} must be denied");
+}
+
+#[tokio::test]
+async fn every_role_is_confined_and_lockoutd_runs_over_tls_with_its_credentials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pki(tmp.path());
+    let pw = |role: &str| format!("{role}-{}", Uuid::now_v7().simple());
+    let (lockoutd_pw, gateway_pw, notifier_pw, admin_pw, auditor_pw) =
+        (pw("lockoutd"), pw("gateway"), pw("notifier"), pw("admin"), pw("auditor"));
+    let env = [
+        ("LOCKOUTD_PASSWORD", lockoutd_pw.as_str()),
+        ("GATEWAY_PASSWORD", gateway_pw.as_str()),
+        ("NOTIFIER_PASSWORD", notifier_pw.as_str()),
+        ("ADMIN_ACME_PASSWORD", admin_pw.as_str()),
+        ("AUDITOR_PASSWORD", auditor_pw.as_str()),
+        ("LOCKOUT_TLS_CERT", p.cert.to_str().unwrap()),
+        ("LOCKOUT_TLS_KEY", p.key.to_str().unwrap()),
+        ("LOCKOUT_TLS_CA", p.ca.to_str().unwrap()),
+    ];
+    let nats = NatsServer::start_with_config(Some(&config_path()), &env);
+    let url = nats.url();
+
+    // lockoutd with its own user over TLS.
+    let mut config = lockoutd::Config::new(&url, tmp.path().join("store"));
+    config.nats_user = Some("lockoutd".into());
+    config.nats_password = Some(lockoutd_pw.clone());
+    config.tls_ca = Some(p.ca.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(lockoutd::run(config, async move {
+        let _ = stopped.await;
+    }));
+
+    let admin = connect_as(&url, "admin_acme", &admin_pw, &p.ca).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(codec::CONTENT_TYPE, codec::JSON);
+        let r = tokio::time::timeout(
+            Duration::from_millis(500),
+            admin.request_with_headers("lockout.svc.acme.status", h, br#"{"user":"alice"}"#.as_slice().into()),
+        )
+        .await;
+        if matches!(r, Ok(Ok(_))) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "lockoutd did not become ready over TLS");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Without our CA, or without credentials, nobody gets in.
+    assert!(async_nats::ConnectOptions::with_user_and_password("gateway".into(), gateway_pw.clone())
+        .connect(&url)
+        .await
+        .is_err());
+    assert!(connect_as(&url, "gateway", "wrong", &p.ca).await.is_err());
+
+    // Gateways publish attempts and ask for status; nothing else.
+    let gateway = connect_as(&url, "gateway", &gateway_pw, &p.ca).await.unwrap();
+    let gjs = jetstream::new(gateway.clone());
+    let subject = "lockout.events.acme.u.YWxpY2U.attempt";
+    let seq = gjs.publish(subject, attempt_bytes("acme", "alice").into()).await.unwrap().await.unwrap().sequence;
+    assert!(seq >= 1);
+    let status = loop {
+        let s = allowed(&gateway, "lockout.svc.acme.status", serde_json::json!({"user": "alice"})).await;
+        if s["failures"] == 1 {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status["last_source_ip"], "203.0.113.7");
+    publish_denied(&gateway, "lockout.events.acme.u.YWxpY2U.unlock", b"{}".to_vec()).await;
+    publish_denied(&gateway, "lockout.events.acme.t.policy", b"{}".to_vec()).await;
+    denied(&gateway, "lockout.svc.acme.unlock").await;
+    denied(&gateway, "lockout.svc.acme.policy_set").await;
+
+    // A tenant's admin works on that tenant only.
+    let r = allowed(&admin, "lockout.svc.acme.unlock", serde_json::json!({"user": "alice", "actor": "admin7"})).await;
+    assert_eq!(r["unlocked_by"], "admin7");
+    denied(&admin, "lockout.svc.globex.status").await;
+    denied(&admin, "lockout.svc.globex.unlock").await;
+    publish_denied(&admin, subject, attempt_bytes("acme", "alice")).await;
+
+    // Notifiers read notices and cannot publish events.
+    let notifier = connect_as(&url, "notifier", &notifier_pw, &p.ca).await.unwrap();
+    let njs = jetstream::new(notifier.clone());
+    let notices = njs.get_stream("LOCKOUT_NOTICES").await.unwrap();
+    notices
+        .create_consumer(jetstream::consumer::pull::Config::default())
+        .await
+        .expect("a notifier can create a consumer on LOCKOUT_NOTICES");
+    assert!(njs.get_stream("LOCKOUT_EVENTS").await.is_err(), "a notifier cannot read events");
+    publish_denied(&notifier, subject, attempt_bytes("acme", "alice")).await;
+
+    // Auditors read the events stream and write nothing.
+    let auditor = connect_as(&url, "auditor", &auditor_pw, &p.ca).await.unwrap();
+    let ajs = jetstream::new(auditor.clone());
+    let events = ajs.get_stream("LOCKOUT_EVENTS").await.unwrap();
+    assert_eq!(events.get_raw_message(seq).await.unwrap().subject.as_str(), subject);
+    publish_denied(&auditor, subject, attempt_bytes("acme", "alice")).await;
+    denied(&auditor, "lockout.svc.acme.unlock").await;
+
+    // Only the one permitted attempt was folded: the denied writes changed nothing.
+    let s = allowed(&admin, "lockout.svc.acme.status", serde_json::json!({"user": "alice"})).await;
+    assert_eq!((s["failures"].as_u64(), s["unlocked_by"].as_str()), (Some(0), Some("admin7")));
+    let _ = stop.send(());
+    daemon.await.unwrap().unwrap();
+}
