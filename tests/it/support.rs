@@ -145,15 +145,17 @@ impl Lockout {
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            // `health` is the last endpoint lockoutd registers: once it answers, every op
+            // does ($SRV.PING answers before the endpoints are subscribed).
             let r = tokio::time::timeout(
                 Duration::from_millis(500),
-                self.client.request("$SRV.PING.lockout", bytes::Bytes::new()),
+                self.client.request("lockout.svc._probe.health", bytes::Bytes::new()),
             )
             .await;
             if matches!(r, Ok(Ok(_))) {
                 return;
             }
-            assert!(Instant::now() < deadline, "lockoutd did not answer $SRV.PING within 30 s");
+            assert!(Instant::now() < deadline, "lockoutd's service did not answer within 30 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

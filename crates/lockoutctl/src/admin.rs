@@ -1,0 +1,360 @@
+//! Admin commands through the micro service, plus the gateway and notifier aids
+//! (`attempt`, `tail`).
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::HeaderMap;
+use lockout_proto::codec::{self, Encoding};
+use lockout_proto::command::{DigestReply, LockedReply};
+use lockout_proto::event::{Account, Attempt, EventKind, Factor, Outcome};
+use lockout_proto::notice::How;
+use lockout_proto::{Notice, Policy, Status};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::cli::{AdminArgs, AttemptArgs, LockArgs, LockedArgs, PolicySetArgs, TailArgs, UserArgs};
+use crate::ctx::{self, Ctx};
+use crate::events;
+use crate::{fmt, Exit};
+
+fn print_json(out: &mut dyn Write, v: &impl serde::Serialize) -> anyhow::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+pub async fn status(ctx: &Ctx, a: UserArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let tenant = ctx::tenant(&a.tenant)?;
+    let s: Status = ctx.request(&tenant, "status", &json!({ "user": a.user })).await?;
+    if ctx.json {
+        print_json(out, &s)
+    } else {
+        write!(out, "{}", fmt::status_block(&s))?;
+        Ok(())
+    }
+}
+
+pub async fn locked(ctx: &Ctx, a: LockedArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let tenant = ctx::tenant(&a.tenant)?;
+    let mut all: Vec<Status> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page: LockedReply = ctx.request(&tenant, "locked", &json!({ "limit": a.page, "after": after })).await?;
+        all.extend(page.users);
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    if ctx.json {
+        return print_json(out, &all);
+    }
+    for s in &all {
+        writeln!(out, "{}  {}", s.user, fmt::status_line(s))?;
+    }
+    writeln!(out, "{} locked user(s) in tenant {tenant}", all.len())?;
+    Ok(())
+}
+
+/// Prints a write reply: the new status and the appended event's id.
+fn write_reply(ctx: &Ctx, what: &str, reply: Value, out: &mut dyn Write) -> anyhow::Result<()> {
+    if ctx.json {
+        return print_json(out, &reply);
+    }
+    let event_id = reply.get("event_id").and_then(Value::as_str).unwrap_or("-").to_owned();
+    let s: Status = serde_json::from_value(reply).context("the reply is not a Status")?;
+    writeln!(out, "{what} {} / {} (event {event_id})", s.tenant, s.user)?;
+    write!(out, "{}", fmt::status_block(&s))?;
+    Ok(())
+}
+
+pub async fn unlock(ctx: &Ctx, a: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let tenant = ctx::tenant(&a.tenant)?;
+    let body = json!({ "user": a.user, "actor": a.actor, "reason": a.reason });
+    let reply: Value = ctx.request(&tenant, "unlock", &body).await?;
+    write_reply(ctx, "unlocked", reply, out)
+}
+
+pub async fn lock(ctx: &Ctx, a: LockArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let tenant = ctx::tenant(&a.admin.tenant)?;
+    let body = json!({ "user": a.admin.user, "actor": a.admin.actor, "reason": a.admin.reason, "seconds": a.seconds });
+    let reply: Value = ctx.request(&tenant, "lock", &body).await?;
+    write_reply(ctx, "locked", reply, out)
+}
+
+pub async fn mfa_reset(ctx: &Ctx, a: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let tenant = ctx::tenant(&a.tenant)?;
+    let body = json!({ "user": a.user, "actor": a.actor, "reason": a.reason });
+    let reply: Value = ctx.request(&tenant, "mfa_reset", &body).await?;
+    write_reply(ctx, "reset MFA of", reply, out)
+}
+
+fn print_policy(out: &mut dyn Write, tenant: &str, p: &Policy) -> anyhow::Result<()> {
+    writeln!(out, "policy of tenant {tenant}:")?;
+    for (k, v) in fmt::policy_fields(p) {
+        writeln!(out, "  {k:<19} {v}")?;
+    }
+    Ok(())
+}
+
+pub async fn policy_get(ctx: &Ctx, tenant: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    let tenant = ctx::tenant(tenant)?;
+    let p: Policy = ctx.request(&tenant, "policy_get", &json!({})).await?;
+    if ctx.json {
+        print_json(out, &p)
+    } else {
+        print_policy(out, tenant.as_str(), &p)
+    }
+}
+
+/// The policy `base` with the fields of a JSON object applied (strict: unknown fields,
+/// `null` and out-of-range values are refused with exit 4).
+pub fn overlay_policy(base: &Policy, patch: &Value, what: &str) -> anyhow::Result<Policy> {
+    let Value::Object(patch) = patch else {
+        return Err(Exit::bad_request(format!("{what} must be a JSON object of policy fields")));
+    };
+    let mut merged = serde_json::to_value(base)?;
+    let obj = merged.as_object_mut().expect("a policy is an object");
+    for (k, v) in patch {
+        obj.insert(k.clone(), v.clone());
+    }
+    let p: Policy = serde_json::from_value(merged).map_err(|e| Exit::bad_request(format!("{what}: {e}")))?;
+    p.validate().map_err(|r| Exit::bad_request(format!("{what}: {}", r.message)))?;
+    Ok(p)
+}
+
+pub async fn policy_set(ctx: &Ctx, a: PolicySetArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let tenant = ctx::tenant(&a.tenant)?;
+    let current: Policy = ctx.request(&tenant, "policy_get", &json!({})).await?;
+    let mut wanted = current;
+    if let Some(file) = &a.file {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| Exit::bad_request(format!("{} is not JSON: {e}", file.display())))?;
+        wanted = overlay_policy(&wanted, &v, &file.display().to_string())?;
+    }
+    let flags = json!({
+        "max_failures": a.max_failures,
+        "lock_seconds": a.lock_seconds,
+        "window_seconds": a.window_seconds,
+        "reset_on_success": a.reset_on_success,
+        "count_mfa_failures": a.count_mfa_failures,
+        "dedupe_credential": a.dedupe_credential,
+        "lock_multiplier": a.lock_multiplier,
+        "max_lock_seconds": a.max_lock_seconds,
+        "history_seconds": a.history_seconds,
+        "permanent_after": a.permanent_after,
+    });
+    let given: serde_json::Map<String, Value> = flags
+        .as_object()
+        .expect("object")
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    wanted = overlay_policy(&wanted, &Value::Object(given), "the flags")?;
+    let changes = fmt::policy_changes(&current, &wanted);
+    if changes.is_empty() {
+        if ctx.json {
+            return print_json(out, &json!({ "changed": {}, "policy": current }));
+        }
+        writeln!(out, "policy of tenant {tenant} unchanged: every given field already has that value")?;
+        return Ok(());
+    }
+    let stored: Policy = ctx.request(&tenant, "policy_set", &json!({ "actor": a.actor, "policy": wanted })).await?;
+    if ctx.json {
+        let changed: serde_json::Map<String, Value> =
+            changes.iter().map(|(k, b, a)| (k.clone(), json!({ "from": b, "to": a }))).collect();
+        return print_json(out, &json!({ "changed": changed, "policy": stored }));
+    }
+    writeln!(out, "policy of tenant {tenant} changed by {}:", a.actor)?;
+    for (k, b, a) in &changes {
+        writeln!(out, "  {k}: {b} -> {a}")?;
+    }
+    Ok(())
+}
+
+pub async fn attempt(ctx: &Ctx, a: AttemptArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let tenant = ctx::tenant(&a.tenant)?;
+    let user = ctx::user(&a.user)?;
+    let factor: Factor = serde_json::from_value(json!(a.factor))
+        .map_err(|_| Exit::usage(format!("--factor {:?}: use password, mfa or recovery_code", a.factor)))?;
+    let account: Option<Account> = a
+        .account
+        .as_ref()
+        .map(|s| {
+            serde_json::from_value(json!(s))
+                .map_err(|_| Exit::usage(format!("--account {s:?}: use user, api or portal")))
+        })
+        .transpose()?;
+    let outcome = if a.ok { Outcome::Success } else { Outcome::Failure };
+    let subject = ctx.subjects.user_event(&tenant, &user, EventKind::Attempt);
+    let mut results = Vec::new();
+    for _ in 0..a.count.max(1) {
+        let attempt = Attempt {
+            id: Uuid::now_v7(),
+            at: lockoutd::now_ms(),
+            tenant: tenant.to_string(),
+            user: user.to_string(),
+            outcome,
+            factor,
+            source_ip: a.ip.clone(),
+            client: a.client.clone(),
+            credential: a.credential.clone(),
+            account,
+        };
+        // Refuse locally what lockoutd would dead-letter, with the same sentence.
+        let target = ctx.subjects.parse_event(&subject).map_err(|r| Exit::bad_request(r.message))?;
+        lockout_proto::Event::Attempt(attempt.clone()).check(&target).map_err(|r| Exit::bad_request(r.message))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(codec::CONTENT_TYPE, codec::JSON);
+        headers.insert(codec::NATS_MSG_ID, attempt.id.to_string().as_str());
+        let ack = ctx
+            .js
+            .publish_with_headers(subject.clone(), headers, codec::encode(Encoding::Json, &attempt).into())
+            .await
+            .with_context(|| format!("publishing to {subject}"))?
+            .await
+            .with_context(|| format!("awaiting the PubAck of {subject}: is lockoutd's events stream there?"))?;
+        results.push((ack.sequence, attempt.id));
+    }
+    if a.wait {
+        let last = results.last().map_or(0, |r| r.0);
+        let deadline = Instant::now() + ctx.timeout;
+        loop {
+            let d: DigestReply = ctx.request(&tenant, "digest", &json!({})).await?;
+            if d.seq >= last {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Exit::new(
+                    crate::exit::UNAVAILABLE,
+                    format!(
+                        "lockoutd did not fold sequence {last} within {} s (it is at {})",
+                        ctx.timeout.as_secs(),
+                        d.seq
+                    ),
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    if ctx.json {
+        let list: Vec<Value> =
+            results.iter().map(|(seq, id)| json!({ "seq": seq, "id": id.to_string(), "subject": subject })).collect();
+        return print_json(out, &list);
+    }
+    let what = if a.ok { "success" } else { "failure" };
+    for (seq, id) in &results {
+        writeln!(
+            out,
+            "published {what} of {user} from {} as event #{seq} (id {id})",
+            fmt::source(&a.ip, a.client.as_deref())
+        )?;
+    }
+    Ok(())
+}
+
+/// One notice for a person.
+pub fn notice_text(n: &Notice) -> String {
+    match n {
+        Notice::Locked(l) => {
+            let mut s = format!(
+                "{}  {} / {}  LOCKED ({}) {}: {}",
+                fmt::time(l.at),
+                l.tenant,
+                l.user,
+                fmt::reason(Some(l.reason)),
+                fmt::until(l.locked_until),
+                l.message
+            );
+            if let Some(actor) = &l.actor {
+                s.push_str(&format!("\n    by {actor}"));
+            }
+            if !l.sources.is_empty() {
+                s.push_str(&format!("\n    sources: {}", fmt::sources(&l.sources)));
+            }
+            s
+        }
+        Notice::Unlocked(u) => match u.how {
+            How::Admin => format!(
+                "{}  {} / {}  unlocked by {}",
+                fmt::time(u.at),
+                u.tenant,
+                u.user,
+                u.actor.as_deref().unwrap_or("-")
+            ),
+            How::Expired => format!("{}  {} / {}  unlocked: the lock expired", fmt::time(u.at), u.tenant, u.user),
+        },
+        Notice::MfaReset(m) => format!("{}  {} / {}  MFA reset by {}", fmt::time(m.at), m.tenant, m.user, m.actor),
+    }
+}
+
+fn notice_json(n: &Notice) -> Value {
+    let v = match n {
+        Notice::Locked(x) => serde_json::to_value(x),
+        Notice::Unlocked(x) => serde_json::to_value(x),
+        Notice::MfaReset(x) => serde_json::to_value(x),
+    };
+    v.unwrap_or(Value::Null)
+}
+
+pub async fn tail(ctx: &Ctx, a: TailArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let filter = match &a.tenant {
+        Some(t) => format!("{}.notices.{}.>", ctx.subjects.prefix(), ctx::tenant(t)?),
+        None => ctx.subjects.notices_all(),
+    };
+    let stream_name = ctx.subjects.notices_stream();
+    let stream = ctx
+        .js
+        .get_stream(&stream_name)
+        .await
+        .with_context(|| format!("looking up stream {stream_name}: has lockoutd ever started?"))?;
+    let deliver_policy = if a.all {
+        async_nats::jetstream::consumer::DeliverPolicy::All
+    } else {
+        async_nats::jetstream::consumer::DeliverPolicy::New
+    };
+    let consumer: async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::OrderedConfig> =
+        stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                description: Some("lockoutctl tail".to_owned()),
+                filter_subject: filter,
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("creating an ordered consumer on {stream_name}"))?;
+    let mut messages = consumer.messages().await?;
+    let mut seen = 0u64;
+    use futures::StreamExt;
+    while a.count.is_none_or(|c| seen < c) {
+        let Some(m) = messages.next().await else { break };
+        let m = m.with_context(|| format!("reading {stream_name}"))?;
+        let info = m.info().map_err(|e| anyhow::anyhow!("bad message metadata: {e}"))?;
+        let time = events::stored_time(&info);
+        let kind = events::subject_type(&m.subject).to_owned();
+        let enc = Encoding::from_content_type(
+            m.headers.as_ref().and_then(|h| h.get(codec::CONTENT_TYPE)).map(|v| v.as_str()),
+        );
+        let decoded = enc.and_then(|enc| Notice::decode(&kind, enc, &m.payload));
+        let event_seq = m.headers.as_ref().and_then(|h| h.get(codec::EVENT_SEQ)).map(|v| v.as_str().to_owned());
+        seen += 1;
+        match (decoded, ctx.json) {
+            (Ok(n), true) => {
+                let line = json!({ "subject": m.subject.as_str(), "time": time, "event_seq": event_seq, "notice": notice_json(&n) });
+                writeln!(out, "{line}")?;
+            }
+            (Ok(n), false) => writeln!(out, "{}", notice_text(&n))?,
+            (Err(r), true) => {
+                writeln!(out, "{}", json!({ "subject": m.subject.as_str(), "time": time, "error": r.message }))?;
+            }
+            (Err(r), false) => writeln!(out, "{}  {}: undecodable notice: {}", fmt::time(time), m.subject, r.message)?,
+        }
+        out.flush()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! Reading `LOCKOUT_EVENTS` (and `LOCKOUT_NOTICES`) with ordered consumers.
+//!
+//! [`read`] snapshots the stream's last sequence, creates an ordered pull consumer with the
+//! given filters and calls back with every message up to that sequence, in order, with its
+//! JetStream stored time (the fold's clock). [`accept`] decodes and checks an event exactly
+//! as lockoutd's projector does, so refused events are skipped here as they are there.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use lockout_proto::codec::{self, Encoding};
+use lockout_proto::event::Event;
+use lockout_proto::{Millis, Rejection, Subjects};
+
+use crate::ctx::Ctx;
+
+/// One stored message.
+pub struct Raw {
+    pub seq: u64,
+    pub subject: String,
+    pub headers: Option<HeaderMap>,
+    pub payload: bytes::Bytes,
+    /// JetStream's stored time, ms.
+    pub time: Millis,
+}
+
+impl Raw {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str())
+    }
+
+    pub fn incoming(&self) -> lockoutd::projector::Incoming<'_> {
+        lockoutd::projector::Incoming {
+            seq: self.seq,
+            subject: &self.subject,
+            headers: self.headers.as_ref(),
+            payload: &self.payload,
+            time: self.time,
+        }
+    }
+}
+
+/// Where a read starts and stops.
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    /// First sequence to read (1 = the start).
+    pub from_seq: u64,
+    /// Start at the first message stored at or after this time instead (overrides `from_seq`).
+    pub from_time: Option<Millis>,
+    /// Last sequence to read; capped at the stream's last sequence when the read starts.
+    pub to_seq: u64,
+}
+
+impl Default for Range {
+    fn default() -> Self {
+        Range { from_seq: 1, from_time: None, to_seq: u64::MAX }
+    }
+}
+
+/// What a read knows when it starts, for progress bars.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Messages matching the filters from the start position (as the consumer counted them).
+    pub pending: u64,
+    /// The last sequence the read will deliver at most.
+    pub end: u64,
+}
+
+pub fn stored_time(info: &async_nats::jetstream::message::Info<'_>) -> Millis {
+    u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+/// Reads the messages of `stream` matching `filters` within `range`, in order, calling
+/// `each` per message; `each` returns false to stop early. With `progress`, shows a progress
+/// bar with that label on standard error (hidden when it is not a terminal).
+pub async fn read(
+    ctx: &Ctx,
+    stream: &str,
+    filters: Vec<String>,
+    range: Range,
+    progress: Option<&str>,
+    mut each: impl FnMut(Raw) -> anyhow::Result<bool>,
+) -> anyhow::Result<Plan> {
+    let s = ctx.js.get_stream(stream).await.with_context(|| {
+        format!("looking up stream {stream}: is this the right --prefix, and has lockoutd ever started?")
+    })?;
+    let last = s.get_info().await.with_context(|| format!("reading the info of stream {stream}"))?.state.last_sequence;
+    let end = last.min(range.to_seq);
+    if end == 0 || end < range.from_seq {
+        return Ok(Plan { pending: 0, end });
+    }
+    let deliver_policy = match (range.from_time, range.from_seq) {
+        (Some(t), _) => DeliverPolicy::ByStartTime {
+            start_time: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 1_000_000)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        },
+        (None, 0 | 1) => DeliverPolicy::All,
+        (None, n) => DeliverPolicy::ByStartSequence { start_sequence: n },
+    };
+    let (filter_subject, filter_subjects) =
+        if filters.len() == 1 { (filters[0].clone(), Vec::new()) } else { (String::new(), filters) };
+    let consumer: async_nats::jetstream::consumer::Consumer<pull::OrderedConfig> = s
+        .create_consumer(pull::OrderedConfig {
+            description: Some("lockoutctl read".to_owned()),
+            filter_subject,
+            filter_subjects,
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("creating an ordered consumer on {stream}"))?;
+    let pending = consumer.cached_info().num_pending;
+    let plan = Plan { pending, end };
+    if pending == 0 {
+        return Ok(plan);
+    }
+    let bar = progress.map(|what| progress_bar(pending.min(end.saturating_sub(range.from_seq) + 1), what));
+    let r = read_loop(ctx, stream, consumer, end, bar.as_ref(), &mut each).await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    r.map(|()| plan)
+}
+
+/// A progress bar on standard error: hidden when that is not a terminal.
+pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{what} [{{bar:30}}] {{human_pos}}/{{human_len}} events, {{per_sec}}, ETA {{eta}}"
+    )) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}
+
+async fn read_loop(
+    ctx: &Ctx,
+    stream: &str,
+    consumer: async_nats::jetstream::consumer::Consumer<pull::OrderedConfig>,
+    end: u64,
+    bar: Option<&indicatif::ProgressBar>,
+    each: &mut impl FnMut(Raw) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let mut messages = consumer.messages().await.with_context(|| format!("reading {stream}"))?;
+    let idle = ctx.timeout.max(Duration::from_secs(5)) * 3;
+    loop {
+        let next = tokio::time::timeout(idle, messages.next()).await.map_err(|_| {
+            anyhow::anyhow!("reading {stream}: no message within {} s although more were pending", idle.as_secs())
+        })?;
+        let m = match next {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(anyhow::Error::new(e).context(format!("reading {stream}"))),
+            Some(Ok(m)) => m,
+        };
+        let info = m.info().map_err(|e| anyhow::anyhow!("reading {stream}: bad message metadata: {e}"))?;
+        let (seq, left, time) = (info.stream_sequence, info.pending, stored_time(&info));
+        if seq > end {
+            return Ok(());
+        }
+        let m = m.split().0;
+        let raw = Raw { seq, subject: m.subject.to_string(), headers: m.headers, payload: m.payload, time };
+        if let Some(b) = bar {
+            b.inc(1);
+        }
+        if !each(raw)? || seq >= end || left == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Decodes and checks an event as the projector does; `Err` is why lockoutd refused it.
+pub fn accept(subjects: &Subjects, raw: &Raw) -> Result<Event, Rejection> {
+    codec::check_size(&raw.payload)?;
+    let subject = subjects.parse_event(&raw.subject)?;
+    let enc = Encoding::from_content_type(raw.header(codec::CONTENT_TYPE))?;
+    Event::decode_checked(&subject, enc, &raw.payload)
+}
+
+/// The event body as JSON (UUIDs as strings), whatever its wire encoding.
+pub fn event_json(e: &Event) -> serde_json::Value {
+    let v = match e {
+        Event::Attempt(x) => serde_json::to_value(x),
+        Event::Unlock(x) => serde_json::to_value(x),
+        Event::Lock(x) => serde_json::to_value(x),
+        Event::MfaReset(x) => serde_json::to_value(x),
+        Event::Expired(x) => serde_json::to_value(x),
+        Event::Policy(x) => serde_json::to_value(x),
+    };
+    v.unwrap_or(serde_json::Value::Null)
+}
+
+/// The type token of an event subject (its last token), whatever the subject's shape.
+pub fn subject_type(subject: &str) -> &str {
+    subject.rsplit('.').next().unwrap_or("")
+}

@@ -1,0 +1,333 @@
+//! lockoutctl against a real nats-server and lockoutd, called in-process through
+//! `lockoutctl::run_io` (the binary is a thin wrapper around it).
+
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use lockout_proto::codec::{self, Encoding};
+use lockout_store::{Commit, StateChange, Store};
+use serde_json::Value;
+
+use crate::support::Lockout;
+
+/// Runs lockoutctl against `l`; returns (exit code, stdout, stderr).
+async fn ctl(l: &Lockout, args: &[&str]) -> (i32, String, String) {
+    let url = l.nats.url();
+    let mut full = vec!["lockoutctl", "--nats-url", url.as_str()];
+    full.extend_from_slice(args);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = lockoutctl::run_io(full, &mut out, &mut err).await;
+    (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+}
+
+/// Runs lockoutctl and expects exit 0; returns stdout.
+async fn ok(l: &Lockout, args: &[&str]) -> String {
+    let (code, out, err) = ctl(l, args).await;
+    assert_eq!(code, 0, "lockoutctl {args:?} exited {code}\nstdout:\n{out}\nstderr:\n{err}");
+    out
+}
+
+async fn json(l: &Lockout, args: &[&str]) -> Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    serde_json::from_str(&ok(l, &a).await).unwrap()
+}
+
+/// Seed 004 through lockoutctl: policy, attempts, then the auditor's view of them.
+#[tokio::test]
+async fn seed_004_policy_attempts_history_state_at_explain_tail() {
+    let l = Lockout::start().await;
+    let out = ok(
+        &l,
+        &[
+            "policy",
+            "set",
+            "acme",
+            "--actor",
+            "sec-team",
+            "--max-failures",
+            "3",
+            "--lock-seconds",
+            "300",
+            "--window-seconds",
+            "300",
+            "--reset-on-success",
+            "false",
+        ],
+    )
+    .await;
+    assert!(out.contains("max_failures: 5 -> 3"), "{out}");
+    assert!(out.contains("reset_on_success: true -> false"), "{out}");
+    assert!(!out.contains("lock_multiplier"), "unchanged fields are not listed: {out}");
+    // Fields not given keep the current values.
+    let out = ok(&l, &["policy", "set", "acme", "--actor", "sec-team", "--lock-seconds", "300"]).await;
+    assert!(out.contains("unchanged"), "{out}");
+    let p = json(&l, &["policy", "get", "acme"]).await;
+    assert_eq!((p["max_failures"].as_u64(), p["window_seconds"].as_u64()), (Some(3), Some(300)));
+
+    let user = "alice@acme.com";
+    let out =
+        ok(&l, &["attempt", "acme", user, "--fail", "--ip", "203.0.113.7", "--client", "IT Glue", "--count", "2"])
+            .await;
+    assert_eq!(out.lines().count(), 2, "{out}");
+    ok(&l, &["attempt", "acme", user, "--ok", "--ip", "203.0.113.7", "--client", "IT Glue", "--wait"]).await;
+    let before_lock = lockoutd::now_ms();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    ok(&l, &["attempt", "acme", user, "--fail", "--ip", "198.51.100.2", "--wait"]).await;
+
+    let status = ok(&l, &["status", "acme", user]).await;
+    assert!(status.contains("LOCKED (failures)"), "{status}");
+
+    let history = ok(&l, &["history", "acme", user]).await;
+    println!("{history}");
+    assert!(history.contains("policy set by sec-team: max_failures 5 -> 3"), "{history}");
+    assert!(history.contains("failure 1/3 from 203.0.113.7 (IT Glue)"), "{history}");
+    assert!(history.contains("failure 2/3 from 203.0.113.7 (IT Glue)"), "{history}");
+    assert!(history.contains("counter kept at 2/3 (reset_on_success is off)"), "{history}");
+    assert!(history.contains("LOCKED until "), "{history}");
+    assert!(history.contains("3 failures from 2 sources: 203.0.113.7 (IT Glue) ×2, 198.51.100.2 ×1"), "{history}");
+    let h = json(&l, &["history", "acme", user]).await;
+    let events = h["events"].as_array().unwrap();
+    assert_eq!(events.len(), 5, "policy + 4 attempts: {h}");
+    assert_eq!(events[4]["status"]["locked"], true);
+    assert_eq!(events[3]["status"]["locked"], false);
+    let lock_time = events[4]["time"].as_u64().unwrap();
+    // --since hides earlier events but still folds them.
+    let h = json(&l, &["history", "acme", user, "--since", &lock_time.to_string()]).await;
+    assert_eq!(h["events"].as_array().unwrap().len(), 1);
+    assert_eq!(h["events"][0]["status"]["failures"], 3);
+
+    // Time travel: before the lock, at it, and after it ran out (300 s later).
+    let s = ok(&l, &["state-at", "acme", user, &before_lock.to_string()]).await;
+    assert!(s.contains("unlocked, failures 2/3"), "{s}");
+    let at = lockout_time(lock_time);
+    let s = ok(&l, &["state-at", "acme", user, &at]).await;
+    assert!(s.contains("LOCKED (failures)"), "{s}");
+    let s = json(&l, &["state-at", "acme", user, &(lock_time + 300_000).to_string()]).await;
+    assert_eq!(s["status"]["locked"], false);
+    assert_eq!(s["status"]["failures"], 0);
+
+    let e = ok(&l, &["explain", "acme", user]).await;
+    println!("{e}");
+    assert!(e.contains("Why: 3 counted failures reached max_failures 3"), "{e}");
+    assert!(e.contains("a failure from 198.51.100.2"), "{e}");
+    assert!(e.contains("Policy in force: max_failures=3 lock_seconds=300 window_seconds=300"), "{e}");
+    assert!(e.contains("set by sec-team"), "{e}");
+    assert_eq!(e.matches(" password from ").count(), 3, "{e}");
+
+    let locked = ok(&l, &["locked", "acme", "--page", "1"]).await;
+    assert!(locked.contains(user) && locked.contains("1 locked user(s)"), "{locked}");
+
+    // The notice, for a person.
+    let t = ok(&l, &["tail", "acme", "--all", "--count", "1"]).await;
+    assert!(t.contains("LOCKED (failures)"), "{t}");
+    assert!(t.contains("Your account has been locked for 5 minutes"), "{t}");
+    assert!(t.contains("sources: 203.0.113.7 (IT Glue) ×2, 198.51.100.2 ×1"), "{t}");
+
+    let out = ok(&l, &["unlock", "acme", user, "--actor", "admin7", "--reason", "called the help desk"]).await;
+    assert!(out.contains("unlocked, failures 0/3"), "{out}");
+    let history = ok(&l, &["history", "acme", user]).await;
+    assert!(history.contains("unlocked by admin7 (reason: called the help desk)"), "{history}");
+    let e = ok(&l, &["explain", "acme", user]).await;
+    assert!(e.contains("Last lock: automatic (failures)") && e.contains("unlocked by admin7"), "{e}");
+}
+
+fn lockout_time(ms: u64) -> String {
+    // RFC 3339 input, as a person types it.
+    lockoutctl::fmt::time(ms)
+}
+
+/// lock / mfa-reset change state; a timed admin lock shows its expiry in the history.
+#[tokio::test]
+async fn admin_commands_and_expiry_in_history() {
+    let l = Lockout::start().await;
+    let out = ok(&l, &["lock", "acme", "bob", "--actor", "admin7", "--seconds", "1", "--reason", "offboarding"]).await;
+    assert!(out.contains("LOCKED (admin)"), "{out}");
+    let out = ok(&l, &["mfa-reset", "acme", "bob", "--actor", "admin7"]).await;
+    assert!(out.contains("MFA re-enrolment pending") && out.contains("MFA reset:"), "{out}");
+    let t = ok(&l, &["tail", "acme", "--all", "--count", "2"]).await;
+    assert!(t.contains("LOCKED (admin)") && t.contains("by admin7") && t.contains("MFA reset by admin7"), "{t}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let history = loop {
+        let h = ok(&l, &["history", "acme", "bob"]).await;
+        if h.contains(" expired ") {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no expired event within 20 s:\n{h}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("{history}");
+    assert!(history.contains("LOCKED by admin7 until"), "{history}");
+    assert!(history.contains("(reason: offboarding)"), "{history}");
+    assert!(history.contains("MFA reset by admin7"), "{history}");
+    assert!(history.contains("expired: the lock ended at"), "{history}");
+    let s = json(&l, &["status", "acme", "bob"]).await;
+    assert_eq!(s["locked"], false);
+    assert_eq!(s["mfa_reenrol"], true);
+}
+
+/// replay rebuilds the live digest and publishes nothing; verify agrees (0) and then finds a
+/// tampered state (5); export has one line per event.
+#[tokio::test]
+async fn replay_verify_export() {
+    let mut l = Lockout::start().await;
+    for (tenant, user, n) in [("acme", "alice", 6), ("acme", "bob", 2), ("globex", "carol", 3)] {
+        ok(&l, &["attempt", tenant, user, "--fail", "--ip", "203.0.113.7", "--count", &n.to_string()]).await;
+    }
+    // A refused event: dead-lettered by lockoutd, skipped the same way by the replay.
+    let mut h = HeaderMap::new();
+    h.insert(codec::CONTENT_TYPE, Encoding::Json.content_type());
+    let bad = br#"{"id":"0190a0a0-0000-7000-8000-000000000001","at":0,"tenant":"acme","user":"alice","outcome":"failure","source_ip":"not-an-ip"}"#;
+    let last = l.publish_raw("lockout.events.acme.u.YWxpY2U.attempt", h, bad.to_vec()).await;
+    ok(&l, &["unlock", "acme", "alice", "--actor", "admin7"]).await;
+    l.wait_folded(last).await;
+    let total = l.js.get_stream("LOCKOUT_EVENTS").await.unwrap().get_info().await.unwrap().state.messages;
+
+    let out = ok(&l, &["verify"]).await;
+    println!("{out}");
+    assert!(out.contains("tenant acme: equal at seq"), "{out}");
+    assert!(out.contains("tenant globex: equal at seq"), "{out}");
+    assert!(out.contains("verified 2 tenant(s)"), "{out}");
+
+    let notices_before = l.notices().await.len();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("replay");
+    let r = json(&l, &["replay", "--data-dir", data.to_str().unwrap(), "--batch", "3"]).await;
+    assert_eq!(r["events"].as_u64(), Some(total), "{r}");
+    let live = l.call("acme", "digest", serde_json::json!({})).await.unwrap();
+    {
+        let store = Store::open(&data, 1 << 20).unwrap();
+        let (users, digest) = store.digest("acme").unwrap();
+        assert_eq!(Some(users), live["users"].as_u64());
+        assert_eq!(Some(digest.as_str()), live["digest"].as_str());
+        assert_eq!(store.checkpoint().unwrap(), live["seq"].as_u64().unwrap());
+        assert!(store.outbox().unwrap().is_empty(), "a replay queues nothing");
+    }
+    // --until SEQ: a partial replay.
+    let partial = dir.path().join("partial");
+    let r = json(&l, &["replay", "--data-dir", partial.to_str().unwrap(), "--until", "3"]).await;
+    assert_eq!((r["events"].as_u64(), r["checkpoint"].as_u64()), (Some(3), Some(3)), "{r}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(l.notices().await.len(), notices_before, "replay and verify publish nothing");
+
+    let lines = ok(&l, &["export", "--jsonl"]).await;
+    assert_eq!(lines.lines().count() as u64, total, "{lines}");
+    let parsed: Vec<Value> = lines.lines().map(|x| serde_json::from_str(x).unwrap()).collect();
+    assert!(parsed.iter().all(|v| v["seq"].is_u64() && v["time"].is_u64() && v["subject"].is_string()));
+    assert_eq!(parsed[0]["type"], "attempt");
+    assert_eq!(parsed[0]["body"]["source_ip"], "203.0.113.7");
+    let refused: Vec<&Value> = parsed.iter().filter(|v| v["error"].is_string()).collect();
+    assert_eq!(refused.len(), 1, "the bad-ip event is exported with its error");
+    assert!(refused[0]["error"].as_str().unwrap().starts_with("bad_ip"), "{}", refused[0]);
+    let globex = ok(&l, &["export", "globex", "--jsonl"]).await;
+    assert_eq!(globex.lines().count(), 3, "{globex}");
+
+    // Tamper with the live store: verify must notice and exit 5.
+    l.stop_daemon().await.unwrap();
+    {
+        let store = Store::open(&l.config().data_dir, 1 << 20).unwrap();
+        let mut state = store.user("globex", "carol").unwrap().unwrap();
+        state.streak.clear();
+        let checkpoint = store.checkpoint_at().unwrap();
+        store
+            .commit(&Commit {
+                states: vec![StateChange { tenant: "globex".into(), user: "carol".into(), before: None, state }],
+                checkpoint: checkpoint.0,
+                checkpoint_time: checkpoint.1,
+                ..Commit::default()
+            })
+            .unwrap();
+        store.flush().unwrap();
+    }
+    l.start_daemon().await;
+    let (code, out, err) = ctl(&l, &["verify"]).await;
+    println!("{out}{err}");
+    assert_eq!(code, 5, "{out}{err}");
+    assert!(out.contains("tenant acme: equal"), "{out}");
+    assert!(out.contains("tenant globex: DIFFERENT"), "{out}");
+    assert!(out.contains("carol: failures: live 0 replay 3"), "{out}");
+}
+
+/// simulate: a stricter policy would have locked bob; a laxer one would have spared carol.
+#[tokio::test]
+async fn simulate_reports_what_a_policy_would_change() {
+    let l = Lockout::start().await;
+    ok(&l, &["attempt", "acme", "bob", "--fail", "--ip", "203.0.113.7", "--client", "IT Glue", "--count", "3"]).await;
+    ok(&l, &["attempt", "acme", "carol", "--fail", "--ip", "198.51.100.2", "--count", "5", "--wait"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let strict = dir.path().join("strict.json");
+    std::fs::write(&strict, r#"{"max_failures":3}"#).unwrap();
+    let out = ok(&l, &["simulate", "acme", "--policy", strict.to_str().unwrap()]).await;
+    println!("{out}");
+    assert!(out.contains("would have been locked (were not):"), "{out}");
+    assert!(out.contains("  bob  1 lock(s)"), "{out}");
+    assert!(out.contains("tripped by 203.0.113.7 (IT Glue)"), "{out}");
+    let v = json(&l, &["simulate", "acme", "--policy", strict.to_str().unwrap()]).await;
+    assert_eq!(v["actual"]["users_locked"], 1);
+    assert_eq!(v["simulated"]["users_locked"], 2);
+    assert_eq!(v["would_be_locked"][0]["user"], "bob");
+    assert_eq!(v["would_not_be_locked"].as_array().unwrap().len(), 0);
+
+    let lax = dir.path().join("lax.json");
+    std::fs::write(&lax, r#"{"max_failures":10}"#).unwrap();
+    let v = json(&l, &["simulate", "acme", "--policy", lax.to_str().unwrap()]).await;
+    assert_eq!(v["would_not_be_locked"][0]["user"], "carol", "{v}");
+    assert_eq!(v["simulated"]["locks"], 0);
+    assert!(v["actual"]["lock_minutes"].as_f64().unwrap() >= 0.0);
+
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"max_fialures":3}"#).unwrap();
+    let (code, _, err) = ctl(&l, &["simulate", "acme", "--policy", bad.to_str().unwrap()]).await;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("unknown field"), "{err}");
+}
+
+/// Exit codes mean something.
+#[tokio::test]
+async fn exit_codes() {
+    let mut l = Lockout::start().await;
+    let (code, out, _) = ctl(&l, &["--help"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("Exit codes:") && out.contains("history"), "{out}");
+    let (code, _, err) = ctl(&l, &["frobnicate"]).await;
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = ctl(&l, &["attempt", "acme", "bob", "--ip", "203.0.113.7"]).await;
+    assert_eq!(code, 2, "--fail or --ok is required: {err}");
+    let (code, _, err) = ctl(&l, &["state-at", "acme", "bob", "yesterday"]).await;
+    assert_eq!(code, 2, "{err}");
+
+    // 400 from the service, with its message.
+    let long = "x".repeat(300);
+    let (code, _, err) = ctl(&l, &["status", "acme", &long]).await;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("status failed (400)"), "{err}");
+    let (code, _, err) = ctl(&l, &["lock", "acme", "bob", "--actor", "a", "--seconds", "0"]).await;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("seconds"), "{err}");
+    let (code, _, err) = ctl(&l, &["status", "ac.me", "bob"]).await;
+    assert_eq!(code, 4, "{err}");
+    let (code, _, err) = ctl(&l, &["attempt", "acme", "bob", "--fail", "--ip", "999.1.1.1"]).await;
+    assert_eq!(code, 4, "{err}");
+    let (code, _, err) = ctl(&l, &["policy", "set", "acme", "--actor", "a", "--lock-multiplier", "0"]).await;
+    assert_eq!(code, 4, "{err}");
+
+    // Not found.
+    let (code, _, err) = ctl(&l, &["history", "acme", "nobody"]).await;
+    assert_eq!(code, 3, "{err}");
+    let (code, _, err) = ctl(&l, &["explain", "acme", "nobody"]).await;
+    assert_eq!(code, 3, "{err}");
+
+    // No lockoutd: 503-like.
+    l.stop_daemon().await.unwrap();
+    let (code, _, err) = ctl(&l, &["--timeout", "2", "status", "acme", "bob"]).await;
+    assert_eq!(code, 6, "{err}");
+    // No NATS at all: infrastructure failure.
+    let (mut out, mut e) = (Vec::new(), Vec::new());
+    let code = lockoutctl::run_io(
+        ["lockoutctl", "--nats-url", "nats://127.0.0.1:1", "--timeout", "2", "status", "acme", "bob"],
+        &mut out,
+        &mut e,
+    )
+    .await;
+    assert_eq!(code, 1, "{}", String::from_utf8_lossy(&e));
+}
