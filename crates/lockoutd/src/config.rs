@@ -51,6 +51,10 @@ pub struct Args {
     /// Log format: human or json.
     #[arg(long, env = "LOCKOUT_LOG_FORMAT", default_value = "human")]
     pub log_format: String,
+    /// Share of folded events that get their own `lockout.fold_event` span (0 to 1; sampled
+    /// deterministically by stream sequence). Only matters while traces are exported.
+    #[arg(long, env = "LOCKOUT_TRACE_EVENTS_RATIO", default_value_t = 1.0)]
+    pub trace_events_ratio: f64,
 }
 
 /// Log output format.
@@ -77,6 +81,8 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub log_format: LogFormat,
+    /// Share of folded events traced with their own span (0 to 1).
+    pub trace_events_ratio: f64,
 }
 
 impl Config {
@@ -97,6 +103,7 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             log_format: LogFormat::Human,
+            trace_events_ratio: 1.0,
         }
     }
 }
@@ -113,6 +120,11 @@ impl TryFrom<Args> for Config {
         anyhow::ensure!(
             a.nats_user.is_some() == a.nats_password.is_some(),
             "--nats-user and --nats-password go together"
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&a.trace_events_ratio),
+            "--trace-events-ratio must be 0 to 1 (got {})",
+            a.trace_events_ratio
         );
         let log_format = match a.log_format.as_str() {
             "human" => LogFormat::Human,
@@ -134,6 +146,7 @@ impl TryFrom<Args> for Config {
             tls_cert: a.tls_cert,
             tls_key: a.tls_key,
             log_format,
+            trace_events_ratio: a.trace_events_ratio,
         })
     }
 }
@@ -143,14 +156,15 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "nats_url={} data_dir={} prefix={} notice_encoding={} replicas={} cache_mb={} batch={}",
+            "nats_url={} data_dir={} prefix={} notice_encoding={} replicas={} cache_mb={} batch={} trace_events_ratio={}",
             self.nats_url,
             self.data_dir.display(),
             self.subjects.prefix(),
             self.notice_encoding.name(),
             self.replicas,
             self.cache_bytes >> 20,
-            self.batch
+            self.batch,
+            self.trace_events_ratio
         )?;
         if let Some(c) = &self.nats_creds {
             write!(f, " nats_creds={}", c.display())?;

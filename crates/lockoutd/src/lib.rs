@@ -11,6 +11,7 @@
 //! - [`outbox`]: publishes committed notices and dead letters exactly once by id.
 //! - [`expiry`]: appends `expired` events for timed locks that ran out.
 //! - [`service`]: the micro service `lockout` (status, commands, policy, digest).
+//! - [`telemetry`]: OpenTelemetry metrics, trace context over NATS headers, OTLP setup.
 
 pub mod config;
 pub mod expiry;
@@ -18,6 +19,7 @@ pub mod outbox;
 pub mod projector;
 pub mod service;
 pub mod streams;
+pub mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -80,6 +82,8 @@ pub struct Shared {
     /// The last folded and published `LOCKOUT_EVENTS` sequence.
     pub folded: watch::Receiver<u64>,
     pub health: Arc<Health>,
+    /// Metrics, from the global meter provider at start (no-ops when none is installed).
+    pub metrics: Arc<telemetry::Metrics>,
 }
 
 /// Connects to NATS with the configured options.
@@ -118,7 +122,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let consumer = streams::ensure_consumer(&js, &config, checkpoint).await?;
     let (folded_tx, folded) = watch::channel(checkpoint);
 
-    let shared = Arc::new(Shared { config, store, js, client, folded, health: Arc::default() });
+    let metrics = Arc::new(telemetry::Metrics::new());
+    let shared = Arc::new(Shared { config, store, js, client, folded, health: Arc::default(), metrics });
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let projector = tokio::spawn(projector::run(shared.clone(), consumer, floors, folded_tx, stop_rx.clone()));

@@ -1,16 +1,7 @@
-//! `lockoutd`: parses flags, sets up logging, runs until SIGTERM or SIGINT.
+//! `lockoutd`: parses flags, sets up logging and telemetry, runs until SIGTERM or SIGINT.
 
 use clap::Parser;
-use lockoutd::config::{Args, Config, LogFormat};
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
+use lockoutd::config::{Args, Config};
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -30,12 +21,26 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    init_logging(config.log_format);
-    match lockoutd::run(config, shutdown_signal()).await {
+    // Logs, plus OTLP export only when OTEL_EXPORTER_OTLP_*ENDPOINT is set. The guard
+    // flushes the exporters when main returns.
+    let telemetry = match lockoutd::telemetry::init(config.log_format) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("lockoutd: setting up telemetry: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let (traces, metrics) = telemetry.exporting();
+    if traces || metrics {
+        tracing::info!(traces, metrics, "Exporting telemetry over OTLP/HTTP.");
+    }
+    let code = match lockoutd::run(config, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("lockoutd failed: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    drop(telemetry);
+    code
 }

@@ -14,13 +14,14 @@ use async_nats::HeaderMap;
 use futures::StreamExt;
 use lockout_core::UserState;
 use lockout_proto::codec::{self, Encoding};
-use lockout_proto::event::Event;
+use lockout_proto::event::{Event, Outcome};
 use lockout_proto::subject::Subjects;
 use lockout_proto::{Millis, Notice, Policy, Rejection};
 use lockout_store::{Commit, LockIndex, OutboxEntry, OutboxStream, StateChange, Store};
 use tokio::sync::watch;
 
 use crate::outbox::Floors;
+use crate::telemetry::{self, FoldStats, Stat};
 use crate::Shared;
 
 /// One message of `LOCKOUT_EVENTS` as the projector sees it.
@@ -42,6 +43,8 @@ pub struct BatchFolder {
     floors: Floors,
     checkpoint: u64,
     checkpoint_time: Millis,
+    trace_events_ratio: f64,
+    stats: FoldStats,
 }
 
 /// A user's state within a batch, with its lock before the batch.
@@ -65,7 +68,20 @@ impl BatchFolder {
             floors,
             checkpoint,
             checkpoint_time,
+            trace_events_ratio: 1.0,
+            stats: FoldStats::default(),
         })
+    }
+
+    /// Share of events (0 to 1) that get their own `lockout.fold_event` span (default 1).
+    pub fn set_trace_events_ratio(&mut self, ratio: f64) {
+        self.trace_events_ratio = ratio;
+    }
+
+    /// What the last [`BatchFolder::fold_batch`] counted: events by type and outcome, dead
+    /// letters, locks and unlocks. Record it once the batch is committed.
+    pub fn stats(&self) -> &FoldStats {
+        &self.stats
     }
 
     pub fn checkpoint(&self) -> u64 {
@@ -96,6 +112,7 @@ impl BatchFolder {
         let mut commit = Commit::default();
         let (mut last, mut last_time) = (self.checkpoint, self.checkpoint_time);
         let mut folded_any = false;
+        self.stats.clear();
         for m in msgs {
             if m.seq <= last {
                 if m.time <= last_time {
@@ -112,13 +129,44 @@ impl BatchFolder {
             }
             (last, last_time) = (m.seq, m.time);
             folded_any = true;
+            // The event's span: a child of the publisher's trace when it sent a traceparent,
+            // else of the batch span. Disabled (free) unless a tracing layer wants it.
+            let span = if telemetry::sample_event(m.seq, self.trace_events_ratio) {
+                let span = tracing::debug_span!(
+                    "lockout.fold_event",
+                    otel.kind = "consumer",
+                    messaging.system = "nats",
+                    messaging.operation = "process",
+                    messaging.message.id = tracing::field::Empty,
+                    messaging.nats.stream_sequence = m.seq,
+                    lockout.event.type = tracing::field::Empty,
+                );
+                telemetry::link_parent(&span, m.headers);
+                span
+            } else {
+                tracing::Span::none()
+            };
+            let _entered = span.enter();
             let event = match self.accept(m) {
                 Ok(e) => e,
                 Err(r) => {
+                    self.stats.bump(Stat::Dead { reason: r.reason.as_str() });
                     self.dead_letter(m, &r, &mut commit);
                     continue;
                 }
             };
+            if !span.is_disabled() {
+                span.record("messaging.message.id", tracing::field::display(event.id()));
+                span.record("lockout.event.type", event.kind().as_str());
+            }
+            let outcome = match &event {
+                Event::Attempt(a) => Some(match a.outcome {
+                    Outcome::Success => "success",
+                    Outcome::Failure => "failure",
+                }),
+                _ => None,
+            };
+            self.stats.bump(Stat::Folded { kind: event.kind().as_str(), outcome });
             let tenant = event.tenant().to_owned();
             let policy = self.policy(&tenant)?;
             let Some(user) = event.user() else {
@@ -141,7 +189,7 @@ impl BatchFolder {
             let state = std::mem::take(&mut pending.state);
             let folded = lockout_core::fold(&policy, state, &event, m.time);
             pending.state = folded.state;
-            self.queue_notices(m, folded.notices, &mut commit);
+            self.queue_notices(m, folded.notices, &span, &mut commit);
         }
         if !folded_any {
             return Ok(None);
@@ -200,8 +248,34 @@ impl BatchFolder {
         });
     }
 
-    fn queue_notices(&self, m: &Incoming<'_>, notices: Vec<Notice>, commit: &mut Commit) {
+    fn queue_notices(&mut self, m: &Incoming<'_>, notices: Vec<Notice>, span: &tracing::Span, commit: &mut Commit) {
+        if notices.is_empty() {
+            return;
+        }
+        // Notices continue the causing event's trace: its span's context when it is traced,
+        // else the event's own trace headers as they came.
+        let trace = telemetry::trace_headers(span).unwrap_or_else(|| {
+            [codec::TRACEPARENT, codec::TRACESTATE]
+                .into_iter()
+                .filter_map(|name| header(m.headers, name).map(|v| (name.to_owned(), v.to_owned())))
+                .collect()
+        });
         for (i, n) in notices.into_iter().enumerate() {
+            match &n {
+                Notice::Locked(l) => self.stats.bump(Stat::Lock {
+                    reason: match l.reason {
+                        lockout_proto::status::LockReason::Failures => "failures",
+                        lockout_proto::status::LockReason::Admin => "admin",
+                    },
+                }),
+                Notice::Unlocked(u) => self.stats.bump(Stat::Unlock {
+                    how: match u.how {
+                        lockout_proto::notice::How::Admin => "admin",
+                        lockout_proto::notice::How::Expired => "expired",
+                    },
+                }),
+                Notice::MfaReset(_) => {}
+            }
             let index = u32::try_from(i).unwrap_or(u32::MAX);
             if self.floors.notices.is_some_and(|f| (m.seq, index) <= f) {
                 continue;
@@ -212,11 +286,7 @@ impl BatchFolder {
                 (codec::EVENT_SEQ.to_owned(), m.seq.to_string()),
                 (crate::outbox::NOTICE_INDEX.to_owned(), index.to_string()),
             ];
-            for name in [codec::TRACEPARENT, codec::TRACESTATE] {
-                if let Some(v) = header(m.headers, name) {
-                    headers.push((name.to_owned(), v.to_owned()));
-                }
-            }
+            headers.extend(trace.iter().cloned());
             commit.outbox.push(OutboxEntry {
                 stream: OutboxStream::Notices,
                 event_seq: m.seq,
@@ -243,6 +313,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let cfg = &shared.config;
     let mut folder = BatchFolder::new(shared.store.clone(), cfg.subjects.clone(), cfg.notice_encoding, floors)?;
+    folder.set_trace_events_ratio(cfg.trace_events_ratio);
+    let events_stream = cfg.subjects.events_stream();
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(cfg.batch)
@@ -269,7 +341,16 @@ pub async fn run(
         let Some(last_msg) = msgs.last() else { continue };
         if let Ok(info) = last_msg.info() {
             shared.health.lag.store(info.pending, std::sync::atomic::Ordering::Relaxed);
+            shared.metrics.consumer_lag(info.pending);
         }
+        let batch_span = tracing::debug_span!(
+            "lockout.fold_batch",
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.destination.name = events_stream.as_str(),
+            messaging.operation = "process",
+            messaging.batch.message_count = msgs.len(),
+        );
         let incoming: Vec<Incoming<'_>> = msgs
             .iter()
             .filter_map(|m| {
@@ -285,7 +366,7 @@ pub async fn run(
             .collect();
         // A failing store (disk full) must not lose or skip events: retry the same batch.
         let commit = loop {
-            match folder.fold_batch(&incoming) {
+            match batch_span.in_scope(|| folder.fold_batch(&incoming)) {
                 Ok(c) => break c,
                 Err(e) => {
                     shared.health.set_store_error(Some(e.to_string()));
@@ -299,8 +380,11 @@ pub async fn run(
         };
         if let Some(commit) = commit {
             loop {
-                match shared.store.commit(&commit) {
+                let started = std::time::Instant::now();
+                match batch_span.in_scope(|| shared.store.commit(&commit)) {
                     Ok(()) => {
+                        shared.metrics.batch_committed(folder.stats(), started.elapsed());
+                        shared.metrics.outbox(i64::try_from(commit.outbox.len()).unwrap_or(i64::MAX));
                         shared.health.set_store_error(None);
                         shared.health.last_commit_at.store(crate::now_ms(), std::sync::atomic::Ordering::Relaxed);
                         break;
@@ -316,6 +400,7 @@ pub async fn run(
                 }
             }
             crate::outbox::publish(&shared.js, &shared.store, &commit.outbox).await;
+            shared.metrics.outbox(-i64::try_from(commit.outbox.len()).unwrap_or(i64::MAX));
             folded.send_replace(commit.checkpoint);
         }
         if let Err(e) = last_msg.ack().await {

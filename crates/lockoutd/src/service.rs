@@ -22,6 +22,7 @@ use lockout_proto::event::{Event, EventKind, Lock, MfaReset, PolicyChange, Unloc
 use lockout_proto::subject::{EventSubject, Target};
 use lockout_proto::{Rejection, Tenant, UserId};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::{now_ms, Shared};
@@ -107,13 +108,35 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<ServiceHandle> {
 }
 
 async fn handle(shared: Arc<Shared>, op: &'static str, req: service::Request) {
+    // One span per request, continuing the caller's trace when it sent a traceparent; a
+    // write's appended event carries this span's context on to the fold and the notices.
+    let span = tracing::debug_span!(
+        "lockout.request",
+        otel.kind = "server",
+        messaging.system = "nats",
+        lockout.op = op,
+        lockout.code = tracing::field::Empty,
+    );
+    crate::telemetry::link_parent(&span, req.message.headers.as_ref());
+    let started = std::time::Instant::now();
+    let code = handle_in_span(&shared, op, req).instrument(span.clone()).await;
+    span.record("lockout.code", code);
+    shared.metrics.request(op, code, started.elapsed());
+}
+
+/// Answers one request; returns the reply's code (200 on success).
+async fn handle_in_span(shared: &Shared, op: &'static str, req: service::Request) -> u16 {
     let ct = req.message.headers.as_ref().and_then(|h| h.get(codec::CONTENT_TYPE)).map(|v| v.as_str().to_owned());
     let (enc, result) = match Encoding::from_content_type(ct.as_deref()) {
-        Ok(enc) => (enc, dispatch(&shared, op, enc, &req.message).await),
+        Ok(enc) => (enc, dispatch(shared, op, enc, &req.message).await),
         Err(r) => (Encoding::Postcard, Err(Fail::from(r))),
     };
     let mut headers = HeaderMap::new();
     headers.insert(codec::CONTENT_TYPE, enc.content_type());
+    let code = match &result {
+        Ok(_) => 200,
+        Err(f) => u16::try_from(f.code).unwrap_or(500),
+    };
     let sent = match result {
         Ok(body) => req.respond_with_headers(Ok(body.into()), headers).await,
         Err(f) => {
@@ -127,6 +150,7 @@ async fn handle(shared: Arc<Shared>, op: &'static str, req: service::Request) {
     if let Err(e) = sent {
         tracing::warn!(op, error = %e, "Sending a reply failed.");
     }
+    code
 }
 
 fn user_id(user: &str) -> Result<UserId, Fail> {
@@ -286,10 +310,20 @@ async fn append_and_wait(shared: &Shared, msg: &async_nats::Message, subject: St
     let mut headers = HeaderMap::new();
     headers.insert(codec::CONTENT_TYPE, enc.content_type());
     headers.insert(codec::NATS_MSG_ID, e.id().to_string().as_str());
-    if let Some(h) = &msg.headers {
-        for name in [codec::TRACEPARENT, codec::TRACESTATE] {
-            if let Some(v) = h.get(name) {
-                headers.insert(name, v.as_str());
+    // The request span's context when traced, else the request's own trace headers.
+    match crate::telemetry::trace_headers(&tracing::Span::current()) {
+        Some(trace) => {
+            for (name, value) in trace {
+                headers.insert(name.as_str(), value.as_str());
+            }
+        }
+        None => {
+            if let Some(h) = &msg.headers {
+                for name in [codec::TRACEPARENT, codec::TRACESTATE] {
+                    if let Some(v) = h.get(name) {
+                        headers.insert(name, v.as_str());
+                    }
+                }
             }
         }
     }
