@@ -3,25 +3,13 @@
 
 use async_nats::HeaderMap;
 use lockout_proto::codec::{self, Encoding};
-use lockout_proto::event::{Attempt, Factor, Outcome};
+use lockout_proto::event::{Attempt, Outcome};
 use serde_json::json;
-use uuid::Uuid;
 
-use crate::support::Lockout;
+use crate::support::{attempt_body, Lockout};
 
 fn attempt(tenant: &str, user: &str, ip: &str) -> Attempt {
-    Attempt {
-        id: Uuid::now_v7(),
-        at: 1,
-        tenant: tenant.into(),
-        user: user.into(),
-        outcome: Outcome::Failure,
-        factor: Factor::Password,
-        source_ip: ip.into(),
-        client: None,
-        credential: None,
-        account: None,
-    }
+    attempt_body(tenant, user, Outcome::Failure, ip)
 }
 
 fn json_headers(ct: &str) -> HeaderMap {

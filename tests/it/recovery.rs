@@ -11,7 +11,7 @@ use lockout_store::Store;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::support::Lockout;
+use crate::support::{attempt_body, Lockout};
 
 /// Folds the whole events stream with the core alone: what every store must hold.
 async fn expected_states(l: &Lockout) -> (BTreeMap<(String, String), UserState>, usize) {
@@ -142,18 +142,7 @@ async fn empty_data_dir_rebuilds_the_same_state_and_resends_nothing() {
 /// Publishes one failed attempt for dave, retrying until the (restarting) server acks it.
 async fn publish_until_acked(l: &Lockout) -> u64 {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let a = Attempt {
-        id: Uuid::now_v7(),
-        at: 1,
-        tenant: "acme".into(),
-        user: "dave".into(),
-        outcome: Failure,
-        factor: Factor::Password,
-        source_ip: "192.0.2.1".into(),
-        client: None,
-        credential: None,
-        account: None,
-    };
+    let a = attempt_body("acme", "dave", Failure, "192.0.2.1");
     loop {
         // The same Nats-Msg-Id on every try: a retry after a lost ack is not stored twice.
         let mut h = async_nats::HeaderMap::new();

@@ -5,9 +5,8 @@ use lockout_proto::event::{Attempt, Factor, Outcome};
 use lockout_proto::notice::How;
 use lockout_proto::Notice;
 use serde_json::json;
-use uuid::Uuid;
 
-use crate::support::{next_notice, Lockout};
+use crate::support::{attempt_body, next_notice, Lockout};
 
 fn attempt(
     tenant: &str,
@@ -18,16 +17,10 @@ fn attempt(
     credential: Option<&str>,
 ) -> Attempt {
     Attempt {
-        id: Uuid::now_v7(),
-        at: lockoutd::now_ms(),
-        tenant: tenant.into(),
-        user: user.into(),
-        outcome,
         factor,
-        source_ip: "192.0.2.10".into(),
         client: Some(client.into()),
         credential: credential.map(Into::into),
-        account: None,
+        ..attempt_body(tenant, user, outcome, "192.0.2.10")
     }
 }
 

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use lockout_proto::codec::{self, Encoding};
-use lockout_proto::event::{Attempt, Factor, Outcome};
+use lockout_proto::event::{Attempt, Outcome};
 use nats_harness::NatsServer;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use uuid::Uuid;
+
+use crate::support::attempt_body;
 
 struct Pki {
     ca: PathBuf,
@@ -71,21 +73,8 @@ async fn denied(c: &async_nats::Client, subject: &str) {
 }
 
 fn attempt_bytes(tenant: &str, user: &str) -> Vec<u8> {
-    codec::encode(
-        Encoding::Postcard,
-        &Attempt {
-            id: Uuid::now_v7(),
-            at: 1,
-            tenant: tenant.into(),
-            user: user.into(),
-            outcome: Outcome::Failure,
-            factor: Factor::Password,
-            source_ip: "203.0.113.7".into(),
-            client: Some("IT Glue".into()),
-            credential: None,
-            account: None,
-        },
-    )
+    let a = Attempt { client: Some("IT Glue".into()), ..attempt_body(tenant, user, Outcome::Failure, "203.0.113.7") };
+    codec::encode(Encoding::Postcard, &a)
 }
 
 /// A JetStream publish that must not be stored.

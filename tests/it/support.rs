@@ -42,6 +42,23 @@ pub struct SvcError {
     pub message: String,
 }
 
+/// An attempt body with a fresh v7 id, the local clock as `at` and no optional fields;
+/// tests set what they need on it.
+pub fn attempt_body(tenant: &str, user: &str, outcome: Outcome, ip: &str) -> Attempt {
+    Attempt {
+        id: Uuid::now_v7(),
+        at: lockoutd::now_ms(),
+        tenant: tenant.into(),
+        user: user.into(),
+        outcome,
+        factor: Factor::Password,
+        source_ip: ip.into(),
+        client: None,
+        credential: None,
+        account: None,
+    }
+}
+
 pub fn lockoutd_binary() -> PathBuf {
     // target/<profile>/deps/it-<hash> → target/<profile>/lockoutd
     let exe = std::env::current_exe().expect("test executable path");
@@ -218,18 +235,7 @@ impl Lockout {
 
     /// Publishes an attempt exactly as a gateway would (JSON); returns its stream sequence.
     pub async fn attempt(&self, tenant: &str, user: &str, outcome: Outcome, ip: &str, client: Option<&str>) -> u64 {
-        let a = Attempt {
-            id: Uuid::now_v7(),
-            at: lockoutd::now_ms(),
-            tenant: tenant.into(),
-            user: user.into(),
-            outcome,
-            factor: Factor::Password,
-            source_ip: ip.into(),
-            client: client.map(Into::into),
-            credential: None,
-            account: None,
-        };
+        let a = Attempt { client: client.map(Into::into), ..attempt_body(tenant, user, outcome, ip) };
         self.publish_attempt(&a, Encoding::Json).await
     }
 
