@@ -1,0 +1,7 @@
+//! Any bytes as a JSON body of any wire message: the first byte picks the message (a line of
+//! `messages.txt`), the rest is the body. See `lockout_fuzz::decode`.
+#![no_main]
+
+use lockout_proto::Encoding;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| lockout_fuzz::decode::check_input(Encoding::Json, data));
