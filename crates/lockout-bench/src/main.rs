@@ -49,6 +49,10 @@ struct Args {
     /// Where to write the results.
     #[arg(long, default_value = "target/bench/results.json")]
     out: PathBuf,
+    /// Profile lockoutd during the first projector run with `perf record` (DWARF call
+    /// graphs) into this file; read it with `perf report -i FILE`.
+    #[arg(long)]
+    perf: Option<PathBuf>,
 }
 
 const TENANT: &str = "bench";
@@ -181,9 +185,38 @@ async fn health_seq(client: &async_nats::Client) -> Option<u64> {
     v["seq"].as_u64()
 }
 
-/// Starts lockoutd on an empty store and times first commit → checkpoint at `last`.
-async fn fold_run(client: &async_nats::Client, url: &str, dir: &Path, last: u64) -> anyhow::Result<(f64, Daemon)> {
+/// Starts lockoutd on an empty store and times first commit → checkpoint at `last`;
+/// with `perf`, records a profile of lockoutd meanwhile.
+async fn fold_run(
+    client: &async_nats::Client,
+    url: &str,
+    dir: &Path,
+    last: u64,
+    perf: Option<&Path>,
+) -> anyhow::Result<(f64, Daemon)> {
     let d = Daemon::spawn(url, dir)?;
+    let mut recorder = match perf {
+        Some(out) => Some(
+            Command::new("perf")
+                .args(["record", "-F", "999", "--call-graph", "dwarf,16384", "-p", &d.child.id().to_string(), "-o"])
+                .arg(out)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .context("starting `perf record` (Debian package linux-perf)")?,
+        ),
+        None => None,
+    };
+    let result = wait_folded(client, last).await;
+    if let Some(mut r) = recorder.take() {
+        Command::new("kill").args(["-INT", &r.id().to_string()]).status()?;
+        r.wait()?;
+    }
+    Ok((result?, d))
+}
+
+/// Polls `health` until lockoutd folded `last`; events/s from its first commit.
+async fn wait_folded(client: &async_nats::Client, last: u64) -> anyhow::Result<f64> {
     let deadline = Instant::now() + Duration::from_secs(1_800);
     let (mut first_seq, mut first_at) = (0, Instant::now());
     loop {
@@ -192,8 +225,7 @@ async fn fold_run(client: &async_nats::Client, url: &str, dir: &Path, last: u64)
             (first_seq, first_at) = (seq, Instant::now());
         }
         if seq >= last {
-            let eps = (last - first_seq) as f64 / first_at.elapsed().as_secs_f64().max(1e-9);
-            return Ok((eps, d));
+            return Ok((last - first_seq) as f64 / first_at.elapsed().as_secs_f64().max(1e-9));
         }
         anyhow::ensure!(Instant::now() < deadline, "lockoutd did not reach {last}");
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -387,7 +419,8 @@ async fn main() -> anyhow::Result<()> {
     let mut disk = 0;
     for r in 0..a.repeats {
         let dir = work.path().join(format!("proj{r}"));
-        let (eps, d) = fold_run(&client, &url, &dir, last).await?;
+        let perf = if r == 0 { a.perf.as_deref() } else { None };
+        let (eps, d) = fold_run(&client, &url, &dir, last, perf).await?;
         rss = rss.max(d.peak_rss());
         d.stop()?;
         disk = dir_size(&dir);
@@ -406,7 +439,7 @@ async fn main() -> anyhow::Result<()> {
             old.stop()?;
         }
         let dir = work.path().join(format!("replay{r}"));
-        let (eps, d) = fold_run(&client, &url, &dir, last).await?;
+        let (eps, d) = fold_run(&client, &url, &dir, last, None).await?;
         replays.push(eps);
         daemon = Some(d);
     }

@@ -107,6 +107,29 @@ impl UserState {
         ranked
     }
 
+    /// An estimate of the bytes this state occupies in memory (for bounded caches).
+    pub fn approx_bytes(&self) -> usize {
+        fn opt(s: &Option<String>) -> usize {
+            s.as_ref().map_or(0, String::capacity)
+        }
+        let streak: usize = self.streak.iter().map(|s| s.ip.capacity() + opt(&s.client)).sum();
+        let credentials: usize = self.credentials.iter().map(|c| c.fingerprint.capacity()).sum();
+        let lock = self.lock.as_ref().map_or(0, |l| {
+            l.blocked_sources.capacity() * std::mem::size_of::<BlockedSource>()
+                + l.blocked_sources.iter().map(|b| b.ip.capacity() + opt(&b.client)).sum::<usize>()
+        });
+        std::mem::size_of::<UserState>()
+            + self.streak.capacity() * std::mem::size_of::<StreakSource>()
+            + streak
+            + self.credentials.capacity() * std::mem::size_of::<CountedCredential>()
+            + credentials
+            + opt(&self.last_source_ip)
+            + lock
+            + opt(&self.unlocked_by)
+            + opt(&self.mfa_reset_by)
+            + self.recent_locks.capacity() * std::mem::size_of::<Millis>()
+    }
+
     /// Clears the counter and everything that belongs to the streak.
     pub(crate) fn restart_streak(&mut self) {
         self.streak.clear();

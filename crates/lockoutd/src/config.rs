@@ -24,7 +24,8 @@ pub struct Args {
     /// Stream replicas (1 for a single server, 3 for a cluster).
     #[arg(long, env = "LOCKOUT_REPLICAS", default_value_t = 1)]
     pub replicas: usize,
-    /// sled page cache in MiB: bounds lockoutd's memory with many users.
+    /// Cache memory in MiB, half sled's page cache and half the projector's cache of recent
+    /// user states: bounds lockoutd's memory with many users.
     #[arg(long, env = "LOCKOUT_CACHE_MB", default_value_t = 256)]
     pub cache_mb: u64,
     /// Most events folded into one sled commit.
@@ -105,6 +106,18 @@ impl Config {
             log_format: LogFormat::Human,
             trace_events_ratio: 1.0,
         }
+    }
+}
+
+impl Config {
+    /// sled's page cache: half of `--cache-mb`.
+    pub fn sled_cache_bytes(&self) -> u64 {
+        self.cache_bytes / 2
+    }
+
+    /// The projector's cache of recent user states: the other half.
+    pub fn state_cache_bytes(&self) -> usize {
+        usize::try_from(self.cache_bytes / 2).unwrap_or(usize::MAX)
     }
 }
 

@@ -3,7 +3,10 @@
 //! Every 250 ms the store's expiry index is read up to now. For each due lock, an `expired`
 //! event is published whose id and `Nats-Msg-Id` derive from the lock's event id, so
 //! restarts and repeats collapse in JetStream's duplicate window and the fold ignores any
-//! later copy. Locks that ran out while lockoutd was down are due at the first tick.
+//! later copy. Locks that ran out while lockoutd was down are due once the projector has
+//! folded the backlog it found at start: before that the store may hold locks whose
+//! `expired` events are already in the stream (a rebuild, or a tail lost to a crash), and
+//! appending them again after the duplicate window would store a second copy.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,14 +26,23 @@ const TICK: Duration = Duration::from_millis(250);
 /// How long to wait for a published `expired` event to be folded before publishing it again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
+/// Appends `expired` events every [`TICK`] until `stop`, once the projector has caught up
+/// with the `LOCKOUT_EVENTS` backlog it found at start ([`crate::Health::caught_up`]).
 pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut sent: HashMap<Uuid, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut waiting = true;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tick.tick() => {}
+        }
+        if waiting {
+            if !shared.health.caught_up.load(std::sync::atomic::Ordering::Acquire) {
+                continue;
+            }
+            waiting = false;
         }
         let due = match shared.store.due_expiries(now_ms(), 1000) {
             Ok(d) => d,

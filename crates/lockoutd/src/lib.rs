@@ -7,12 +7,15 @@
 //! # Layout
 //! - [`config`]: flags with environment fallbacks, validated into `Config`.
 //! - [`streams`]: creates or updates the three streams and the durable consumer.
-//! - [`projector`]: one fetched batch → decode, fold → one sled commit with the outbox.
+//! - [`projector`]: one fetched batch → decode, fold → one sled commit with the outbox,
+//!   pipelined: the next batch folds while the last one commits.
+//! - [`cache`]: the projector's cache of recent user states, in front of the store.
 //! - [`outbox`]: publishes committed notices and dead letters exactly once by id.
 //! - [`expiry`]: appends `expired` events for timed locks that ran out.
 //! - [`service`]: the micro service `lockout` (status, commands, policy, digest).
 //! - [`telemetry`]: OpenTelemetry metrics, trace context over NATS headers, OTLP setup.
 
+pub mod cache;
 pub mod config;
 pub mod expiry;
 pub mod outbox;
@@ -47,6 +50,10 @@ pub struct Health {
     pub last_commit_at: std::sync::atomic::AtomicU64,
     /// The store's error while commits fail.
     pub store_error: std::sync::Mutex<Option<String>>,
+    /// Whether the projector has committed the backlog `LOCKOUT_EVENTS` held at start; until
+    /// then the expiry timer waits, as the store may hold locks whose `expired` events are
+    /// still to be folded.
+    pub caught_up: std::sync::atomic::AtomicBool,
 }
 
 impl Health {
@@ -109,7 +116,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
 
 /// Runs lockoutd until `shutdown` completes; then drains in-flight work and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let store = Store::open(&config.data_dir, config.cache_bytes)
+    let store = Store::open(&config.data_dir, config.sled_cache_bytes())
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let client = connect(&config).await?;
     let js = async_nats::jetstream::new(client.clone());
@@ -120,10 +127,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     outbox::drain(&js, &store, &floors).await?;
     let checkpoint = store.checkpoint()?;
     let consumer = streams::ensure_consumer(&js, &config, checkpoint).await?;
+    let backlog_end = streams::last_event_seq(&js, &config).await?;
     let (folded_tx, folded) = watch::channel(checkpoint);
 
     let metrics = Arc::new(telemetry::Metrics::new());
-    let shared = Arc::new(Shared { config, store, js, client, folded, health: Arc::default(), metrics });
+    let health = Arc::new(Health::default());
+    health.caught_up.store(checkpoint >= backlog_end, std::sync::atomic::Ordering::Release);
+    let shared = Arc::new(Shared { config, store, js, client, folded, health, metrics });
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let projector = tokio::spawn(projector::run(shared.clone(), consumer, floors, folded_tx, stop_rx.clone()));

@@ -2,8 +2,11 @@
 //!
 //! [`BatchFolder`] holds the logic without NATS: it turns the messages of a batch into a
 //! [`Commit`] (changed states, policies, the outbox of notices and dead letters, and the
-//! checkpoint). [`run`] is the loop around it. Events at or below the store's checkpoint are
-//! redeliveries and are skipped, so every event is folded exactly once.
+//! checkpoint). [`run`] is the pipeline around it: while one batch is being committed and
+//! its outbox published, the next one is pulled and folded against the folder's cache of the
+//! latest states ([`crate::cache`]). Commits land strictly in order, one at a time. Events at
+//! or below the store's checkpoint are redeliveries and are skipped, so every event is folded
+//! exactly once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,8 +21,9 @@ use lockout_proto::event::{Event, Outcome};
 use lockout_proto::subject::Subjects;
 use lockout_proto::{Millis, Notice, Policy, Rejection};
 use lockout_store::{Commit, LockIndex, OutboxEntry, OutboxStream, StateChange, Store};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
+use crate::cache::{StateCache, UserKey};
 use crate::outbox::Floors;
 use crate::telemetry::{self, FoldStats, Stat};
 use crate::Shared;
@@ -45,11 +49,16 @@ pub struct BatchFolder {
     checkpoint_time: Millis,
     trace_events_ratio: f64,
     stats: FoldStats,
+    /// The latest state of recently folded users (the store's, or newer while in flight).
+    cache: StateCache,
 }
 
-/// A user's state within a batch, with its lock before the batch.
+/// Default budget of the state cache.
+pub const DEFAULT_STATE_CACHE_BYTES: usize = 64 << 20;
+
+/// A user's state within a batch: as it was before the batch, and as folded so far.
 struct Pending {
-    before: Option<LockIndex>,
+    original: UserState,
     state: UserState,
 }
 
@@ -70,7 +79,13 @@ impl BatchFolder {
             checkpoint_time,
             trace_events_ratio: 1.0,
             stats: FoldStats::default(),
+            cache: StateCache::new(DEFAULT_STATE_CACHE_BYTES),
         })
+    }
+
+    /// Bounds the cache of recent user states (default [`DEFAULT_STATE_CACHE_BYTES`]).
+    pub fn set_state_cache_bytes(&mut self, bytes: usize) {
+        self.cache = StateCache::new(bytes);
     }
 
     /// Share of events (0 to 1) that get their own `lockout.fold_event` span (default 1).
@@ -98,17 +113,38 @@ impl BatchFolder {
     }
 
     /// Folds a batch into a commit. Returns `None` when every message was a redelivery.
-    /// On error nothing is committed and the policy cache is dropped, so a retry starts clean.
+    ///
+    /// Commits must land in the order they are returned, each before the store is read by
+    /// anyone expecting its states. On error nothing is committed, the caches are as before
+    /// the batch and the policy cache is dropped, so a retry starts clean.
     pub fn fold_batch(&mut self, msgs: &[Incoming<'_>]) -> Result<Option<Commit>, lockout_store::Error> {
-        let r = self.fold_inner(msgs);
-        if r.is_err() {
-            self.policies.clear();
+        if self.cache.wants_rotation() && self.store.checkpoint_at()? == (self.checkpoint, self.checkpoint_time) {
+            // Everything folded so far has landed: the oldest generation may go.
+            self.cache.rotate();
+        }
+        let mut users: HashMap<UserKey, Pending> = HashMap::new();
+        let r = self.fold_inner(msgs, &mut users);
+        match &r {
+            Ok(_) => {
+                for (key, p) in users {
+                    self.cache.put(key, p.state);
+                }
+            }
+            Err(_) => {
+                for (key, p) in users {
+                    self.cache.put(key, p.original);
+                }
+                self.policies.clear();
+            }
         }
         r
     }
 
-    fn fold_inner(&mut self, msgs: &[Incoming<'_>]) -> Result<Option<Commit>, lockout_store::Error> {
-        let mut users: HashMap<(String, String), Pending> = HashMap::new();
+    fn fold_inner(
+        &mut self,
+        msgs: &[Incoming<'_>],
+        users: &mut HashMap<UserKey, Pending>,
+    ) -> Result<Option<Commit>, lockout_store::Error> {
         let mut commit = Commit::default();
         let (mut last, mut last_time) = (self.checkpoint, self.checkpoint_time);
         let mut folded_any = false;
@@ -182,8 +218,11 @@ impl BatchFolder {
             let pending = match users.entry(key) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    let state = self.store.user(&v.key().0, &v.key().1)?.unwrap_or_default();
-                    v.insert(Pending { before: LockIndex::of(&state), state })
+                    let original = match self.cache.take(v.key()) {
+                        Some(s) => s,
+                        None => self.store.user(&v.key().0, &v.key().1)?.unwrap_or_default(),
+                    };
+                    v.insert(Pending { state: original.clone(), original })
                 }
             };
             let state = std::mem::take(&mut pending.state);
@@ -196,9 +235,16 @@ impl BatchFolder {
         }
         commit.checkpoint = last;
         commit.checkpoint_time = last_time;
+        // Only states that changed are written; the cache keeps every one.
         commit.states = users
-            .into_iter()
-            .map(|((tenant, user), p)| StateChange { tenant, user, before: p.before, state: p.state })
+            .iter()
+            .filter(|(_, p)| p.state != p.original)
+            .map(|((tenant, user), p)| StateChange {
+                tenant: tenant.clone(),
+                user: user.clone(),
+                before: LockIndex::of(&p.original),
+                state: p.state.clone(),
+            })
             .collect();
         (self.checkpoint, self.checkpoint_time) = (last, last_time);
         Ok(Some(commit))
@@ -303,17 +349,48 @@ fn stored_time(info: &async_nats::jetstream::message::Info<'_>) -> Millis {
     u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
 
-/// The projector loop: fetch, fold, commit, publish, ack, until `stop` turns true.
+/// A folded batch on its way to the store and the streams.
+struct FoldedBatch {
+    /// `None` when the batch held only redeliveries.
+    commit: Option<Commit>,
+    stats: FoldStats,
+    span: tracing::Span,
+    /// Events the consumer still had after this batch's last one.
+    pending: u64,
+    /// The batch's last message: acknowledging it acknowledges the batch (`AckPolicy::All`).
+    last: async_nats::jetstream::Message,
+}
+
+/// The projector: pulls and folds batches, while [`commit_loop`] commits, publishes and
+/// acknowledges the previous one. Returns when `stop` turns true, after the batches already
+/// folded are committed (a drain), or with the error that stopped it.
 pub async fn run(
     shared: Arc<Shared>,
     consumer: PullConsumer,
     floors: Floors,
     folded: watch::Sender<u64>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    // One batch in the channel and one being committed: the folder's cache never runs more
+    // than two commits ahead of the store.
+    let (tx, rx) = mpsc::channel::<FoldedBatch>(1);
+    let committer = tokio::spawn(commit_loop(shared.clone(), rx, folded, stop.clone()));
+    let folding = fold_loop(&shared, consumer, floors, tx, stop).await;
+    let committing = committer.await.map_err(|e| anyhow::anyhow!("the committer panicked: {e}"))?;
+    folding.and(committing)
+}
+
+async fn fold_loop(
+    shared: &Shared,
+    consumer: PullConsumer,
+    floors: Floors,
+    tx: mpsc::Sender<FoldedBatch>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let cfg = &shared.config;
     let mut folder = BatchFolder::new(shared.store.clone(), cfg.subjects.clone(), cfg.notice_encoding, floors)?;
     folder.set_trace_events_ratio(cfg.trace_events_ratio);
+    folder.set_state_cache_bytes(cfg.state_cache_bytes());
     let events_stream = cfg.subjects.events_stream();
     let mut messages = consumer
         .stream()
@@ -338,10 +415,11 @@ pub async fn run(
                 Err(e) => tracing::warn!(error = %e, "Pulling events failed; retrying."),
             }
         }
-        let Some(last_msg) = msgs.last() else { continue };
-        if let Ok(info) = last_msg.info() {
-            shared.health.lag.store(info.pending, std::sync::atomic::Ordering::Relaxed);
-            shared.metrics.consumer_lag(info.pending);
+        let Some(last_msg) = msgs.pop() else { continue };
+        let pending = last_msg.info().map_or(u64::MAX, |i| i.pending);
+        if pending != u64::MAX {
+            shared.health.lag.store(pending, std::sync::atomic::Ordering::Relaxed);
+            shared.metrics.consumer_lag(pending);
         }
         let batch_span = tracing::debug_span!(
             "lockout.fold_batch",
@@ -349,10 +427,11 @@ pub async fn run(
             messaging.system = "nats",
             messaging.destination.name = events_stream.as_str(),
             messaging.operation = "process",
-            messaging.batch.message_count = msgs.len(),
+            messaging.batch.message_count = msgs.len() + 1,
         );
         let incoming: Vec<Incoming<'_>> = msgs
             .iter()
+            .chain(std::iter::once(&last_msg))
             .filter_map(|m| {
                 let info = m.info().ok()?;
                 Some(Incoming {
@@ -378,12 +457,43 @@ pub async fn run(
                 }
             }
         };
+        drop(incoming);
+        drop(msgs);
+        let batch = FoldedBatch { commit, stats: folder.stats().clone(), span: batch_span, pending, last: last_msg };
+        if tx.send(batch).await.is_err() {
+            anyhow::bail!("the committer stopped");
+        }
+    }
+}
+
+async fn ack(last: &async_nats::jetstream::Message) {
+    if let Err(e) = last.ack().await {
+        tracing::warn!(error = %e, "Acknowledging a batch failed; it will be redelivered and skipped.");
+    }
+}
+
+/// Commits folded batches in order (sled on a blocking thread), publishes their outbox,
+/// advances `folded` and acknowledges them. A failing store is retried, never skipped; on
+/// `stop` the batches already folded are still committed unless the store keeps failing.
+async fn commit_loop(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<FoldedBatch>,
+    folded: watch::Sender<u64>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    while let Some(batch) = rx.recv().await {
+        let FoldedBatch { commit, stats, span, pending, last } = batch;
         if let Some(commit) = commit {
+            let commit = Arc::new(commit);
             loop {
                 let started = std::time::Instant::now();
-                match batch_span.in_scope(|| shared.store.commit(&commit)) {
+                let (store, c, s) = (shared.store.clone(), commit.clone(), span.clone());
+                let r = tokio::task::spawn_blocking(move || s.in_scope(|| store.commit(&c)))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the store commit panicked: {e}"))?;
+                match r {
                     Ok(()) => {
-                        shared.metrics.batch_committed(folder.stats(), started.elapsed());
+                        shared.metrics.batch_committed(&stats, started.elapsed());
                         shared.metrics.outbox(i64::try_from(commit.outbox.len()).unwrap_or(i64::MAX));
                         shared.health.set_store_error(None);
                         shared.health.last_commit_at.store(crate::now_ms(), std::sync::atomic::Ordering::Relaxed);
@@ -392,8 +502,11 @@ pub async fn run(
                     Err(e) => {
                         shared.health.set_store_error(Some(e.to_string()));
                         tracing::error!(error = %e, "Committing a batch failed; retrying in 1 s without acknowledging.");
+                        if *stop.borrow() {
+                            return Ok(());
+                        }
                         tokio::select! {
-                            _ = stop.changed() => return Ok(()),
+                            _ = stop.changed() => {}
                             () = tokio::time::sleep(Duration::from_secs(1)) => {}
                         }
                     }
@@ -403,8 +516,10 @@ pub async fn run(
             shared.metrics.outbox(-i64::try_from(commit.outbox.len()).unwrap_or(i64::MAX));
             folded.send_replace(commit.checkpoint);
         }
-        if let Err(e) = last_msg.ack().await {
-            tracing::warn!(error = %e, "Acknowledging a batch failed; it will be redelivered and skipped.");
+        if pending == 0 {
+            shared.health.caught_up.store(true, std::sync::atomic::Ordering::Release);
         }
+        ack(&last).await;
     }
+    Ok(())
 }

@@ -51,6 +51,12 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> anyhow:
     Ok(())
 }
 
+/// The last sequence of the events stream now (0 when it is empty).
+pub async fn last_event_seq(js: &jetstream::Context, config: &Config) -> anyhow::Result<u64> {
+    let mut stream = js.get_stream(config.subjects.events_stream()).await.context("looking up the events stream")?;
+    Ok(stream.info().await.context("reading the events stream's state")?.state.last_sequence)
+}
+
 /// (Re)creates the durable consumer to deliver from `checkpoint + 1`.
 ///
 /// The store's checkpoint is the truth, not the consumer's ack floor: a commit that sled had
