@@ -38,12 +38,12 @@ test: $(NATS_BIN)
 
 ## The full suite against its own nats-server (1M events, 100k users); writes target/bench/results.json.
 bench: $(NATS_BIN)
-	cargo build --release -p lockoutd -p lockout-bench
+	cargo build --release -p lockoutd -p lockoutctl -p lockout-bench
 	target/release/lockout-bench --out target/bench/results.json
 
 ## The same with 100k events: under a minute.
 bench-quick: $(NATS_BIN)
-	cargo build --release -p lockoutd -p lockout-bench
+	cargo build --release -p lockoutd -p lockoutctl -p lockout-bench
 	target/release/lockout-bench --quick --out target/bench/results.json
 
 ## Decode + fold throughput alone (criterion, one core).

@@ -49,6 +49,12 @@ struct Args {
     /// Where to write the results.
     #[arg(long, default_value = "target/bench/results.json")]
     out: PathBuf,
+    /// Only the single-core decode + fold phase (no nats-server); prints its figures.
+    #[arg(long)]
+    fold_only: bool,
+    /// Users of the store-size and RSS phase (default 1,000,000; 100,000 with --quick).
+    #[arg(long)]
+    wide_users: Option<usize>,
     /// Profile lockoutd during the first projector run with `perf record` (DWARF call
     /// graphs) into this file; read it with `perf report -i FILE`.
     #[arg(long)]
@@ -130,13 +136,18 @@ struct Daemon {
     child: Child,
 }
 
+/// A binary built next to this one (`cargo build --release -p <name>`).
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.parent().context("exe dir")?.join(name);
+    anyhow::ensure!(bin.exists(), "{} missing: run `cargo build --release -p {name}`", bin.display());
+    Ok(bin)
+}
+
 impl Daemon {
-    fn spawn(url: &str, dir: &Path) -> anyhow::Result<Daemon> {
-        let exe = std::env::current_exe()?;
-        let bin = exe.parent().context("exe dir")?.join("lockoutd");
-        anyhow::ensure!(bin.exists(), "{} missing: run `cargo build --release -p lockoutd`", bin.display());
-        let child = Command::new(bin)
-            .args(["--nats-url", url, "--data-dir"])
+    fn spawn(url: &str, dir: &Path, prefix: &str) -> anyhow::Result<Daemon> {
+        let child = Command::new(sibling("lockoutd")?)
+            .args(["--nats-url", url, "--prefix", prefix, "--data-dir"])
             .arg(dir)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -171,12 +182,12 @@ impl Drop for Daemon {
     }
 }
 
-async fn health_seq(client: &async_nats::Client) -> Option<u64> {
+async fn health_seq(client: &async_nats::Client, prefix: &str) -> Option<u64> {
     let mut h = HeaderMap::new();
     h.insert(codec::CONTENT_TYPE, codec::JSON);
     let r = tokio::time::timeout(
         Duration::from_secs(1),
-        client.request_with_headers("lockout.svc.bench.health", h, "{}".into()),
+        client.request_with_headers(format!("{prefix}.svc.bench.health"), h, "{}".into()),
     )
     .await
     .ok()?
@@ -191,10 +202,10 @@ async fn fold_run(
     client: &async_nats::Client,
     url: &str,
     dir: &Path,
-    last: u64,
+    (prefix, last): (&str, u64),
     perf: Option<&Path>,
 ) -> anyhow::Result<(f64, Daemon)> {
-    let d = Daemon::spawn(url, dir)?;
+    let d = Daemon::spawn(url, dir, prefix)?;
     let mut recorder = match perf {
         Some(out) => Some(
             Command::new("perf")
@@ -207,7 +218,7 @@ async fn fold_run(
         ),
         None => None,
     };
-    let result = wait_folded(client, last).await;
+    let result = wait_folded(client, prefix, last).await;
     if let Some(mut r) = recorder.take() {
         Command::new("kill").args(["-INT", &r.id().to_string()]).status()?;
         r.wait()?;
@@ -216,11 +227,11 @@ async fn fold_run(
 }
 
 /// Polls `health` until lockoutd folded `last`; events/s from its first commit.
-async fn wait_folded(client: &async_nats::Client, last: u64) -> anyhow::Result<f64> {
+async fn wait_folded(client: &async_nats::Client, prefix: &str, last: u64) -> anyhow::Result<f64> {
     let deadline = Instant::now() + Duration::from_secs(1_800);
     let (mut first_seq, mut first_at) = (0, Instant::now());
     loop {
-        let seq = health_seq(client).await.unwrap_or(0);
+        let seq = health_seq(client, prefix).await.unwrap_or(0);
         if seq > 0 && first_seq == 0 {
             (first_seq, first_at) = (seq, Instant::now());
         }
@@ -360,30 +371,67 @@ async fn status_qps(client: &async_nats::Client, users: usize, secs: u64) -> f64
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Single-core decode + fold of pre-encoded attempts; events/s.
+/// Single-core parse + decode + check + fold of pre-encoded attempts, as the projector does
+/// per event minus the store and NATS; events/s.
 fn fold_eps(events: &[(String, Vec<u8>, Uuid)], enc: Encoding) -> f64 {
-    let encoded: Vec<Vec<u8>> = events
+    let subjects = Subjects::default();
+    let encoded: Vec<(&str, Vec<u8>)> = events
         .iter()
-        .map(|(_, p, _)| match enc {
-            Encoding::Postcard => p.clone(),
+        .map(|(subject, p, _)| match enc {
+            Encoding::Postcard => (subject.as_str(), p.clone()),
             Encoding::Json => {
                 let e = Event::decode(EventKind::Attempt, Encoding::Postcard, p).unwrap();
-                e.encode(Encoding::Json)
+                (subject.as_str(), e.encode(Encoding::Json))
             }
         })
         .collect();
     let policy = Policy::default();
     let start = Instant::now();
-    let mut states: HashMap<String, UserState> = HashMap::new();
-    for (i, bytes) in encoded.iter().enumerate() {
-        let e = Event::decode(EventKind::Attempt, enc, bytes).unwrap();
-        let user = e.user().unwrap().to_owned();
-        let s = states.remove(&user).unwrap_or_default();
-        let f = lockout_core::fold(&policy, s, &e, i as u64);
-        states.insert(user, f.state);
+    let mut states: HashMap<String, UserState> = HashMap::with_capacity(events.len());
+    for (i, (subject, bytes)) in encoded.iter().enumerate() {
+        let parsed = subjects.parse_event(subject).unwrap();
+        let e = Event::decode_checked(&parsed, enc, bytes).unwrap();
+        let user = e.user().unwrap();
+        let slot = match states.get_mut(user) {
+            Some(s) => s,
+            None => states.entry(user.to_owned()).or_default(),
+        };
+        let f = lockout_core::fold(&policy, std::mem::take(slot), &e, i as u64);
+        *slot = f.state;
+        std::hint::black_box(&f.notices);
     }
     std::hint::black_box(&states);
     encoded.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `lockoutctl replay` into an empty directory: the whole command, start to exit; events/s.
+fn replay_run(url: &str, dir: &Path, last: u64) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let out = Command::new(sibling("lockoutctl")?)
+        .args(["--nats-url", url, "--json", "replay", "--data-dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()?;
+    let took = start.elapsed().as_secs_f64();
+    anyhow::ensure!(out.status.success(), "lockoutctl replay exited with {}", out.status);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    anyhow::ensure!(v["checkpoint"].as_u64() == Some(last), "lockoutctl replay stopped at {}", v["checkpoint"]);
+    Ok(last as f64 / took)
+}
+
+/// One failed attempt for each of `users` distinct users under `prefix`: every one of them
+/// ends up with a stored state.
+fn wide_workload(prefix: &str, users: usize) -> Vec<(String, Vec<u8>, Uuid)> {
+    let subjects = Subjects::new(prefix).unwrap();
+    let tenant = Tenant::parse(TENANT).unwrap();
+    (0..users)
+        .map(|i| {
+            let a = attempt(format!("wide{i:07}@example.com"), Outcome::Failure, i);
+            let subject = subjects.user_event(&tenant, &UserId::parse(&a.user).unwrap(), EventKind::Attempt);
+            (subject, codec::encode(Encoding::Postcard, &a), a.id)
+        })
+        .collect()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -392,6 +440,15 @@ async fn main() -> anyhow::Result<()> {
     let n = a.events.unwrap_or(if a.quick { 100_000 } else { 1_000_000 });
     let users = a.users.min(n);
     let (lat_samples, status_samples) = if a.quick { (30, 300) } else { (200, 2_000) };
+    if a.fold_only {
+        let events = workload(n, users);
+        let sample = &events[..events.len().min(200_000)];
+        for enc in [Encoding::Postcard, Encoding::Json] {
+            let eps = median((0..a.repeats).map(|_| fold_eps(sample, enc)).collect());
+            println!("fold_{}_eps {eps:.0}", enc.name());
+        }
+        return Ok(());
+    }
     let nats = NatsServer::start();
     let url = nats.url();
     let client = async_nats::connect(&url).await?;
@@ -415,33 +472,24 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("projector ×{} …", a.repeats);
     let mut proj = Vec::new();
-    let mut rss = 0;
-    let mut disk = 0;
-    for r in 0..a.repeats {
-        let dir = work.path().join(format!("proj{r}"));
-        let perf = if r == 0 { a.perf.as_deref() } else { None };
-        let (eps, d) = fold_run(&client, &url, &dir, last, perf).await?;
-        rss = rss.max(d.peak_rss());
-        d.stop()?;
-        disk = dir_size(&dir);
-        proj.push(eps);
-    }
-    let projector_eps = median(proj);
-
-    // A rebuild is the same path from an empty store against a stream that already holds the
-    // notices: it must publish none again. Measured the same way, on its own.
-    eprintln!("replay ×{} …", a.repeats);
-    let mut replays = Vec::new();
     let mut daemon: Option<Daemon> = None;
     for r in 0..a.repeats {
         // One lockoutd at a time: the last one stays up for the latency phases.
         if let Some(old) = daemon.take() {
             old.stop()?;
         }
-        let dir = work.path().join(format!("replay{r}"));
-        let (eps, d) = fold_run(&client, &url, &dir, last, None).await?;
-        replays.push(eps);
+        let dir = work.path().join(format!("proj{r}"));
+        let perf = if r == 0 { a.perf.as_deref() } else { None };
+        let (eps, d) = fold_run(&client, &url, &dir, ("lockout", last), perf).await?;
         daemon = Some(d);
+        proj.push(eps);
+    }
+    let projector_eps = median(proj);
+
+    eprintln!("lockoutctl replay ×{} …", a.repeats);
+    let mut replays = Vec::new();
+    for r in 0..a.repeats {
+        replays.push(replay_run(&url, &work.path().join(format!("replay{r}")), last)?);
     }
     let replay_eps = median(replays);
 
@@ -458,9 +506,25 @@ async fn main() -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     load.await?;
     if let Some(d) = daemon {
-        rss = rss.max(d.peak_rss());
         d.stop()?;
     }
+
+    // Store size and memory with many users: a stream of its own (prefix `wide`) with one
+    // failed attempt per user, folded by a fresh lockoutd with the default `--cache-mb`.
+    let wide_users = a.wide_users.unwrap_or(if a.quick { 100_000 } else { 1_000_000 });
+    eprintln!("store size and RSS at {wide_users} users …");
+    let wide_cfg = lockoutd::Config {
+        subjects: Subjects::new("wide").map_err(anyhow::Error::msg)?,
+        ..lockoutd::Config::new(&url, work.path().join("unused"))
+    };
+    lockoutd::streams::ensure_streams(&js, &wide_cfg).await?;
+    let wide_last = publish_all(&js, &wide_workload("wide", wide_users)).await?;
+    let wide_dir = work.path().join("wide");
+    let (_, d) = fold_run(&client, &url, &wide_dir, ("wide", wide_last), None).await?;
+    let rss = d.peak_rss();
+    d.stop()?;
+    let disk = dir_size(&wide_dir);
+    let tracked = lockout_store::Store::open(&wide_dir, 16 << 20)?.all_users().count();
 
     let fold_sample = &events[..events.len().min(200_000)];
     let fold_postcard = median((0..a.repeats).map(|_| fold_eps(fold_sample, Encoding::Postcard)).collect());
@@ -482,8 +546,8 @@ async fn main() -> anyhow::Result<()> {
         "status_p50_ms": percentile(&mut status_ms, 0.50),
         "status_p99_ms": percentile(&mut status_ms, 0.99),
         "status_qps": qps,
-        "tracked_users": users,
-        "disk_bytes_per_user": disk as f64 / users as f64,
+        "tracked_users": tracked,
+        "disk_bytes_per_user": disk as f64 / tracked.max(1) as f64,
         "rss_bytes": rss,
         "cache_mb": 256,
         "fold_postcard_eps": fold_postcard,

@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use lockout_proto::command::{DigestReply, LockedReply};
 use lockout_proto::{Encoding, Millis, Status, Tenant};
-use lockout_store::Store;
+use lockout_store::{Commit, Store};
 use lockoutd::outbox::Floors;
 use lockoutd::projector::BatchFolder;
 use serde_json::{json, Value};
@@ -30,6 +30,41 @@ pub struct Replayer {
     pub upto: u64,
     /// Events folded by this process.
     pub events: u64,
+    /// Commits the folded batches while the next ones fold; running during a `run_to`.
+    committer: Option<Committer>,
+}
+
+/// A thread that commits batches in order, one in the queue and one being written at most,
+/// as lockoutd's projector does; the folder's state cache covers the commits in flight.
+struct Committer {
+    tx: std::sync::mpsc::SyncSender<Commit>,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Committer {
+    fn start(store: Store) -> Committer {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Commit>(1);
+        let thread = std::thread::spawn(move || {
+            for commit in rx {
+                debug_assert!(commit.outbox.is_empty(), "a replay queues nothing to publish");
+                store.commit(&commit)?;
+            }
+            Ok(())
+        });
+        Committer { tx, thread }
+    }
+
+    /// Queues a commit; `Err` when the thread stopped on a store error (then [`finish`]
+    /// tells which).
+    fn send(&self, commit: Commit) -> Result<(), ()> {
+        self.tx.send(commit).map_err(|_| ())
+    }
+
+    /// Waits until every queued commit is written.
+    fn finish(self) -> anyhow::Result<()> {
+        drop(self.tx);
+        self.thread.join().map_err(|_| anyhow::anyhow!("the replay's commit thread panicked"))?
+    }
 }
 
 impl Replayer {
@@ -41,7 +76,7 @@ impl Replayer {
         let floors = Floors { notices: Some((u64::MAX, u32::MAX)), dead: Some(u64::MAX) };
         let folder = BatchFolder::new(store.clone(), ctx.subjects.clone(), Encoding::Postcard, floors)?;
         let upto = folder.checkpoint();
-        Ok(Replayer { store, folder, batch, upto, events: 0 })
+        Ok(Replayer { store, folder, batch, upto, events: 0, committer: None })
     }
 
     pub fn checkpoint(&self) -> u64 {
@@ -54,8 +89,13 @@ impl Replayer {
         }
         let incoming: Vec<_> = buf.iter().map(Raw::incoming).collect();
         if let Some(commit) = self.folder.fold_batch(&incoming)? {
-            debug_assert!(commit.outbox.is_empty(), "a replay queues nothing to publish");
-            self.store.commit(&commit)?;
+            let committer = self.committer.get_or_insert_with(|| Committer::start(self.store.clone()));
+            if committer.send(commit).is_err() {
+                return match self.committer.take().map(Committer::finish) {
+                    Some(Err(e)) => Err(e),
+                    _ => Err(anyhow::anyhow!("the replay's commit thread stopped")),
+                };
+            }
         }
         self.events += buf.len() as u64;
         buf.clear();
@@ -102,9 +142,11 @@ impl Replayer {
                 Ok(true)
             },
         )
-        .await?;
-        failed?;
-        self.commit(&mut buf)?;
+        .await;
+        let folded = plan.and_then(|plan| failed.map(|()| plan)).and_then(|plan| self.commit(&mut buf).map(|()| plan));
+        let committed = self.committer.take().map_or(Ok(()), Committer::finish);
+        let plan = folded?;
+        committed?;
         self.upto = if early { last } else { last.max(plan.end) };
         self.store.flush()?;
         Ok(())
