@@ -15,7 +15,7 @@ FUZZ_SANITIZER ?= none
 FUZZ := RUSTC_BOOTSTRAP=1 $(CARGO_FUZZ) fuzz
 FUZZ_FLAGS := --fuzz-dir fuzz --sanitizer $(FUZZ_SANITIZER)
 
-.PHONY: all run test nats-server bench bench-quick bench-fold cargo-fuzz fuzz fuzz-smoke lint fmt clean
+.PHONY: all run test soak nats-server bench bench-quick bench-fold cargo-fuzz fuzz fuzz-smoke lint fmt clean
 
 all: test
 
@@ -35,6 +35,11 @@ run: $(NATS_BIN)
 test: $(NATS_BIN)
 	cargo build --workspace --bins
 	cargo test --workspace --all-targets --no-fail-fast
+
+## The long fault runs (tests named soak_*: kill -9 at 100 random points of a 200k-event load).
+soak: $(NATS_BIN)
+	cargo build --workspace --bins
+	cargo test -p lockout-it --test it -- --ignored soak
 
 ## The full suite against its own nats-server (1M events, 100k users); writes target/bench/results.json.
 bench: $(NATS_BIN)

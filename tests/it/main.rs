@@ -3,6 +3,8 @@
 
 mod ctl;
 mod dead;
+mod faults;
+mod oracle;
 mod recovery;
 mod scenarios;
 mod security;

@@ -1,113 +1,14 @@
 //! Restarts, kill -9, nats-server restarts and rebuilds: nothing lost, nothing twice.
 
-use std::collections::{BTreeMap, HashSet};
-
-use lockout_core::UserState;
 use lockout_proto::codec::{self, Encoding};
+use lockout_proto::event::Outcome;
 use lockout_proto::event::Outcome::Failure;
-use lockout_proto::event::{Attempt, Event, Factor, Outcome};
-use lockout_proto::{Notice, Policy, Subjects};
-use lockout_store::Store;
+use lockout_proto::Subjects;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::oracle::{expected_states, stored_states};
 use crate::support::{attempt_body, Lockout};
-
-/// Folds the whole events stream with the core alone: what every store must hold.
-async fn expected_states(l: &Lockout) -> (BTreeMap<(String, String), UserState>, usize) {
-    let subjects = Subjects::default();
-    let mut states: BTreeMap<(String, String), UserState> = BTreeMap::new();
-    let mut notices = 0;
-    for m in l.stream_messages("LOCKOUT_EVENTS").await {
-        let subject = subjects.parse_event(&m.subject).unwrap();
-        let enc = Encoding::from_content_type(m.headers.get(codec::CONTENT_TYPE).map(|v| v.as_str())).unwrap();
-        let event = Event::decode_checked(&subject, enc, &m.payload).unwrap();
-        let time = u64::try_from(m.time.unix_timestamp_nanos() / 1_000_000).unwrap();
-        let key = (event.tenant().to_owned(), event.user().unwrap().to_owned());
-        let state = states.remove(&key).unwrap_or_default();
-        let f = lockout_core::fold(&Policy::default(), state, &event, time);
-        notices += f.notices.len();
-        states.insert(key, f.state);
-    }
-    // A user whose events left the default state (only successes, say) is not stored.
-    states.retain(|_, s| *s != UserState::default());
-    (states, notices)
-}
-
-fn stored_states(dir: &std::path::Path) -> BTreeMap<(String, String), UserState> {
-    let store = Store::open(dir, 16 << 20).unwrap();
-    store.all_users().map(|r| r.unwrap()).map(|(t, u, s)| ((t, u), s)).collect()
-}
-
-fn assert_unique_ids(notices: &[(Notice, async_nats::HeaderMap)]) {
-    let mut ids = HashSet::new();
-    for (n, _) in notices {
-        assert!(ids.insert(n.id()), "notice {} appears twice", n.id());
-    }
-}
-
-fn load(n: usize, users: usize) -> Vec<Attempt> {
-    (0..n)
-        .map(|i| Attempt {
-            id: Uuid::now_v7(),
-            at: 1,
-            tenant: if i % 3 == 0 { "globex".into() } else { "acme".into() },
-            user: format!("user{}", (i * 7919) % users),
-            outcome: if i % 11 == 0 { Outcome::Success } else { Outcome::Failure },
-            factor: Factor::Password,
-            source_ip: format!("198.51.100.{}", i % 7),
-            client: Some(["IT Glue", "VSA", "Outlook"][i % 3].into()),
-            credential: None,
-            account: None,
-        })
-        .collect()
-}
-
-/// kill -9 at several points of a 10k-event run: every event folded exactly once, every
-/// notice exactly once by id.
-#[tokio::test]
-async fn kill_9_during_a_10k_event_run_loses_nothing() {
-    let mut l = Lockout::start_process().await;
-    let events = load(10_000, 300);
-    let mut last = 0;
-    for (i, chunk) in events.chunks(2_500).enumerate() {
-        let mut acks = Vec::with_capacity(chunk.len());
-        for a in chunk {
-            let subject = format!(
-                "lockout.events.{}.u.{}.attempt",
-                a.tenant,
-                lockout_proto::UserId::parse(&a.user).unwrap().token()
-            );
-            let mut h = async_nats::HeaderMap::new();
-            h.insert(codec::NATS_MSG_ID, a.id.to_string().as_str());
-            acks.push(
-                l.js.publish_with_headers(subject, h, codec::encode(Encoding::Postcard, a).into()).await.unwrap(),
-            );
-        }
-        for ack in acks {
-            last = ack.await.unwrap().sequence;
-        }
-        if i < 3 {
-            // Let it get partway, then pull the plug.
-            let target = last - 1_000;
-            while l.folded_seq().await < target {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-            l.kill_daemon();
-            l.spawn_daemon().await;
-        }
-    }
-    l.wait_folded(last).await;
-    // Give the outbox of the last batch a moment, then stop cleanly to read the store.
-    let (expected, expected_notices) = expected_states(&l).await;
-    let notices = l.wait_notices(expected_notices).await;
-    l.stop_daemon().await.unwrap();
-    assert_eq!(notices.len(), expected_notices, "every notice exactly once");
-    assert_unique_ids(&notices);
-    let stored = stored_states(&l.config().data_dir);
-    assert_eq!(stored.len(), expected.len());
-    assert!(stored == expected, "every user's state equals the fold of all events");
-}
 
 /// Rebuild: an empty data dir against the existing stream folds everything again, to the
 /// same digest, and publishes no notice twice.

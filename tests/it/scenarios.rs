@@ -117,3 +117,39 @@ async fn sigterm_drains_and_exits_zero() {
     l.spawn_daemon().await;
     assert_eq!(l.status("acme", "heidi").await["failures"], 3);
 }
+
+/// Lockout-DoS: attempts while locked neither extend a timed lock nor count, so however hard
+/// an attacker keeps trying, the lock ends at its `locked_until` and the next one takes a
+/// full `max_failures` again. The attempts stay visible as blocked attempts.
+#[tokio::test]
+async fn an_attacker_cannot_extend_a_timed_lock() {
+    let l = Lockout::start().await;
+    let policy = json!({"actor": "sec", "policy": {"max_failures": 3, "lock_seconds": 2}});
+    l.call("acme", "policy_set", policy).await.unwrap();
+    let mut live = l.notice_consumer().await;
+    async fn hammer(l: &Lockout, n: usize) -> u64 {
+        let mut last = 0;
+        for _ in 0..n {
+            let a = attempt("acme", "ivan", Outcome::Failure, Factor::Password, "botnet", None);
+            last = l.publish_attempt(&a, Encoding::Postcard).await;
+        }
+        last
+    }
+    hammer(&l, 3).await;
+    let (Notice::Locked(locked), _) = next_notice(&mut live, 10).await else { panic!("expected locked") };
+    let until = locked.locked_until.expect("a timed lock");
+    // Keep trying while locked, until just before the lock runs out.
+    let mut tries = 0;
+    while lockoutd::now_ms() + 300 < until {
+        let seq = hammer(&l, 5).await;
+        tries += 5;
+        l.wait_folded(seq).await;
+    }
+    let s = l.status("acme", "ivan").await;
+    assert_eq!((s["locked_until"].as_u64(), s["failures"].as_u64()), (Some(until), Some(3)), "{s}");
+    assert!(tries > 0);
+    let (Notice::Unlocked(u), _) = next_notice(&mut live, 10).await else { panic!("expected unlocked") };
+    assert_eq!((u.how, u.at), (How::Expired, until), "it ends when it said it would");
+    let s = l.status("acme", "ivan").await;
+    assert_eq!((s["locked"].as_bool(), s["failures"].as_u64()), (Some(false), Some(0)), "{s}");
+}

@@ -113,7 +113,17 @@ impl Lockout {
     /// Starts lockoutd as a child process (so it can be killed with SIGKILL).
     pub async fn spawn_daemon(&mut self) {
         let c = self.config();
-        let child = Command::new(lockoutd_binary())
+        let mut cmd = Command::new(lockoutd_binary());
+        // A write past a file-size limit (see `limit_file_size`) fails with EFBIG, as on a
+        // full disk, instead of killing the process: ignored signals stay ignored across exec.
+        // SAFETY: `signal` is async-signal-safe, as `pre_exec` requires.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        let child = cmd
             .arg("--nats-url")
             .arg(&c.nats_url)
             .arg("--data-dir")
@@ -128,6 +138,23 @@ impl Lockout {
             .expect("spawning lockoutd");
         self.daemon = Daemon::Process(child);
         self.wait_ready().await;
+    }
+
+    /// Sets how large the child lockoutd may grow any file (`None`: unlimited), as a disk
+    /// that fills up and frees space again.
+    pub fn limit_file_size(&self, bytes: Option<u64>) {
+        let Daemon::Process(c) = &self.daemon else { panic!("a file-size limit needs lockoutd as a process") };
+        let limit = bytes.unwrap_or(libc::RLIM_INFINITY);
+        let new = libc::rlimit { rlim_cur: limit, rlim_max: libc::RLIM_INFINITY };
+        let pid = libc::pid_t::try_from(c.id()).unwrap();
+        // SAFETY: plain syscall on our own child's limits with valid pointers.
+        let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &new, std::ptr::null_mut()) };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    }
+
+    /// The `health` reply (JSON).
+    pub async fn health(&self) -> Value {
+        self.call("_probe", "health", serde_json::json!({})).await.unwrap()
     }
 
     /// SIGKILL of the child process: no draining, no flush.
@@ -256,8 +283,10 @@ impl Lockout {
     }
 
     /// The last event sequence lockoutd folded (from `digest`).
+    /// (0 while the store cannot answer, e.g. while lockoutd reopens it.)
     pub async fn folded_seq(&self) -> u64 {
-        self.call("_probe", "digest", serde_json::json!({})).await.unwrap()["seq"].as_u64().unwrap()
+        let digest = self.call("_probe", "digest", serde_json::json!({})).await;
+        digest.ok().and_then(|d| d["seq"].as_u64()).unwrap_or(0)
     }
 
     /// Waits until lockoutd folded `seq`.

@@ -18,6 +18,11 @@
 //! indexes, outbox, checkpoint) is there or none is. Durability comes from sled's periodic
 //! flush and [`Store::flush`]; a lost tail is re-folded from the stream, because the
 //! checkpoint is lost with it.
+//!
+//! Once sled fails a write (a full disk, say) it refuses every later one until it is opened
+//! again, and what it accepted but had not yet written may be lost like a crash's tail.
+//! [`Store::reopen`] does that in place, for every clone at once; [`Store::check_writable`]
+//! proves the disk takes writes again.
 
 use std::path::Path;
 
@@ -35,6 +40,8 @@ pub enum ErrorKind {
     Io,
     /// A stored value did not decode: the store was written by an incompatible version.
     Corrupt,
+    /// The store is closed after a failure and not reopened yet: retry shortly.
+    Closed,
 }
 
 /// A store failure: infrastructure, never bad input.
@@ -132,10 +139,22 @@ pub struct DueExpiry {
     pub lock_event: Uuid,
 }
 
-/// The sled store. Cloning shares the same database.
+/// The sled store. Cloning shares the same database, and [`Store::reopen`] reopens it for
+/// every clone.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
+    inner: std::sync::Arc<Inner>,
+}
+
+struct Inner {
+    dir: std::path::PathBuf,
+    cache_bytes: u64,
+    /// `None` only while [`Store::reopen`] could not open it again.
+    db: std::sync::RwLock<Option<sled::Db>>,
+}
+
+fn closed() -> Error {
+    Error { kind: ErrorKind::Closed, detail: "the store is closed after a failure; lockoutd is reopening it".into() }
 }
 
 /// The key of a user within its tenant.
@@ -180,8 +199,47 @@ fn split_user_key(ukey: &[u8]) -> Result<(String, String)> {
 impl Store {
     /// Opens (or creates) the store in `dir` with a page cache of `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store> {
-        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).mode(sled::Mode::HighThroughput).open()?;
-        Ok(Store { db })
+        let db = Self::open_db(dir, cache_bytes)?;
+        let inner = Inner { dir: dir.to_path_buf(), cache_bytes, db: std::sync::RwLock::new(Some(db)) };
+        Ok(Store { inner: std::sync::Arc::new(inner) })
+    }
+
+    fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
+        Ok(sled::Config::new().path(dir).cache_capacity(cache_bytes).mode(sled::Mode::HighThroughput).open()?)
+    }
+
+    /// The open database (a cheap handle), or the error that closed it.
+    fn db(&self) -> Result<sled::Db> {
+        let guard = self.inner.db.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.clone().ok_or_else(closed)
+    }
+
+    /// Closes the database and opens it again from disk, for every clone of this store: the
+    /// way out of sled's failed state after a refused write. What sled had accepted but not
+    /// written is gone, as after a crash; the checkpoint says where to fold from. Fails while
+    /// another handle still holds the files (retry), or when the disk refuses to open it.
+    pub fn reopen(&self) -> Result<()> {
+        let mut guard = self.inner.db.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(guard.take());
+        *guard = Some(Self::open_db(&self.inner.dir, self.inner.cache_bytes)?);
+        Ok(())
+    }
+
+    /// Iterates what `f` selects of the open database; a closed store yields its error once.
+    fn scan(&self, f: impl FnOnce(&sled::Db) -> sled::Iter) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> {
+        let (iter, err) = match self.db() {
+            Ok(db) => (Some(f(&db)), None),
+            Err(e) => (None, Some(Err(e))),
+        };
+        err.into_iter().chain(iter.into_iter().flatten().map(|kv| kv.map_err(Error::from)))
+    }
+
+    /// Writes and flushes a probe key: `Ok` when the disk takes writes.
+    pub fn check_writable(&self) -> Result<()> {
+        let db = self.db()?;
+        db.insert(b"mprobe", &[1u8][..])?;
+        db.flush()?;
+        Ok(())
     }
 
     /// The last folded `LOCKOUT_EVENTS` sequence (0 when nothing was folded).
@@ -191,7 +249,7 @@ impl Store {
 
     /// The last folded sequence and its stored time ((0, 0) when nothing was folded).
     pub fn checkpoint_at(&self) -> Result<(u64, Millis)> {
-        let Some(v) = self.db.get(CHECKPOINT)? else { return Ok((0, 0)) };
+        let Some(v) = self.db()?.get(CHECKPOINT)? else { return Ok((0, 0)) };
         let half = |r: std::ops::Range<usize>| -> Result<u64> {
             let bytes = v.get(r).ok_or_else(|| corrupt("checkpoint", "short value"))?;
             Ok(u64::from_be_bytes(bytes.try_into().map_err(|e| corrupt("checkpoint", e))?))
@@ -200,7 +258,7 @@ impl Store {
     }
 
     pub fn user(&self, tenant: &str, user: &str) -> Result<Option<UserState>> {
-        self.db
+        self.db()?
             .get(prefixed(b'u', &user_key(tenant, user)))?
             .map(|v| postcard::from_bytes(&v).map_err(|e| corrupt("user state", e)))
             .transpose()
@@ -208,7 +266,7 @@ impl Store {
 
     /// The tenant's policy, or `None` when it never set one (the defaults apply).
     pub fn policy(&self, tenant: &str) -> Result<Option<Policy>> {
-        self.db
+        self.db()?
             .get(prefixed(b'p', tenant.as_bytes()))?
             .map(|v| postcard::from_bytes(&v).map_err(|e| corrupt("policy", e)))
             .transpose()
@@ -252,13 +310,13 @@ impl Store {
         cp[..8].copy_from_slice(&c.checkpoint.to_be_bytes());
         cp[8..].copy_from_slice(&c.checkpoint_time.to_be_bytes());
         b.insert(CHECKPOINT, &cp[..]);
-        self.db.apply_batch(b)?;
+        self.db()?.apply_batch(b)?;
         Ok(())
     }
 
     /// Every outbox entry, in (event seq, index) order.
     pub fn outbox(&self) -> Result<Vec<OutboxEntry>> {
-        self.db
+        self.db()?
             .scan_prefix(b"o")
             .map(|kv| {
                 let (_, v) = kv?;
@@ -273,7 +331,7 @@ impl Store {
         for e in entries {
             b.remove(&e.key()[..]);
         }
-        self.db.apply_batch(b)?;
+        self.db()?.apply_batch(b)?;
         Ok(())
     }
 
@@ -281,7 +339,7 @@ impl Store {
     pub fn due_expiries(&self, now: Millis, limit: usize) -> Result<Vec<DueExpiry>> {
         let end = expiry_key(now.saturating_add(1), &[]);
         let mut due = Vec::new();
-        for kv in self.db.range(&b"x"[..]..end.as_slice()).take(limit) {
+        for kv in self.db()?.range(&b"x"[..]..end.as_slice()).take(limit) {
             let (k, v) = kv?;
             let until = u64::from_be_bytes(k[1..9].try_into().map_err(|e| corrupt("expiry key", e))?);
             let (tenant, user) = split_user_key(&k[9..])?;
@@ -316,12 +374,14 @@ impl Store {
             k
         };
         let plen = prefix.len();
-        self.db.range(start..end).filter(move |kv| kv.as_ref().map_or(true, |(k, _)| k.len() > plen)).map(move |kv| {
-            let (k, _) = kv?;
-            let user = String::from_utf8(k[plen..].to_vec()).map_err(|e| corrupt("locked index", e))?;
-            let state = self.user(&String::from_utf8_lossy(&k[2..plen]), &user)?.unwrap_or_default();
-            Ok((user, state))
-        })
+        self.scan(|db| db.range(start..end)).filter(move |kv| kv.as_ref().map_or(true, |(k, _)| k.len() > plen)).map(
+            move |kv| {
+                let (k, _) = kv?;
+                let user = String::from_utf8(k[plen..].to_vec()).map_err(|e| corrupt("locked index", e))?;
+                let state = self.user(&String::from_utf8_lossy(&k[2..plen]), &user)?.unwrap_or_default();
+                Ok((user, state))
+            },
+        )
     }
 
     /// Number of users of `tenant` with a state, and a SHA-256 over their (user, state) pairs
@@ -330,7 +390,7 @@ impl Store {
         let prefix = tenant_prefix(b'u', tenant);
         let mut h = Sha256::new();
         let mut n = 0u64;
-        for kv in self.db.scan_prefix(&prefix) {
+        for kv in self.db()?.scan_prefix(&prefix) {
             let (k, v) = kv?;
             let user = &k[prefix.len()..];
             h.update((user.len() as u64).to_be_bytes());
@@ -344,7 +404,7 @@ impl Store {
 
     /// Every stored (tenant, user, state), in key order (for verification and tests).
     pub fn all_users(&self) -> impl Iterator<Item = Result<(String, String, UserState)>> + '_ {
-        self.db.scan_prefix(b"u").map(|kv| {
+        self.scan(|db| db.scan_prefix(b"u")).map(|kv| {
             let (k, v) = kv?;
             let (tenant, user) = split_user_key(&k[1..])?;
             let state = postcard::from_bytes(&v).map_err(|e| corrupt("user state", e))?;
@@ -354,7 +414,7 @@ impl Store {
 
     /// Every tenant with a stored policy.
     pub fn all_policies(&self) -> impl Iterator<Item = Result<(String, Policy)>> + '_ {
-        self.db.scan_prefix(b"p").map(|kv| {
+        self.scan(|db| db.scan_prefix(b"p")).map(|kv| {
             let (k, v) = kv?;
             let tenant = String::from_utf8(k[1..].to_vec()).map_err(|e| corrupt("policy key", e))?;
             Ok((tenant, postcard::from_bytes(&v).map_err(|e| corrupt("policy", e))?))
@@ -363,12 +423,12 @@ impl Store {
 
     /// Writes everything to disk; returns when it is durable.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        self.db()?.flush()?;
         Ok(())
     }
 
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.db()?.size_on_disk()?)
     }
 }

@@ -125,3 +125,29 @@ fn users_sort_by_utf8_bytes_and_prefix_tenants_do_not_mix() {
     let listed: Vec<String> = s.locked_after("t", None).map(|r| r.unwrap().0).collect();
     assert_eq!(listed, ["Z", "a", "ab", "b", "é"]);
 }
+
+#[test]
+fn reopen_keeps_what_was_flushed_for_every_clone_and_waits_for_open_handles() {
+    let (_dir, store) = open();
+    let clone = store.clone();
+    let commit = Commit {
+        states: vec![change("acme", "alice", None, locked(Some(9), 1))],
+        checkpoint: 3,
+        checkpoint_time: 30,
+        ..Commit::default()
+    };
+    store.commit(&commit).unwrap();
+    store.flush().unwrap();
+
+    // An iterator holds the old database open: sled's lock on its files refuses a second open.
+    let mut users = clone.all_users();
+    assert!(store.reopen().is_err(), "the files are still held");
+    assert!(clone.checkpoint().is_err(), "a store that could not reopen refuses, it does not guess");
+    assert_eq!(users.next().unwrap().unwrap().1, "alice", "the open iterator still reads the old one");
+    drop(users);
+
+    store.reopen().unwrap();
+    assert_eq!(clone.checkpoint_at().unwrap(), (3, 30), "every clone sees the reopened store");
+    assert_eq!(clone.user("acme", "alice").unwrap(), Some(locked(Some(9), 1)));
+    store.check_writable().unwrap();
+}

@@ -26,23 +26,19 @@ const TICK: Duration = Duration::from_millis(250);
 /// How long to wait for a published `expired` event to be folded before publishing it again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
-/// Appends `expired` events every [`TICK`] until `stop`, once the projector has caught up
-/// with the `LOCKOUT_EVENTS` backlog it found at start ([`crate::Health::caught_up`]).
+/// Appends `expired` events every [`TICK`] until `stop`, while the projector is caught up
+/// with the `LOCKOUT_EVENTS` backlog it found at its (re)start ([`crate::Health::caught_up`]).
 pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut sent: HashMap<Uuid, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut waiting = true;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tick.tick() => {}
         }
-        if waiting {
-            if !shared.health.caught_up.load(std::sync::atomic::Ordering::Acquire) {
-                continue;
-            }
-            waiting = false;
+        if !shared.health.caught_up.load(std::sync::atomic::Ordering::Acquire) {
+            continue;
         }
         let due = match shared.store.due_expiries(now_ms(), 1000) {
             Ok(d) => d,

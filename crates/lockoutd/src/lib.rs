@@ -122,21 +122,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let js = async_nats::jetstream::new(client.clone());
     streams::ensure_streams(&js, &config).await?;
 
-    // Publish what an earlier run committed but did not publish, then start folding.
-    let floors = outbox::Floors::read(&js, &config.subjects).await?;
-    outbox::drain(&js, &store, &floors).await?;
     let checkpoint = store.checkpoint()?;
-    let consumer = streams::ensure_consumer(&js, &config, checkpoint).await?;
-    let backlog_end = streams::last_event_seq(&js, &config).await?;
     let (folded_tx, folded) = watch::channel(checkpoint);
-
     let metrics = Arc::new(telemetry::Metrics::new());
-    let health = Arc::new(Health::default());
-    health.caught_up.store(checkpoint >= backlog_end, std::sync::atomic::Ordering::Release);
-    let shared = Arc::new(Shared { config, store, js, client, folded, health, metrics });
+    let shared = Arc::new(Shared { config, store, js, client, folded, health: Arc::default(), metrics });
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let projector = tokio::spawn(projector::run(shared.clone(), consumer, floors, folded_tx, stop_rx.clone()));
+    // Publish what an earlier run committed but did not publish, then start folding.
+    let session = projector::Session::prepare(&shared).await?;
+    let projector = tokio::spawn(projector::supervise(shared.clone(), session, folded_tx, stop_rx.clone()));
     let expiry = tokio::spawn(expiry::run(shared.clone(), stop_rx.clone()));
     let service = service::start(shared.clone()).await?;
 

@@ -361,23 +361,93 @@ struct FoldedBatch {
     last: async_nats::jetstream::Message,
 }
 
-/// The projector: pulls and folds batches, while [`commit_loop`] commits, publishes and
-/// acknowledges the previous one. Returns when `stop` turns true, after the batches already
-/// folded are committed (a drain), or with the error that stopped it.
-pub async fn run(
-    shared: Arc<Shared>,
+/// What a projector run starts from: the store's checkpoint, the streams' floors and a
+/// durable consumer positioned after the checkpoint.
+pub struct Session {
     consumer: PullConsumer,
     floors: Floors,
+}
+
+impl Session {
+    /// Publishes what an earlier run committed but did not publish, (re)creates the consumer
+    /// at the store's checkpoint, and holds the expiry timer until the backlog the stream
+    /// holds now is folded.
+    pub async fn prepare(shared: &Shared) -> anyhow::Result<Session> {
+        let (js, cfg) = (&shared.js, &shared.config);
+        let floors = Floors::read(js, &cfg.subjects).await?;
+        crate::outbox::drain(js, &shared.store, &floors).await?;
+        let checkpoint = shared.store.checkpoint()?;
+        let consumer = crate::streams::ensure_consumer(js, cfg, checkpoint).await?;
+        let backlog_end = crate::streams::last_event_seq(js, cfg).await?;
+        shared.health.caught_up.store(checkpoint >= backlog_end, std::sync::atomic::Ordering::Release);
+        Ok(Session { consumer, floors })
+    }
+}
+
+/// The store refused a commit: sled stays failed until it is reopened.
+#[derive(Debug, thiserror::Error)]
+#[error("the store refused a commit: {0}")]
+pub struct StoreFailed(#[source] pub lockout_store::Error);
+
+/// Runs the projector; when the store refuses a commit (a full disk), stops consuming,
+/// reports `unhealthy` and reopens the store until it takes writes again, then resumes from
+/// the store's checkpoint exactly as a restart would, so nothing is lost or folded twice.
+/// Returns on `stop`, or with an error that is not the store's.
+pub async fn supervise(
+    shared: Arc<Shared>,
+    mut session: Session,
     folded: watch::Sender<u64>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let folded = Arc::new(folded);
+    loop {
+        let Err(e) = run(shared.clone(), session, folded.clone(), stop.clone()).await else { return Ok(()) };
+        let Some(failed) = e.downcast_ref::<StoreFailed>() else { return Err(e) };
+        tracing::error!(error = %failed, "The store refused a commit; stopped consuming until it takes writes again.");
+        shared.health.caught_up.store(false, std::sync::atomic::Ordering::Release);
+        let mut delay = Duration::from_secs(1);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return Ok(()),
+                () = tokio::time::sleep(delay) => {}
+            }
+            let store = shared.store.clone();
+            let r = tokio::task::spawn_blocking(move || store.reopen().and_then(|()| store.check_writable()))
+                .await
+                .map_err(|e| anyhow::anyhow!("reopening the store panicked: {e}"))?;
+            match r {
+                Ok(()) => break,
+                Err(e) => {
+                    shared.health.set_store_error(Some(e.to_string()));
+                    tracing::warn!(error = %e, "The store does not take writes yet; retrying.");
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        tracing::info!("The store takes writes again; resuming from its checkpoint.");
+        session = Session::prepare(&shared).await?;
+        shared.health.set_store_error(None);
+    }
+}
+
+/// The projector: pulls and folds batches, while [`commit_loop`] commits, publishes and
+/// acknowledges the previous one. Returns when `stop` turns true, after the batches already
+/// folded are committed (a drain), or with the error that stopped it ([`StoreFailed`] when
+/// the store refused a commit).
+async fn run(
+    shared: Arc<Shared>,
+    session: Session,
+    folded: Arc<watch::Sender<u64>>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // One batch in the channel and one being committed: the folder's cache never runs more
     // than two commits ahead of the store.
     let (tx, rx) = mpsc::channel::<FoldedBatch>(1);
-    let committer = tokio::spawn(commit_loop(shared.clone(), rx, folded, stop.clone()));
-    let folding = fold_loop(&shared, consumer, floors, tx, stop).await;
+    let committer = tokio::spawn(commit_loop(shared.clone(), rx, folded));
+    let folding = fold_loop(&shared, session.consumer, session.floors, tx, stop).await;
     let committing = committer.await.map_err(|e| anyhow::anyhow!("the committer panicked: {e}"))?;
-    folding.and(committing)
+    // The committer's failure is the cause when both stopped.
+    committing.and(folding)
 }
 
 async fn fold_loop(
@@ -473,45 +543,30 @@ async fn ack(last: &async_nats::jetstream::Message) {
 }
 
 /// Commits folded batches in order (sled on a blocking thread), publishes their outbox,
-/// advances `folded` and acknowledges them. A failing store is retried, never skipped; on
-/// `stop` the batches already folded are still committed unless the store keeps failing.
+/// advances `folded` and acknowledges them. Ends when the fold loop is done (after the
+/// batches it already sent: a drain), or with [`StoreFailed`] at the first refused commit,
+/// leaving that batch and the later ones unacknowledged.
 async fn commit_loop(
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<FoldedBatch>,
-    folded: watch::Sender<u64>,
-    mut stop: watch::Receiver<bool>,
+    folded: Arc<watch::Sender<u64>>,
 ) -> anyhow::Result<()> {
     while let Some(batch) = rx.recv().await {
         let FoldedBatch { commit, stats, span, pending, last } = batch;
         if let Some(commit) = commit {
+            let started = std::time::Instant::now();
             let commit = Arc::new(commit);
-            loop {
-                let started = std::time::Instant::now();
-                let (store, c, s) = (shared.store.clone(), commit.clone(), span.clone());
-                let r = tokio::task::spawn_blocking(move || s.in_scope(|| store.commit(&c)))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("the store commit panicked: {e}"))?;
-                match r {
-                    Ok(()) => {
-                        shared.metrics.batch_committed(&stats, started.elapsed());
-                        shared.metrics.outbox(i64::try_from(commit.outbox.len()).unwrap_or(i64::MAX));
-                        shared.health.set_store_error(None);
-                        shared.health.last_commit_at.store(crate::now_ms(), std::sync::atomic::Ordering::Relaxed);
-                        break;
-                    }
-                    Err(e) => {
-                        shared.health.set_store_error(Some(e.to_string()));
-                        tracing::error!(error = %e, "Committing a batch failed; retrying in 1 s without acknowledging.");
-                        if *stop.borrow() {
-                            return Ok(());
-                        }
-                        tokio::select! {
-                            _ = stop.changed() => {}
-                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                    }
-                }
-            }
+            let (store, c, s) = (shared.store.clone(), commit.clone(), span.clone());
+            tokio::task::spawn_blocking(move || s.in_scope(|| store.commit(&c)))
+                .await
+                .map_err(|e| anyhow::anyhow!("the store commit panicked: {e}"))?
+                .map_err(|e| {
+                    shared.health.set_store_error(Some(e.to_string()));
+                    StoreFailed(e)
+                })?;
+            shared.metrics.batch_committed(&stats, started.elapsed());
+            shared.health.last_commit_at.store(crate::now_ms(), std::sync::atomic::Ordering::Relaxed);
+            shared.metrics.outbox(i64::try_from(commit.outbox.len()).unwrap_or(i64::MAX));
             crate::outbox::publish(&shared.js, &shared.store, &commit.outbox).await;
             shared.metrics.outbox(-i64::try_from(commit.outbox.len()).unwrap_or(i64::MAX));
             folded.send_replace(commit.checkpoint);

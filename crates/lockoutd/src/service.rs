@@ -51,7 +51,12 @@ impl From<Rejection> for Fail {
 
 impl From<lockout_store::Error> for Fail {
     fn from(e: lockout_store::Error) -> Fail {
-        Fail::new(500, format!("the store failed: {e}; check lockoutd's disk and logs"))
+        match e.kind {
+            lockout_store::ErrorKind::Closed => {
+                Fail::new(503, format!("{}; retry shortly, and check lockoutd's disk and logs", e.detail))
+            }
+            _ => Fail::new(500, format!("the store failed: {e}; check lockoutd's disk and logs")),
+        }
     }
 }
 

@@ -1,0 +1,152 @@
+//! Faults during load: lockoutd killed at random moments, nats-server down for a while, the
+//! store's disk full, clocks far off. Every run ends with the oracle's check: each user's
+//! state equals the fold of all events and each notice exists exactly once, so no event was
+//! skipped or folded twice. The long versions (`soak_*`) run with `make soak`.
+
+use std::time::{Duration, Instant};
+
+use lockout_proto::event::Outcome;
+use serde_json::json;
+
+use crate::oracle::{assert_nothing_lost_nothing_twice, load, publish};
+use crate::support::{attempt_body, Lockout};
+
+/// A small deterministic generator (xorshift64*), so a failing run can be repeated with
+/// `LOCKOUT_FAULT_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn from_env() -> Rng {
+        let seed = std::env::var("LOCKOUT_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234_u64);
+        eprintln!("fault schedule seed {seed} (set LOCKOUT_FAULT_SEED to repeat it)");
+        Rng(seed.max(1))
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// Publishes `events` attempts of `users` users while lockoutd is killed with SIGKILL at
+/// `kills` seeded random moments (each some milliseconds after its restart, so kills land
+/// in fetches, folds, commits and outbox publishing alike).
+async fn kill_9_during_load(events: usize, users: usize, kills: usize) {
+    let mut l = Lockout::start_process().await;
+    let mut rng = Rng::from_env();
+    let load = load(events, users);
+    let js = l.js.clone();
+    let publisher = tokio::spawn(async move { publish(&js, &load).await });
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(20 + rng.below(400))).await;
+        l.kill_daemon();
+        l.spawn_daemon().await;
+    }
+    let last = publisher.await.unwrap();
+    l.wait_folded(last).await;
+    assert_nothing_lost_nothing_twice(&mut l).await;
+}
+
+#[tokio::test]
+async fn kill_9_at_20_random_points_of_a_10k_event_load_loses_nothing() {
+    kill_9_during_load(10_000, 300, 20).await;
+}
+
+#[tokio::test]
+#[ignore = "long: make soak"]
+async fn soak_kill_9_at_100_random_points_of_a_200k_event_load() {
+    kill_9_during_load(200_000, 5_000, 100).await;
+}
+
+/// nats-server stops (gracefully, as an operator does) for `outage` while gateways keep
+/// retrying their events: lockoutd reconnects and folds everything, nothing lost.
+async fn nats_outage_during_load(outage: Duration) {
+    let mut l = Lockout::start().await;
+    let load = load(6_000, 200);
+    let js = l.js.clone();
+    let publisher = tokio::spawn(async move { publish(&js, &load).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    l.nats.terminate();
+    tokio::time::sleep(outage).await;
+    l.nats.restart();
+    let last = publisher.await.unwrap();
+    l.wait_ready().await;
+    l.wait_folded(last).await;
+    assert_nothing_lost_nothing_twice(&mut l).await;
+}
+
+#[tokio::test]
+async fn a_10_second_nats_outage_during_load_loses_nothing() {
+    nats_outage_during_load(Duration::from_secs(10)).await;
+}
+
+/// The store's disk fills up: lockoutd stops consuming and reports `unhealthy`; when space
+/// returns it reopens the store, resumes from its checkpoint and loses nothing. The disk is a
+/// file-size limit on the lockoutd process (a write past it fails with EFBIG, as ENOSPC on a
+/// full disk would), lowered to the store's size mid-load and lifted later.
+#[tokio::test]
+async fn a_full_disk_stops_consuming_reports_unhealthy_and_resumes_losing_nothing() {
+    let mut l = Lockout::start_process().await;
+    let first = load(2_000, 100);
+    publish(&l.js, &first).await;
+    let db = l.config().data_dir.join("db");
+    l.limit_file_size(Some(std::fs::metadata(&db).unwrap().len()));
+
+    // Keep the gateways going until the store refuses a write.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sent = first.len();
+    let unhealthy = loop {
+        let more = load(1_000, 100);
+        publish(&l.js, &more).await;
+        sent += more.len();
+        let h = l.health().await;
+        if h["status"] == "unhealthy" {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "the store never refused a write; health {h}");
+    };
+    assert!(unhealthy["error"].as_str().is_some_and(|e| !e.is_empty()), "says why: {unhealthy}");
+    eprintln!("unhealthy after {sent} events: {unhealthy}");
+
+    // It stopped consuming: more events arrive, the folded sequence stays put.
+    let stuck = l.health().await["seq"].as_u64().unwrap();
+    let last = publish(&l.js, &load(500, 100)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let h = l.health().await;
+    assert_eq!((h["status"].as_str(), h["seq"].as_u64()), (Some("unhealthy"), Some(stuck)), "{h}");
+    assert!(stuck < last);
+
+    // Space returns: it resumes on its own and folds everything.
+    l.limit_file_size(None);
+    l.wait_folded(last).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while l.health().await["status"] != "ready" {
+        assert!(Instant::now() < deadline, "still not ready: {}", l.health().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_nothing_lost_nothing_twice(&mut l).await;
+}
+
+/// The fold's clock is JetStream's stored time: a publisher clock far in the past or the
+/// future changes nothing but the audit field `at`.
+#[tokio::test]
+async fn events_with_at_far_in_the_past_or_future_fold_by_the_stored_time() {
+    let l = Lockout::start().await;
+    let before = lockoutd::now_ms();
+    let mut seq = 0;
+    for at in [0, 1, u64::MAX, u64::MAX - 1, 4_102_444_800_000] {
+        let a = lockout_proto::event::Attempt { at, ..attempt_body("acme", "erin", Outcome::Failure, "192.0.2.9") };
+        seq = l.publish_attempt(&a, lockout_proto::Encoding::Json).await;
+    }
+    l.wait_folded(seq).await;
+    let s = l.status("acme", "erin").await;
+    let after = lockoutd::now_ms();
+    assert_eq!(s["locked"], true, "{s}");
+    let locked_at = s["locked_at"].as_u64().unwrap();
+    assert!((before.saturating_sub(5_000)..=after + 5_000).contains(&locked_at), "locked at the stored time: {s}");
+    assert_eq!(s["locked_until"].as_u64(), Some(locked_at + 1_800_000), "30 minutes from then: {s}");
+    let history = l.call("acme", "status", json!({"user": "erin"})).await.unwrap();
+    assert_eq!(history["failures"], 5);
+}
