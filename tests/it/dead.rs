@@ -120,3 +120,64 @@ async fn every_refusal_reason_is_dead_lettered_and_changes_nothing() {
     assert_eq!(l.status("acme", "mallory").await["failures"], 0);
     assert_eq!(l.status("other", "alice").await["failures"], 0);
 }
+
+/// 10,000 distinct invalid events among valid ones: every one dead-lettered under its reason,
+/// none changes a state, and the valid ones around them fold as if they were alone.
+#[tokio::test]
+async fn ten_thousand_distinct_invalid_events_are_all_dead_lettered() {
+    use lockout_bench::invalid::{invalid_event, REASONS};
+    let l = Lockout::start().await;
+    let mut last = 0;
+    for window in 0..20 {
+        let mut acks = Vec::new();
+        for i in window * 500..(window + 1) * 500 {
+            let bad = invalid_event("lockout", i);
+            acks.push(l.js.publish_with_headers(bad.subject, bad.headers, bad.payload.into()).await.unwrap());
+            if i % 10 == 0 {
+                // One valid failure for every ten invalid events: 4 for each of 250 users.
+                let a = attempt(&format!("t{}", i % 10), &format!("valid{}", (i / 10) % 250), "198.51.100.1");
+                let subject = format!(
+                    "lockout.events.{}.u.{}.attempt",
+                    a.tenant,
+                    lockout_proto::UserId::parse(&a.user).unwrap().token()
+                );
+                acks.push(l.js.publish(subject, codec::encode(Encoding::Postcard, &a).into()).await.unwrap());
+            }
+        }
+        for ack in acks {
+            last = ack.await.unwrap().sequence;
+        }
+    }
+    l.wait_folded(last).await;
+
+    // Folded means committed; the dead letters of the last batches are published right after.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let dead = loop {
+        let n = l.js.get_stream("LOCKOUT_DEAD").await.unwrap().get_info().await.unwrap().state.messages;
+        if n >= 10_000 || std::time::Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(dead, 10_000, "every invalid event is dead-lettered once");
+    for reason in REASONS {
+        let s = l.js.get_stream("LOCKOUT_DEAD").await.unwrap();
+        let mut subjects = s.info_with_subjects(format!("lockout.dead.*.{reason}")).await.unwrap();
+        let mut n = 0;
+        while let Some(item) = futures::StreamExt::next(&mut subjects).await {
+            n += item.unwrap().1;
+        }
+        let expected = (0..10_000).filter(|i| REASONS[i % REASONS.len()] == reason).count();
+        assert_eq!(n, expected, "dead letters for {reason}");
+    }
+    // Only the valid events changed states: 250 users with 4 failures each, in t0.
+    let digest = l.call("t0", "digest", json!({})).await.unwrap();
+    assert_eq!(digest["users"], 250, "{digest}");
+    for user in ["valid0", "valid123", "valid249"] {
+        let s = l.status("t0", user).await;
+        assert_eq!((s["failures"].as_u64(), s["locked"].as_bool()), (Some(4), Some(false)), "{user}: {s}");
+    }
+    for i in [0, 1, 2, 3] {
+        assert_eq!(l.status("t0", &format!("user{i}")).await["failures"], 0, "an invalid event changed nothing");
+    }
+}

@@ -52,6 +52,10 @@ struct Args {
     /// Only the single-core decode + fold phase (no nats-server); prints its figures.
     #[arg(long)]
     fold_only: bool,
+    /// Only lockoutd's batch folder and store, in this process without NATS (fold + commit of
+    /// batches of 1000, one thread); prints events/s. For profiling the projector's own cost.
+    #[arg(long)]
+    folder_only: bool,
     /// Users of the store-size and RSS phase (default 1,000,000; 100,000 with --quick).
     #[arg(long)]
     wide_users: Option<usize>,
@@ -62,6 +66,10 @@ struct Args {
 }
 
 const TENANT: &str = "bench";
+
+// The allocator of lockoutd and lockoutctl, so the in-process fold figures are theirs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn attempt(user: String, outcome: Outcome, i: usize) -> Attempt {
     Attempt {
@@ -78,31 +86,38 @@ fn attempt(user: String, outcome: Outcome, i: usize) -> Attempt {
     }
 }
 
-/// The workload: 90% successes and 10% failures over `users`, plus 1% of users hammered by a
-/// stale integration (every attempt fails, so they lock).
-fn workload(n: usize, users: usize) -> Vec<(String, Vec<u8>, Uuid)> {
-    let subjects = Subjects::default();
-    let tenant = Tenant::parse(TENANT).unwrap();
+/// A message to publish: subject, headers, payload.
+type Msg = (String, HeaderMap, Vec<u8>);
+
+/// An attempt as a gateway publishes it: postcard, `Nats-Msg-Id` = its id.
+fn gateway_msg(subjects: &Subjects, a: &Attempt) -> Msg {
+    let tenant = Tenant::parse(&a.tenant).unwrap();
+    let subject = subjects.user_event(&tenant, &UserId::parse(&a.user).unwrap(), EventKind::Attempt);
+    let mut h = HeaderMap::new();
+    h.insert(codec::NATS_MSG_ID, a.id.to_string().as_str());
+    (subject, h, codec::encode(Encoding::Postcard, a))
+}
+
+/// The workload under `prefix`: 90% successes and 10% failures over `users`, plus 1% of users
+/// hammered by a stale integration (every attempt fails, so they lock).
+fn workload(prefix: &str, n: usize, users: usize) -> Vec<Msg> {
+    let subjects = Subjects::new(prefix).unwrap();
     (0..n)
         .map(|i| {
             let u = (i.wrapping_mul(7919)) % users;
             let hammered = u % 100 == 0;
             let outcome = if hammered || i % 10 == 0 { Outcome::Failure } else { Outcome::Success };
-            let a = attempt(format!("user{u:06}@example.com"), outcome, i);
-            let subject = subjects.user_event(&tenant, &UserId::parse(&a.user).unwrap(), EventKind::Attempt);
-            (subject, codec::encode(Encoding::Postcard, &a), a.id)
+            gateway_msg(&subjects, &attempt(format!("user{u:06}@example.com"), outcome, i))
         })
         .collect()
 }
 
-async fn publish_all(js: &jetstream::Context, events: &[(String, Vec<u8>, Uuid)]) -> anyhow::Result<u64> {
+async fn publish_all(js: &jetstream::Context, events: &[Msg]) -> anyhow::Result<u64> {
     let mut last = 0;
-    for chunk in events.chunks(5_000) {
+    for chunk in events.chunks(2_000) {
         let mut acks = Vec::with_capacity(chunk.len());
-        for (subject, payload, id) in chunk {
-            let mut h = HeaderMap::new();
-            h.insert(codec::NATS_MSG_ID, id.to_string().as_str());
-            acks.push(js.publish_with_headers(subject.clone(), h, payload.clone().into()).await?);
+        for (subject, h, payload) in chunk {
+            acks.push(js.publish_with_headers(subject.clone(), h.clone(), payload.clone().into()).await?);
         }
         for a in acks {
             last = a.await?.sequence;
@@ -145,16 +160,27 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 impl Daemon {
-    fn spawn(url: &str, dir: &Path, prefix: &str) -> anyhow::Result<Daemon> {
+    fn spawn(url: &str, dir: &Path, stream: &Stream) -> anyhow::Result<Daemon> {
         let child = Command::new(sibling("lockoutd")?)
-            .args(["--nats-url", url, "--prefix", prefix, "--data-dir"])
+            .args(["--nats-url", url, "--prefix", stream.prefix, "--data-dir"])
             .arg(dir)
             .env("RUST_LOG", "warn")
+            .envs(stream.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;
         Ok(Daemon { child })
+    }
+
+    /// CPU time (user + system) the process used so far, in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which is in parentheses): utime and stime are the
+        // 12th and 13th, in clock ticks of 1/100 s on Linux.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+        (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
     }
 
     /// Peak resident set size (VmHWM) in bytes.
@@ -196,16 +222,23 @@ async fn health_seq(client: &async_nats::Client, prefix: &str) -> Option<u64> {
     v["seq"].as_u64()
 }
 
-/// Starts lockoutd on an empty store and times first commit → checkpoint at `last`;
+/// What a lockoutd run folds: the stream of `prefix` up to `last`, with `env` set.
+struct Stream<'a> {
+    prefix: &'a str,
+    last: u64,
+    env: &'a [(String, String)],
+}
+
+/// Starts lockoutd on an empty store and times first commit → checkpoint at `stream.last`;
 /// with `perf`, records a profile of lockoutd meanwhile.
 async fn fold_run(
     client: &async_nats::Client,
     url: &str,
     dir: &Path,
-    (prefix, last): (&str, u64),
+    stream: &Stream<'_>,
     perf: Option<&Path>,
 ) -> anyhow::Result<(f64, Daemon)> {
-    let d = Daemon::spawn(url, dir, prefix)?;
+    let d = Daemon::spawn(url, dir, stream)?;
     let mut recorder = match perf {
         Some(out) => Some(
             Command::new("perf")
@@ -218,7 +251,7 @@ async fn fold_run(
         ),
         None => None,
     };
-    let result = wait_folded(client, prefix, last).await;
+    let result = wait_folded(client, stream.prefix, stream.last).await;
     if let Some(mut r) = recorder.take() {
         Command::new("kill").args(["-INT", &r.id().to_string()]).status()?;
         r.wait()?;
@@ -373,11 +406,11 @@ async fn status_qps(client: &async_nats::Client, users: usize, secs: u64) -> f64
 
 /// Single-core parse + decode + check + fold of pre-encoded attempts, as the projector does
 /// per event minus the store and NATS; events/s.
-fn fold_eps(events: &[(String, Vec<u8>, Uuid)], enc: Encoding) -> f64 {
+fn fold_eps(events: &[Msg], enc: Encoding) -> f64 {
     let subjects = Subjects::default();
     let encoded: Vec<(&str, Vec<u8>)> = events
         .iter()
-        .map(|(subject, p, _)| match enc {
+        .map(|(subject, _, p)| match enc {
             Encoding::Postcard => (subject.as_str(), p.clone()),
             Encoding::Json => {
                 let e = Event::decode(EventKind::Attempt, Encoding::Postcard, p).unwrap();
@@ -404,6 +437,52 @@ fn fold_eps(events: &[(String, Vec<u8>, Uuid)], enc: Encoding) -> f64 {
     encoded.len() as f64 / start.elapsed().as_secs_f64()
 }
 
+/// A stand-in OTLP/HTTP collector on loopback: answers every request `200` with an empty
+/// (valid) protobuf response and counts the body bytes it received. Returns its URL.
+async fn otlp_sink() -> anyhow::Result<(String, Arc<AtomicU64>)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 16 * 1024];
+                loop {
+                    // One request: headers up to a blank line, then Content-Length bytes.
+                    let request_len = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                            let body = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + body {
+                                counter.fetch_add(body as u64, Ordering::Relaxed);
+                                break end + 4 + body;
+                            }
+                        }
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    buf.drain(..request_len);
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    if sock.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok((url, received))
+}
+
 /// `lockoutctl replay` into an empty directory: the whole command, start to exit; events/s.
 fn replay_run(url: &str, dir: &Path, last: u64) -> anyhow::Result<f64> {
     let start = Instant::now();
@@ -422,16 +501,35 @@ fn replay_run(url: &str, dir: &Path, last: u64) -> anyhow::Result<f64> {
 
 /// One failed attempt for each of `users` distinct users under `prefix`: every one of them
 /// ends up with a stored state.
-fn wide_workload(prefix: &str, users: usize) -> Vec<(String, Vec<u8>, Uuid)> {
+fn wide_workload(prefix: &str, users: usize) -> Vec<Msg> {
     let subjects = Subjects::new(prefix).unwrap();
-    let tenant = Tenant::parse(TENANT).unwrap();
     (0..users)
-        .map(|i| {
-            let a = attempt(format!("wide{i:07}@example.com"), Outcome::Failure, i);
-            let subject = subjects.user_event(&tenant, &UserId::parse(&a.user).unwrap(), EventKind::Attempt);
-            (subject, codec::encode(Encoding::Postcard, &a), a.id)
-        })
+        .map(|i| gateway_msg(&subjects, &attempt(format!("wide{i:07}@example.com"), Outcome::Failure, i)))
         .collect()
+}
+
+/// `valid` with the 10,000 distinct invalid events of the fault suite spread evenly among them.
+fn mixed_workload(prefix: &str, valid: Vec<Msg>) -> Vec<Msg> {
+    const INVALID: usize = 10_000;
+    let every = (valid.len() / INVALID).max(1);
+    let mut out = Vec::with_capacity(valid.len() + INVALID);
+    let mut bad = (0..INVALID).map(|i| lockout_bench::invalid::invalid_event(prefix, i));
+    for (i, m) in valid.into_iter().enumerate() {
+        out.push(m);
+        if i % every == 0 {
+            out.extend(bad.next().map(|b| (b.subject, b.headers, b.payload)));
+        }
+    }
+    out.extend(bad.map(|b| (b.subject, b.headers, b.payload)));
+    out
+}
+
+/// Creates the streams of `prefix` (as lockoutd would) and publishes `msgs`; the last sequence.
+async fn publish_on(js: &jetstream::Context, url: &str, prefix: &str, msgs: &[Msg]) -> anyhow::Result<u64> {
+    let subjects = Subjects::new(prefix).map_err(anyhow::Error::msg)?;
+    let cfg = lockoutd::Config { subjects, ..lockoutd::Config::new(url, PathBuf::from("unused")) };
+    lockoutd::streams::ensure_streams(js, &cfg).await?;
+    publish_all(js, msgs).await
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -440,8 +538,32 @@ async fn main() -> anyhow::Result<()> {
     let n = a.events.unwrap_or(if a.quick { 100_000 } else { 1_000_000 });
     let users = a.users.min(n);
     let (lat_samples, status_samples) = if a.quick { (30, 300) } else { (200, 2_000) };
+    if a.folder_only {
+        let events = workload("lockout", n, users);
+        let dir = tempfile::tempdir()?;
+        let store = lockout_store::Store::open(dir.path(), 128 << 20)?;
+        let floors = lockoutd::outbox::Floors::default();
+        let mut folder =
+            lockoutd::projector::BatchFolder::new(store.clone(), Subjects::default(), Encoding::Postcard, floors)?;
+        let start = Instant::now();
+        for (b, chunk) in events.chunks(1_000).enumerate() {
+            let incoming: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, (subject, _, payload))| {
+                    let seq = (b * 1_000 + i + 1) as u64;
+                    lockoutd::projector::Incoming { seq, subject, headers: None, payload, time: seq }
+                })
+                .collect();
+            if let Some(c) = folder.fold_batch(&incoming)? {
+                store.commit(&c)?;
+            }
+        }
+        println!("folder_eps {:.0}", events.len() as f64 / start.elapsed().as_secs_f64());
+        return Ok(());
+    }
     if a.fold_only {
-        let events = workload(n, users);
+        let events = workload("lockout", n, users);
         let sample = &events[..events.len().min(200_000)];
         for enc in [Encoding::Postcard, Encoding::Json] {
             let eps = median((0..a.repeats).map(|_| fold_eps(sample, enc)).collect());
@@ -457,7 +579,7 @@ async fn main() -> anyhow::Result<()> {
     lockoutd::streams::ensure_streams(&js, &lockoutd::Config::new(&url, work.path().join("unused"))).await?;
 
     eprintln!("publishing {n} events for {users} users …");
-    let events = workload(n, users);
+    let events = workload("lockout", n, users);
     let t = Instant::now();
     let last = publish_all(&js, &events).await?;
     eprintln!("published in {:.1} s", t.elapsed().as_secs_f64());
@@ -470,21 +592,53 @@ async fn main() -> anyhow::Result<()> {
     }
     let raw_eps = median(raw);
 
-    eprintln!("projector ×{} …", a.repeats);
+    // Each repeat folds the stream twice, without and with OTLP export (to a stand-in
+    // collector, every metric and the default share of spans), so the pair shares conditions.
+    let (otlp_url, otlp_bytes) = otlp_sink().await?;
+    let export_env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), otlp_url),
+        ("OTEL_METRIC_EXPORT_INTERVAL".to_owned(), "1000".to_owned()),
+    ];
+    let plain = Stream { prefix: "lockout", last, env: &[] };
+    let exporting = Stream { prefix: "lockout", last, env: &export_env };
+    eprintln!("projector ×{} (and with OTLP export) …", a.repeats);
     let mut proj = Vec::new();
+    let mut cpu = Vec::new();
+    let mut export = Vec::new();
     let mut daemon: Option<Daemon> = None;
     for r in 0..a.repeats {
-        // One lockoutd at a time: the last one stays up for the latency phases.
+        // One lockoutd at a time (they share the durable consumer); the last one stays up
+        // for the latency phases.
         if let Some(old) = daemon.take() {
             old.stop()?;
         }
+        let dir = work.path().join(format!("export{r}"));
+        let (eps, d) = fold_run(&client, &url, &dir, &exporting, None).await?;
+        d.stop()?;
+        export.push(eps);
         let dir = work.path().join(format!("proj{r}"));
         let perf = if r == 0 { a.perf.as_deref() } else { None };
-        let (eps, d) = fold_run(&client, &url, &dir, ("lockout", last), perf).await?;
+        let (eps, d) = fold_run(&client, &url, &dir, &plain, perf).await?;
+        cpu.push(d.cpu_seconds() * 1e6 / last as f64);
         daemon = Some(d);
         proj.push(eps);
     }
     let projector_eps = median(proj);
+    let projector_cpu_us = median(cpu);
+    let export_eps = median(export);
+    anyhow::ensure!(otlp_bytes.load(Ordering::Relaxed) > 0, "lockoutd exported nothing to the OTLP stand-in");
+
+    // Bad input costs no more than good: the same valid events with 10,000 distinct invalid
+    // ones among them, on a stream of their own; valid events/s against the projector's.
+    eprintln!("projector with 10,000 invalid events among the valid ones …");
+    let mixed = mixed_workload("mixed", workload("mixed", n, users));
+    let mixed_last = publish_on(&js, &url, "mixed", &mixed).await?;
+    let mixed_stream = Stream { prefix: "mixed", last: mixed_last, env: &[] };
+    let (mixed_eps, d) = fold_run(&client, &url, &work.path().join("mixed"), &mixed_stream, None).await?;
+    d.stop()?;
+    let dead = js.get_stream("MIXED_DEAD").await?.get_info().await?.state.messages;
+    anyhow::ensure!(dead == 10_000, "the mixed stream's 10,000 invalid events gave {dead} dead letters");
+    let valid_eps_with_invalid = mixed_eps * n as f64 / mixed.len() as f64;
 
     eprintln!("lockoutctl replay ×{} …", a.repeats);
     let mut replays = Vec::new();
@@ -513,14 +667,10 @@ async fn main() -> anyhow::Result<()> {
     // failed attempt per user, folded by a fresh lockoutd with the default `--cache-mb`.
     let wide_users = a.wide_users.unwrap_or(if a.quick { 100_000 } else { 1_000_000 });
     eprintln!("store size and RSS at {wide_users} users …");
-    let wide_cfg = lockoutd::Config {
-        subjects: Subjects::new("wide").map_err(anyhow::Error::msg)?,
-        ..lockoutd::Config::new(&url, work.path().join("unused"))
-    };
-    lockoutd::streams::ensure_streams(&js, &wide_cfg).await?;
-    let wide_last = publish_all(&js, &wide_workload("wide", wide_users)).await?;
+    let wide_last = publish_on(&js, &url, "wide", &wide_workload("wide", wide_users)).await?;
     let wide_dir = work.path().join("wide");
-    let (_, d) = fold_run(&client, &url, &wide_dir, ("wide", wide_last), None).await?;
+    let (_, d) =
+        fold_run(&client, &url, &wide_dir, &Stream { prefix: "wide", last: wide_last, env: &[] }, None).await?;
     let rss = d.peak_rss();
     d.stop()?;
     let disk = dir_size(&wide_dir);
@@ -538,6 +688,11 @@ async fn main() -> anyhow::Result<()> {
         "raw_consume_eps": raw_eps,
         "projector_eps": projector_eps,
         "projector_vs_raw_consume": projector_eps / raw_eps,
+        "projector_cpu_us_per_event": projector_cpu_us,
+        "projector_otlp_export_eps": export_eps,
+        "otlp_export_throughput_loss": 1.0 - export_eps / projector_eps,
+        "valid_eps_with_10k_invalid": valid_eps_with_invalid,
+        "valid_with_invalid_vs_projector": valid_eps_with_invalid / projector_eps,
         "replay_eps": replay_eps,
         "replay_vs_raw_consume": replay_eps / raw_eps,
         "background_load_eps": achieved_load,

@@ -55,6 +55,19 @@ impl EventKind {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
+    /// "the `<type>` event body", for error messages (static: decoding formats nothing unless
+    /// it fails).
+    fn body_name(self) -> &'static str {
+        match self {
+            Self::Attempt => "the `attempt` event body",
+            Self::Unlock => "the `unlock` event body",
+            Self::Lock => "the `lock` event body",
+            Self::MfaReset => "the `mfa_reset` event body",
+            Self::Expired => "the `expired` event body",
+            Self::Policy => "the `policy` event body",
+        }
+    }
+
     /// True for the types written under `.t.` (tenant events) rather than `.u.<utok>.`.
     pub fn is_tenant_event(self) -> bool {
         self == Self::Policy
@@ -254,14 +267,14 @@ impl Event {
 
     /// Decodes the body of an event of type `kind`.
     pub fn decode(kind: EventKind, enc: Encoding, bytes: &[u8]) -> Result<Event, Rejection> {
-        let what = format!("the `{}` event body", kind.as_str());
+        let what = kind.body_name();
         Ok(match kind {
-            EventKind::Attempt => Event::Attempt(decode(enc, bytes, &what)?),
-            EventKind::Unlock => Event::Unlock(decode(enc, bytes, &what)?),
-            EventKind::Lock => Event::Lock(decode(enc, bytes, &what)?),
-            EventKind::MfaReset => Event::MfaReset(decode(enc, bytes, &what)?),
-            EventKind::Expired => Event::Expired(decode(enc, bytes, &what)?),
-            EventKind::Policy => Event::Policy(decode(enc, bytes, &what)?),
+            EventKind::Attempt => Event::Attempt(decode(enc, bytes, what)?),
+            EventKind::Unlock => Event::Unlock(decode(enc, bytes, what)?),
+            EventKind::Lock => Event::Lock(decode(enc, bytes, what)?),
+            EventKind::MfaReset => Event::MfaReset(decode(enc, bytes, what)?),
+            EventKind::Expired => Event::Expired(decode(enc, bytes, what)?),
+            EventKind::Policy => Event::Policy(decode(enc, bytes, what)?),
         })
     }
 
@@ -302,7 +315,7 @@ impl Event {
             ));
         }
         if let (Some(user), Target::User(expected)) = (self.user(), &subject.target) {
-            UserId::parse(user)?;
+            UserId::check(user)?;
             if user != expected.as_str() {
                 return Err(Rejection::new(
                     RejectReason::Mismatch,

@@ -54,13 +54,19 @@ pub struct UserId(String);
 impl UserId {
     /// Validates a user id as it appears in a body (reason `out_of_range` when its length is off).
     pub fn parse(s: &str) -> Result<UserId, Rejection> {
+        Self::check(s)?;
+        Ok(UserId(s.to_owned()))
+    }
+
+    /// [`UserId::parse`] without keeping the result.
+    pub fn check(s: &str) -> Result<(), Rejection> {
         if s.is_empty() || s.len() > USER_MAX_BYTES {
             return Err(Rejection::out_of_range(format!(
                 "field `user` has {} bytes; a user id must have 1 to {USER_MAX_BYTES} bytes of UTF-8",
                 s.len()
             )));
         }
-        Ok(UserId(s.to_owned()))
+        Ok(())
     }
 
     /// Decodes a user token from a subject (reason `bad_subject` when it is malformed).

@@ -134,10 +134,11 @@ impl Subjects {
             .strip_prefix(&self.prefix)
             .and_then(|r| r.strip_prefix(".events."))
             .ok_or_else(|| bad("is not under the events root"))?;
-        let tokens: Vec<&str> = rest.split('.').collect();
-        let (tenant, target, kind) = match tokens.as_slice() {
-            [tenant, "u", utok, kind] => (tenant, Some(*utok), kind),
-            [tenant, "t", kind] => (tenant, None, kind),
+        let mut tokens = rest.split('.');
+        let shape = (tokens.next(), tokens.next(), tokens.next(), tokens.next(), tokens.next());
+        let (tenant, target, kind) = match shape {
+            (Some(tenant), Some("u"), Some(utok), Some(kind), None) => (tenant, Some(utok), kind),
+            (Some(tenant), Some("t"), Some(kind), None, None) => (tenant, None, kind),
             _ => return Err(bad("does not have the shape of an event subject")),
         };
         let tenant = Tenant::parse(tenant)?;

@@ -157,6 +157,24 @@ fn closed() -> Error {
     Error { kind: ErrorKind::Closed, detail: "the store is closed after a failure; lockoutd is reopening it".into() }
 }
 
+/// sled's segment size for new stores: larger than its 512 KiB default, so its background
+/// threads write fewer, larger segments (`make bench`).
+pub const SEGMENT_SIZE: usize = 8 << 20;
+
+/// The segment size of the store in `dir`: what its `conf` file records (sled refuses to open
+/// a store with another one), else [`SEGMENT_SIZE`].
+fn segment_size(dir: &Path) -> usize {
+    std::fs::read(dir.join("conf"))
+        .ok()
+        .and_then(|conf| {
+            String::from_utf8_lossy(&conf)
+                .lines()
+                .find_map(|l| l.strip_prefix("segment_size: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(SEGMENT_SIZE)
+}
+
 /// The key of a user within its tenant.
 pub fn user_key(tenant: &str, user: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + tenant.len() + user.len());
@@ -205,7 +223,12 @@ impl Store {
     }
 
     fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
-        Ok(sled::Config::new().path(dir).cache_capacity(cache_bytes).mode(sled::Mode::HighThroughput).open()?)
+        Ok(sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .segment_size(segment_size(dir))
+            .open()?)
     }
 
     /// The open database (a cheap handle), or the error that closed it.

@@ -151,3 +151,12 @@ fn reopen_keeps_what_was_flushed_for_every_clone_and_waits_for_open_handles() {
     assert_eq!(clone.user("acme", "alice").unwrap(), Some(locked(Some(9), 1)));
     store.check_writable().unwrap();
 }
+
+#[test]
+fn a_store_made_with_another_segment_size_still_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    // As sled's defaults made it (earlier versions of lockoutd).
+    drop(sled::Config::new().path(dir.path()).segment_size(512 * 1024).open().unwrap());
+    let store = Store::open(dir.path(), 16 << 20).unwrap();
+    store.check_writable().unwrap();
+}

@@ -10,18 +10,21 @@
 //! only safe once every commit that wrote its states has landed (else a miss would read an
 //! older state from the store), so the caller rotates only when it knows that.
 
-use std::collections::HashMap;
-
 use lockout_core::UserState;
 
 /// (tenant, user).
 pub type UserKey = (String, String);
 
+/// The projector's hash maps: foldhash, seeded per process (user ids come from outside, so a
+/// fixed seed would invite collisions), several times cheaper than std's SipHash on these keys.
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Recent user states within a memory budget (see the module docs).
 #[derive(Debug)]
 pub struct StateCache {
-    current: HashMap<UserKey, UserState>,
-    previous: HashMap<UserKey, UserState>,
+    // Boxed: a state is a few hundred bytes, and growing a map moves every entry.
+    current: HashMap<UserKey, Box<UserState>>,
+    previous: HashMap<UserKey, Box<UserState>>,
     /// Approximate bytes held by `current`.
     current_bytes: usize,
     /// Budget of both generations together.
@@ -32,7 +35,11 @@ pub struct StateCache {
 const ENTRY_OVERHEAD: usize = 48;
 
 fn key_bytes(k: &UserKey) -> usize {
-    ENTRY_OVERHEAD + std::mem::size_of::<UserKey>() + k.0.capacity() + k.1.capacity()
+    ENTRY_OVERHEAD
+        + std::mem::size_of::<UserKey>()
+        + std::mem::size_of::<Box<UserState>>()
+        + k.0.capacity()
+        + k.1.capacity()
 }
 
 fn entry_bytes(k: &UserKey, s: &UserState) -> usize {
@@ -41,11 +48,11 @@ fn entry_bytes(k: &UserKey, s: &UserState) -> usize {
 
 impl StateCache {
     pub fn new(budget_bytes: usize) -> StateCache {
-        StateCache { current: HashMap::new(), previous: HashMap::new(), current_bytes: 0, budget: budget_bytes }
+        StateCache { current: HashMap::default(), previous: HashMap::default(), current_bytes: 0, budget: budget_bytes }
     }
 
     /// Removes and returns the cached state of `key`, if any.
-    pub fn take(&mut self, key: &UserKey) -> Option<UserState> {
+    pub fn take(&mut self, key: &UserKey) -> Option<Box<UserState>> {
         if let Some(s) = self.current.remove(key) {
             self.current_bytes = self.current_bytes.saturating_sub(entry_bytes(key, &s));
             return Some(s);
@@ -54,7 +61,7 @@ impl StateCache {
     }
 
     /// Caches `state` as the latest of `key`.
-    pub fn put(&mut self, key: UserKey, state: UserState) {
+    pub fn put(&mut self, key: UserKey, state: Box<UserState>) {
         let key_bytes = key_bytes(&key);
         self.current_bytes += key_bytes + state.approx_bytes();
         if let Some(old) = self.current.insert(key, state) {
@@ -98,8 +105,8 @@ mod tests {
         ("acme".into(), u.into())
     }
 
-    fn state(failures: u64) -> UserState {
-        UserState { last_failure_at: Some(failures), ..UserState::default() }
+    fn state(failures: u64) -> Box<UserState> {
+        Box::new(UserState { last_failure_at: Some(failures), ..UserState::default() })
     }
 
     #[test]

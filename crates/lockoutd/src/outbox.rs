@@ -1,7 +1,9 @@
 //! Publishing the outbox: notices and dead letters committed with the fold.
 //!
-//! Entries are published in (event seq, index) order, one at a time, each with its
-//! `Nats-Msg-Id`, and removed from the store once JetStream acknowledged them. At start,
+//! Entries are published in (event seq, index) order, each with its `Nats-Msg-Id`, and
+//! removed from the store once JetStream acknowledged them. The projector sends a batch's
+//! entries ([`send`]) before the previous batch's acknowledgements are in ([`settle`]): one
+//! connection keeps them in order, and a failed one is sent again with all after it. At start,
 //! [`Floors`] reads the last message of `LOCKOUT_NOTICES` and `LOCKOUT_DEAD`: anything at or
 //! below them was published already (in-order publishing makes that true), so a rebuild
 //! from an empty store or a lost store tail never publishes a notice twice.
@@ -72,14 +74,66 @@ pub async fn drain(js: &jetstream::Context, store: &Store, floors: &Floors) -> a
 /// Entries published before their acknowledgements are awaited.
 const WINDOW: usize = 256;
 
+/// Entries sent to JetStream whose acknowledgements are still to come, in order.
+pub struct InFlight {
+    acks: Vec<async_nats::jetstream::context::PublishAckFuture>,
+    /// Whether every entry was handed to the connection (else some must be sent again).
+    sent_all: bool,
+}
+
+/// Publishes `entries` in order without waiting for JetStream's acknowledgements, so the
+/// next batch's entries can follow at once; [`settle`] waits for them.
+pub async fn send(js: &jetstream::Context, entries: &[OutboxEntry]) -> InFlight {
+    let mut acks = Vec::with_capacity(entries.len());
+    for e in entries {
+        match js.publish_with_headers(e.subject.clone(), headers(e), e.payload.clone().into()).await {
+            Ok(ack) => acks.push(ack),
+            Err(_) => return InFlight { acks, sent_all: false },
+        }
+    }
+    InFlight { acks, sent_all: true }
+}
+
+/// Waits until JetStream acknowledged every entry sent by [`send`]; when one was not, sends
+/// them all again (duplicates are dropped by their `Nats-Msg-Id`) until they are. Then removes
+/// them from the store.
+pub async fn settle(js: &jetstream::Context, store: &Store, entries: &[OutboxEntry], inflight: InFlight) {
+    let mut ok = inflight.sent_all;
+    for ack in inflight.acks {
+        ok &= ack.await.is_ok();
+    }
+    if !ok {
+        publish_until_acked(js, entries).await;
+    }
+    if !entries.is_empty() {
+        if let Err(err) = store.remove_outbox(entries) {
+            tracing::warn!(error = %err, "Removing published outbox entries failed; the next start skips them by the stream floors.");
+        }
+    }
+}
+
+/// Publishes entries in order and removes them from the store once acknowledged.
+pub async fn publish(js: &jetstream::Context, store: &Store, entries: &[OutboxEntry]) {
+    let inflight = send(js, entries).await;
+    settle(js, store, entries, inflight).await;
+}
+
+fn headers(e: &OutboxEntry) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (k, v) in &e.headers {
+        headers.append(k.as_str(), v.as_str());
+    }
+    headers
+}
+
 /// Publishes entries in order, in pipelined windows, retrying from the first entry JetStream
 /// did not acknowledge (entries after it that did get stored are dropped as duplicates by
-/// their `Nats-Msg-Id`), then removes them from the store.
+/// their `Nats-Msg-Id`), until every one is acknowledged.
 ///
 /// One connection keeps publish order, so the streams hold a prefix of the outbox. A crash
-/// right after an entry failed while a later one of its window was stored is the one gap
-/// the start-up floors cannot see; it needs two faults at once.
-pub async fn publish(js: &jetstream::Context, store: &Store, entries: &[OutboxEntry]) {
+/// right after an entry failed while a later one was stored is the one gap the start-up
+/// floors cannot see; it needs two faults at once.
+async fn publish_until_acked(js: &jetstream::Context, entries: &[OutboxEntry]) {
     let mut done = 0;
     let mut delay = Duration::from_millis(50);
     while done < entries.len() {
@@ -87,11 +141,7 @@ pub async fn publish(js: &jetstream::Context, store: &Store, entries: &[OutboxEn
         let mut acks = Vec::with_capacity(window.len());
         let mut failure = None;
         for e in window {
-            let mut headers = HeaderMap::new();
-            for (k, v) in &e.headers {
-                headers.append(k.as_str(), v.as_str());
-            }
-            match js.publish_with_headers(e.subject.clone(), headers, e.payload.clone().into()).await {
+            match js.publish_with_headers(e.subject.clone(), headers(e), e.payload.clone().into()).await {
                 Ok(ack) => acks.push(ack),
                 Err(err) => {
                     failure = Some(anyhow::Error::new(err));
@@ -116,11 +166,6 @@ pub async fn publish(js: &jetstream::Context, store: &Store, entries: &[OutboxEn
             delay = (delay * 2).min(Duration::from_secs(2));
         } else {
             delay = Duration::from_millis(50);
-        }
-    }
-    if !entries.is_empty() {
-        if let Err(err) = store.remove_outbox(entries) {
-            tracing::warn!(error = %err, "Removing published outbox entries failed; the next start skips them by the stream floors.");
         }
     }
 }

@@ -8,7 +8,6 @@
 //! or below the store's checkpoint are redeliveries and are skipped, so every event is folded
 //! exactly once.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use lockout_proto::{Millis, Notice, Policy, Rejection};
 use lockout_store::{Commit, LockIndex, OutboxEntry, OutboxStream, StateChange, Store};
 use tokio::sync::{mpsc, watch};
 
-use crate::cache::{StateCache, UserKey};
+use crate::cache::{HashMap, StateCache, UserKey};
 use crate::outbox::Floors;
 use crate::telemetry::{self, FoldStats, Stat};
 use crate::Shared;
@@ -51,6 +50,10 @@ pub struct BatchFolder {
     stats: FoldStats,
     /// The latest state of recently folded users (the store's, or newer while in flight).
     cache: StateCache,
+    /// The cache holds every user state the store has: the store had none when this folder
+    /// started and no generation was dropped since. A miss is then a new user, no read needed
+    /// (what makes rebuilds from an empty store fast).
+    cache_is_complete: bool,
 }
 
 /// Default budget of the state cache.
@@ -58,8 +61,8 @@ pub const DEFAULT_STATE_CACHE_BYTES: usize = 64 << 20;
 
 /// A user's state within a batch: as it was before the batch, and as folded so far.
 struct Pending {
-    original: UserState,
-    state: UserState,
+    original: Box<UserState>,
+    state: Box<UserState>,
 }
 
 fn header<'a>(h: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
@@ -69,17 +72,19 @@ fn header<'a>(h: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
 impl BatchFolder {
     pub fn new(store: Store, subjects: Subjects, notice_encoding: Encoding, floors: Floors) -> anyhow::Result<Self> {
         let (checkpoint, checkpoint_time) = store.checkpoint_at()?;
+        let cache_is_complete = store.all_users().next().is_none();
         Ok(BatchFolder {
             store,
             subjects,
             notice_encoding,
-            policies: HashMap::new(),
+            policies: HashMap::default(),
             floors,
             checkpoint,
             checkpoint_time,
-            trace_events_ratio: 1.0,
+            trace_events_ratio: crate::config::DEFAULT_TRACE_EVENTS_RATIO,
             stats: FoldStats::default(),
             cache: StateCache::new(DEFAULT_STATE_CACHE_BYTES),
+            cache_is_complete,
         })
     }
 
@@ -88,7 +93,8 @@ impl BatchFolder {
         self.cache = StateCache::new(bytes);
     }
 
-    /// Share of events (0 to 1) that get their own `lockout.fold_event` span (default 1).
+    /// Share of the events without a `traceparent` (0 to 1) that get their own
+    /// `lockout.fold_event` span (default [`crate::config::DEFAULT_TRACE_EVENTS_RATIO`]).
     pub fn set_trace_events_ratio(&mut self, ratio: f64) {
         self.trace_events_ratio = ratio;
     }
@@ -121,8 +127,9 @@ impl BatchFolder {
         if self.cache.wants_rotation() && self.store.checkpoint_at()? == (self.checkpoint, self.checkpoint_time) {
             // Everything folded so far has landed: the oldest generation may go.
             self.cache.rotate();
+            self.cache_is_complete = false;
         }
-        let mut users: HashMap<UserKey, Pending> = HashMap::new();
+        let mut users: HashMap<UserKey, Pending> = HashMap::with_capacity_and_hasher(msgs.len(), Default::default());
         let r = self.fold_inner(msgs, &mut users);
         match &r {
             Ok(_) => {
@@ -165,9 +172,12 @@ impl BatchFolder {
             }
             (last, last_time) = (m.seq, m.time);
             folded_any = true;
-            // The event's span: a child of the publisher's trace when it sent a traceparent,
-            // else of the batch span. Disabled (free) unless a tracing layer wants it.
-            let span = if telemetry::sample_event(m.seq, self.trace_events_ratio) {
+            // The event's span: a child of the publisher's trace when it sent a traceparent
+            // (always: the publisher decided; its sampled flag still applies), else of the
+            // batch span for a deterministic share of events. Disabled (free) unless a tracing
+            // layer wants it.
+            let traced = header(m.headers, codec::TRACEPARENT).is_some();
+            let span = if traced || telemetry::sample_event(m.seq, self.trace_events_ratio) {
                 let span = tracing::debug_span!(
                     "lockout.fold_event",
                     otel.kind = "consumer",
@@ -220,14 +230,15 @@ impl BatchFolder {
                 std::collections::hash_map::Entry::Vacant(v) => {
                     let original = match self.cache.take(v.key()) {
                         Some(s) => s,
-                        None => self.store.user(&v.key().0, &v.key().1)?.unwrap_or_default(),
+                        None if self.cache_is_complete => Box::default(),
+                        None => Box::new(self.store.user(&v.key().0, &v.key().1)?.unwrap_or_default()),
                     };
                     v.insert(Pending { state: original.clone(), original })
                 }
             };
-            let state = std::mem::take(&mut pending.state);
+            let state = std::mem::take(&mut *pending.state);
             let folded = lockout_core::fold(&policy, state, &event, m.time);
-            pending.state = folded.state;
+            *pending.state = folded.state;
             self.queue_notices(m, folded.notices, &span, &mut commit);
         }
         if !folded_any {
@@ -243,7 +254,7 @@ impl BatchFolder {
                 tenant: tenant.clone(),
                 user: user.clone(),
                 before: LockIndex::of(&p.original),
-                state: p.state.clone(),
+                state: (*p.state).clone(),
             })
             .collect();
         (self.checkpoint, self.checkpoint_time) = (last, last_time);
@@ -259,7 +270,9 @@ impl BatchFolder {
     }
 
     fn dead_letter(&self, m: &Incoming<'_>, r: &Rejection, commit: &mut Commit) {
-        tracing::warn!(seq = m.seq, subject = m.subject, reason = %r.reason, error = %r.message, "Refused an event; copied it to the dead-letter stream.");
+        // One line per event only at DEBUG: a flood of bad input must not flood the logs too
+        // (the committer sums them up, see `telemetry::RefusedLog`).
+        tracing::debug!(seq = m.seq, subject = m.subject, reason = %r.reason, error = %r.message, "Refused an event; copied it to the dead-letter stream.");
         if self.floors.dead.is_some_and(|f| m.seq <= f) {
             return;
         }
@@ -430,8 +443,8 @@ pub async fn supervise(
     }
 }
 
-/// The projector: pulls and folds batches, while [`commit_loop`] commits, publishes and
-/// acknowledges the previous one. Returns when `stop` turns true, after the batches already
+/// The projector: pulls and folds batches, while [`commit_loop`] commits the previous one
+/// and [`publish_loop`] publishes and acknowledges the one before. Returns when `stop` turns true, after the batches already
 /// folded are committed (a drain), or with the error that stopped it ([`StoreFailed`] when
 /// the store refused a commit).
 async fn run(
@@ -440,12 +453,15 @@ async fn run(
     folded: Arc<watch::Sender<u64>>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    // One batch in the channel and one being committed: the folder's cache never runs more
-    // than two commits ahead of the store.
+    // Three stages, one batch in each and one in each channel: the folder's cache never runs
+    // more than two commits ahead of the store, and publishing never holds up a commit.
     let (tx, rx) = mpsc::channel::<FoldedBatch>(1);
-    let committer = tokio::spawn(commit_loop(shared.clone(), rx, folded));
+    let (ptx, prx) = mpsc::channel::<Committed>(1);
+    let committer = tokio::spawn(commit_loop(shared.clone(), rx, ptx));
+    let publisher = tokio::spawn(publish_loop(shared.clone(), prx, folded));
     let folding = fold_loop(&shared, session.consumer, session.floors, tx, stop).await;
     let committing = committer.await.map_err(|e| anyhow::anyhow!("the committer panicked: {e}"))?;
+    publisher.await.map_err(|e| anyhow::anyhow!("the publisher panicked: {e}"))?;
     // The committer's failure is the cause when both stopped.
     committing.and(folding)
 }
@@ -542,32 +558,85 @@ async fn ack(last: &async_nats::jetstream::Message) {
     }
 }
 
-/// Commits folded batches in order (sled on a blocking thread), publishes their outbox,
-/// advances `folded` and acknowledges them. Ends when the fold loop is done (after the
-/// batches it already sent: a drain), or with [`StoreFailed`] at the first refused commit,
-/// leaving that batch and the later ones unacknowledged.
+/// A committed batch on its way to the streams.
+struct Committed {
+    /// `None` when the batch held only redeliveries.
+    commit: Option<Arc<Commit>>,
+    pending: u64,
+    last: async_nats::jetstream::Message,
+}
+
+/// Commits folded batches in order, sled on a blocking thread, and hands them to
+/// [`publish_loop`]. Ends when the fold loop is done (after the batches it already sent: a
+/// drain), or with [`StoreFailed`] at the first refused commit, leaving that batch and the
+/// later ones unacknowledged.
 async fn commit_loop(
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<FoldedBatch>,
-    folded: Arc<watch::Sender<u64>>,
+    tx: mpsc::Sender<Committed>,
 ) -> anyhow::Result<()> {
+    let mut refused = crate::telemetry::RefusedLog::default();
     while let Some(batch) = rx.recv().await {
         let FoldedBatch { commit, stats, span, pending, last } = batch;
+        let commit = match commit {
+            Some(commit) => {
+                let started = std::time::Instant::now();
+                let commit = Arc::new(commit);
+                let (store, c) = (shared.store.clone(), commit.clone());
+                tokio::task::spawn_blocking(move || span.in_scope(|| store.commit(&c)))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the store commit panicked: {e}"))?
+                    .map_err(|e| {
+                        shared.health.set_store_error(Some(e.to_string()));
+                        StoreFailed(e)
+                    })?;
+                shared.metrics.batch_committed(&stats, started.elapsed());
+                shared.health.last_commit_at.store(crate::now_ms(), std::sync::atomic::Ordering::Relaxed);
+                shared.metrics.outbox(i64::try_from(commit.outbox.len()).unwrap_or(i64::MAX));
+                refused.record(&stats, commit.checkpoint);
+                Some(commit)
+            }
+            None => None,
+        };
+        if tx.send(Committed { commit, pending, last }).await.is_err() {
+            anyhow::bail!("the publisher stopped");
+        }
+    }
+    Ok(())
+}
+
+/// Most committed batches whose outbox is sent but not yet acknowledged.
+const PUBLISH_AHEAD: usize = 16;
+
+/// Publishes the outbox of committed batches in order, advances `folded` (what write
+/// commands wait for) and acknowledges the batches. Sends the entries of every batch that is
+/// ready before awaiting the oldest one's acknowledgements, so a round trip to JetStream per
+/// batch does not bound throughput. Ends when the committer is done.
+async fn publish_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Committed>, folded: Arc<watch::Sender<u64>>) {
+    let mut queue: std::collections::VecDeque<(Committed, crate::outbox::InFlight)> = Default::default();
+    let mut open = true;
+    loop {
+        while open && queue.len() < PUBLISH_AHEAD {
+            let next = if queue.is_empty() {
+                rx.recv().await
+            } else {
+                match rx.try_recv() {
+                    Ok(c) => Some(c),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            };
+            let Some(c) = next else {
+                open = false;
+                break;
+            };
+            let entries = c.commit.as_ref().map_or(&[][..], |c| &c.outbox[..]);
+            let inflight = crate::outbox::send(&shared.js, entries).await;
+            queue.push_back((c, inflight));
+        }
+        let Some((Committed { commit, pending, last }, inflight)) = queue.pop_front() else { return };
         if let Some(commit) = commit {
-            let started = std::time::Instant::now();
-            let commit = Arc::new(commit);
-            let (store, c, s) = (shared.store.clone(), commit.clone(), span.clone());
-            tokio::task::spawn_blocking(move || s.in_scope(|| store.commit(&c)))
-                .await
-                .map_err(|e| anyhow::anyhow!("the store commit panicked: {e}"))?
-                .map_err(|e| {
-                    shared.health.set_store_error(Some(e.to_string()));
-                    StoreFailed(e)
-                })?;
-            shared.metrics.batch_committed(&stats, started.elapsed());
-            shared.health.last_commit_at.store(crate::now_ms(), std::sync::atomic::Ordering::Relaxed);
-            shared.metrics.outbox(i64::try_from(commit.outbox.len()).unwrap_or(i64::MAX));
-            crate::outbox::publish(&shared.js, &shared.store, &commit.outbox).await;
+            crate::outbox::settle(&shared.js, &shared.store, &commit.outbox, inflight).await;
             shared.metrics.outbox(-i64::try_from(commit.outbox.len()).unwrap_or(i64::MAX));
             folded.send_replace(commit.checkpoint);
         }
@@ -576,5 +645,4 @@ async fn commit_loop(
         }
         ack(&last).await;
     }
-    Ok(())
 }

@@ -64,6 +64,14 @@ impl FoldStats {
         self.counts.iter().find(|(s, _)| *s == stat).map_or(0, |(_, n)| *n)
     }
 
+    /// The dead letters by reason.
+    pub fn dead_letters(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.counts.iter().filter_map(|&(s, n)| match s {
+            Stat::Dead { reason } => Some((reason, n)),
+            _ => None,
+        })
+    }
+
     pub fn clear(&mut self) {
         self.counts.clear();
     }
@@ -192,6 +200,36 @@ struct PairInjector(Vec<(String, String)>);
 impl Injector for PairInjector {
     fn set(&mut self, key: &str, value: String) {
         self.0.push((key.to_owned(), value));
+    }
+}
+
+/// How often at most [`RefusedLog`] writes a line.
+pub const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Dead letters summed up for the log: a flood of bad input must not flood the logs too. One
+/// WARN line at the first refusal, then at most one every [`REFUSED_LOG_EVERY`] with the counts
+/// by reason since the last line (each event is logged at DEBUG; the metric counts them all).
+#[derive(Debug, Default)]
+pub struct RefusedLog {
+    counts: Vec<(&'static str, u64)>,
+    last_line: Option<std::time::Instant>,
+}
+
+impl RefusedLog {
+    /// Adds a committed batch's dead letters; logs when a line is due.
+    pub fn record(&mut self, stats: &FoldStats, checkpoint: u64) {
+        for (reason, n) in stats.dead_letters() {
+            match self.counts.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, total)) => *total += n,
+                None => self.counts.push((reason, n)),
+            }
+        }
+        if self.counts.is_empty() || self.last_line.is_some_and(|t| t.elapsed() < REFUSED_LOG_EVERY) {
+            return;
+        }
+        let refused: Vec<String> = self.counts.drain(..).map(|(r, n)| format!("{r}={n}")).collect();
+        tracing::warn!(checkpoint, refused = %refused.join(", "), "Refused events; copied them to the dead-letter stream with their reasons (RUST_LOG=lockoutd=debug logs each; at most one such line every 10 s).");
+        self.last_line = Some(std::time::Instant::now());
     }
 }
 
@@ -378,6 +416,7 @@ mod tests {
         s.bump(Stat::Dead { reason: "bad_ip" });
         assert_eq!(s.get(f), 2);
         assert_eq!(s.get(Stat::Dead { reason: "bad_ip" }), 1);
+        assert_eq!(s.dead_letters().collect::<Vec<_>>(), [("bad_ip", 1)]);
         assert_eq!(s.get(Stat::Lock { reason: "admin" }), 0);
     }
 }
