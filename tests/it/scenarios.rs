@@ -98,6 +98,9 @@ async fn seed_001_stale_integration_with_and_without_dedupe_credential() {
     assert_eq!(notices.len(), 1);
     let Notice::Locked(n) = &notices[0].0 else { panic!("expected locked") };
     assert_eq!(n.tenant, "plain");
+    // Untraced events still give their notices a traceparent: the trace id is the event's id.
+    let tp = notices[0].1.get("traceparent").expect("a traceparent on every notice").as_str().to_owned();
+    assert_eq!(tp.split('-').nth(1), Some(n.event_id.simple().to_string().as_str()), "{tp}");
     assert_eq!(n.client.as_deref(), Some("Autotask sync"));
     assert!(n.message.ends_with("from 192.0.2.10 (Autotask sync)."), "{}", n.message);
 }

@@ -49,6 +49,9 @@ struct Args {
     /// Where to write the results.
     #[arg(long, default_value = "target/bench/results.json")]
     out: PathBuf,
+    /// lockoutd's `--cache-mb` in every phase.
+    #[arg(long, default_value_t = 256)]
+    cache_mb: u64,
     /// Only the single-core decode + fold phase (no nats-server); prints its figures.
     #[arg(long)]
     fold_only: bool,
@@ -162,7 +165,15 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 impl Daemon {
     fn spawn(url: &str, dir: &Path, stream: &Stream) -> anyhow::Result<Daemon> {
         let child = Command::new(sibling("lockoutd")?)
-            .args(["--nats-url", url, "--prefix", stream.prefix, "--data-dir"])
+            .args([
+                "--nats-url",
+                url,
+                "--prefix",
+                stream.prefix,
+                "--cache-mb",
+                &stream.cache_mb.to_string(),
+                "--data-dir",
+            ])
             .arg(dir)
             .env("RUST_LOG", "warn")
             .envs(stream.env.iter().map(|(k, v)| (k, v)))
@@ -227,6 +238,7 @@ struct Stream<'a> {
     prefix: &'a str,
     last: u64,
     env: &'a [(String, String)],
+    cache_mb: u64,
 }
 
 /// Starts lockoutd on an empty store and times first commit → checkpoint at `stream.last`;
@@ -584,29 +596,27 @@ async fn main() -> anyhow::Result<()> {
     let last = publish_all(&js, &events).await?;
     eprintln!("published in {:.1} s", t.elapsed().as_secs_f64());
 
-    eprintln!("raw consume ×{} (+ warm-up) …", a.repeats);
+    // Each repeat measures, back to back so they share the machine's conditions: the raw
+    // consume ceiling, lockoutd folding the stream with OTLP export (to a stand-in collector:
+    // every metric and the default share of spans) and without, and `lockoutctl replay`. The
+    // ratios are taken within a repeat; each figure is the median over the repeats.
+    eprintln!("raw consume, projector (with and without OTLP export), replay ×{} …", a.repeats);
     raw_consume(&js, "LOCKOUT_EVENTS", last.min(50_000)).await?;
     let mut raw = Vec::new();
-    for _ in 0..a.repeats {
-        raw.push(raw_consume(&js, "LOCKOUT_EVENTS", last).await?);
-    }
-    let raw_eps = median(raw);
-
-    // Each repeat folds the stream twice, without and with OTLP export (to a stand-in
-    // collector, every metric and the default share of spans), so the pair shares conditions.
+    let mut replays = Vec::new();
     let (otlp_url, otlp_bytes) = otlp_sink().await?;
     let export_env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), otlp_url),
         ("OTEL_METRIC_EXPORT_INTERVAL".to_owned(), "1000".to_owned()),
     ];
-    let plain = Stream { prefix: "lockout", last, env: &[] };
-    let exporting = Stream { prefix: "lockout", last, env: &export_env };
-    eprintln!("projector ×{} (and with OTLP export) …", a.repeats);
+    let plain = Stream { prefix: "lockout", last, env: &[], cache_mb: a.cache_mb };
+    let exporting = Stream { prefix: "lockout", last, env: &export_env, cache_mb: a.cache_mb };
     let mut proj = Vec::new();
     let mut cpu = Vec::new();
     let mut export = Vec::new();
     let mut daemon: Option<Daemon> = None;
     for r in 0..a.repeats {
+        raw.push(raw_consume(&js, "LOCKOUT_EVENTS", last).await?);
         // One lockoutd at a time (they share the durable consumer); the last one stays up
         // for the latency phases.
         if let Some(old) = daemon.take() {
@@ -622,7 +632,13 @@ async fn main() -> anyhow::Result<()> {
         cpu.push(d.cpu_seconds() * 1e6 / last as f64);
         daemon = Some(d);
         proj.push(eps);
+        replays.push(replay_run(&url, &work.path().join(format!("replay{r}")), last)?);
     }
+    let raw_eps = median(raw.clone());
+    let ratio = |xs: &[f64]| median(xs.iter().zip(&raw).map(|(x, r)| x / r).collect());
+    let (projector_vs_raw, replay_vs_raw) = (ratio(&proj), ratio(&replays));
+    let otlp_loss = median(export.iter().zip(&proj).map(|(e, p)| 1.0 - e / p).collect());
+    let replay_eps = median(replays);
     let projector_eps = median(proj);
     let projector_cpu_us = median(cpu);
     let export_eps = median(export);
@@ -633,24 +649,29 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("projector with 10,000 invalid events among the valid ones …");
     let mixed = mixed_workload("mixed", workload("mixed", n, users));
     let mixed_last = publish_on(&js, &url, "mixed", &mixed).await?;
-    let mixed_stream = Stream { prefix: "mixed", last: mixed_last, env: &[] };
+    let mixed_stream = Stream { prefix: "mixed", last: mixed_last, env: &[], cache_mb: a.cache_mb };
     let (mixed_eps, d) = fold_run(&client, &url, &work.path().join("mixed"), &mixed_stream, None).await?;
     d.stop()?;
     let dead = js.get_stream("MIXED_DEAD").await?.get_info().await?.state.messages;
     anyhow::ensure!(dead == 10_000, "the mixed stream's 10,000 invalid events gave {dead} dead letters");
     let valid_eps_with_invalid = mixed_eps * n as f64 / mixed.len() as f64;
 
-    eprintln!("lockoutctl replay ×{} …", a.repeats);
-    let mut replays = Vec::new();
-    for r in 0..a.repeats {
-        replays.push(replay_run(&url, &work.path().join(format!("replay{r}")), last)?);
-    }
-    let replay_eps = median(replays);
-
     eprintln!("latency under {} events/s …", a.load_eps);
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
-    let load = tokio::spawn(background_load(js.clone(), a.load_eps, stop.clone(), sent.clone()));
+    // The gateways' load comes from a thread and connection of its own, as from other
+    // processes: the latency probes below share neither a runtime nor a socket with it.
+    let load = {
+        let (url, eps, stop, sent) = (url.clone(), a.load_eps, stop.clone(), sent.clone());
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let js = jetstream::new(async_nats::connect(&url).await?);
+                background_load(js, eps, stop, sent).await;
+                anyhow::Ok(())
+            })
+        })
+    };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let load_start = (Instant::now(), sent.load(Ordering::Relaxed));
     let mut lock_ms = lock_latencies(&client, &js, lat_samples).await?;
@@ -658,7 +679,7 @@ async fn main() -> anyhow::Result<()> {
     let qps = status_qps(&client, users, if a.quick { 2 } else { 5 }).await;
     let achieved_load = (sent.load(Ordering::Relaxed) - load_start.1) as f64 / load_start.0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
-    load.await?;
+    load.join().map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
     if let Some(d) = daemon {
         d.stop()?;
     }
@@ -669,8 +690,14 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("store size and RSS at {wide_users} users …");
     let wide_last = publish_on(&js, &url, "wide", &wide_workload("wide", wide_users)).await?;
     let wide_dir = work.path().join("wide");
-    let (_, d) =
-        fold_run(&client, &url, &wide_dir, &Stream { prefix: "wide", last: wide_last, env: &[] }, None).await?;
+    let (_, d) = fold_run(
+        &client,
+        &url,
+        &wide_dir,
+        &Stream { prefix: "wide", last: wide_last, env: &[], cache_mb: a.cache_mb },
+        None,
+    )
+    .await?;
     let rss = d.peak_rss();
     d.stop()?;
     let disk = dir_size(&wide_dir);
@@ -687,14 +714,14 @@ async fn main() -> anyhow::Result<()> {
         "cores": std::thread::available_parallelism().map_or(0, |c| c.get()),
         "raw_consume_eps": raw_eps,
         "projector_eps": projector_eps,
-        "projector_vs_raw_consume": projector_eps / raw_eps,
+        "projector_vs_raw_consume": projector_vs_raw,
         "projector_cpu_us_per_event": projector_cpu_us,
         "projector_otlp_export_eps": export_eps,
-        "otlp_export_throughput_loss": 1.0 - export_eps / projector_eps,
+        "otlp_export_throughput_loss": otlp_loss,
         "valid_eps_with_10k_invalid": valid_eps_with_invalid,
         "valid_with_invalid_vs_projector": valid_eps_with_invalid / projector_eps,
         "replay_eps": replay_eps,
-        "replay_vs_raw_consume": replay_eps / raw_eps,
+        "replay_vs_raw_consume": replay_vs_raw,
         "background_load_eps": achieved_load,
         "e2e_lock_notice_p50_ms": percentile(&mut lock_ms, 0.50),
         "e2e_lock_notice_p99_ms": percentile(&mut lock_ms, 0.99),
@@ -704,7 +731,7 @@ async fn main() -> anyhow::Result<()> {
         "tracked_users": tracked,
         "disk_bytes_per_user": disk as f64 / tracked.max(1) as f64,
         "rss_bytes": rss,
-        "cache_mb": 256,
+        "cache_mb": a.cache_mb,
         "fold_postcard_eps": fold_postcard,
         "fold_json_eps": fold_json,
     });

@@ -105,6 +105,15 @@ impl Notice {
         }
     }
 
+    /// The event the notice is about (for an expiry, the one that started the lock).
+    pub fn event_id(&self) -> Uuid {
+        match self {
+            Notice::Locked(n) => n.event_id,
+            Notice::Unlocked(n) => n.event_id,
+            Notice::MfaReset(n) => n.event_id,
+        }
+    }
+
     pub fn tenant(&self) -> &str {
         match self {
             Notice::Locked(n) => &n.tenant,

@@ -44,7 +44,7 @@ pub fn now_ms() -> u64 {
 /// What the projector reports about itself, read by `health` and `$SRV.STATS`.
 #[derive(Debug, Default)]
 pub struct Health {
-    /// Events pending for the consumer after the last fetched one.
+    /// The stream's last sequence (as of the last fetched batch) minus the checkpoint.
     pub lag: std::sync::atomic::AtomicU64,
     /// When the last batch was committed (ms), 0 before the first.
     pub last_commit_at: std::sync::atomic::AtomicU64,

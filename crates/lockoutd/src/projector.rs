@@ -50,6 +50,9 @@ pub struct BatchFolder {
     stats: FoldStats,
     /// The latest state of recently folded users (the store's, or newer while in flight).
     cache: StateCache,
+    /// `process <events stream>`: the exported name of the fold spans (messaging conventions).
+    span_name: String,
+    events_stream: String,
     /// The cache holds every user state the store has: the store had none when this folder
     /// started and no generation was dropped since. A miss is then a new user, no read needed
     /// (what makes rebuilds from an empty store fast).
@@ -73,6 +76,7 @@ impl BatchFolder {
     pub fn new(store: Store, subjects: Subjects, notice_encoding: Encoding, floors: Floors) -> anyhow::Result<Self> {
         let (checkpoint, checkpoint_time) = store.checkpoint_at()?;
         let cache_is_complete = store.all_users().next().is_none();
+        let events_stream = subjects.events_stream();
         Ok(BatchFolder {
             store,
             subjects,
@@ -84,6 +88,8 @@ impl BatchFolder {
             trace_events_ratio: crate::config::DEFAULT_TRACE_EVENTS_RATIO,
             stats: FoldStats::default(),
             cache: StateCache::new(DEFAULT_STATE_CACHE_BYTES),
+            span_name: format!("process {events_stream}"),
+            events_stream,
             cache_is_complete,
         })
     }
@@ -180,9 +186,13 @@ impl BatchFolder {
             let span = if traced || telemetry::sample_event(m.seq, self.trace_events_ratio) {
                 let span = tracing::debug_span!(
                     "lockout.fold_event",
+                    otel.name = %self.span_name,
                     otel.kind = "consumer",
                     messaging.system = "nats",
+                    messaging.destination.name = %self.events_stream,
                     messaging.operation = "process",
+                    messaging.operation.type = "process",
+                    messaging.operation.name = "process",
                     messaging.message.id = tracing::field::Empty,
                     messaging.nats.stream_sequence = m.seq,
                     lockout.event.type = tracing::field::Empty,
@@ -312,14 +322,16 @@ impl BatchFolder {
             return;
         }
         // Notices continue the causing event's trace: its span's context when it is traced,
-        // else the event's own trace headers as they came.
-        let trace = telemetry::trace_headers(span).unwrap_or_else(|| {
+        // else the event's own trace headers as they came, else a synthetic one.
+        let trace: Vec<(String, String)> = telemetry::trace_headers(span).unwrap_or_else(|| {
             [codec::TRACEPARENT, codec::TRACESTATE]
                 .into_iter()
                 .filter_map(|name| header(m.headers, name).map(|v| (name.to_owned(), v.to_owned())))
                 .collect()
         });
         for (i, n) in notices.into_iter().enumerate() {
+            let synthetic = (!trace.iter().any(|(k, _)| k == codec::TRACEPARENT))
+                .then(|| (codec::TRACEPARENT.to_owned(), telemetry::synthetic_traceparent(n.event_id(), n.id())));
             match &n {
                 Notice::Locked(l) => self.stats.bump(Stat::Lock {
                     reason: match l.reason {
@@ -345,7 +357,7 @@ impl BatchFolder {
                 (codec::EVENT_SEQ.to_owned(), m.seq.to_string()),
                 (crate::outbox::NOTICE_INDEX.to_owned(), index.to_string()),
             ];
-            headers.extend(trace.iter().cloned());
+            headers.extend(trace.iter().cloned().chain(synthetic));
             commit.outbox.push(OutboxEntry {
                 stream: OutboxStream::Notices,
                 event_seq: m.seq,
@@ -370,6 +382,8 @@ struct FoldedBatch {
     span: tracing::Span,
     /// Events the consumer still had after this batch's last one.
     pending: u64,
+    /// The stream's last sequence as of this batch (its last event's plus `pending`).
+    stream_last: u64,
     /// The batch's last message: acknowledging it acknowledges the batch (`AckPolicy::All`).
     last: async_nats::jetstream::Message,
 }
@@ -478,6 +492,7 @@ async fn fold_loop(
     folder.set_trace_events_ratio(cfg.trace_events_ratio);
     folder.set_state_cache_bytes(cfg.state_cache_bytes());
     let events_stream = cfg.subjects.events_stream();
+    let span_name = format!("process {events_stream}");
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(cfg.batch)
@@ -502,17 +517,17 @@ async fn fold_loop(
             }
         }
         let Some(last_msg) = msgs.pop() else { continue };
-        let pending = last_msg.info().map_or(u64::MAX, |i| i.pending);
-        if pending != u64::MAX {
-            shared.health.lag.store(pending, std::sync::atomic::Ordering::Relaxed);
-            shared.metrics.consumer_lag(pending);
-        }
+        let (pending, stream_last) =
+            last_msg.info().map_or((u64::MAX, 0), |i| (i.pending, i.stream_sequence.saturating_add(i.pending)));
         let batch_span = tracing::debug_span!(
             "lockout.fold_batch",
+            otel.name = %span_name,
             otel.kind = "consumer",
             messaging.system = "nats",
             messaging.destination.name = events_stream.as_str(),
             messaging.operation = "process",
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
             messaging.batch.message_count = msgs.len() + 1,
         );
         let incoming: Vec<Incoming<'_>> = msgs
@@ -545,7 +560,14 @@ async fn fold_loop(
         };
         drop(incoming);
         drop(msgs);
-        let batch = FoldedBatch { commit, stats: folder.stats().clone(), span: batch_span, pending, last: last_msg };
+        let batch = FoldedBatch {
+            commit,
+            stats: folder.stats().clone(),
+            span: batch_span,
+            pending,
+            stream_last,
+            last: last_msg,
+        };
         if tx.send(batch).await.is_err() {
             anyhow::bail!("the committer stopped");
         }
@@ -577,7 +599,7 @@ async fn commit_loop(
 ) -> anyhow::Result<()> {
     let mut refused = crate::telemetry::RefusedLog::default();
     while let Some(batch) = rx.recv().await {
-        let FoldedBatch { commit, stats, span, pending, last } = batch;
+        let FoldedBatch { commit, stats, span, pending, stream_last, last } = batch;
         let commit = match commit {
             Some(commit) => {
                 let started = std::time::Instant::now();
@@ -592,6 +614,10 @@ async fn commit_loop(
                     })?;
                 shared.metrics.batch_committed(&stats, started.elapsed());
                 shared.health.last_commit_at.store(crate::now_ms(), std::sync::atomic::Ordering::Relaxed);
+                // Lag: the stream's last sequence as last seen minus the checkpoint.
+                let lag = stream_last.saturating_sub(commit.checkpoint);
+                shared.health.lag.store(lag, std::sync::atomic::Ordering::Relaxed);
+                shared.metrics.consumer_lag(lag);
                 shared.metrics.outbox(i64::try_from(commit.outbox.len()).unwrap_or(i64::MAX));
                 refused.record(&stats, commit.checkpoint);
                 Some(commit)

@@ -267,6 +267,24 @@ pub fn trace_headers(span: &tracing::Span) -> Option<Vec<(String, String)>> {
     (!inj.0.is_empty()).then_some(inj.0)
 }
 
+/// A `traceparent` for a notice whose causing event carried no trace and was not traced
+/// here: the trace id is the id of the event the notice is about (so a lock's notices share
+/// one), the span id comes from the notice's id, and the sampled flag is off. Deterministic,
+/// like the notice itself.
+pub fn synthetic_traceparent(event_id: uuid::Uuid, notice_id: uuid::Uuid) -> String {
+    let mut span = [0u8; 8];
+    span.copy_from_slice(&notice_id.as_bytes()[..8]);
+    if span == [0; 8] {
+        span[7] = 1;
+    }
+    let trace = if event_id.is_nil() { uuid::Uuid::from_u128(1) } else { event_id };
+    format!("00-{}-{}-00", trace.simple(), hex_bytes(&span))
+}
+
+fn hex_bytes(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// Whether the event at `seq` gets its own span, for a ratio in 0..=1 (deterministic per seq,
 /// so a replay samples the same events).
 pub fn sample_event(seq: u64, ratio: f64) -> bool {
@@ -400,6 +418,27 @@ mod tests {
         h.insert(codec::TRACEPARENT, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         let cx = remote_parent(Some(&h)).expect("valid");
         assert_eq!(cx.span().span_context().trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn synthetic_traceparents_are_valid_and_deterministic() {
+        let (e, n) = (uuid::Uuid::from_u128(0x0190_aaaa), uuid::Uuid::from_u128(7 << 64));
+        let tp = synthetic_traceparent(e, n);
+        assert_eq!(tp, synthetic_traceparent(e, n));
+        let mut h = HeaderMap::new();
+        h.insert(codec::TRACEPARENT, tp.as_str());
+        let cx = remote_parent(Some(&h)).expect("a valid traceparent");
+        assert_eq!(cx.span().span_context().trace_id().to_string(), e.simple().to_string());
+        assert!(!cx.span().span_context().is_sampled());
+        assert!(
+            remote_parent(Some(&{
+                let mut h = HeaderMap::new();
+                h.insert(codec::TRACEPARENT, synthetic_traceparent(uuid::Uuid::nil(), uuid::Uuid::nil()).as_str());
+                h
+            }))
+            .is_some(),
+            "never an all-zero id"
+        );
     }
 
     #[test]

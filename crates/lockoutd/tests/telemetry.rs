@@ -196,7 +196,7 @@ async fn spans_follow_the_callers_trace_and_metrics_move() {
     let gateway_trace = TraceId::from_hex(GATEWAY_TRACE).unwrap();
     let fold = finished
         .iter()
-        .find(|s| s.name == "lockout.fold_event" && s.span_context.trace_id() == gateway_trace)
+        .find(|s| is_fold_event(s) && s.span_context.trace_id() == gateway_trace)
         .unwrap_or_else(|| panic!("no fold_event span in the gateway's trace; spans: {:?}", names(&finished)));
     assert_eq!(fold.parent_span_id, SpanId::from_hex(GATEWAY_SPAN).unwrap(), "parent = the gateway's span");
     assert!(fold.parent_span_is_remote);
@@ -206,7 +206,12 @@ async fn spans_follow_the_callers_trace_and_metrics_move() {
         locked_tp.contains(&fold.span_context.span_id().to_string()),
         "the notice's parent is the fold span: {locked_tp}"
     );
-    let batch = finished.iter().find(|s| s.name == "lockout.fold_batch").expect("a fold_batch span");
+    assert_eq!(attr(&fold.attributes, "messaging.destination.name").as_deref(), Some("LOCKOUT_EVENTS"));
+    assert_eq!(attr(&fold.attributes, "messaging.operation.type").as_deref(), Some("process"));
+    let batch = finished
+        .iter()
+        .find(|s| s.name == "process LOCKOUT_EVENTS" && attr(&s.attributes, "messaging.batch.message_count").is_some())
+        .expect("a batch span named after the messaging conventions");
     assert_eq!(attr(&batch.attributes, "messaging.destination.name").as_deref(), Some("LOCKOUT_EVENTS"));
     assert_eq!(attr(&batch.attributes, "messaging.operation").as_deref(), Some("process"));
     assert!(attr(&batch.attributes, "messaging.batch.message_count").is_some());
@@ -218,13 +223,13 @@ async fn spans_follow_the_callers_trace_and_metrics_move() {
     assert_eq!(request.parent_span_id, SpanId::from_hex(ADMIN_SPAN).unwrap());
     assert_eq!(attr(&request.attributes, "lockout.op").as_deref(), Some("unlock"));
     assert!(
-        finished.iter().any(|s| s.name == "lockout.fold_event"
+        finished.iter().any(|s| is_fold_event(s)
             && s.span_context.trace_id() == admin_trace
             && s.parent_span_id == request.span_context.span_id()),
         "the unlock event's fold span is a child of the request span"
     );
     // No user or tenant in any span attribute we set.
-    for s in finished.iter().filter(|s| s.name.starts_with("lockout.")) {
+    for s in finished.iter().filter(|s| s.name.starts_with("lockout.") || s.name.starts_with("process ")) {
         for kv in &s.attributes {
             let v = kv.value.to_string();
             assert!(!v.contains(user) && v != "acme", "span {} attribute {} = {v}", s.name, kv.key);
@@ -247,6 +252,11 @@ async fn spans_follow_the_callers_trace_and_metrics_move() {
             }
         }
     }
+}
+
+/// A fold span of one event: `process <stream>` (the messaging conventions) with a message id.
+fn is_fold_event(s: &SpanData) -> bool {
+    s.name == "process LOCKOUT_EVENTS" && attr(&s.attributes, "messaging.message.id").is_some()
 }
 
 fn names(spans: &[SpanData]) -> Vec<String> {
