@@ -34,7 +34,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use arbitrary::Arbitrary;
 use lockout_core::fold::fold_policy;
 use lockout_core::ids::expired_event_id;
-use lockout_core::state::{BLOCKED_SOURCES_MAX, RECENT_LOCKS_MAX};
+use lockout_core::state::{BLOCKED_SOURCES_MAX, CREDENTIALS_MAX, RECENT_LOCKS_MAX, STREAK_SOURCES_MAX};
 use lockout_core::{fold, status, UserState};
 use lockout_proto::codec::MAX_PAYLOAD;
 use lockout_proto::event::{
@@ -485,8 +485,9 @@ fn check_shape(s: &UserState) {
     }
     let (mfa_creds, password_creds) =
         s.credentials.iter().fold((0u64, 0u64), |(m, p), c| (m + u64::from(c.mfa), p + u64::from(!c.mfa)));
-    let mfa: u64 = s.streak.iter().map(|x| u64::from(x.mfa)).sum();
-    let password: u64 = s.streak.iter().map(|x| u64::from(x.password)).sum();
+    assert!(s.streak.len() <= STREAK_SOURCES_MAX && s.credentials.len() <= CREDENTIALS_MAX, "unbounded: {s:?}");
+    let mfa: u64 = s.streak.iter().map(|x| u64::from(x.mfa)).sum::<u64>() + u64::from(s.unlisted.mfa);
+    let password: u64 = s.streak.iter().map(|x| u64::from(x.password)).sum::<u64>() + u64::from(s.unlisted.password);
     assert!(mfa_creds <= mfa && password_creds <= password, "more counted credentials than failures: {s:?}");
     assert!(s.recent_locks.len() <= RECENT_LOCKS_MAX);
     assert!(s.recent_locks.windows(2).all(|w| w[0] <= w[1]), "recent locks out of order: {:?}", s.recent_locks);

@@ -18,7 +18,8 @@ use uuid::Uuid;
 use crate::ids::{notice_id, NoticeKind};
 use crate::message;
 use crate::state::{
-    BlockedSource, CountedCredential, LockState, StreakSource, UserState, BLOCKED_SOURCES_MAX, RECENT_LOCKS_MAX,
+    BlockedSource, CountedCredential, LockState, StreakSource, UserState, BLOCKED_SOURCES_MAX, CREDENTIALS_MAX,
+    RECENT_LOCKS_MAX, STREAK_SOURCES_MAX,
 };
 
 /// The result of folding one event.
@@ -135,23 +136,30 @@ impl Folder<'_> {
         }
     }
 
-    /// Adds one counted failure to the streak.
+    /// Adds one counted failure to the streak: to its source's entry, or, once
+    /// [`STREAK_SOURCES_MAX`] sources are listed, to the unlisted count.
     fn count(&mut self, a: &Attempt, mfa: bool) {
         let st = &mut self.state;
-        let source = match st.streak.iter_mut().position(|s| s.ip == a.source_ip && s.client == a.client) {
-            Some(i) => &mut st.streak[i],
+        let (password_count, mfa_count) = match st
+            .streak
+            .iter_mut()
+            .position(|s| s.ip == a.source_ip && s.client == a.client)
+        {
+            Some(i) => {
+                let s = &mut st.streak[i];
+                (&mut s.password, &mut s.mfa)
+            }
+            None if st.streak.len() >= STREAK_SOURCES_MAX => (&mut st.unlisted.password, &mut st.unlisted.mfa),
             None => {
                 st.streak.push(StreakSource { ip: a.source_ip.clone(), client: a.client.clone(), password: 0, mfa: 0 });
-                st.streak.last_mut().expect("just pushed")
+                let s = st.streak.last_mut().expect("just pushed");
+                (&mut s.password, &mut s.mfa)
             }
         };
-        if mfa {
-            source.mfa = source.mfa.saturating_add(1);
-        } else {
-            source.password = source.password.saturating_add(1);
-        }
+        let counter = if mfa { mfa_count } else { password_count };
+        *counter = counter.saturating_add(1);
         if let Some(fp) = &a.credential {
-            if !st.credentials.iter().any(|c| &c.fingerprint == fp) {
+            if st.credentials.len() < CREDENTIALS_MAX && !st.credentials.iter().any(|c| &c.fingerprint == fp) {
                 st.credentials.push(CountedCredential { fingerprint: fp.clone(), mfa });
             }
         }
@@ -250,6 +258,7 @@ impl Folder<'_> {
         for s in &mut st.streak {
             s.mfa = 0;
         }
+        st.unlisted.mfa = 0;
         st.streak.retain(|s| s.total() > 0);
         st.credentials.retain(|c| !c.mfa);
         st.mfa_reset_at = Some(self.now);

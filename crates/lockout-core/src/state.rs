@@ -1,8 +1,11 @@
 //! What the store keeps per user.
 //!
-//! The counter is not stored: it is the sum of the current streak's sources, so the two can
-//! never disagree. Everything here is bounded: sources and credentials by `max_failures`,
-//! blocked sources by [`BLOCKED_SOURCES_MAX`], recent locks by [`RECENT_LOCKS_MAX`].
+//! The counter is not stored: it is the sum of the current streak's sources (and of the
+//! failures from sources beyond the listed ones), so the two can never disagree. Everything
+//! here is bounded, whatever the policy (`max_failures` 0 never locks, so only these bounds
+//! hold a streak in): listed sources by [`STREAK_SOURCES_MAX`], remembered credentials by
+//! [`CREDENTIALS_MAX`], blocked sources by [`BLOCKED_SOURCES_MAX`], recent locks by
+//! [`RECENT_LOCKS_MAX`].
 
 use lockout_proto::notice::Source;
 use lockout_proto::status::LockReason;
@@ -10,6 +13,12 @@ use lockout_proto::Millis;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// Distinct (`ip`, `client`) sources listed per streak; failures from further ones are counted
+/// in [`UserState::unlisted`] (and in the counter) but not listed in `sources`.
+pub const STREAK_SOURCES_MAX: usize = 64;
+/// Credential fingerprints remembered per streak for `dedupe_credential`; a failure with a
+/// fingerprint beyond them counts (the conservative side).
+pub const CREDENTIALS_MAX: usize = 64;
 /// Distinct sources of blocked attempts remembered per lock; further ones are only counted.
 pub const BLOCKED_SOURCES_MAX: usize = 32;
 /// Automatic lock times remembered for progressive and permanent locks.
@@ -29,6 +38,13 @@ impl StreakSource {
     pub fn total(&self) -> u32 {
         self.password.saturating_add(self.mfa)
     }
+}
+
+/// Counted failures of the current streak from sources beyond [`STREAK_SOURCES_MAX`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unlisted {
+    pub password: u32,
+    pub mfa: u32,
 }
 
 /// A credential fingerprint counted in the current streak.
@@ -64,8 +80,11 @@ pub struct LockState {
 /// A user's lockout state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserState {
-    /// Sources of the current streak's counted failures, in order of first occurrence.
+    /// Sources of the current streak's counted failures, in order of first occurrence, at
+    /// most [`STREAK_SOURCES_MAX`].
     pub streak: Vec<StreakSource>,
+    /// The streak's counted failures from sources not listed in `streak`.
+    pub unlisted: Unlisted,
     /// Credentials counted in the current streak (for `dedupe_credential`).
     pub credentials: Vec<CountedCredential>,
     /// Fold time of the last counted failure.
@@ -86,7 +105,8 @@ pub struct UserState {
 impl UserState {
     /// The failure counter: the counted failures of the current streak.
     pub fn failures(&self) -> u32 {
-        self.streak.iter().fold(0u32, |n, s| n.saturating_add(s.total()))
+        let unlisted = self.unlisted.password.saturating_add(self.unlisted.mfa);
+        self.streak.iter().fold(unlisted, |n, s| n.saturating_add(s.total()))
     }
 
     pub fn is_locked(&self) -> bool {
@@ -133,6 +153,7 @@ impl UserState {
     /// Clears the counter and everything that belongs to the streak.
     pub(crate) fn restart_streak(&mut self) {
         self.streak.clear();
+        self.unlisted = Unlisted::default();
         self.credentials.clear();
     }
 }

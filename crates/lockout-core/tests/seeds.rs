@@ -1059,3 +1059,42 @@ fn seed_000_policy_change_by_itself_never_changes_state() {
     let higher = Policy { max_failures: 50, ..old };
     assert!(st(&higher, &state, hms(9, 0, 6)).locked);
 }
+
+// ---------------------------------------------------------------------------------------
+// Bounds: a distributed attack on an account that never locks.
+// ---------------------------------------------------------------------------------------
+
+/// postmortem (found by reading while writing the fuzz targets): with `max_failures` 0 (never
+/// lock), every failure from a new address added a listed source and every new credential a
+/// fingerprint, so one account's state grew without bound under an attack from many
+/// addresses, and every fold of it copied it all. Sources beyond the listed ones are now only
+/// counted; the counter stays exact.
+#[test]
+fn a_streak_lists_at_most_64_sources_and_counts_the_rest() {
+    use lockout_core::state::{CREDENTIALS_MAX, STREAK_SOURCES_MAX};
+    let never = Policy { max_failures: 0, ..Policy::default() };
+    let ips: Vec<String> = (0..1_000).map(|i| format!("198.51.{}.{}", i / 256, i % 256)).collect();
+    let fps: Vec<String> = (0..1_000).map(|i| format!("fp{i}")).collect();
+    let steps: Vec<Step> = (0..1_000u32)
+        .map(|i| {
+            let factor = if i % 10 == 0 { Factor::Mfa } else { Factor::Password };
+            ev(i, DAY + u64::from(i) * SEC, fail_with(&ips[i as usize], VSA, factor, Some(&fps[i as usize])))
+        })
+        .collect();
+    let (state, notices) = run(&never, &steps);
+    assert!(notices.is_empty());
+    assert_eq!(state.streak.len(), STREAK_SOURCES_MAX);
+    assert_eq!(state.credentials.len(), CREDENTIALS_MAX);
+    assert_eq!(state.failures(), 1_000, "the counter counts every failure");
+    assert_eq!(st(&never, &state, DAY + 1_000 * SEC).failures, 1_000);
+    // 100 of them were MFA failures: an MFA reset removes them, listed or not.
+    let (state, _) = run_from(&never, state, &[ev(2_000, DAY + HOUR, What::MfaReset { actor: "admin" })]);
+    assert_eq!(state.failures(), 900);
+
+    // Under a policy that locks, the notice lists the first 64 sources and counts all.
+    let hundred = Policy { max_failures: 100, ..Policy::default() };
+    let (_, notices) = run(&hundred, &steps[..100]);
+    let l = locked(&notices);
+    assert_eq!(l.len(), 1);
+    assert_eq!((l[0].failures, l[0].sources.len()), (100, STREAK_SOURCES_MAX));
+}

@@ -136,14 +136,66 @@ pub struct HealthReply {
     pub error: Option<String>,
 }
 
+/// Any JSON value, refusing an object that names a key twice at any depth (serde_json keeps
+/// the last one silently, so `{"user":"alice","user":"mallory"}` would read as mallory).
+struct NoDuplicateKeys;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = NoDuplicateKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if !seen.insert(key.clone()) {
+                        return Err(serde::de::Error::custom(format_args!("field `{key}` appears twice")));
+                    }
+                    map.next_value::<NoDuplicateKeys>()?;
+                }
+                Ok(NoDuplicateKeys)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// Decodes a request for `tenant`. An empty JSON body reads as `{}`; a JSON `tenant` field
-/// that differs from the subject's tenant is refused.
+/// that differs from the subject's tenant is refused, and so is a key given twice.
 pub fn decode_request<T: DeserializeOwned>(enc: Encoding, bytes: &[u8], tenant: &Tenant) -> Result<T, Rejection> {
     match enc {
         Encoding::Postcard => decode(enc, bytes, "the request"),
         Encoding::Json => {
             check_size(bytes)?;
             let bytes = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { bytes };
+            serde_json::from_slice::<NoDuplicateKeys>(bytes).map_err(|e| {
+                Rejection::new(RejectReason::Undecodable, format!("the request is not valid JSON: {e}"))
+            })?;
             let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
                 Rejection::new(RejectReason::Undecodable, format!("the request is not valid JSON: {e}"))
             })?;
@@ -186,6 +238,23 @@ mod tests {
             decode_request::<StatusRequest>(Encoding::Json, br#"{"tenant":"other","user":"a"}"#, &acme()).unwrap_err();
         assert_eq!(e.reason, RejectReason::Mismatch);
         assert!(e.message.contains("\"other\""), "{}", e.message);
+    }
+
+    /// postmortem (found by reading, while writing the fuzz targets): a key given twice was
+    /// read as its last value, so `{"user":"alice","user":"mallory"}` asked about mallory.
+    #[test]
+    fn a_key_given_twice_is_refused_at_any_depth() {
+        let e = decode_request::<StatusRequest>(Encoding::Json, br#"{"user":"alice","user":"mallory"}"#, &acme())
+            .unwrap_err();
+        assert_eq!(e.reason, RejectReason::Undecodable);
+        assert!(e.message.contains("field `user` appears twice"), "{}", e.message);
+        let nested = br#"{"actor":"a","policy":{"max_failures":3,"max_failures":0}}"#;
+        let e = decode_request::<PolicySetRequest>(Encoding::Json, nested, &acme()).unwrap_err();
+        assert!(e.message.contains("field `max_failures` appears twice"), "{}", e.message);
+        assert!(
+            serde_json::from_slice::<NoDuplicateKeys>(br#"[{"a":1},{"a":{"a":2}}]"#).is_ok(),
+            "the same key in sibling or nested objects is no duplicate"
+        );
     }
 
     #[test]
