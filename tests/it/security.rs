@@ -189,6 +189,25 @@ async fn every_role_is_confined_and_lockoutd_runs_over_tls_with_its_credentials(
     // Only the one permitted attempt was folded: the denied writes changed nothing.
     let s = allowed(&admin, "lockout.svc.acme.status", serde_json::json!({"user": "alice"})).await;
     assert_eq!((s["failures"].as_u64(), s["unlocked_by"].as_str()), (Some(0), Some("admin7")));
+
+    // lockoutctl reaches the secured deployment over TLS with an admin's credentials, and is
+    // confined like any client of that user.
+    let ctl = |tenant: &'static str| {
+        let (url, pw, ca) = (url.clone(), admin_pw.clone(), p.ca.display().to_string());
+        async move {
+            let args = ["lockoutctl", "--nats-url", &url, "--nats-user", "admin_acme", "--nats-password", &pw];
+            let args =
+                args.iter().copied().chain(["--tls-ca", &ca, "--timeout", "2", "--json", "status", tenant, "alice"]);
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let code = lockoutctl::run_io(args.map(str::to_owned).collect::<Vec<_>>(), &mut out, &mut err).await;
+            (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+        }
+    };
+    let (code, out, err) = ctl("acme").await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["unlocked_by"], "admin7");
+    let (code, _, err) = ctl("globex").await;
+    assert_ne!(code, 0, "another tenant is out of reach: {err}");
     let _ = stop.send(());
     daemon.await.unwrap().unwrap();
 }

@@ -39,6 +39,15 @@ pub struct Cli {
     /// NATS password (with --nats-user).
     #[arg(long, global = true, env = "LOCKOUT_NATS_PASSWORD", hide_env_values = true)]
     pub nats_password: Option<String>,
+    /// CA certificate (PEM) to verify the server; turns TLS on.
+    #[arg(long, global = true, env = "LOCKOUT_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS (with --tls-key).
+    #[arg(long, global = true, env = "LOCKOUT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS (with --tls-cert).
+    #[arg(long, global = true, env = "LOCKOUT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Seconds to wait for a service reply or a stream read.
     #[arg(long, global = true, default_value_t = 10, value_name = "SECONDS")]
     pub timeout: u64,

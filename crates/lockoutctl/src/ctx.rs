@@ -37,15 +37,15 @@ impl Ctx {
             .name("lockoutctl")
             .connection_timeout(timeout)
             .request_timeout(Some(timeout));
-        if let Some(creds) = &cli.nats_creds {
-            opts = opts
-                .credentials_file(creds)
-                .await
-                .with_context(|| format!("reading NATS credentials file {}", creds.display()))?;
-        }
-        if let (Some(u), Some(p)) = (&cli.nats_user, &cli.nats_password) {
-            opts = opts.user_and_password(u.clone(), p.clone());
-        }
+        let auth = lockoutd::NatsAuth {
+            creds: cli.nats_creds.clone(),
+            user: cli.nats_user.clone(),
+            password: cli.nats_password.clone(),
+            tls_ca: cli.tls_ca.clone(),
+            tls_cert: cli.tls_cert.clone(),
+            tls_key: cli.tls_key.clone(),
+        };
+        opts = auth.apply(opts).await?;
         let client = opts
             .connect(&cli.nats_url)
             .await

@@ -115,6 +115,18 @@ impl Config {
 }
 
 impl Config {
+    /// The NATS credentials and TLS options.
+    pub fn auth(&self) -> crate::NatsAuth {
+        crate::NatsAuth {
+            creds: self.nats_creds.clone(),
+            user: self.nats_user.clone(),
+            password: self.nats_password.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        }
+    }
+
     /// sled's page cache: half of `--cache-mb`.
     pub fn sled_cache_bytes(&self) -> u64 {
         self.cache_bytes / 2

@@ -93,24 +93,45 @@ pub struct Shared {
     pub metrics: Arc<telemetry::Metrics>,
 }
 
+/// How to authenticate to NATS and trust its certificate: the options lockoutd and
+/// lockoutctl share.
+#[derive(Debug, Clone, Default)]
+pub struct NatsAuth {
+    pub creds: Option<std::path::PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// CA certificate (PEM) to verify the server; turns TLS on.
+    pub tls_ca: Option<std::path::PathBuf>,
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl NatsAuth {
+    /// Adds credentials and TLS to `opts`.
+    pub async fn apply(&self, mut opts: async_nats::ConnectOptions) -> anyhow::Result<async_nats::ConnectOptions> {
+        if let Some(creds) = &self.creds {
+            opts = opts
+                .credentials_file(creds)
+                .await
+                .with_context(|| format!("reading NATS credentials file {}", creds.display()))?;
+        }
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            opts = opts.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(ca) = &self.tls_ca {
+            opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
+        }
+        Ok(opts)
+    }
+}
+
 /// Connects to NATS with the configured options.
 pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
-    let mut opts = async_nats::ConnectOptions::new().name("lockoutd").retry_on_initial_connect().max_reconnects(None);
-    if let Some(creds) = &config.nats_creds {
-        opts = opts
-            .credentials_file(creds)
-            .await
-            .with_context(|| format!("reading NATS credentials file {}", creds.display()))?;
-    }
-    if let (Some(user), Some(password)) = (&config.nats_user, &config.nats_password) {
-        opts = opts.user_and_password(user.clone(), password.clone());
-    }
-    if let Some(ca) = &config.tls_ca {
-        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
-    }
-    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
-        opts = opts.add_client_certificate(cert.clone(), key.clone());
-    }
+    let opts = async_nats::ConnectOptions::new().name("lockoutd").retry_on_initial_connect().max_reconnects(None);
+    let opts = config.auth().apply(opts).await?;
     opts.connect(&config.nats_url).await.with_context(|| format!("connecting to NATS at {}", config.nats_url))
 }
 
