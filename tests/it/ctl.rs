@@ -331,3 +331,60 @@ async fn exit_codes() {
     .await;
     assert_eq!(code, 1, "{}", String::from_utf8_lossy(&e));
 }
+
+/// The options the other tests leave out: `policy set --file`, `attempt --factor
+/// --credential`, `history --until`, `locked` across pages, `tail` of every tenant,
+/// `export`/`simulate --since/--until`, `replay --until TIME`.
+#[tokio::test]
+async fn the_remaining_options() {
+    let l = Lockout::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.json");
+    std::fs::write(&file, r#"{"max_failures": 2, "dedupe_credential": true}"#).unwrap();
+    let out = ok(&l, &["policy", "set", "acme", "--actor", "sec", "--file", file.to_str().unwrap()]).await;
+    assert!(out.contains("max_failures: 5 -> 2") && out.contains("dedupe_credential: false -> true"), "{out}");
+
+    // The same credential counts once; an MFA failure with another one counts too.
+    let cred = ["--ip", "192.0.2.1", "--credential", "fp:stale"];
+    ok(&l, &[&["attempt", "acme", "dave", "--fail", "--count", "3", "--wait"][..], &cred].concat()).await;
+    let s = json(&l, &["status", "acme", "dave"]).await;
+    assert_eq!((s["failures"].as_u64(), s["locked"].as_bool()), (Some(1), Some(false)), "{s}");
+    let mfa = ["attempt", "acme", "dave", "--fail", "--ip", "192.0.2.1", "--factor", "mfa", "--credential", "fp:2"];
+    ok(&l, &[&mfa[..], &["--wait"]].concat()).await;
+    let s = json(&l, &["status", "acme", "dave"]).await;
+    assert_eq!((s["failures"].as_u64(), s["locked"].as_bool()), (Some(2), Some(true)), "{s}");
+    let h = json(&l, &["history", "acme", "dave"]).await;
+    let events = h["events"].as_array().unwrap();
+    assert_eq!(events.len(), 5, "the policy event and 4 attempts: {h}");
+    let second = events[2]["time"].as_u64().unwrap();
+    let h = json(&l, &["history", "acme", "dave", "--until", &second.to_string()]).await;
+    assert_eq!(h["events"].as_array().unwrap().len(), 3, "--until stops at the second attempt: {h}");
+
+    // Five locked users, listed two to a page: the cursor is followed to the end.
+    for user in ["u1", "u2", "u3", "u4"] {
+        ok(&l, &["lock", "acme", user, "--actor", "ops"]).await;
+    }
+    let locked = ok(&l, &["locked", "acme", "--page", "2"]).await;
+    assert!(locked.contains("5 locked user(s)"), "{locked}");
+    for user in ["dave", "u1", "u2", "u3", "u4"] {
+        assert!(locked.contains(user), "{user}: {locked}");
+    }
+
+    // Notices of every tenant.
+    ok(&l, &["lock", "globex", "erin", "--actor", "ops"]).await;
+    let t = ok(&l, &["tail", "--all", "--count", "6"]).await;
+    assert!(t.contains("acme") && t.contains("globex"), "{t}");
+
+    // Time windows on export, simulate and replay.
+    let all = ok(&l, &["export", "acme", "--jsonl"]).await;
+    let window =
+        ok(&l, &["export", "acme", "--jsonl", "--since", &second.to_string(), "--until", &second.to_string()]).await;
+    assert_eq!(window.lines().count(), 1, "{window}");
+    assert!(all.lines().count() > 5);
+    let sim = json(&l, &["simulate", "acme", "--policy", file.to_str().unwrap(), "--until", &second.to_string()]).await;
+    assert!(sim.is_object(), "{sim}");
+    let r =
+        json(&l, &["replay", "--data-dir", dir.path().join("r").to_str().unwrap(), "--until", &lockout_time(second)])
+            .await;
+    assert_eq!(r["events"].as_u64(), Some(3), "the policy event and two attempts up to then: {r}");
+}
