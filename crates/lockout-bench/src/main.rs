@@ -495,6 +495,20 @@ async fn otlp_sink() -> anyhow::Result<(String, Arc<AtomicU64>)> {
     Ok((url, received))
 }
 
+/// Runs `lockoutctl --json ARGS` to completion; milliseconds, start to exit.
+fn ctl_ms(url: &str, args: &[&str]) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let out = Command::new(sibling("lockoutctl")?)
+        .args(["--nats-url", url, "--json"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()?;
+    let took = start.elapsed().as_secs_f64() * 1e3;
+    anyhow::ensure!(out.status.success(), "lockoutctl {args:?} exited with {}", out.status);
+    Ok(took)
+}
+
 /// `lockoutctl replay` into an empty directory: the whole command, start to exit; events/s.
 fn replay_run(url: &str, dir: &Path, last: u64) -> anyhow::Result<f64> {
     let start = Instant::now();
@@ -703,6 +717,26 @@ async fn main() -> anyhow::Result<()> {
     let disk = dir_size(&wide_dir);
     let tracked = lockout_store::Store::open(&wide_dir, 16 << 20)?.all_users().count();
 
+    // The auditor's questions about one busy account: 10,000 events of one user (tenant
+    // `audit`), then `lockoutctl history` and `explain`, each timed as a whole command.
+    eprintln!("lockoutctl history and explain of a user with 10,000 events …");
+    let audit_subjects = Subjects::default();
+    let audit: Vec<Msg> = (0..10_000)
+        .map(|i| {
+            let outcome = if i % 3 == 0 { Outcome::Success } else { Outcome::Failure };
+            let mut a = attempt("busy@example.com".into(), outcome, i);
+            a.tenant = "audit".into();
+            gateway_msg(&audit_subjects, &a)
+        })
+        .collect();
+    publish_all(&js, &audit).await?;
+    let mut history_ms = Vec::new();
+    let mut explain_ms = Vec::new();
+    for _ in 0..a.repeats {
+        history_ms.push(ctl_ms(&url, &["history", "audit", "busy@example.com"])?);
+        explain_ms.push(ctl_ms(&url, &["explain", "audit", "busy@example.com"])?);
+    }
+
     let fold_sample = &events[..events.len().min(200_000)];
     let fold_postcard = median((0..a.repeats).map(|_| fold_eps(fold_sample, Encoding::Postcard)).collect());
     let fold_json = median((0..a.repeats).map(|_| fold_eps(fold_sample, Encoding::Json)).collect());
@@ -734,6 +768,8 @@ async fn main() -> anyhow::Result<()> {
         "cache_mb": a.cache_mb,
         "fold_postcard_eps": fold_postcard,
         "fold_json_eps": fold_json,
+        "history_10k_events_ms": median(history_ms),
+        "explain_10k_events_ms": median(explain_ms),
     });
     if let Some(dir) = a.out.parent() {
         std::fs::create_dir_all(dir)?;
