@@ -9,21 +9,15 @@ use lockoutd::projector::{BatchFolder, Incoming};
 use uuid::Uuid;
 
 fn attempt(n: u128) -> Vec<u8> {
-    codec::encode(
-        Encoding::Postcard,
-        &Attempt {
-            id: Uuid::from_u128(n),
-            at: 0,
-            tenant: "acme".into(),
-            user: "alice".into(),
-            outcome: Outcome::Failure,
-            factor: Factor::Password,
-            source_ip: "192.0.2.1".into(),
-            client: None,
-            credential: None,
-            account: None,
-        },
-    )
+    attempt_of(n, "alice", Outcome::Failure)
+}
+
+/// A folder over a fresh store in a temp dir (kept alive by the returned guard).
+fn fresh() -> (tempfile::TempDir, Store, BatchFolder) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let folder = BatchFolder::new(store.clone(), Subjects::default(), Encoding::Postcard, Floors::default()).unwrap();
+    (dir, store, folder)
 }
 
 const SUBJECT: &str = "lockout.events.acme.u.YWxpY2U.attempt";
@@ -38,10 +32,7 @@ fn failures(store: &Store) -> u32 {
 
 #[test]
 fn redeliveries_are_skipped_but_reused_sequences_are_folded() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 8 << 20).unwrap();
-    let mut folder =
-        BatchFolder::new(store.clone(), Subjects::default(), Encoding::Postcard, Floors::default()).unwrap();
+    let (_dir, store, mut folder) = fresh();
     let (a, b, c) = (attempt(1), attempt(2), attempt(3));
     let commit = folder.fold_batch(&[msg(1, 1_000, &a), msg(2, 2_000, &b)]).unwrap().unwrap();
     store.commit(&commit).unwrap();
@@ -64,10 +55,7 @@ fn redeliveries_are_skipped_but_reused_sequences_are_folded() {
 
 #[test]
 fn refused_events_go_to_the_outbox_as_dead_letters_and_advance_the_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 8 << 20).unwrap();
-    let mut folder =
-        BatchFolder::new(store.clone(), Subjects::default(), Encoding::Postcard, Floors::default()).unwrap();
+    let (_dir, _, mut folder) = fresh();
     let commit = folder.fold_batch(&[msg(1, 1_000, b"\xff\xff")]).unwrap().unwrap();
     assert_eq!(commit.checkpoint, 1);
     assert!(commit.states.is_empty());
@@ -122,10 +110,7 @@ fn incoming(msgs: &[(String, u64, Vec<u8>)]) -> Vec<Incoming<'_>> {
 
 #[test]
 fn the_next_batch_folds_against_states_not_yet_committed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 8 << 20).unwrap();
-    let mut folder =
-        BatchFolder::new(store.clone(), Subjects::default(), Encoding::Postcard, Floors::default()).unwrap();
+    let (_dir, store, mut folder) = fresh();
     let (a, b, c) = (attempt(1), attempt(2), attempt(3));
     // Batch 1 is folded but its commit has not landed when batch 2 is folded (the pipeline).
     let first = folder.fold_batch(&[msg(1, 1_000, &a), msg(2, 2_000, &b)]).unwrap().unwrap();
@@ -138,10 +123,7 @@ fn the_next_batch_folds_against_states_not_yet_committed() {
 
 #[test]
 fn unchanged_states_are_not_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 8 << 20).unwrap();
-    let mut folder =
-        BatchFolder::new(store.clone(), Subjects::default(), Encoding::Postcard, Floors::default()).unwrap();
+    let (_dir, _, mut folder) = fresh();
     let ok = attempt_of(1, "bob", Outcome::Success);
     let subject = subject_of("bob");
     let commit = folder
@@ -156,10 +138,7 @@ fn unchanged_states_are_not_written() {
 /// the store, else a later miss would read an older state from sled.
 #[test]
 fn a_full_cache_keeps_states_whose_commit_has_not_landed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 8 << 20).unwrap();
-    let mut folder =
-        BatchFolder::new(store.clone(), Subjects::default(), Encoding::Postcard, Floors::default()).unwrap();
+    let (_dir, store, mut folder) = fresh();
     folder.set_state_cache_bytes(1); // always over budget
                                      // Three disjoint sets of users, then the first again: its states are two rotations old.
     let sets: Vec<Vec<String>> = (0..3).map(|k| (0..50).map(|i| format!("user{k}-{i}")).collect()).collect();
