@@ -416,9 +416,18 @@ async fn status_qps(client: &async_nats::Client, users: usize, secs: u64) -> f64
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Single-core parse + decode + check + fold of pre-encoded attempts, as the projector does
-/// per event minus the store and NATS; events/s.
-fn fold_eps(events: &[Msg], enc: Encoding) -> f64 {
+/// How much of the projector's per-event work a fold measurement includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FoldWork {
+    /// Decode the body and fold it (what `make bench-fold` measures).
+    DecodeFold,
+    /// Parse the subject, decode and check the body, fold: the projector's per-event work
+    /// minus the store and NATS.
+    Projector,
+}
+
+/// Single-core fold of pre-encoded attempts into a map of states; events/s.
+fn fold_eps(events: &[Msg], enc: Encoding, work: FoldWork) -> f64 {
     let subjects = Subjects::default();
     let encoded: Vec<(&str, Vec<u8>)> = events
         .iter()
@@ -434,8 +443,10 @@ fn fold_eps(events: &[Msg], enc: Encoding) -> f64 {
     let start = Instant::now();
     let mut states: HashMap<String, UserState> = HashMap::with_capacity(events.len());
     for (i, (subject, bytes)) in encoded.iter().enumerate() {
-        let parsed = subjects.parse_event(subject).unwrap();
-        let e = Event::decode_checked(&parsed, enc, bytes).unwrap();
+        let e = match work {
+            FoldWork::DecodeFold => Event::decode(EventKind::Attempt, enc, bytes).unwrap(),
+            FoldWork::Projector => Event::decode_checked(&subjects.parse_event(subject).unwrap(), enc, bytes).unwrap(),
+        };
         let user = e.user().unwrap();
         let slot = match states.get_mut(user) {
             Some(s) => s,
@@ -592,8 +603,10 @@ async fn main() -> anyhow::Result<()> {
         let events = workload("lockout", n, users);
         let sample = &events[..events.len().min(200_000)];
         for enc in [Encoding::Postcard, Encoding::Json] {
-            let eps = median((0..a.repeats).map(|_| fold_eps(sample, enc)).collect());
-            println!("fold_{}_eps {eps:.0}", enc.name());
+            for (work, name) in [(FoldWork::DecodeFold, "fold"), (FoldWork::Projector, "fold_checked")] {
+                let eps = median((0..a.repeats).map(|_| fold_eps(sample, enc, work)).collect());
+                println!("{name}_{}_eps {eps:.0}", enc.name());
+            }
         }
         return Ok(());
     }
@@ -738,8 +751,11 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let fold_sample = &events[..events.len().min(200_000)];
-    let fold_postcard = median((0..a.repeats).map(|_| fold_eps(fold_sample, Encoding::Postcard)).collect());
-    let fold_json = median((0..a.repeats).map(|_| fold_eps(fold_sample, Encoding::Json)).collect());
+    let fold = |enc, work| median((0..a.repeats).map(|_| fold_eps(fold_sample, enc, work)).collect());
+    let fold_postcard = fold(Encoding::Postcard, FoldWork::DecodeFold);
+    let fold_json = fold(Encoding::Json, FoldWork::DecodeFold);
+    let fold_checked_postcard = fold(Encoding::Postcard, FoldWork::Projector);
+    let fold_checked_json = fold(Encoding::Json, FoldWork::Projector);
 
     let results = json!({
         "events": n,
@@ -768,6 +784,8 @@ async fn main() -> anyhow::Result<()> {
         "cache_mb": a.cache_mb,
         "fold_postcard_eps": fold_postcard,
         "fold_json_eps": fold_json,
+        "fold_checked_postcard_eps": fold_checked_postcard,
+        "fold_checked_json_eps": fold_checked_json,
         "history_10k_events_ms": median(history_ms),
         "explain_10k_events_ms": median(explain_ms),
     });

@@ -203,14 +203,14 @@ impl Folder<'_> {
     }
 
     fn start_lock(&mut self, reason: LockReason, seconds: Option<u64>) {
-        self.state.lock = Some(LockState {
+        self.state.lock = Some(Box::new(LockState {
             reason,
             locked_at: self.now,
             locked_until: seconds.map(|s| until(self.now, s)),
             event_id: self.event_id,
             blocked: 0,
             blocked_sources: Vec::new(),
-        });
+        }));
     }
 
     fn lock(&mut self, l: &Lock) {

@@ -90,7 +90,9 @@ pub struct UserState {
     /// Fold time of the last counted failure.
     pub last_failure_at: Option<Millis>,
     pub last_source_ip: Option<String>,
-    pub lock: Option<LockState>,
+    /// Boxed (the same bytes in postcard): most states are unlocked, and a smaller state is
+    /// cheaper to move through the fold.
+    pub lock: Option<Box<LockState>>,
     pub unlocked_at: Option<Millis>,
     pub unlocked_by: Option<String>,
     pub mfa_reset_at: Option<Millis>,
@@ -135,7 +137,8 @@ impl UserState {
         let streak: usize = self.streak.iter().map(|s| s.ip.capacity() + opt(&s.client)).sum();
         let credentials: usize = self.credentials.iter().map(|c| c.fingerprint.capacity()).sum();
         let lock = self.lock.as_ref().map_or(0, |l| {
-            l.blocked_sources.capacity() * std::mem::size_of::<BlockedSource>()
+            std::mem::size_of::<LockState>()
+                + l.blocked_sources.capacity() * std::mem::size_of::<BlockedSource>()
                 + l.blocked_sources.iter().map(|b| b.ip.capacity() + opt(&b.client)).sum::<usize>()
         });
         std::mem::size_of::<UserState>()

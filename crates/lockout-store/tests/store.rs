@@ -8,14 +8,14 @@ use uuid::Uuid;
 
 fn locked(until: Option<u64>, id: u128) -> UserState {
     UserState {
-        lock: Some(LockState {
+        lock: Some(Box::new(LockState {
             reason: LockReason::Failures,
             locked_at: 1,
             locked_until: until,
             event_id: Uuid::from_u128(id),
             blocked: 0,
             blocked_sources: vec![],
-        }),
+        })),
         ..UserState::default()
     }
 }
