@@ -117,6 +117,10 @@ async fn a_full_disk_stops_consuming_reports_unhealthy_and_resumes_losing_nothin
     let h = l.health().await;
     assert_eq!((h["status"].as_str(), h["seq"].as_u64()), (Some("unhealthy"), Some(stuck)), "{h}");
     assert!(stuck < last);
+    // A write command's event is appended but cannot be folded: 503 after 5 s, as the
+    // contract says; it is folded once the store takes writes again.
+    let e = l.call("acme", "lock", serde_json::json!({"user": "zed", "actor": "ops"})).await.unwrap_err();
+    assert_eq!(e.code, 503, "{e:?}");
 
     // Space returns: it resumes on its own and folds everything.
     l.limit_file_size(None);
@@ -126,6 +130,7 @@ async fn a_full_disk_stops_consuming_reports_unhealthy_and_resumes_losing_nothin
         assert!(Instant::now() < deadline, "still not ready: {}", l.health().await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(l.status("acme", "zed").await["locked"], true, "the refused write's event was folded later");
     assert_nothing_lost_nothing_twice(&mut l).await;
 }
 

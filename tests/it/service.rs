@@ -255,3 +255,89 @@ async fn health_and_stats_report_progress() {
     assert_eq!(data["seq"].as_u64(), Some(seq), "{stats}");
     assert_eq!(data["status"], "ready");
 }
+
+/// Contract rows the other tests leave out: `$SRV.PING`; `unlock` of an unlocked user resets
+/// the counter with no notice; `lock` of a locked user replaces the lock with a new notice;
+/// a policy with `lock_seconds` 0 locks until an admin unlocks (seed 004's manual-only lock).
+#[tokio::test]
+async fn ping_unlock_of_unlocked_lock_replacing_lock_and_manual_only_locks() {
+    let l = Lockout::start().await;
+    let ping = l.client.request("$SRV.PING.lockout", "".into()).await.unwrap();
+    let ping: serde_json::Value = serde_json::from_slice(&ping.payload).unwrap();
+    assert_eq!(ping["name"], "lockout");
+    let mut live = l.notice_consumer().await;
+
+    l.attempt("acme", "carol", Failure, "192.0.2.3", None).await;
+    let seq = l.attempt("acme", "carol", Failure, "192.0.2.3", None).await;
+    l.wait_folded(seq).await;
+    let r = l.call("acme", "unlock", json!({"user": "carol", "actor": "ops"})).await.unwrap();
+    assert_eq!(
+        (r["locked"].as_bool(), r["failures"].as_u64(), r["unlocked_by"].as_str()),
+        (Some(false), Some(0), Some("ops"))
+    );
+
+    let first = l.call("acme", "lock", json!({"user": "carol", "actor": "ops", "seconds": 60})).await.unwrap();
+    let second = l.call("acme", "lock", json!({"user": "carol", "actor": "sec", "reason": "incident"})).await.unwrap();
+    assert_eq!((second["locked"].as_bool(), second["reason"].as_str()), (Some(true), Some("admin")));
+    assert!(second["locked_until"].is_null(), "the new lock replaced the timed one: {second}");
+    assert_ne!(first["event_id"], second["event_id"]);
+    let (Notice::Locked(a), _) = next_notice(&mut live, 10).await else { panic!("expected locked") };
+    let (Notice::Locked(b), _) = next_notice(&mut live, 10).await else { panic!("expected a second locked") };
+    assert_eq!((a.actor.as_deref(), b.actor.as_deref()), (Some("ops"), Some("sec")));
+    assert_eq!((a.lock_seconds, b.lock_seconds), (Some(60), None));
+    assert!(
+        l.notices().await.iter().all(|(n, _)| !matches!(n, Notice::Unlocked(_))),
+        "no notice for the unlock of an unlocked user"
+    );
+
+    // Seed 004: no unlock time set means locked until a supervisor re-activates the account.
+    l.call("pms", "policy_set", json!({"actor": "sup", "policy": {"max_failures": 2, "lock_seconds": 0}}))
+        .await
+        .unwrap();
+    l.attempt("pms", "MW02", Failure, "198.51.100.4", None).await;
+    l.attempt("pms", "MW02", Failure, "198.51.100.4", None).await;
+    let (Notice::Locked(n), _) = next_notice(&mut live, 10).await else { panic!("expected locked") };
+    assert_eq!((n.locked_until, n.lock_seconds), (None, None));
+    assert!(n.message.contains("until an administrator unlocks it"), "{}", n.message);
+    let s = l.status("pms", "MW02").await;
+    assert_eq!((s["locked"].as_bool(), s["locked_until"].is_null()), (Some(true), true));
+}
+
+/// `--prefix`: every subject and stream under another root.
+#[tokio::test]
+async fn another_prefix_moves_every_subject_and_stream() {
+    let nats = nats_harness::NatsServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let mut config = lockoutd::Config::new(&nats.url(), data.path().join("store"));
+    config.subjects = lockout_proto::Subjects::new("acme-lock").unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(lockoutd::run(config, async move {
+        let _ = stopped.await;
+    }));
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while client.request("acme-lock.svc.t.health", "".into()).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "lockoutd did not answer under acme-lock");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for stream in ["ACME-LOCK_EVENTS", "ACME-LOCK_NOTICES", "ACME-LOCK_DEAD"] {
+        js.get_stream(stream).await.unwrap_or_else(|e| panic!("{stream}: {e}"));
+    }
+    assert!(js.get_stream("LOCKOUT_EVENTS").await.is_err(), "nothing under the default root");
+    let mut notices = client.subscribe("acme-lock.notices.t.locked").await.unwrap();
+    let mut h = HeaderMap::new();
+    h.insert(codec::CONTENT_TYPE, codec::JSON);
+    let body = br#"{"user":"u","actor":"ops"}"#.as_slice().into();
+    let r = client.request_with_headers("acme-lock.svc.t.lock", h, body).await.unwrap();
+    let reply: WriteReply = codec::decode(Encoding::Json, &r.payload, "reply").unwrap();
+    assert!(reply.locked);
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), futures::StreamExt::next(&mut notices))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.headers.unwrap().get(codec::NATS_MSG_ID).map(|v| v.to_string()).is_some(), true);
+    js.get_stream("ACME-LOCK_NOTICES").await.unwrap().get_raw_message(1).await.expect("the notice is stored");
+    let _ = stop.send(());
+    daemon.await.unwrap().unwrap();
+}
