@@ -336,7 +336,7 @@ async fn another_prefix_moves_every_subject_and_stream() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(n.headers.unwrap().get(codec::NATS_MSG_ID).map(|v| v.to_string()).is_some(), true);
+    assert!(n.headers.unwrap().get(codec::NATS_MSG_ID).is_some(), "a notice carries its id");
     js.get_stream("ACME-LOCK_NOTICES").await.unwrap().get_raw_message(1).await.expect("the notice is stored");
     let _ = stop.send(());
     daemon.await.unwrap().unwrap();
