@@ -17,7 +17,7 @@ use futures::StreamExt;
 use lockout_core::UserState;
 use lockout_proto::codec::{self, Encoding};
 use lockout_proto::event::{Event, Outcome};
-use lockout_proto::subject::Subjects;
+use lockout_proto::subject::{EventSubject, Subjects, Target};
 use lockout_proto::{Millis, Notice, Policy, Rejection};
 use lockout_store::{Commit, LockIndex, OutboxEntry, OutboxStream, StateChange, Store};
 use tokio::sync::{mpsc, watch};
@@ -203,8 +203,8 @@ impl BatchFolder {
                 tracing::Span::none()
             };
             let _entered = span.enter();
-            let event = match self.accept(m) {
-                Ok(e) => e,
+            let (subject, event) = match self.accept(m) {
+                Ok(accepted) => accepted,
                 Err(r) => {
                     self.stats.bump(Stat::Dead { reason: r.reason.as_str() });
                     self.dead_letter(m, &r, &mut commit);
@@ -223,9 +223,10 @@ impl BatchFolder {
                 _ => None,
             };
             self.stats.bump(Stat::Folded { kind: event.kind().as_str(), outcome });
-            let tenant = event.tenant().to_owned();
-            let policy = self.policy(&tenant)?;
-            let Some(user) = event.user() else {
+            let policy = self.policy(event.tenant())?;
+            // The key reuses the strings the subject was parsed into (they equal the body's).
+            let tenant = subject.tenant.into_string();
+            let Target::User(user) = subject.target else {
                 if let Event::Policy(change) = &event {
                     let p = lockout_core::fold::fold_policy(&policy, change);
                     self.policies.insert(tenant.clone(), p);
@@ -234,7 +235,7 @@ impl BatchFolder {
                 }
                 continue;
             };
-            let key = (tenant, user.to_owned());
+            let key = (tenant, user.into_string());
             let pending = match users.entry(key) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
@@ -272,11 +273,12 @@ impl BatchFolder {
     }
 
     /// Decodes and checks one message, or says why it is refused.
-    fn accept(&self, m: &Incoming<'_>) -> Result<Event, Rejection> {
+    fn accept(&self, m: &Incoming<'_>) -> Result<(EventSubject, Event), Rejection> {
         codec::check_size(m.payload)?;
         let subject = self.subjects.parse_event(m.subject)?;
         let enc = Encoding::from_content_type(header(m.headers, codec::CONTENT_TYPE))?;
-        Event::decode_checked(&subject, enc, m.payload)
+        let event = Event::decode_checked(&subject, enc, m.payload)?;
+        Ok((subject, event))
     }
 
     fn dead_letter(&self, m: &Incoming<'_>, r: &Rejection, commit: &mut Commit) {
