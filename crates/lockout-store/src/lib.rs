@@ -257,10 +257,11 @@ impl Store {
         err.into_iter().chain(iter.into_iter().flatten().map(|kv| kv.map_err(Error::from)))
     }
 
-    /// Writes and flushes a probe key: `Ok` when the disk takes writes.
+    /// Writes and flushes a probe (and its removal): `Ok` when the disk takes writes.
     pub fn check_writable(&self) -> Result<()> {
         let db = self.db()?;
         db.insert(b"mprobe", &[1u8][..])?;
+        db.remove(b"mprobe")?;
         db.flush()?;
         Ok(())
     }

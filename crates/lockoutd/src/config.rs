@@ -80,12 +80,8 @@ pub struct Config {
     pub replicas: usize,
     pub cache_bytes: u64,
     pub batch: usize,
-    pub nats_creds: Option<PathBuf>,
-    pub nats_user: Option<String>,
-    pub nats_password: Option<String>,
-    pub tls_ca: Option<PathBuf>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
+    /// NATS credentials and TLS.
+    pub auth: crate::NatsAuth,
     pub log_format: LogFormat,
     /// Share of folded events traced with their own span (0 to 1).
     pub trace_events_ratio: f64,
@@ -102,12 +98,7 @@ impl Config {
             replicas: 1,
             cache_bytes: 64 << 20,
             batch: 1000,
-            nats_creds: None,
-            nats_user: None,
-            nats_password: None,
-            tls_ca: None,
-            tls_cert: None,
-            tls_key: None,
+            auth: crate::NatsAuth::default(),
             log_format: LogFormat::Human,
             trace_events_ratio: DEFAULT_TRACE_EVENTS_RATIO,
         }
@@ -115,18 +106,6 @@ impl Config {
 }
 
 impl Config {
-    /// The NATS credentials and TLS options.
-    pub fn auth(&self) -> crate::NatsAuth {
-        crate::NatsAuth {
-            creds: self.nats_creds.clone(),
-            user: self.nats_user.clone(),
-            password: self.nats_password.clone(),
-            tls_ca: self.tls_ca.clone(),
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-        }
-    }
-
     /// sled's page cache: half of `--cache-mb`.
     pub fn sled_cache_bytes(&self) -> u64 {
         self.cache_bytes / 2
@@ -169,12 +148,14 @@ impl TryFrom<Args> for Config {
             replicas: a.replicas,
             cache_bytes: a.cache_mb << 20,
             batch: a.batch,
-            nats_creds: a.nats_creds,
-            nats_user: a.nats_user,
-            nats_password: a.nats_password,
-            tls_ca: a.tls_ca,
-            tls_cert: a.tls_cert,
-            tls_key: a.tls_key,
+            auth: crate::NatsAuth {
+                creds: a.nats_creds,
+                user: a.nats_user,
+                password: a.nats_password,
+                tls_ca: a.tls_ca,
+                tls_cert: a.tls_cert,
+                tls_key: a.tls_key,
+            },
             log_format,
             trace_events_ratio: a.trace_events_ratio,
         })
@@ -196,13 +177,13 @@ impl fmt::Display for Config {
             self.batch,
             self.trace_events_ratio
         )?;
-        if let Some(c) = &self.nats_creds {
+        if let Some(c) = &self.auth.creds {
             write!(f, " nats_creds={}", c.display())?;
         }
-        if let Some(u) = &self.nats_user {
+        if let Some(u) = &self.auth.user {
             write!(f, " nats_user={u} nats_password=<redacted>")?;
         }
-        if self.tls_ca.is_some() {
+        if self.auth.tls_ca.is_some() {
             write!(f, " tls=on")?;
         }
         Ok(())

@@ -50,9 +50,9 @@ pub struct Health {
     pub last_commit_at: std::sync::atomic::AtomicU64,
     /// The store's error while commits fail.
     pub store_error: std::sync::Mutex<Option<String>>,
-    /// Whether the projector has committed the backlog `LOCKOUT_EVENTS` held at start; until
-    /// then the expiry timer waits, as the store may hold locks whose `expired` events are
-    /// still to be folded.
+    /// Whether the projector has committed the backlog `LOCKOUT_EVENTS` held when it last
+    /// (re)started; until then the expiry timer waits, as the store may hold locks whose
+    /// `expired` events are still to be folded.
     pub caught_up: std::sync::atomic::AtomicBool,
 }
 
@@ -131,7 +131,7 @@ impl NatsAuth {
 /// Connects to NATS with the configured options.
 pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
     let opts = async_nats::ConnectOptions::new().name("lockoutd").retry_on_initial_connect().max_reconnects(None);
-    let opts = config.auth().apply(opts).await?;
+    let opts = config.auth.apply(opts).await?;
     opts.connect(&config.nats_url).await.with_context(|| format!("connecting to NATS at {}", config.nats_url))
 }
 
