@@ -386,8 +386,14 @@ async fn the_remaining_options() {
     let window =
         ok(&l, &["export", "acme", "--jsonl", "--since", &second.to_string(), "--until", &second.to_string()]).await;
     assert_eq!(window.lines().count(), times.iter().filter(|t| **t == second).count(), "{window}");
-    let sim = json(&l, &["simulate", "acme", "--policy", file.to_str().unwrap(), "--until", &second.to_string()]).await;
-    assert!(sim.is_object(), "{sim}");
+    // Up to the second attempt, dave had one counted failure (dedupe); without dedupe the two
+    // failures with the same credential would have locked him under max_failures 2.
+    let no_dedupe = dir.path().join("no-dedupe.json");
+    std::fs::write(&no_dedupe, r#"{"max_failures": 2}"#).unwrap();
+    let sim =
+        json(&l, &["simulate", "acme", "--policy", no_dedupe.to_str().unwrap(), "--until", &second.to_string()]).await;
+    assert_eq!((sim["actual"]["locks"].as_u64(), sim["simulated"]["locks"].as_u64()), (Some(0), Some(1)), "{sim}");
+    assert!(sim["would_be_locked"].to_string().contains("dave"), "{sim}");
     let r =
         json(&l, &["replay", "--data-dir", dir.path().join("r").to_str().unwrap(), "--until", &lockout_time(second)])
             .await;

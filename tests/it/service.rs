@@ -223,8 +223,11 @@ async fn bad_requests_get_400_and_change_nothing() {
 }
 
 #[tokio::test]
-async fn micro_service_discovery_lists_every_op() {
+async fn micro_service_discovery_answers_ping_and_lists_every_op() {
     let l = Lockout::start().await;
+    let ping = l.client.request("$SRV.PING.lockout", "".into()).await.unwrap();
+    let ping: serde_json::Value = serde_json::from_slice(&ping.payload).unwrap();
+    assert_eq!(ping["name"], "lockout");
     let info = l.client.request("$SRV.INFO.lockout", "".into()).await.unwrap();
     let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();
     assert_eq!(info["name"], "lockout");
@@ -256,15 +259,12 @@ async fn health_and_stats_report_progress() {
     assert_eq!(data["status"], "ready");
 }
 
-/// Contract rows the other tests leave out: `$SRV.PING`; `unlock` of an unlocked user resets
+/// Contract rows the other tests leave out: `unlock` of an unlocked user resets
 /// the counter with no notice; `lock` of a locked user replaces the lock with a new notice;
 /// a policy with `lock_seconds` 0 locks until an admin unlocks (seed 004's manual-only lock).
 #[tokio::test]
-async fn ping_unlock_of_unlocked_lock_replacing_lock_and_manual_only_locks() {
+async fn unlock_of_unlocked_lock_replacing_lock_and_manual_only_locks() {
     let l = Lockout::start().await;
-    let ping = l.client.request("$SRV.PING.lockout", "".into()).await.unwrap();
-    let ping: serde_json::Value = serde_json::from_slice(&ping.payload).unwrap();
-    assert_eq!(ping["name"], "lockout");
     let mut live = l.notice_consumer().await;
 
     l.attempt("acme", "carol", Failure, "192.0.2.3", None).await;
