@@ -155,3 +155,21 @@ async fn events_with_at_far_in_the_past_or_future_fold_by_the_stored_time() {
     let history = l.call("acme", "status", json!({"user": "erin"})).await.unwrap();
     assert_eq!(history["failures"], 5);
 }
+
+/// A consumer that stops delivering (here: deleted under lockoutd's feet, as a pull lost in a
+/// reconnect would leave it idle) is noticed within seconds and recreated at the store's
+/// checkpoint; the events that waited meanwhile are folded.
+#[tokio::test]
+async fn a_consumer_that_stops_delivering_is_recreated_at_the_checkpoint() {
+    let l = Lockout::start().await;
+    let first = l.attempt("acme", "fay", Outcome::Failure, "192.0.2.5", None).await;
+    l.wait_folded(first).await;
+    let stream = l.js.get_stream("LOCKOUT_EVENTS").await.unwrap();
+    stream.delete_consumer("lockoutd").await.unwrap();
+    let mut last = 0;
+    for _ in 0..2 {
+        last = l.attempt("acme", "fay", Outcome::Failure, "192.0.2.5", None).await;
+    }
+    l.wait_folded(last).await;
+    assert_eq!(l.status("acme", "fay").await["failures"], 3, "each event folded once");
+}

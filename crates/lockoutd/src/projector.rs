@@ -111,6 +111,21 @@ impl BatchFolder {
         &self.stats
     }
 
+    /// The span of one fetched batch of `count` messages (the event spans' parent).
+    pub fn batch_span(&self, count: usize) -> tracing::Span {
+        tracing::debug_span!(
+            "lockout.fold_batch",
+            otel.name = %self.span_name,
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.destination.name = %self.events_stream,
+            messaging.operation = "process",
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.batch.message_count = count,
+        )
+    }
+
     pub fn checkpoint(&self) -> u64 {
         self.checkpoint
     }
@@ -413,15 +428,24 @@ impl Session {
     }
 }
 
+/// How long the projector waits for events before it checks that its consumer still delivers.
+const STALL_CHECK_AFTER: Duration = Duration::from_secs(10);
+
+/// The consumer stopped delivering although events wait (a pull lost in a reconnect), or its
+/// message stream ended: the projector starts over from the store's checkpoint.
+#[derive(Debug, thiserror::Error)]
+#[error("the consumer stalled: {0}")]
+pub struct ConsumerStalled(pub String);
+
 /// The store refused a commit: sled stays failed until it is reopened.
 #[derive(Debug, thiserror::Error)]
 #[error("the store refused a commit: {0}")]
 pub struct StoreFailed(#[source] pub lockout_store::Error);
 
-/// Runs the projector; when the store refuses a commit (a full disk), stops consuming,
-/// reports `unhealthy` and reopens the store until it takes writes again, then resumes from
-/// the store's checkpoint exactly as a restart would, so nothing is lost or folded twice.
-/// Returns on `stop`, or with an error that is not the store's.
+/// Runs the projector and starts it over from the store's checkpoint, exactly as a restart
+/// would (so nothing is lost or folded twice), when its consumer stalls or when the store
+/// refuses a commit (a full disk): then it stops consuming, reports `unhealthy` and reopens
+/// the store until it takes writes again. Returns on `stop`, or with any other error.
 pub async fn supervise(
     shared: Arc<Shared>,
     mut session: Session,
@@ -431,9 +455,17 @@ pub async fn supervise(
     let folded = Arc::new(folded);
     loop {
         let Err(e) = run(shared.clone(), session, folded.clone(), stop.clone()).await else { return Ok(()) };
+        shared.health.caught_up.store(false, std::sync::atomic::Ordering::Release);
+        if let Some(stalled) = e.downcast_ref::<ConsumerStalled>() {
+            tracing::warn!(error = %stalled, "Recreating the consumer at the store's checkpoint.");
+            match prepare_until_ready(&shared, &mut stop).await? {
+                Some(s) => session = s,
+                None => return Ok(()),
+            }
+            continue;
+        }
         let Some(failed) = e.downcast_ref::<StoreFailed>() else { return Err(e) };
         tracing::error!(error = %failed, "The store refused a commit; stopped consuming until it takes writes again.");
-        shared.health.caught_up.store(false, std::sync::atomic::Ordering::Release);
         let mut delay = Duration::from_secs(1);
         loop {
             tokio::select! {
@@ -454,23 +486,42 @@ pub async fn supervise(
             }
         }
         tracing::info!("The store takes writes again; resuming from its checkpoint.");
-        session = Session::prepare(&shared).await?;
+        match prepare_until_ready(&shared, &mut stop).await? {
+            Some(s) => session = s,
+            None => return Ok(()),
+        }
         shared.health.set_store_error(None);
     }
 }
 
+/// [`Session::prepare`], retried while NATS or the store cannot answer yet; `None` on `stop`.
+async fn prepare_until_ready(shared: &Shared, stop: &mut watch::Receiver<bool>) -> anyhow::Result<Option<Session>> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match Session::prepare(shared).await {
+            Ok(s) => return Ok(Some(s)),
+            Err(e) => tracing::warn!(error = %e, "Preparing the projector failed; retrying."),
+        }
+        tokio::select! {
+            _ = stop.changed() => return Ok(None),
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// The projector: pulls and folds batches, while [`commit_loop`] commits the previous one
-/// and [`publish_loop`] publishes and acknowledges the one before. Returns when `stop` turns true, after the batches already
-/// folded are committed (a drain), or with the error that stopped it ([`StoreFailed`] when
-/// the store refused a commit).
+/// and [`publish_loop`] publishes and acknowledges those before. Returns when `stop` turns
+/// true, after the batches already folded are committed (a drain), or with the error that
+/// stopped it ([`StoreFailed`] when the store refused a commit).
 async fn run(
     shared: Arc<Shared>,
     session: Session,
     folded: Arc<watch::Sender<u64>>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    // Three stages, one batch in each and one in each channel: the folder's cache never runs
-    // more than two commits ahead of the store, and publishing never holds up a commit.
+    // Three stages with one batch waiting in each channel: the folder's cache never runs more
+    // than two commits ahead of the store, and publishing never holds up a commit.
     let (tx, rx) = mpsc::channel::<FoldedBatch>(1);
     let (ptx, prx) = mpsc::channel::<Committed>(1);
     let committer = tokio::spawn(commit_loop(shared.clone(), rx, ptx));
@@ -493,8 +544,6 @@ async fn fold_loop(
     let mut folder = BatchFolder::new(shared.store.clone(), cfg.subjects.clone(), cfg.notice_encoding, floors)?;
     folder.set_trace_events_ratio(cfg.trace_events_ratio);
     folder.set_state_cache_bytes(cfg.state_cache_bytes());
-    let events_stream = cfg.subjects.events_stream();
-    let span_name = format!("process {events_stream}");
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(cfg.batch)
@@ -507,9 +556,27 @@ async fn fold_loop(
             biased;
             _ = stop.changed() => return Ok(()),
             c = messages.next() => c,
+            () = tokio::time::sleep(STALL_CHECK_AFTER) => {
+                // Idle. Fine when the consumer has nothing more; a pull that stopped after a
+                // reconnect otherwise (its events wait or sit unacknowledged at the server).
+                match consumer.get_info().await {
+                    Ok(i) if i.num_pending > 0 || i.num_ack_pending > 0 => {
+                        return Err(ConsumerStalled(format!(
+                            "nothing delivered for {} s while {} events wait and {} are unacknowledged",
+                            STALL_CHECK_AFTER.as_secs(),
+                            i.num_pending,
+                            i.num_ack_pending
+                        ))
+                        .into())
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "Reading the consumer's state failed; checking again later."),
+                }
+                continue;
+            }
         };
         let Some(chunk) = chunk else {
-            anyhow::bail!("the consumer's message stream ended");
+            return Err(ConsumerStalled("the consumer's message stream ended".into()).into());
         };
         let mut msgs = Vec::with_capacity(chunk.len());
         for item in chunk {
@@ -521,17 +588,7 @@ async fn fold_loop(
         let Some(last_msg) = msgs.pop() else { continue };
         let (pending, stream_last) =
             last_msg.info().map_or((u64::MAX, 0), |i| (i.pending, i.stream_sequence.saturating_add(i.pending)));
-        let batch_span = tracing::debug_span!(
-            "lockout.fold_batch",
-            otel.name = %span_name,
-            otel.kind = "consumer",
-            messaging.system = "nats",
-            messaging.destination.name = events_stream.as_str(),
-            messaging.operation = "process",
-            messaging.operation.type = "process",
-            messaging.operation.name = "process",
-            messaging.batch.message_count = msgs.len() + 1,
-        );
+        let batch_span = folder.batch_span(msgs.len() + 1);
         let incoming: Vec<Incoming<'_>> = msgs
             .iter()
             .chain(std::iter::once(&last_msg))
