@@ -24,46 +24,67 @@ use crate::{exit, fmt, Exit};
 /// A store being rebuilt from the stream.
 pub struct Replayer {
     pub store: Store,
-    folder: BatchFolder,
+    /// The folder, here between reads; on the fold thread during a `run_to`.
+    folder: Option<BatchFolder>,
     batch: usize,
     /// Sequences read so far (the checkpoint may lag when the last ones were deleted).
     pub upto: u64,
     /// Events folded by this process.
     pub events: u64,
-    /// Commits the folded batches while the next ones fold; running during a `run_to`.
-    committer: Option<Committer>,
+    /// Folds and commits the batches read; running during a `run_to`.
+    pipeline: Option<Pipeline>,
 }
 
-/// A thread that commits batches in order, one in the queue and one being written at most,
-/// as lockoutd's projector does; the folder's state cache covers the commits in flight.
-struct Committer {
-    tx: std::sync::mpsc::SyncSender<Commit>,
-    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+/// Two threads behind the read loop, as lockoutd's projector stages: one folds the batches
+/// read (while the next one is read), the other commits them in order (while the next one
+/// folds), one batch waiting between each; the folder's state cache covers the commits in
+/// flight.
+struct Pipeline {
+    tx: std::sync::mpsc::SyncSender<Vec<Raw>>,
+    folding: std::thread::JoinHandle<anyhow::Result<BatchFolder>>,
+    committing: std::thread::JoinHandle<anyhow::Result<()>>,
 }
 
-impl Committer {
-    fn start(store: Store) -> Committer {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Commit>(1);
-        let thread = std::thread::spawn(move || {
-            for commit in rx {
+impl Pipeline {
+    fn start(store: Store, mut folder: BatchFolder) -> Pipeline {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Raw>>(1);
+        let (ctx, crx) = std::sync::mpsc::sync_channel::<Commit>(1);
+        let committing = std::thread::spawn(move || {
+            for commit in crx {
                 debug_assert!(commit.outbox.is_empty(), "a replay queues nothing to publish");
                 store.commit(&commit)?;
             }
             Ok(())
         });
-        Committer { tx, thread }
+        let folding = std::thread::spawn(move || {
+            for batch in rx {
+                let incoming: Vec<_> = batch.iter().map(Raw::incoming).collect();
+                if let Some(commit) = folder.fold_batch(&incoming)? {
+                    if ctx.send(commit).is_err() {
+                        // The commit thread stopped on a store error; `finish` reports it.
+                        break;
+                    }
+                }
+            }
+            Ok(folder)
+        });
+        Pipeline { tx, folding, committing }
     }
 
-    /// Queues a commit; `Err` when the thread stopped on a store error (then [`finish`]
+    /// Queues a batch; `Err` when a thread stopped on an error (then [`Pipeline::finish`]
     /// tells which).
-    fn send(&self, commit: Commit) -> Result<(), ()> {
-        self.tx.send(commit).map_err(|_| ())
+    fn send(&self, batch: Vec<Raw>) -> Result<(), ()> {
+        self.tx.send(batch).map_err(|_| ())
     }
 
-    /// Waits until every queued commit is written.
-    fn finish(self) -> anyhow::Result<()> {
+    /// Waits until every queued batch is folded and committed; returns the folder.
+    fn finish(self) -> (anyhow::Result<BatchFolder>, anyhow::Result<()>) {
         drop(self.tx);
-        self.thread.join().map_err(|_| anyhow::anyhow!("the replay's commit thread panicked"))?
+        let folded =
+            self.folding.join().map_err(|_| anyhow::anyhow!("the replay's fold thread panicked")).and_then(|r| r);
+        let committed =
+            self.committing.join().map_err(|_| anyhow::anyhow!("the replay's commit thread panicked")).and_then(|r| r);
+        (folded, committed)
     }
 }
 
@@ -76,29 +97,38 @@ impl Replayer {
         let floors = Floors { notices: Some((u64::MAX, u32::MAX)), dead: Some(u64::MAX) };
         let folder = BatchFolder::new(store.clone(), ctx.subjects.clone(), Encoding::Postcard, floors)?;
         let upto = folder.checkpoint();
-        Ok(Replayer { store, folder, batch, upto, events: 0, committer: None })
+        Ok(Replayer { store, folder: Some(folder), batch, upto, events: 0, pipeline: None })
     }
 
     pub fn checkpoint(&self) -> u64 {
-        self.folder.checkpoint()
+        self.folder.as_ref().map_or(0, BatchFolder::checkpoint)
     }
 
+    /// Hands a full batch to the fold thread (starting the pipeline with the first one).
     fn commit(&mut self, buf: &mut Vec<Raw>) -> anyhow::Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
-        let incoming: Vec<_> = buf.iter().map(Raw::incoming).collect();
-        if let Some(commit) = self.folder.fold_batch(&incoming)? {
-            let committer = self.committer.get_or_insert_with(|| Committer::start(self.store.clone()));
-            if committer.send(commit).is_err() {
-                return match self.committer.take().map(Committer::finish) {
-                    Some(Err(e)) => Err(e),
-                    _ => Err(anyhow::anyhow!("the replay's commit thread stopped")),
-                };
-            }
+        let n = buf.len() as u64;
+        let batch = std::mem::replace(buf, Vec::with_capacity(self.batch));
+        if self.pipeline.is_none() {
+            let folder = self.folder.take().context("the replay's folder is gone after an earlier failure")?;
+            self.pipeline = Some(Pipeline::start(self.store.clone(), folder));
         }
-        self.events += buf.len() as u64;
-        buf.clear();
+        if self.pipeline.as_ref().is_some_and(|p| p.send(batch).is_err()) {
+            return Err(self.finish().err().unwrap_or_else(|| anyhow::anyhow!("the replay's fold thread stopped")));
+        }
+        self.events += n;
+        Ok(())
+    }
+
+    /// Stops the pipeline after the queued batches; the folder comes back for the next read.
+    fn finish(&mut self) -> anyhow::Result<()> {
+        let Some(p) = self.pipeline.take() else { return Ok(()) };
+        let (folded, committed) = p.finish();
+        // The commit thread's error is the cause when both stopped.
+        committed?;
+        self.folder = Some(folded?);
         Ok(())
     }
 
@@ -144,9 +174,9 @@ impl Replayer {
         )
         .await;
         let folded = plan.and_then(|plan| failed.map(|()| plan)).and_then(|plan| self.commit(&mut buf).map(|()| plan));
-        let committed = self.committer.take().map_or(Ok(()), Committer::finish);
-        let plan = folded?;
+        let committed = self.finish();
         committed?;
+        let plan = folded?;
         self.upto = if early { last } else { last.max(plan.end) };
         self.store.flush()?;
         Ok(())

@@ -130,7 +130,12 @@ impl NatsAuth {
 
 /// Connects to NATS with the configured options.
 pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
-    let opts = async_nats::ConnectOptions::new().name("lockoutd").retry_on_initial_connect().max_reconnects(None);
+    connect_as(config, "lockoutd").await
+}
+
+/// [`connect`] under a connection name of its own (what the server's monitoring shows).
+pub async fn connect_as(config: &Config, name: &str) -> anyhow::Result<async_nats::Client> {
+    let opts = async_nats::ConnectOptions::new().name(name).retry_on_initial_connect().max_reconnects(None);
     let opts = config.auth.apply(opts).await?;
     opts.connect(&config.nats_url).await.with_context(|| format!("connecting to NATS at {}", config.nats_url))
 }

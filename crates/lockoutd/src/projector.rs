@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::HeaderMap;
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use lockout_core::UserState;
 use lockout_proto::codec::{self, Encoding};
 use lockout_proto::event::{Event, Outcome};
@@ -431,6 +431,29 @@ impl Session {
 /// How long the projector waits for events before it checks that its consumer still delivers.
 const STALL_CHECK_AFTER: Duration = Duration::from_secs(10);
 
+/// Aborts a task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How long the receiving task gathers a backlog into one batch at most.
+const GATHER_WAIT: Duration = Duration::from_millis(5);
+
+/// Whether a batch of `have` messages (of at most `batch`) should wait for more: only when the
+/// server still holds enough to fill it (`pending`, as of the last message delivered).
+fn worth_waiting(pending: u64, have: usize, batch: usize) -> bool {
+    have < batch && pending >= (batch - have) as u64
+}
+
+/// The events the server still had for the consumer when it delivered `m`.
+fn backlog(m: Option<&async_nats::jetstream::Message>) -> u64 {
+    m.and_then(|m| m.info().ok()).map_or(0, |i| i.pending)
+}
+
 /// The consumer stopped delivering although events wait (a pull lost in a reconnect), or its
 /// message stream ended: the projector starts over from the store's checkpoint.
 #[derive(Debug, thiserror::Error)]
@@ -533,6 +556,56 @@ async fn run(
     committing.and(folding)
 }
 
+/// What the receiving task hands the fold stage: the messages of one batch, in order.
+type Gathered = Vec<async_nats::jetstream::Message>;
+
+/// Pulls messages and hands them over in batches of up to `batch`, so that the next batch is
+/// received (and the next pull requested) while one folds. A batch is whatever was delivered
+/// when the first message came, topped up for a few milliseconds while the server reports a
+/// backlog that would fill it (catching up, a rebuild): sled writes its log twice per commit,
+/// so fewer, fuller commits cost much less; live traffic folds at once and keeps its latency.
+/// Returns when the message stream ends or the fold stage is gone.
+async fn receive_loop(
+    mut messages: async_nats::jetstream::consumer::pull::Stream,
+    batch: usize,
+    tx: mpsc::Sender<Gathered>,
+) {
+    let mut next = messages.next().await;
+    loop {
+        let mut msgs = Vec::with_capacity(batch);
+        let deadline = tokio::time::Instant::now() + GATHER_WAIT;
+        loop {
+            match next.take() {
+                None => {
+                    if !msgs.is_empty() {
+                        let _ = tx.send(msgs).await;
+                    }
+                    return;
+                }
+                Some(Ok(m)) => msgs.push(m),
+                Some(Err(e)) => tracing::warn!(error = %e, "Pulling events failed; retrying."),
+            }
+            if msgs.len() >= batch {
+                break;
+            }
+            next = match messages.next().now_or_never() {
+                Some(n) => n,
+                None if worth_waiting(backlog(msgs.last()), msgs.len(), batch) => {
+                    match tokio::time::timeout_at(deadline, messages.next()).await {
+                        Ok(n) => n,
+                        Err(_) => break,
+                    }
+                }
+                None => break,
+            };
+        }
+        if !msgs.is_empty() && tx.send(msgs).await.is_err() {
+            return;
+        }
+        next = messages.next().await;
+    }
+}
+
 async fn fold_loop(
     shared: &Shared,
     consumer: PullConsumer,
@@ -544,18 +617,16 @@ async fn fold_loop(
     let mut folder = BatchFolder::new(shared.store.clone(), cfg.subjects.clone(), cfg.notice_encoding, floors)?;
     folder.set_trace_events_ratio(cfg.trace_events_ratio);
     folder.set_state_cache_bytes(cfg.state_cache_bytes());
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(cfg.batch)
-        .heartbeat(Duration::from_secs(5))
-        .messages()
-        .await?
-        .ready_chunks(cfg.batch);
+    let messages =
+        consumer.stream().max_messages_per_batch(cfg.batch).heartbeat(Duration::from_secs(5)).messages().await?;
+    // One batch waits while the next is received and another folds.
+    let (gtx, mut gathered) = mpsc::channel::<Gathered>(1);
+    let receiver = AbortOnDrop(tokio::spawn(receive_loop(messages, cfg.batch, gtx)));
     loop {
-        let chunk = tokio::select! {
+        let msgs = tokio::select! {
             biased;
             _ = stop.changed() => return Ok(()),
-            c = messages.next() => c,
+            m = gathered.recv() => m,
             () = tokio::time::sleep(STALL_CHECK_AFTER) => {
                 // Idle. Fine when the consumer has nothing more; a pull that stopped after a
                 // reconnect otherwise (its events wait or sit unacknowledged at the server).
@@ -575,16 +646,10 @@ async fn fold_loop(
                 continue;
             }
         };
-        let Some(chunk) = chunk else {
+        let Some(mut msgs) = msgs else {
+            drop(receiver);
             return Err(ConsumerStalled("the consumer's message stream ended".into()).into());
         };
-        let mut msgs = Vec::with_capacity(chunk.len());
-        for item in chunk {
-            match item {
-                Ok(m) => msgs.push(m),
-                Err(e) => tracing::warn!(error = %e, "Pulling events failed; retrying."),
-            }
-        }
         let Some(last_msg) = msgs.pop() else { continue };
         let (pending, stream_last) =
             last_msg.info().map_or((u64::MAX, 0), |i| (i.pending, i.stream_sequence.saturating_add(i.pending)));
@@ -729,5 +794,30 @@ async fn publish_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Committed>, fo
             shared.health.caught_up.store(true, std::sync::atomic::Ordering::Release);
         }
         ack(&last).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worth_waiting;
+
+    #[test]
+    fn a_batch_waits_only_for_a_backlog_that_fills_it() {
+        // (pending at the server, messages so far, batch) → wait?
+        let cases = [
+            (0, 1, 1000, false),         // live traffic: nothing more at the server
+            (5, 1, 1000, false),         // a few behind: fold now, keep the latency
+            (998, 1, 1000, false),       // one short of filling it
+            (999, 1, 1000, true),        // exactly fills it
+            (50_000, 1, 1000, true),     // catching up
+            (50_000, 1000, 1000, false), // full already
+            (1, 999, 1000, true),
+            (0, 999, 1000, false),
+            (10, 0, 1, true),
+            (10, 1, 1, false),
+        ];
+        for (pending, have, batch, want) in cases {
+            assert_eq!(worth_waiting(pending, have, batch), want, "pending {pending}, have {have}, batch {batch}");
+        }
     }
 }

@@ -63,24 +63,65 @@ impl From<lockout_store::Error> for Fail {
 /// The running service; [`ServiceHandle::stop`] stops taking requests and waits for the
 /// ones in flight.
 pub struct ServiceHandle {
-    service: service::Service,
-    loops: JoinSet<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl ServiceHandle {
     pub async fn stop(mut self) {
-        if let Err(e) = self.service.stop().await {
-            tracing::warn!(error = %e, "Stopping the micro service failed.");
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
         }
-        while self.loops.join_next().await.is_some() {}
+        let _ = (&mut self.done).await;
     }
 }
 
-/// Starts the micro service with one endpoint per op.
+/// Starts the micro service with one endpoint per op, on a thread, runtime and NATS
+/// connection of its own: a `status` request never waits behind the projector's work (a
+/// batch folding on a runtime worker) or behind the events, acks and notices on the
+/// projector's connection (`status_p99_ms` in `make bench`).
 pub async fn start(shared: Arc<Shared>) -> anyhow::Result<ServiceHandle> {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new().name("lockoutd-service".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready_tx.send(Err(anyhow::anyhow!("starting the service's runtime: {e}")));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let running = match crate::connect_as(&shared.config, "lockoutd-service").await {
+                Ok(client) => serve(shared, client).await,
+                Err(e) => Err(e),
+            };
+            let (service, mut loops) = match running {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            let _ = stop_rx.await;
+            if let Err(e) = service.stop().await {
+                tracing::warn!(error = %e, "Stopping the micro service failed.");
+            }
+            while loops.join_next().await.is_some() {}
+        });
+        let _ = done_tx.send(());
+    })?;
+    ready_rx.await.map_err(|_| anyhow::anyhow!("the service thread stopped while starting"))??;
+    Ok(ServiceHandle { stop: Some(stop_tx), done: done_rx })
+}
+
+/// Adds the service and its endpoints on `client`; each endpoint's requests are answered by
+/// tasks of the calling runtime.
+async fn serve(shared: Arc<Shared>, client: async_nats::Client) -> anyhow::Result<(service::Service, JoinSet<()>)> {
     let prefix = shared.config.subjects.prefix().to_owned();
-    let service = shared
-        .client
+    let service = client
         .service_builder()
         .description("Account lockout: status, unlock, lock, MFA reset, tenant policy, digest.")
         .stats_handler({
@@ -109,7 +150,9 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<ServiceHandle> {
             while inflight.join_next().await.is_some() {}
         });
     }
-    Ok(ServiceHandle { service, loops })
+    // The endpoints' subscriptions are at the server before lockoutd reports ready.
+    client.flush().await.map_err(|e| anyhow::anyhow!("registering the micro service: {e}"))?;
+    Ok((service, loops))
 }
 
 async fn handle(shared: Arc<Shared>, op: &'static str, req: service::Request) {
