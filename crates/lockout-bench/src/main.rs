@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, default_value_t = 100_000)]
     users: usize,
     /// Repeats of each throughput measurement (the median is reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     repeats: usize,
     /// Background load for the latency phases, events/s.
     #[arg(long, default_value_t = 10_000)]
@@ -62,6 +62,13 @@ struct Args {
     /// Users of the store-size and RSS phase (default 1,000,000; 100,000 with --quick).
     #[arg(long)]
     wide_users: Option<usize>,
+    /// The store-size phase's users in sorted order (sled's worst case: leaves split in the
+    /// middle stay half full) instead of scrambled.
+    #[arg(long)]
+    wide_sorted: bool,
+    /// Only the latency phases (after folding the pre-published events); prints their figures.
+    #[arg(long)]
+    latency_only: bool,
     /// Profile lockoutd during the first projector run with `perf record` (DWARF call
     /// graphs) into this file; read it with `perf report -i FILE`.
     #[arg(long)]
@@ -313,12 +320,13 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// Publishes `eps` events/s of successes for the load tenant until `stop`.
+/// Publishes `eps` events/s of successes for the load tenant until `stop`, spread evenly: a
+/// share every millisecond (many gateways' attempts arrive as a stream, not in bursts).
 async fn background_load(js: jetstream::Context, eps: u64, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) {
     let subjects = Subjects::default();
     let tenant = Tenant::parse("load").unwrap();
-    let per_tick = (eps / 100).max(1) as usize;
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let per_tick = (eps / 1_000).max(1) as usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
     let mut i = 0usize;
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
@@ -338,6 +346,50 @@ async fn background_load(js: jetstream::Context, eps: u64, stop: Arc<AtomicBool>
             }
         }
     }
+}
+
+/// What the latency phase measured.
+struct Latencies {
+    lock_ms: Vec<f64>,
+    status_ms: Vec<f64>,
+    status_qps: f64,
+    achieved_load: f64,
+}
+
+/// Publish → `locked` notice and `status` latencies, and `status` throughput, while a thread
+/// of its own publishes the background load; lockoutd must be running.
+async fn latencies(
+    url: &str,
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    a: &Args,
+    users: usize,
+) -> anyhow::Result<Latencies> {
+    let (lat_samples, status_samples) = if a.quick { (30, 300) } else { (200, 2_000) };
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    // The gateways' load comes from a thread and connection of its own, as from other
+    // processes: the latency probes below share neither a runtime nor a socket with it.
+    let load = {
+        let (url, eps, stop, sent) = (url.to_owned(), a.load_eps, stop.clone(), sent.clone());
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let js = jetstream::new(async_nats::connect(&url).await?);
+                background_load(js, eps, stop, sent).await;
+                anyhow::Ok(())
+            })
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let load_start = (Instant::now(), sent.load(Ordering::Relaxed));
+    let lock_ms = lock_latencies(client, js, lat_samples).await?;
+    let status_ms = status_latencies(client, status_samples, users).await?;
+    let qps = status_qps(client, users, if a.quick { 2 } else { 5 }).await;
+    let achieved_load = (sent.load(Ordering::Relaxed) - load_start.1) as f64 / load_start.0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    load.join().map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
+    Ok(Latencies { lock_ms, status_ms, status_qps: qps, achieved_load })
 }
 
 /// Publish of the tripping attempt → `locked` notice received, in ms.
@@ -537,11 +589,17 @@ fn replay_run(url: &str, dir: &Path, last: u64) -> anyhow::Result<f64> {
 }
 
 /// One failed attempt for each of `users` distinct users under `prefix`: every one of them
-/// ends up with a stored state.
-fn wide_workload(prefix: &str, users: usize) -> Vec<Msg> {
+/// ends up with a stored state. Users come in a scrambled order, as in [`workload`] (people
+/// do not log in sorted by name; `--wide-sorted` for the sorted order).
+fn wide_workload(prefix: &str, users: usize, sorted: bool) -> Vec<Msg> {
     let subjects = Subjects::new(prefix).unwrap();
     (0..users)
-        .map(|i| gateway_msg(&subjects, &attempt(format!("wide{i:07}@example.com"), Outcome::Failure, i)))
+        .map(|i| {
+            // 7919 is prime and divides no power of ten: i ↦ i·7919 mod users is a permutation
+            // for the round user counts used here (each user once).
+            let u = if sorted { i } else { i.wrapping_mul(7919) % users };
+            gateway_msg(&subjects, &attempt(format!("wide{u:07}@example.com"), Outcome::Failure, i))
+        })
         .collect()
 }
 
@@ -574,7 +632,6 @@ async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let n = a.events.unwrap_or(if a.quick { 100_000 } else { 1_000_000 });
     let users = a.users.min(n);
-    let (lat_samples, status_samples) = if a.quick { (30, 300) } else { (200, 2_000) };
     if a.folder_only {
         let events = workload("lockout", n, users);
         let dir = tempfile::tempdir()?;
@@ -617,6 +674,21 @@ async fn main() -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     lockoutd::streams::ensure_streams(&js, &lockoutd::Config::new(&url, work.path().join("unused"))).await?;
 
+    if a.latency_only {
+        eprintln!("publishing {n} events for {users} users, folding them …");
+        let last = publish_all(&js, &workload("lockout", n, users)).await?;
+        let plain = Stream { prefix: "lockout", last, env: &[], cache_mb: a.cache_mb };
+        let (_, d) = fold_run(&client, &url, &work.path().join("lat"), &plain, None).await?;
+        eprintln!("latency under {} events/s …", a.load_eps);
+        let mut lat = latencies(&url, &client, &js, &a, users).await?;
+        d.stop()?;
+        for (name, v) in [("e2e_lock_notice", &mut lat.lock_ms), ("status", &mut lat.status_ms)] {
+            println!("{name}_p50_ms {:.3}", percentile(v, 0.50));
+            println!("{name}_p99_ms {:.3}", percentile(v, 0.99));
+        }
+        println!("status_qps {:.0}\nbackground_load_eps {:.0}", lat.status_qps, lat.achieved_load);
+        return Ok(());
+    }
     eprintln!("publishing {n} events for {users} users …");
     let events = workload("lockout", n, users);
     let t = Instant::now();
@@ -684,29 +756,7 @@ async fn main() -> anyhow::Result<()> {
     let valid_eps_with_invalid = mixed_eps * n as f64 / mixed.len() as f64;
 
     eprintln!("latency under {} events/s …", a.load_eps);
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    // The gateways' load comes from a thread and connection of its own, as from other
-    // processes: the latency probes below share neither a runtime nor a socket with it.
-    let load = {
-        let (url, eps, stop, sent) = (url.clone(), a.load_eps, stop.clone(), sent.clone());
-        std::thread::spawn(move || -> anyhow::Result<()> {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async move {
-                let js = jetstream::new(async_nats::connect(&url).await?);
-                background_load(js, eps, stop, sent).await;
-                anyhow::Ok(())
-            })
-        })
-    };
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let load_start = (Instant::now(), sent.load(Ordering::Relaxed));
-    let mut lock_ms = lock_latencies(&client, &js, lat_samples).await?;
-    let mut status_ms = status_latencies(&client, status_samples, users).await?;
-    let qps = status_qps(&client, users, if a.quick { 2 } else { 5 }).await;
-    let achieved_load = (sent.load(Ordering::Relaxed) - load_start.1) as f64 / load_start.0.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    load.join().map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
+    let mut lat = latencies(&url, &client, &js, &a, users).await?;
     if let Some(d) = daemon {
         d.stop()?;
     }
@@ -715,7 +765,7 @@ async fn main() -> anyhow::Result<()> {
     // failed attempt per user, folded by a fresh lockoutd with the default `--cache-mb`.
     let wide_users = a.wide_users.unwrap_or(if a.quick { 100_000 } else { 1_000_000 });
     eprintln!("store size and RSS at {wide_users} users …");
-    let wide_last = publish_on(&js, &url, "wide", &wide_workload("wide", wide_users)).await?;
+    let wide_last = publish_on(&js, &url, "wide", &wide_workload("wide", wide_users, a.wide_sorted)).await?;
     let wide_dir = work.path().join("wide");
     let (_, d) = fold_run(
         &client,
@@ -772,12 +822,12 @@ async fn main() -> anyhow::Result<()> {
         "valid_with_invalid_vs_projector": valid_eps_with_invalid / projector_eps,
         "replay_eps": replay_eps,
         "replay_vs_raw_consume": replay_vs_raw,
-        "background_load_eps": achieved_load,
-        "e2e_lock_notice_p50_ms": percentile(&mut lock_ms, 0.50),
-        "e2e_lock_notice_p99_ms": percentile(&mut lock_ms, 0.99),
-        "status_p50_ms": percentile(&mut status_ms, 0.50),
-        "status_p99_ms": percentile(&mut status_ms, 0.99),
-        "status_qps": qps,
+        "background_load_eps": lat.achieved_load,
+        "e2e_lock_notice_p50_ms": percentile(&mut lat.lock_ms, 0.50),
+        "e2e_lock_notice_p99_ms": percentile(&mut lat.lock_ms, 0.99),
+        "status_p50_ms": percentile(&mut lat.status_ms, 0.50),
+        "status_p99_ms": percentile(&mut lat.status_ms, 0.99),
+        "status_qps": lat.status_qps,
         "tracked_users": tracked,
         "disk_bytes_per_user": disk as f64 / tracked.max(1) as f64,
         "rss_bytes": rss,
