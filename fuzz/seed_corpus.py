@@ -4,7 +4,8 @@
 decode_json / decode_postcard: one file per golden vector, the selector byte (the line of
 messages.txt that names the message; `event.attempt.full` is an `event.attempt`) followed by
 the vector's bytes. parse_subject: the subjects of the golden events and requests, and the
-Content-Type values. fold takes structured input and starts from nothing.
+Content-Type values. fold takes structured input and starts from nothing. Every target also
+gets the inputs that once failed it, from fuzz/regressions/<target>/.
 
 Idempotent: files are named by content, so running it again adds nothing; libFuzzer adds its
 own finds to the same folders. Usage: seed_corpus.py [CORPUS_DIR] (default fuzz/corpus).
@@ -63,6 +64,9 @@ def main():
     for value in sorted(subjects) + ["application/json", "Application/JSON; charset=utf-8", "application/postcard"]:
         write(out / "parse_subject", value.encode())
     (out / "fold").mkdir(parents=True, exist_ok=True)
+    # Inputs that once failed a target (fuzz/regressions/<target>/) run first in every fuzz run.
+    for path in sorted((FUZZ / "regressions").glob("*/*")):
+        write(out / path.parent.name, path.read_bytes())
     print(f"seed corpora in {out}: {count} golden vectors per decoder, {len(subjects) + 3} subjects")
 
 
