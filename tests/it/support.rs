@@ -59,6 +59,14 @@ pub fn attempt_body(tenant: &str, user: &str, outcome: Outcome, ip: &str) -> Att
     }
 }
 
+/// In-process lockoutd logs to the test's output when `LOCKOUT_TEST_LOG` holds a filter
+/// (e.g. `LOCKOUT_TEST_LOG=lockoutd=debug`): what to look at when a test fails.
+fn init_logs() {
+    if let Ok(filter) = std::env::var("LOCKOUT_TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
+}
+
 pub fn lockoutd_binary() -> PathBuf {
     // target/<profile>/deps/it-<hash> → target/<profile>/lockoutd
     let exe = std::env::current_exe().expect("test executable path");
@@ -87,6 +95,7 @@ impl Lockout {
     }
 
     async fn server_only(notice_encoding: Encoding) -> Lockout {
+        init_logs();
         let nats = NatsServer::start();
         let data = tempfile::Builder::new().prefix("lockout-it-").tempdir().unwrap();
         let client = async_nats::connect(nats.url()).await.unwrap();

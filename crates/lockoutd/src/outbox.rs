@@ -74,35 +74,55 @@ pub async fn drain(js: &jetstream::Context, store: &Store, floors: &Floors) -> a
 /// Entries published before their acknowledgements are awaited.
 const WINDOW: usize = 256;
 
+/// How long after sending an entry its acknowledgement may take (async-nats' own default).
+const ACK_WAIT: Duration = Duration::from_secs(5);
+
 /// Entries sent to JetStream whose acknowledgements are still to come, in order.
 pub struct InFlight {
     acks: Vec<async_nats::jetstream::context::PublishAckFuture>,
     /// Whether every entry was handed to the connection (else some must be sent again).
     sent_all: bool,
+    /// When the acknowledgements are given up on: [`ACK_WAIT`] after sending, not after
+    /// `settle` starts to wait. (An ack future's own timeout starts when it is first polled,
+    /// so awaiting lost acks one by one would take `ACK_WAIT` each: minutes for a window of
+    /// notices lost in a reconnect.)
+    deadline: tokio::time::Instant,
 }
 
 /// Publishes `entries` in order without waiting for JetStream's acknowledgements, so the
 /// next batch's entries can follow at once; [`settle`] waits for them.
 pub async fn send(js: &jetstream::Context, entries: &[OutboxEntry]) -> InFlight {
+    let deadline = tokio::time::Instant::now() + ACK_WAIT;
     let mut acks = Vec::with_capacity(entries.len());
     for e in entries {
         match js.publish_with_headers(e.subject.clone(), headers(e), e.payload.clone().into()).await {
             Ok(ack) => acks.push(ack),
-            Err(_) => return InFlight { acks, sent_all: false },
+            Err(_) => return InFlight { acks, sent_all: false, deadline },
         }
     }
-    InFlight { acks, sent_all: true }
+    InFlight { acks, sent_all: true, deadline }
+}
+
+/// Awaits `acks` in order until `deadline`; `false` at the first one that failed or is late
+/// (the rest are not waited for: everything is sent again anyway).
+async fn all_acked(
+    acks: Vec<async_nats::jetstream::context::PublishAckFuture>,
+    deadline: tokio::time::Instant,
+) -> bool {
+    for ack in acks {
+        if !matches!(tokio::time::timeout_at(deadline, ack).await, Ok(Ok(_))) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Waits until JetStream acknowledged every entry sent by [`send`]; when one was not, sends
 /// them all again (duplicates are dropped by their `Nats-Msg-Id`) until they are. Then removes
 /// them from the store.
 pub async fn settle(js: &jetstream::Context, store: &Store, entries: &[OutboxEntry], inflight: InFlight) {
-    let mut ok = inflight.sent_all;
-    for ack in inflight.acks {
-        ok &= ack.await.is_ok();
-    }
-    if !ok {
+    let InFlight { acks, sent_all, deadline } = inflight;
+    if !(sent_all && all_acked(acks, deadline).await) {
         publish_until_acked(js, entries).await;
     }
     if !entries.is_empty() {
@@ -138,6 +158,7 @@ async fn publish_until_acked(js: &jetstream::Context, entries: &[OutboxEntry]) {
     let mut delay = Duration::from_millis(50);
     while done < entries.len() {
         let window = &entries[done..(done + WINDOW).min(entries.len())];
+        let deadline = tokio::time::Instant::now() + ACK_WAIT;
         let mut acks = Vec::with_capacity(window.len());
         let mut failure = None;
         for e in window {
@@ -151,10 +172,14 @@ async fn publish_until_acked(js: &jetstream::Context, entries: &[OutboxEntry]) {
         }
         let mut acked = 0;
         for ack in acks {
-            match ack.await {
-                Ok(_) => acked += 1,
-                Err(err) => {
+            match tokio::time::timeout_at(deadline, ack).await {
+                Ok(Ok(_)) => acked += 1,
+                Ok(Err(err)) => {
                     failure = Some(anyhow::Error::new(err));
+                    break;
+                }
+                Err(_) => {
+                    failure = Some(anyhow::anyhow!("no acknowledgement within {} s", ACK_WAIT.as_secs()));
                     break;
                 }
             }

@@ -111,6 +111,9 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<ServiceHandle> {
             }
             while loops.join_next().await.is_some() {}
         });
+        // Whatever the runtime still holds (the store among it) is gone before `stop` returns:
+        // a caller may reopen the store right after.
+        drop(rt);
         let _ = done_tx.send(());
     })?;
     ready_rx.await.map_err(|_| anyhow::anyhow!("the service thread stopped while starting"))??;
