@@ -66,6 +66,11 @@ struct Args {
     /// middle stay half full) instead of scrambled.
     #[arg(long)]
     wide_sorted: bool,
+    /// Only the store-size phase without NATS: lockoutd's batch folder folds the store-size
+    /// workload (`--wide-users`) into a store with lockoutd's default caches, in batches of
+    /// 1000; prints the store's size per user. For trying store layouts quickly.
+    #[arg(long)]
+    disk_only: bool,
     /// Only the latency phases (after folding the pre-published events); prints their figures.
     #[arg(long)]
     latency_only: bool,
@@ -627,6 +632,42 @@ async fn publish_on(js: &jetstream::Context, url: &str, prefix: &str, msgs: &[Ms
     publish_all(js, msgs).await
 }
 
+/// Folds `events` (subjects under `prefix`) with lockoutd's batch folder in this process, in
+/// batches of 1000, committing each into the store in `dir`; closes the store.
+fn fold_in_process(
+    events: &[Msg],
+    dir: &Path,
+    prefix: &str,
+    sled_cache_bytes: u64,
+    state_cache_bytes: usize,
+) -> anyhow::Result<()> {
+    let store = lockout_store::Store::open(dir, sled_cache_bytes)?;
+    let floors = lockoutd::outbox::Floors::default();
+    let mut folder = lockoutd::projector::BatchFolder::new(
+        store.clone(),
+        Subjects::new(prefix).map_err(anyhow::Error::msg)?,
+        Encoding::Postcard,
+        floors,
+    )?;
+    folder.set_state_cache_bytes(state_cache_bytes);
+    for (b, chunk) in events.chunks(1_000).enumerate() {
+        let incoming: Vec<_> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, (subject, _, payload))| {
+                let seq = (b * 1_000 + i + 1) as u64;
+                lockoutd::projector::Incoming { seq, subject, headers: None, payload, time: seq }
+            })
+            .collect();
+        if let Some(c) = folder.fold_batch(&incoming)? {
+            store.commit(&c)?;
+        }
+    }
+    drop(folder);
+    store.flush()?;
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
@@ -635,25 +676,20 @@ async fn main() -> anyhow::Result<()> {
     if a.folder_only {
         let events = workload("lockout", n, users);
         let dir = tempfile::tempdir()?;
-        let store = lockout_store::Store::open(dir.path(), 128 << 20)?;
-        let floors = lockoutd::outbox::Floors::default();
-        let mut folder =
-            lockoutd::projector::BatchFolder::new(store.clone(), Subjects::default(), Encoding::Postcard, floors)?;
         let start = Instant::now();
-        for (b, chunk) in events.chunks(1_000).enumerate() {
-            let incoming: Vec<_> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, (subject, _, payload))| {
-                    let seq = (b * 1_000 + i + 1) as u64;
-                    lockoutd::projector::Incoming { seq, subject, headers: None, payload, time: seq }
-                })
-                .collect();
-            if let Some(c) = folder.fold_batch(&incoming)? {
-                store.commit(&c)?;
-            }
-        }
+        fold_in_process(&events, dir.path(), "lockout", 128 << 20, lockoutd::projector::DEFAULT_STATE_CACHE_BYTES)?;
         println!("folder_eps {:.0}", events.len() as f64 / start.elapsed().as_secs_f64());
+        return Ok(());
+    }
+    if a.disk_only {
+        let wide_users = a.wide_users.unwrap_or(if a.quick { 100_000 } else { 1_000_000 });
+        let events = wide_workload("wide", wide_users, a.wide_sorted);
+        let dir = tempfile::tempdir()?;
+        let cfg =
+            lockoutd::Config { cache_bytes: a.cache_mb << 20, ..lockoutd::Config::new("unused", dir.path().into()) };
+        fold_in_process(&events, dir.path(), "wide", cfg.sled_cache_bytes(), cfg.state_cache_bytes())?;
+        let tracked = lockout_store::Store::open(dir.path(), 16 << 20)?.all_users().count();
+        println!("disk_bytes_per_user {:.0}", dir_size(dir.path()) as f64 / tracked.max(1) as f64);
         return Ok(());
     }
     if a.fold_only {

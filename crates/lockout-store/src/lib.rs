@@ -4,7 +4,7 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `u` | user key | postcard `UserState` |
+//! | `u` | user key | `UserState`, compact ([`state_codec`]) |
 //! | `p` | tenant | postcard `Policy` |
 //! | `l` | user key | empty: the user is locked (index for `locked`) |
 //! | `x` | `locked_until` (u64 BE) + user key | lock event id: timed locks by expiry |
@@ -25,6 +25,8 @@
 //! proves the disk takes writes again.
 
 use std::path::Path;
+
+pub mod state_codec;
 
 use lockout_core::UserState;
 use lockout_proto::{Millis, Policy};
@@ -284,7 +286,7 @@ impl Store {
     pub fn user(&self, tenant: &str, user: &str) -> Result<Option<UserState>> {
         self.db()?
             .get(prefixed(b'u', &user_key(tenant, user)))?
-            .map(|v| postcard::from_bytes(&v).map_err(|e| corrupt("user state", e)))
+            .map(|v| state_codec::decode(&v).map_err(|e| corrupt("user state", e)))
             .transpose()
     }
 
@@ -321,8 +323,7 @@ impl Store {
                     None => b.remove(prefixed(b'l', &ukey)),
                 }
             }
-            let bytes = postcard::to_allocvec(&s.state).expect("states always encode");
-            b.insert(prefixed(b'u', &ukey), bytes);
+            b.insert(prefixed(b'u', &ukey), state_codec::encode(&s.state));
         }
         for (tenant, policy) in &c.policies {
             b.insert(prefixed(b'p', tenant.as_bytes()), postcard::to_allocvec(policy).expect("policies always encode"));
@@ -409,13 +410,18 @@ impl Store {
     }
 
     /// Number of users of `tenant` with a state, and a SHA-256 over their (user, state) pairs
-    /// in key order: equal on stores that folded the same events.
+    /// in key order, each state in the current [`state_codec`] format (one still stored in an
+    /// older one is re-encoded): equal on stores that folded the same events.
     pub fn digest(&self, tenant: &str) -> Result<(u64, String)> {
         let prefix = tenant_prefix(b'u', tenant);
         let mut h = Sha256::new();
         let mut n = 0u64;
         for kv in self.db()?.scan_prefix(&prefix) {
-            let (k, v) = kv?;
+            let (k, mut v) = kv?;
+            if v.first() != Some(&state_codec::COMPACT) {
+                let state = state_codec::decode(&v).map_err(|e| corrupt("user state", e))?;
+                v = state_codec::encode(&state).into();
+            }
             let user = &k[prefix.len()..];
             h.update((user.len() as u64).to_be_bytes());
             h.update(user);
@@ -431,7 +437,7 @@ impl Store {
         self.scan(|db| db.scan_prefix(b"u")).map(|kv| {
             let (k, v) = kv?;
             let (tenant, user) = split_user_key(&k[1..])?;
-            let state = postcard::from_bytes(&v).map_err(|e| corrupt("user state", e))?;
+            let state = state_codec::decode(&v).map_err(|e| corrupt("user state", e))?;
             Ok((tenant, user, state))
         })
     }
