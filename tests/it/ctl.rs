@@ -400,3 +400,38 @@ async fn the_remaining_options() {
     let upto_all = times.iter().filter(|t| **t <= second).count() as u64;
     assert_eq!(r["events"].as_u64(), Some(upto_all), "every event stored up to then: {r}");
 }
+
+/// A read whose consumer stops delivering mid-read — nats-server hangs (SIGSTOP) for longer
+/// than the read's idle period (3 × `--timeout`, here 15 s) — starts a new consumer after the
+/// last message it got and reads on: every message once, in order.
+#[tokio::test]
+async fn a_read_survives_a_server_that_hangs_longer_than_its_idle_period() {
+    let l = Lockout::start().await;
+    let last = crate::oracle::publish(&l.js, &crate::oracle::load(3_000, 50)).await;
+    let timeout = Duration::from_secs(5);
+    let client = async_nats::ConnectOptions::new().request_timeout(Some(timeout)).connect(l.nats.url()).await.unwrap();
+    let mut js = async_nats::jetstream::new(client.clone());
+    js.set_timeout(timeout);
+    let ctx = lockoutctl::Ctx { client, js, subjects: lockout_proto::Subjects::default(), json: false, timeout };
+    let (mut seen, mut paused) = (Vec::new(), None);
+    let plan = lockoutctl::events::read(
+        &ctx,
+        "LOCKOUT_EVENTS",
+        vec!["lockout.events.>".into()],
+        lockoutctl::events::Range::default(),
+        None,
+        |raw| {
+            if raw.seq == 10 {
+                // Resumes 2 s after the idle period ends, while the new consumer is created.
+                paused = Some(l.nats.pause_for(Duration::from_secs(17)));
+            }
+            seen.push(raw.seq);
+            Ok(true)
+        },
+    )
+    .await
+    .expect("the read goes on after the server hung");
+    paused.expect("the server was paused").join().unwrap();
+    assert!(plan.restarts >= 1, "the read never started a new consumer: {plan:?}");
+    assert_eq!(seen, (1..=last).collect::<Vec<_>>(), "every message once, in order");
+}

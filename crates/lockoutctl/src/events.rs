@@ -67,6 +67,8 @@ pub struct Plan {
     pub pending: u64,
     /// The last sequence the read will deliver at most.
     pub end: u64,
+    /// Consumers started over because the one reading stopped delivering (see [`read`]).
+    pub restarts: u32,
 }
 
 pub fn stored_time(info: &async_nats::jetstream::message::Info<'_>) -> Millis {
@@ -76,6 +78,11 @@ pub fn stored_time(info: &async_nats::jetstream::message::Info<'_>) -> Millis {
 /// Reads the messages of `stream` matching `filters` within `range`, in order, calling
 /// `each` per message; `each` returns false to stop early. With `progress`, shows a progress
 /// bar with that label on standard error (hidden when it is not a terminal).
+///
+/// A read survives a consumer that stops delivering (a pull lost, a server that hung for a
+/// while): after an idle period (3 × `--timeout`, at least 15 s) it starts a new consumer
+/// after the last message delivered and reads on, each message still once and in order; it
+/// gives up after [`IDLE_PERIODS`] idle periods in a row.
 pub async fn read(
     ctx: &Ctx,
     stream: &str,
@@ -90,7 +97,7 @@ pub async fn read(
     let last = s.get_info().await.with_context(|| format!("reading the info of stream {stream}"))?.state.last_sequence;
     let end = last.min(range.to_seq);
     if end == 0 || end < range.from_seq {
-        return Ok(Plan { pending: 0, end });
+        return Ok(Plan { pending: 0, end, restarts: 0 });
     }
     let deliver_policy = match (range.from_time, range.from_seq) {
         (Some(t), _) => DeliverPolicy::ByStartTime {
@@ -100,25 +107,15 @@ pub async fn read(
         (None, 0 | 1) => DeliverPolicy::All,
         (None, n) => DeliverPolicy::ByStartSequence { start_sequence: n },
     };
-    let (filter_subject, filter_subjects) =
-        if filters.len() == 1 { (filters[0].clone(), Vec::new()) } else { (String::new(), filters) };
-    let consumer: async_nats::jetstream::consumer::Consumer<pull::OrderedConfig> = s
-        .create_consumer(pull::OrderedConfig {
-            description: Some("lockoutctl read".to_owned()),
-            filter_subject,
-            filter_subjects,
-            deliver_policy,
-            ..Default::default()
-        })
-        .await
-        .with_context(|| format!("creating an ordered consumer on {stream}"))?;
+    let reader = Reader { stream: s, name: stream, filters, start: deliver_policy };
+    let consumer = reader.consumer(reader.start).await?;
     let pending = consumer.cached_info().num_pending;
-    let plan = Plan { pending, end };
+    let mut plan = Plan { pending, end, restarts: 0 };
     if pending == 0 {
         return Ok(plan);
     }
     let bar = progress.map(|what| progress_bar(pending.min(end.saturating_sub(range.from_seq) + 1), what));
-    let r = read_loop(ctx, stream, consumer, end, bar.as_ref(), &mut each).await;
+    let r = read_loop(ctx, &reader, consumer, end, bar.as_ref(), &mut plan.restarts, &mut each).await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -136,20 +133,81 @@ pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     pb
 }
 
+/// The stream and filters of a read: makes its ordered consumers.
+struct Reader<'a> {
+    stream: async_nats::jetstream::stream::Stream,
+    name: &'a str,
+    filters: Vec<String>,
+    /// Where the read starts.
+    start: DeliverPolicy,
+}
+
+type Ordered = async_nats::jetstream::consumer::Consumer<pull::OrderedConfig>;
+
+impl Reader<'_> {
+    async fn consumer(&self, deliver_policy: DeliverPolicy) -> anyhow::Result<Ordered> {
+        let (filter_subject, filter_subjects) = if self.filters.len() == 1 {
+            (self.filters[0].clone(), Vec::new())
+        } else {
+            (String::new(), self.filters.clone())
+        };
+        self.stream
+            .create_consumer(pull::OrderedConfig {
+                description: Some("lockoutctl read".to_owned()),
+                filter_subject,
+                filter_subjects,
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("creating an ordered consumer on {}", self.name))
+    }
+}
+
+/// Consecutive idle periods (each 3 × `--timeout`, at least 15 s) after which a read that
+/// still expects messages gives up; after each but the last it starts a new consumer after the
+/// last message delivered (keeping the old one when that fails).
+const IDLE_PERIODS: u32 = 3;
+
 async fn read_loop(
     ctx: &Ctx,
-    stream: &str,
-    consumer: async_nats::jetstream::consumer::Consumer<pull::OrderedConfig>,
+    reader: &Reader<'_>,
+    consumer: Ordered,
     end: u64,
     bar: Option<&indicatif::ProgressBar>,
+    restarts: &mut u32,
     each: &mut impl FnMut(Raw) -> anyhow::Result<bool>,
 ) -> anyhow::Result<()> {
+    let stream = reader.name;
     let mut messages = consumer.messages().await.with_context(|| format!("reading {stream}"))?;
     let idle = ctx.timeout.max(Duration::from_secs(5)) * 3;
+    let mut last: Option<u64> = None;
+    let mut idle_periods = 0;
     loop {
-        let next = tokio::time::timeout(idle, messages.next()).await.map_err(|_| {
-            anyhow::anyhow!("reading {stream}: no message within {} s although more were pending", idle.as_secs())
-        })?;
+        let Ok(next) = tokio::time::timeout(idle, messages.next()).await else {
+            // The ordered consumer stopped delivering (async-nats recreates one only after
+            // two missed 15 s heartbeats): start a new one after the last message delivered.
+            idle_periods += 1;
+            let at = last.map_or_else(|| "the start".to_owned(), |l| format!("sequence {l}"));
+            anyhow::ensure!(
+                idle_periods < IDLE_PERIODS,
+                "reading {stream}: no message within {} s, {IDLE_PERIODS} times in a row, although more were pending (stopped after {at}); is nats-server up?",
+                idle.as_secs()
+            );
+            let from = last.map_or_else(|| reader.start, |l| DeliverPolicy::ByStartSequence { start_sequence: l + 1 });
+            match reader.consumer(from).await {
+                Ok(c) => match c.messages().await {
+                    Ok(m) => {
+                        eprintln!("lockoutctl: reading {stream}: no message within {} s after {at}; reading on with a new consumer.", idle.as_secs());
+                        messages = m;
+                        *restarts += 1;
+                    }
+                    Err(e) => eprintln!("lockoutctl: reading {stream}: no message within {} s after {at}; a new consumer failed too ({e}); waiting on.", idle.as_secs()),
+                },
+                Err(e) => eprintln!("lockoutctl: reading {stream}: no message within {} s after {at}; a new consumer failed too ({e:#}); waiting on.", idle.as_secs()),
+            }
+            continue;
+        };
         let m = match next {
             None => return Ok(()),
             Some(Err(e)) => return Err(anyhow::Error::new(e).context(format!("reading {stream}"))),
@@ -160,6 +218,11 @@ async fn read_loop(
         if seq > end {
             return Ok(());
         }
+        if last.is_some_and(|l| seq <= l) {
+            // Already delivered (a consumer started over): never twice.
+            continue;
+        }
+        (last, idle_periods) = (Some(seq), 0);
         let m = m.split().0;
         let raw = Raw { seq, subject: m.subject.to_string(), headers: m.headers, payload: m.payload, time };
         if let Some(b) = bar {

@@ -116,6 +116,21 @@ impl NatsServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP) for `d`, then lets it go on (SIGCONT), from a thread of its
+    /// own: a server that hangs while its clients keep their connections. Returns at once.
+    pub fn pause_for(&self, d: Duration) -> std::thread::JoinHandle<()> {
+        let pid = self.child.as_ref().expect("nats-server is running").id().to_string();
+        let signal = move |sig: &str| {
+            let ok = Command::new("kill").args([sig, &pid]).status().is_ok_and(|s| s.success());
+            assert!(ok, "kill {sig} {pid} failed");
+        };
+        signal("-STOP");
+        std::thread::spawn(move || {
+            std::thread::sleep(d);
+            signal("-CONT");
+        })
+    }
+
     /// Restarts gracefully on the same port with the same store.
     pub fn restart(&mut self) {
         self.terminate();
