@@ -111,11 +111,10 @@ pub enum DecodeError {
 
 /// The stored bytes of `s` (format 2).
 pub fn encode(s: &UserState) -> Vec<u8> {
-    let d = UserState::default();
     let mut flags = 0u16;
     for (present, flag) in [
         (!s.streak.is_empty(), STREAK),
-        (s.unlisted != d.unlisted, UNLISTED),
+        (s.unlisted != Unlisted::default(), UNLISTED),
         (!s.credentials.is_empty(), CREDENTIALS),
         (s.last_failure_at.is_some(), LAST_FAILURE_AT),
         (s.last_source_ip.is_some(), LAST_SOURCE_IP),
