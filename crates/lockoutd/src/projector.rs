@@ -431,15 +431,6 @@ impl Session {
 /// How long the projector waits for events before it checks that its consumer still delivers.
 const STALL_CHECK_AFTER: Duration = Duration::from_secs(10);
 
-/// Aborts a task when dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// How long the receiving task gathers a backlog into one batch at most.
 const GATHER_WAIT: Duration = Duration::from_millis(5);
 
@@ -621,7 +612,9 @@ async fn fold_loop(
         consumer.stream().max_messages_per_batch(cfg.batch).heartbeat(Duration::from_secs(5)).messages().await?;
     // One batch waits while the next is received and another folds.
     let (gtx, mut gathered) = mpsc::channel::<Gathered>(1);
-    let receiver = AbortOnDrop(tokio::spawn(receive_loop(messages, cfg.batch, gtx)));
+    // A `JoinSet` aborts its tasks when dropped: the receiver ends with this loop.
+    let mut receiver = tokio::task::JoinSet::new();
+    receiver.spawn(receive_loop(messages, cfg.batch, gtx));
     loop {
         let msgs = tokio::select! {
             biased;
@@ -647,7 +640,6 @@ async fn fold_loop(
             }
         };
         let Some(mut msgs) = msgs else {
-            drop(receiver);
             return Err(ConsumerStalled("the consumer's message stream ended".into()).into());
         };
         let Some(last_msg) = msgs.pop() else { continue };

@@ -63,16 +63,14 @@ impl From<lockout_store::Error> for Fail {
 /// The running service; [`ServiceHandle::stop`] stops taking requests and waits for the
 /// ones in flight.
 pub struct ServiceHandle {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: tokio::sync::oneshot::Sender<()>,
     done: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl ServiceHandle {
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = (&mut self.done).await;
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.done.await;
     }
 }
 
@@ -117,7 +115,7 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<ServiceHandle> {
         let _ = done_tx.send(());
     })?;
     ready_rx.await.map_err(|_| anyhow::anyhow!("the service thread stopped while starting"))??;
-    Ok(ServiceHandle { stop: Some(stop_tx), done: done_rx })
+    Ok(ServiceHandle { stop: stop_tx, done: done_rx })
 }
 
 /// Adds the service and its endpoints on `client`; each endpoint's requests are answered by
