@@ -688,8 +688,21 @@ async fn main() -> anyhow::Result<()> {
         let cfg =
             lockoutd::Config { cache_bytes: a.cache_mb << 20, ..lockoutd::Config::new("unused", dir.path().into()) };
         fold_in_process(&events, dir.path(), "wide", cfg.sled_cache_bytes(), cfg.state_cache_bytes())?;
-        let tracked = lockout_store::Store::open(dir.path(), 16 << 20)?.all_users().count();
-        println!("disk_bytes_per_user {:.0}", dir_size(dir.path()) as f64 / tracked.max(1) as f64);
+        // What is stored per user: the key and the state in the store's encoding, and the same
+        // state as plain postcard (the store's earlier format), on average.
+        let (mut tracked, mut key, mut state, mut postcard) = (0usize, 0usize, 0usize, 0usize);
+        for r in lockout_store::Store::open(dir.path(), 16 << 20)?.all_users() {
+            let (tenant, user, s) = r?;
+            tracked += 1;
+            key += 1 + lockout_store::user_key(&tenant, &user).len();
+            state += lockout_store::state_codec::encode(&s).len();
+            postcard += postcard::to_allocvec(&s)?.len();
+        }
+        let per_user = |x: usize| x as f64 / tracked.max(1) as f64;
+        println!("disk_bytes_per_user {:.0}", per_user(dir_size(dir.path()) as usize));
+        println!("key_bytes_per_user {:.1}", per_user(key));
+        println!("state_bytes_per_user {:.1}", per_user(state));
+        println!("postcard_state_bytes_per_user {:.1}", per_user(postcard));
         return Ok(());
     }
     if a.fold_only {
