@@ -22,13 +22,20 @@ pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomS
 /// Recent user states within a memory budget (see the module docs).
 #[derive(Debug)]
 pub struct StateCache {
-    // Boxed: a state is a few hundred bytes, and growing a map moves every entry.
-    current: HashMap<UserKey, Box<UserState>>,
-    previous: HashMap<UserKey, Box<UserState>>,
+    // Boxed: a state is a few hundred bytes, and growing a map moves every entry. Each entry
+    // keeps the bytes it was counted with, so taking it back does not walk the state again.
+    current: HashMap<UserKey, Entry>,
+    previous: HashMap<UserKey, Entry>,
     /// Approximate bytes held by `current`.
     current_bytes: usize,
     /// Budget of both generations together.
     budget: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    state: Box<UserState>,
+    bytes: usize,
 }
 
 /// Per-entry overhead of the map itself, on top of the key's and the state's bytes.
@@ -37,7 +44,7 @@ const ENTRY_OVERHEAD: usize = 48;
 fn key_bytes(k: &UserKey) -> usize {
     ENTRY_OVERHEAD
         + std::mem::size_of::<UserKey>()
-        + std::mem::size_of::<Box<UserState>>()
+        + std::mem::size_of::<Entry>()
         + k.0.capacity()
         + k.1.capacity()
 }
@@ -53,19 +60,19 @@ impl StateCache {
 
     /// Removes and returns the cached state of `key`, if any.
     pub fn take(&mut self, key: &UserKey) -> Option<Box<UserState>> {
-        if let Some(s) = self.current.remove(key) {
-            self.current_bytes = self.current_bytes.saturating_sub(entry_bytes(key, &s));
-            return Some(s);
+        if let Some(e) = self.current.remove(key) {
+            self.current_bytes = self.current_bytes.saturating_sub(e.bytes);
+            return Some(e.state);
         }
-        self.previous.remove(key)
+        self.previous.remove(key).map(|e| e.state)
     }
 
     /// Caches `state` as the latest of `key`.
     pub fn put(&mut self, key: UserKey, state: Box<UserState>) {
-        let key_bytes = key_bytes(&key);
-        self.current_bytes += key_bytes + state.approx_bytes();
-        if let Some(old) = self.current.insert(key, state) {
-            self.current_bytes = self.current_bytes.saturating_sub(key_bytes + old.approx_bytes());
+        let bytes = entry_bytes(&key, &state);
+        self.current_bytes += bytes;
+        if let Some(old) = self.current.insert(key, Entry { state, bytes }) {
+            self.current_bytes = self.current_bytes.saturating_sub(old.bytes);
         }
     }
 
@@ -137,6 +144,30 @@ mod tests {
         c.rotate();
         assert_eq!(c.len(), 1, "the first generation is gone");
         assert_eq!(c.take(&key("new")), Some(state(9)));
+    }
+
+    #[test]
+    fn taking_back_every_entry_returns_the_account_to_zero() {
+        let mut c = StateCache::new(1 << 20);
+        let big = |i: u64| {
+            let mut s = state(i);
+            s.last_source_ip = Some("203.0.113.7".repeat(i as usize + 1));
+            s
+        };
+        for i in 0..10 {
+            c.put(key(&format!("u{i}")), big(i));
+        }
+        assert!(c.current_bytes > 10 * entry_bytes(&key("u0"), &state(0)));
+        for i in 0..10 {
+            // What an entry was counted with goes, even after its state changed in between.
+            let mut s = c.take(&key(&format!("u{i}"))).unwrap();
+            s.last_source_ip = None;
+            c.put(key(&format!("v{i}")), s);
+        }
+        for i in 0..10 {
+            assert!(c.take(&key(&format!("v{i}"))).is_some());
+        }
+        assert_eq!(c.current_bytes, 0);
     }
 
     #[test]

@@ -72,6 +72,31 @@ fn header<'a>(h: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
     h.and_then(|h| h.get(name)).map(|v| v.as_str())
 }
 
+/// The headers the fold reads from every event, found in one pass over the map: each
+/// `HeaderMap::get` builds a `HeaderName` (allocating one for a non-standard name) and hashes
+/// it with SipHash, which cost more than the rest of the header handling together. Names match
+/// exactly, as `get` matches them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct EventHeaders<'a> {
+    content_type: Option<&'a str>,
+    traceparent: Option<&'a str>,
+}
+
+impl<'a> EventHeaders<'a> {
+    fn of(h: Option<&'a HeaderMap>) -> Self {
+        let mut found = EventHeaders::default();
+        for (name, values) in h.into_iter().flat_map(HeaderMap::iter) {
+            let slot = match AsRef::<str>::as_ref(name) {
+                codec::CONTENT_TYPE => &mut found.content_type,
+                codec::TRACEPARENT => &mut found.traceparent,
+                _ => continue,
+            };
+            *slot = values.first().map(|v| v.as_str());
+        }
+        found
+    }
+}
+
 impl BatchFolder {
     pub fn new(store: Store, subjects: Subjects, notice_encoding: Encoding, floors: Floors) -> anyhow::Result<Self> {
         let (checkpoint, checkpoint_time) = store.checkpoint_at()?;
@@ -197,7 +222,8 @@ impl BatchFolder {
             // (always: the publisher decided; its sampled flag still applies), else of the
             // batch span for a deterministic share of events. Disabled (free) unless a tracing
             // layer wants it.
-            let traced = header(m.headers, codec::TRACEPARENT).is_some();
+            let headers = EventHeaders::of(m.headers);
+            let traced = headers.traceparent.is_some();
             let span = if traced || telemetry::sample_event(m.seq, self.trace_events_ratio) {
                 let span = tracing::debug_span!(
                     "lockout.fold_event",
@@ -218,7 +244,7 @@ impl BatchFolder {
                 tracing::Span::none()
             };
             let _entered = span.enter();
-            let (subject, event) = match self.accept(m) {
+            let (subject, event) = match self.accept(m, headers.content_type) {
                 Ok(accepted) => accepted,
                 Err(r) => {
                     self.stats.bump(Stat::Dead { reason: r.reason.as_str() });
@@ -288,10 +314,10 @@ impl BatchFolder {
     }
 
     /// Decodes and checks one message, or says why it is refused.
-    fn accept(&self, m: &Incoming<'_>) -> Result<(EventSubject, Event), Rejection> {
+    fn accept(&self, m: &Incoming<'_>, content_type: Option<&str>) -> Result<(EventSubject, Event), Rejection> {
         codec::check_size(m.payload)?;
         let subject = self.subjects.parse_event(m.subject)?;
-        let enc = Encoding::from_content_type(header(m.headers, codec::CONTENT_TYPE))?;
+        let enc = Encoding::from_content_type(content_type)?;
         let event = Event::decode_checked(&subject, enc, m.payload)?;
         Ok((subject, event))
     }
@@ -791,7 +817,40 @@ async fn publish_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Committed>, fo
 
 #[cfg(test)]
 mod tests {
-    use super::worth_waiting;
+    use super::{header, worth_waiting, EventHeaders};
+    use async_nats::HeaderMap;
+    use lockout_proto::codec;
+
+    #[test]
+    fn one_pass_over_the_headers_finds_what_get_finds() {
+        let map = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, *v);
+            }
+            h
+        };
+        let maps = [
+            map(&[]),
+            map(&[(codec::NATS_MSG_ID, "x")]),
+            map(&[(codec::CONTENT_TYPE, codec::JSON), (codec::NATS_MSG_ID, "x")]),
+            map(&[(codec::TRACEPARENT, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]),
+            // Names match exactly, as `HeaderMap::get` matches them.
+            map(&[("content-type", codec::JSON), ("Traceparent", "t")]),
+            // The first of repeated values, as `get` gives.
+            map(&[(codec::CONTENT_TYPE, codec::JSON), (codec::CONTENT_TYPE, codec::POSTCARD), (codec::TRACEPARENT, "t")]),
+        ];
+        for h in &maps {
+            let want = EventHeaders {
+                content_type: header(Some(h), codec::CONTENT_TYPE),
+                traceparent: header(Some(h), codec::TRACEPARENT),
+            };
+            assert_eq!(EventHeaders::of(Some(h)), want, "{h:?}");
+        }
+        assert_eq!(EventHeaders::of(None), EventHeaders::default());
+        assert_eq!(EventHeaders::of(Some(&maps[5])).content_type, Some(codec::JSON));
+        assert_eq!(EventHeaders::of(Some(&maps[3])).traceparent.map(str::len), Some(55));
+    }
 
     #[test]
     fn a_batch_waits_only_for_a_backlog_that_fills_it() {
