@@ -279,11 +279,11 @@ pub fn check(script: &Script) {
                 let attempt = Event::Attempt(Attempt {
                     id: event_id(stream.seq),
                     at: time,
-                    tenant: TENANT.to_owned(),
-                    user: user_of(user).to_owned(),
+                    tenant: TENANT.into(),
+                    user: user_of(user).into(),
                     outcome: if failure { Outcome::Failure } else { Outcome::Success },
                     factor: Factor::Password,
-                    source_ip: ip.to_string(),
+                    source_ip: ip.to_string().into(),
                     client: None,
                     credential: None,
                     account: None,
@@ -348,39 +348,44 @@ fn materialize(i: usize, at: Millis, op: &Op, users: &BTreeMap<&'static str, Use
         Op::Attempt { user, success, factor, ip, client, credential, account } => Event::Attempt(Attempt {
             id,
             at,
-            tenant,
-            user: user_of(*user).to_owned(),
+            tenant: tenant.into(),
+            user: user_of(*user).into(),
             outcome: if *success { Outcome::Success } else { Outcome::Failure },
             factor: [Factor::Password, Factor::Mfa, Factor::RecoveryCode][usize::from(*factor) % 3],
             source_ip: match ip {
-                Ip::Pool(i) => IPS[usize::from(*i) % IPS.len()].to_owned(),
-                Ip::V4(o) => Ipv4Addr::from(*o).to_string(),
-                Ip::V6(s) => Ipv6Addr::from(*s).to_string(),
+                Ip::Pool(i) => IPS[usize::from(*i) % IPS.len()].into(),
+                Ip::V4(o) => Ipv4Addr::from(*o).to_string().into(),
+                Ip::V6(s) => Ipv6Addr::from(*s).to_string().into(),
             },
-            client: client.as_ref().map(|c| c.get(&CLIENTS, CLIENT_MAX)),
-            credential: credential.as_ref().map(|c| c.get(&CREDENTIALS, CREDENTIAL_MAX)),
+            client: client.as_ref().map(|c| c.get(&CLIENTS, CLIENT_MAX).into()),
+            credential: credential.as_ref().map(|c| c.get(&CREDENTIALS, CREDENTIAL_MAX).into()),
             account: account.map(|a| [Account::User, Account::Api, Account::Portal][usize::from(a) % 3]),
         }),
         Op::Unlock { user, actor: a, reason } => Event::Unlock(Unlock {
             id,
             at,
-            tenant,
-            user: user_of(*user).to_owned(),
-            actor: actor(a),
-            reason: reason.as_ref().map(|r| r.get(&["called the help desk"], REASON_MAX)),
+            tenant: tenant.into(),
+            user: user_of(*user).into(),
+            actor: actor(a).into(),
+            reason: reason.as_ref().map(|r| r.get(&["called the help desk"], REASON_MAX).into()),
         }),
         Op::Lock { user, actor: a, reason, seconds } => Event::Lock(Lock {
             id,
             at,
-            tenant,
-            user: user_of(*user).to_owned(),
-            actor: actor(a),
-            reason: reason.as_ref().map(|r| r.get(&["offboarding"], REASON_MAX)),
+            tenant: tenant.into(),
+            user: user_of(*user).into(),
+            actor: actor(a).into(),
+            reason: reason.as_ref().map(|r| r.get(&["offboarding"], REASON_MAX).into()),
             seconds: seconds.map(|s| s.get().max(1)),
         }),
-        Op::MfaReset { user, actor: a } => {
-            Event::MfaReset(MfaReset { id, at, tenant, user: user_of(*user).to_owned(), actor: actor(a), reason: None })
-        }
+        Op::MfaReset { user, actor: a } => Event::MfaReset(MfaReset {
+            id,
+            at,
+            tenant: tenant.into(),
+            user: user_of(*user).into(),
+            actor: actor(a).into(),
+            reason: None,
+        }),
         Op::Expire { user, which } => {
             let user = user_of(*user);
             let current = users.get(user).and_then(|s| s.lock.as_ref()).filter(|l| l.locked_until.is_some());
@@ -392,9 +397,11 @@ fn materialize(i: usize, at: Millis, op: &Op, users: &BTreeMap<&'static str, Use
                 (Which::Random(n), _) => Uuid::from_u128(*n),
             };
             let id = if matches!(which, Which::Current) { expired_event_id(lock_event) } else { id };
-            Event::Expired(Expired { id, at, tenant, user: user.to_owned(), lock_event })
+            Event::Expired(Expired { id, at, tenant: tenant.into(), user: user.into(), lock_event })
         }
-        Op::SetPolicy(p) => Event::Policy(PolicyChange { id, at, tenant, actor: "admin".to_owned(), policy: p.get() }),
+        Op::SetPolicy(p) => {
+            Event::Policy(PolicyChange { id, at, tenant: tenant.into(), actor: "admin".into(), policy: p.get() })
+        }
         Op::Burst { .. } => unreachable!("bursts are expanded by `check`"),
     })
 }
@@ -579,8 +586,8 @@ fn check_notices(
                         let service = Event::Expired(Expired {
                             id: expired_event_id(lock.event_id),
                             at: until,
-                            tenant: TENANT.to_owned(),
-                            user: user.to_owned(),
+                            tenant: TENANT.into(),
+                            user: user.into(),
                             lock_event: lock.event_id,
                         });
                         let by_service = fold(policy, before.clone(), &service, until).notices;

@@ -38,8 +38,8 @@ pub fn invalid_event(prefix: &str, i: usize) -> InvalidEvent {
     let mut a = Attempt {
         id: Uuid::from_u128(i as u128 + 1),
         at: i as u64,
-        tenant: tenant.clone(),
-        user: user.clone(),
+        tenant: tenant.as_str().into(),
+        user: user.as_str().into(),
         outcome: Outcome::Failure,
         factor: Factor::Password,
         source_ip: "192.0.2.1".into(),
@@ -58,15 +58,15 @@ pub fn invalid_event(prefix: &str, i: usize) -> InvalidEvent {
         }
         "unknown_type" => (subject(&token, "teleport"), json_headers(codec::JSON), codec::encode(Encoding::Json, &a)),
         "mismatch" => {
-            a.user = format!("other{i}");
+            a.user = format!("other{i}").into();
             (subject(&token, "attempt"), json_headers(codec::JSON), codec::encode(Encoding::Json, &a))
         }
         "out_of_range" => {
-            a.client = Some("x".repeat(201 + i % 50));
+            a.client = Some("x".repeat(201 + i % 50).into());
             (subject(&token, "attempt"), json_headers(codec::JSON), codec::encode(Encoding::Json, &a))
         }
         "bad_ip" => {
-            a.source_ip = format!("300.0.{}.{}", (i / 256) % 256, i % 256);
+            a.source_ip = format!("300.0.{}.{}", (i / 256) % 256, i % 256).into();
             (subject(&token, "attempt"), HeaderMap::new(), codec::encode(Encoding::Postcard, &a))
         }
         // `=` is not base64url: the user token does not decode.

@@ -75,13 +75,13 @@ fn stream() -> Vec<Event> {
             Event::Attempt(Attempt {
                 id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 | i as u128),
                 at,
-                tenant: "acme-corp".to_owned(),
-                user: format!("user-{user:05}@acme-corp.example"),
+                tenant: "acme-corp".into(),
+                user: format!("user-{user:05}@acme-corp.example").into(),
                 outcome: if failure { Outcome::Failure } else { Outcome::Success },
                 factor,
-                source_ip: ip,
-                client: client.map(str::to_owned),
-                credential: failure.then(|| format!("{:016x}", if stale { user } else { rng.next() })),
+                source_ip: ip.into(),
+                client: client.map(Into::into),
+                credential: failure.then(|| format!("{:016x}", if stale { user } else { rng.next() }).into()),
                 account: None,
             })
         })

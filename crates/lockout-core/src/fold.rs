@@ -85,8 +85,8 @@ impl Folder<'_> {
         self.notices.push(Notice::Unlocked(UnlockedNotice {
             id: notice_id(lock.event_id, NoticeKind::Expired),
             event_id: lock.event_id,
-            tenant: tenant.to_owned(),
-            user: user.to_owned(),
+            tenant: tenant.into(),
+            user: user.into(),
             at: until,
             how: How::Expired,
             actor: None,
@@ -124,7 +124,7 @@ impl Folder<'_> {
         }
         if self.policy.dedupe_credential {
             if let Some(fp) = &a.credential {
-                if self.state.credentials.iter().any(|c| &c.fingerprint == fp) {
+                if self.state.credentials.iter().any(|c| c.fingerprint == fp) {
                     return;
                 }
             }
@@ -159,7 +159,7 @@ impl Folder<'_> {
         let counter = if mfa { mfa_count } else { password_count };
         *counter = counter.saturating_add(1);
         if let Some(fp) = &a.credential {
-            if st.credentials.len() < CREDENTIALS_MAX && !st.credentials.iter().any(|c| &c.fingerprint == fp) {
+            if st.credentials.len() < CREDENTIALS_MAX && !st.credentials.iter().any(|c| c.fingerprint == fp) {
                 st.credentials.push(CountedCredential { fingerprint: fp.clone(), mfa });
             }
         }

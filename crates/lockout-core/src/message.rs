@@ -42,7 +42,7 @@ fn for_how_long(seconds: Option<u64>) -> String {
 fn describe(s: &Source) -> String {
     match &s.client {
         Some(c) if !c.is_empty() => format!("{} ({c})", s.ip),
-        _ => s.ip.clone(),
+        _ => s.ip.to_string(),
     }
 }
 

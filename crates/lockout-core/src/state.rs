@@ -9,7 +9,7 @@
 
 use lockout_proto::notice::Source;
 use lockout_proto::status::LockReason;
-use lockout_proto::Millis;
+use lockout_proto::{CompactString, Millis};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -28,8 +28,8 @@ pub const RECENT_LOCKS_MAX: usize = 256;
 /// factor so that `mfa_reset` can remove second-factor failures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreakSource {
-    pub ip: String,
-    pub client: Option<String>,
+    pub ip: CompactString,
+    pub client: Option<CompactString>,
     pub password: u32,
     pub mfa: u32,
 }
@@ -50,15 +50,15 @@ pub struct Unlisted {
 /// A credential fingerprint counted in the current streak.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CountedCredential {
-    pub fingerprint: String,
+    pub fingerprint: CompactString,
     pub mfa: bool,
 }
 
 /// Attempts from one (`ip`, `client`) while the account was locked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockedSource {
-    pub ip: String,
-    pub client: Option<String>,
+    pub ip: CompactString,
+    pub client: Option<CompactString>,
     pub attempts: u32,
 }
 
@@ -89,14 +89,14 @@ pub struct UserState {
     pub credentials: Vec<CountedCredential>,
     /// Fold time of the last counted failure.
     pub last_failure_at: Option<Millis>,
-    pub last_source_ip: Option<String>,
+    pub last_source_ip: Option<CompactString>,
     /// Boxed (the same bytes in postcard): most states are unlocked, and a smaller state is
     /// cheaper to move through the fold.
     pub lock: Option<Box<LockState>>,
     pub unlocked_at: Option<Millis>,
-    pub unlocked_by: Option<String>,
+    pub unlocked_by: Option<CompactString>,
     pub mfa_reset_at: Option<Millis>,
-    pub mfa_reset_by: Option<String>,
+    pub mfa_reset_by: Option<CompactString>,
     pub mfa_reenrol: bool,
     /// Automatic locks so far.
     pub lock_count: u32,
@@ -131,15 +131,23 @@ impl UserState {
 
     /// An estimate of the bytes this state occupies in memory (for bounded caches).
     pub fn approx_bytes(&self) -> usize {
-        fn opt(s: &Option<String>) -> usize {
-            s.as_ref().map_or(0, String::capacity)
+        // Short strings live inside the struct; only longer ones add heap bytes.
+        fn heap(s: &CompactString) -> usize {
+            if s.is_heap_allocated() {
+                s.capacity()
+            } else {
+                0
+            }
         }
-        let streak: usize = self.streak.iter().map(|s| s.ip.capacity() + opt(&s.client)).sum();
-        let credentials: usize = self.credentials.iter().map(|c| c.fingerprint.capacity()).sum();
+        fn opt(s: &Option<CompactString>) -> usize {
+            s.as_ref().map_or(0, heap)
+        }
+        let streak: usize = self.streak.iter().map(|s| heap(&s.ip) + opt(&s.client)).sum();
+        let credentials: usize = self.credentials.iter().map(|c| heap(&c.fingerprint)).sum();
         let lock = self.lock.as_ref().map_or(0, |l| {
             std::mem::size_of::<LockState>()
                 + l.blocked_sources.capacity() * std::mem::size_of::<BlockedSource>()
-                + l.blocked_sources.iter().map(|b| b.ip.capacity() + opt(&b.client)).sum::<usize>()
+                + l.blocked_sources.iter().map(|b| heap(&b.ip) + opt(&b.client)).sum::<usize>()
         });
         std::mem::size_of::<UserState>()
             + self.streak.capacity() * std::mem::size_of::<StreakSource>()

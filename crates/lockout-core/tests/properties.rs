@@ -204,33 +204,38 @@ fn materialize(policy: Policy, steps: &[(Millis, Op)]) -> Vec<(Millis, Event)> {
             Op::Attempt { user: u, success, ip, client, factor, credential } => Event::Attempt(Attempt {
                 id,
                 at,
-                tenant,
-                user: user(*u),
+                tenant: tenant.into(),
+                user: user(*u).into(),
                 outcome: if *success { Outcome::Success } else { Outcome::Failure },
                 factor: FACTORS[*factor],
-                source_ip: IPS[*ip].to_owned(),
-                client: CLIENTS[*client].map(str::to_owned),
-                credential: CREDENTIALS[*credential].map(str::to_owned),
+                source_ip: IPS[*ip].into(),
+                client: CLIENTS[*client].map(Into::into),
+                credential: CREDENTIALS[*credential].map(Into::into),
                 account: None,
             }),
-            Op::Unlock { user: u, actor } => {
-                Event::Unlock(Unlock { id, at, tenant, user: user(*u), actor: format!("admin-{actor}"), reason: None })
-            }
+            Op::Unlock { user: u, actor } => Event::Unlock(Unlock {
+                id,
+                at,
+                tenant: tenant.into(),
+                user: user(*u).into(),
+                actor: format!("admin-{actor}").into(),
+                reason: None,
+            }),
             Op::Lock { user: u, seconds } => Event::Lock(Lock {
                 id,
                 at,
-                tenant,
-                user: user(*u),
-                actor: "sec".to_owned(),
-                reason: Some("test".to_owned()),
+                tenant: tenant.into(),
+                user: user(*u).into(),
+                actor: "sec".into(),
+                reason: Some("test".into()),
                 seconds: *seconds,
             }),
             Op::MfaReset { user: u, actor } => Event::MfaReset(MfaReset {
                 id,
                 at,
-                tenant,
-                user: user(*u),
-                actor: format!("admin-{actor}"),
+                tenant: tenant.into(),
+                user: user(*u).into(),
+                actor: format!("admin-{actor}").into(),
                 reason: None,
             }),
             Op::Expire { user: u, stale } => {
@@ -241,9 +246,11 @@ fn materialize(policy: Policy, steps: &[(Millis, Op)]) -> Vec<(Millis, Event)> {
                     None if i > 0 => event_id(stale % i),
                     None => Uuid::from_u128(7),
                 };
-                Event::Expired(Expired { id, at, tenant, user: user(*u), lock_event })
+                Event::Expired(Expired { id, at, tenant: tenant.into(), user: user(*u).into(), lock_event })
             }
-            Op::SetPolicy(p) => Event::Policy(PolicyChange { id, at, tenant, actor: "admin".to_owned(), policy: *p }),
+            Op::SetPolicy(p) => {
+                Event::Policy(PolicyChange { id, at, tenant: tenant.into(), actor: "admin".into(), policy: *p })
+            }
         };
         world.apply(&event, time);
         out.push((time, event));
@@ -394,8 +401,8 @@ proptest! {
                         let service = Event::Expired(Expired {
                             id: expired_event_id(lock_id),
                             at: until,
-                            tenant: TENANT.to_owned(),
-                            user: user.to_owned(),
+                            tenant: TENANT.into(),
+                            user: user.into(),
                             lock_event: lock_id,
                         });
                         let by_service = fold(&world.policy, before.clone(), &service, until).notices;
@@ -638,19 +645,19 @@ proptest! {
             let attempt = |outcome, ip: usize, factor: Factor, at| Event::Attempt(Attempt {
                 id,
                 at,
-                tenant: TENANT.to_owned(),
-                user: user.to_owned(),
+                tenant: TENANT.into(),
+                user: user.into(),
                 outcome,
                 factor,
-                source_ip: IPS[ip].to_owned(),
-                client: CLIENTS[ip].map(str::to_owned),
+                source_ip: IPS[ip].into(),
+                client: CLIENTS[ip].map(Into::into),
                 credential: None,
                 account: None,
             });
             let event = match step {
                 MStep::Fail { ip, factor } => attempt(Outcome::Failure, *ip, FACTORS[*factor], time),
                 MStep::Success { ip } => attempt(Outcome::Success, *ip, Factor::Password, time),
-                MStep::Unlock => Event::Unlock(Unlock { id, at: time, tenant, user: user.to_owned(), actor: "admin".to_owned(), reason: None }),
+                MStep::Unlock => Event::Unlock(Unlock { id, at: time, tenant: tenant.into(), user: user.into(), actor: "admin".into(), reason: None }),
                 MStep::Expire => {
                     // the service appends it for the current timed lock, at or after locked_until
                     let lock_event = match state.lock.as_ref() {
@@ -662,7 +669,7 @@ proptest! {
                         }
                         None => Uuid::from_u128(99),
                     };
-                    Event::Expired(Expired { id, at: time, tenant, user: user.to_owned(), lock_event })
+                    Event::Expired(Expired { id, at: time, tenant: tenant.into(), user: user.into(), lock_event })
                 }
             };
 

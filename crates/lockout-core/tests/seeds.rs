@@ -73,34 +73,48 @@ fn ev(n: u32, time: Millis, what: What<'_>) -> Step {
         What::Attempt { outcome, factor, ip, client, credential } => Event::Attempt(Attempt {
             id: eid,
             at: time,
-            tenant,
-            user,
+            tenant: tenant.into(),
+            user: user.into(),
             outcome,
             factor,
-            source_ip: ip.to_owned(),
-            client: client.map(str::to_owned),
-            credential: credential.map(str::to_owned),
+            source_ip: ip.into(),
+            client: client.map(Into::into),
+            credential: credential.map(Into::into),
             account: None,
         }),
-        What::Unlock { actor } => {
-            Event::Unlock(Unlock { id: eid, at: time, tenant, user, actor: actor.to_owned(), reason: None })
-        }
+        What::Unlock { actor } => Event::Unlock(Unlock {
+            id: eid,
+            at: time,
+            tenant: tenant.into(),
+            user: user.into(),
+            actor: actor.into(),
+            reason: None,
+        }),
         What::Lock { actor, seconds, reason } => Event::Lock(Lock {
             id: eid,
             at: time,
-            tenant,
-            user,
-            actor: actor.to_owned(),
-            reason: reason.map(str::to_owned),
+            tenant: tenant.into(),
+            user: user.into(),
+            actor: actor.into(),
+            reason: reason.map(Into::into),
             seconds,
         }),
-        What::MfaReset { actor } => {
-            Event::MfaReset(MfaReset { id: eid, at: time, tenant, user, actor: actor.to_owned(), reason: None })
-        }
+        What::MfaReset { actor } => Event::MfaReset(MfaReset {
+            id: eid,
+            at: time,
+            tenant: tenant.into(),
+            user: user.into(),
+            actor: actor.into(),
+            reason: None,
+        }),
         // The service writes `expired` events with an id derived from the lock's event.
-        What::Expired { lock_event } => {
-            Event::Expired(Expired { id: expired_event_id(lock_event), at: time, tenant, user, lock_event })
-        }
+        What::Expired { lock_event } => Event::Expired(Expired {
+            id: expired_event_id(lock_event),
+            at: time,
+            tenant: tenant.into(),
+            user: user.into(),
+            lock_event,
+        }),
     };
     (time, event)
 }
@@ -140,7 +154,7 @@ fn kinds(notices: &[Notice]) -> Vec<&'static str> {
 }
 
 fn source(ip: &str, client: Option<&str>, failures: u32) -> Source {
-    Source { ip: ip.to_owned(), client: client.map(str::to_owned), failures }
+    Source { ip: ip.into(), client: client.map(Into::into), failures }
 }
 
 /// One row of expected status fields at an instant.
@@ -183,8 +197,8 @@ fn expiry_notice(lock_event: Uuid, until: Millis) -> UnlockedNotice {
     UnlockedNotice {
         id: notice_id(lock_event, NoticeKind::Expired),
         event_id: lock_event,
-        tenant: TENANT.to_owned(),
-        user: USER.to_owned(),
+        tenant: TENANT.into(),
+        user: USER.into(),
         at: until,
         how: How::Expired,
         actor: None,
@@ -233,15 +247,15 @@ fn seed_000_bms_defaults_lock_after_five_failures_for_thirty_minutes() {
         vec![Notice::Locked(LockedNotice {
             id: notice_id(id(5), NoticeKind::Locked),
             event_id: id(5),
-            tenant: TENANT.to_owned(),
-            user: USER.to_owned(),
+            tenant: TENANT.into(),
+            user: USER.into(),
             at: t5,
             reason: LockReason::Failures,
             locked_until: Some(t5 + 1_800_000),
             lock_seconds: Some(1800),
             failures: 5,
-            source_ip: Some(IP.to_owned()),
-            client: Some("IT Glue".to_owned()),
+            source_ip: Some(IP.into()),
+            client: Some("IT Glue".into()),
             sources: vec![source(IP, IT_GLUE, 5)],
             actor: None,
             message: "Your account has been locked for 30 minutes due to an excessive number of unsuccessful log in attempts from 203.0.113.7 (IT Glue).".to_owned(),
@@ -453,11 +467,11 @@ fn seed_002_admin_unlock_records_unlocked_by() {
         vec![Notice::Unlocked(UnlockedNotice {
             id: notice_id(id(6), NoticeKind::Unlocked),
             event_id: id(6),
-            tenant: TENANT.to_owned(),
-            user: USER.to_owned(),
+            tenant: TENANT.into(),
+            user: USER.into(),
             at: t,
             how: How::Admin,
-            actor: Some("admin.jones".to_owned()),
+            actor: Some("admin.jones".into()),
         })]
     );
     // and when the old lock's time runs out, nothing more happens
@@ -509,8 +523,8 @@ fn seed_002_admin_lock_of_a_locked_user_replaces_the_lock() {
         vec![Notice::Locked(LockedNotice {
             id: notice_id(id(6), NoticeKind::Locked),
             event_id: id(6),
-            tenant: TENANT.to_owned(),
-            user: USER.to_owned(),
+            tenant: TENANT.into(),
+            user: USER.into(),
             at: t,
             reason: LockReason::Admin,
             locked_until: Some(t + 2 * HOUR),
@@ -519,7 +533,7 @@ fn seed_002_admin_lock_of_a_locked_user_replaces_the_lock() {
             source_ip: None,
             client: None,
             sources: locked(&first)[0].sources.clone(),
-            actor: Some("admin.jones".to_owned()),
+            actor: Some("admin.jones".into()),
             message: "Your account has been locked by an administrator for 2 hours (reason: offboarding).".to_owned(),
         })]
     );
@@ -601,10 +615,10 @@ fn seed_003_mfa_reset_removes_second_factor_failures_and_asks_for_reenrolment() 
         vec![Notice::MfaReset(MfaResetNotice {
             id: notice_id(id(5), NoticeKind::MfaReset),
             event_id: id(5),
-            tenant: TENANT.to_owned(),
-            user: USER.to_owned(),
+            tenant: TENANT.into(),
+            user: USER.into(),
             at: t,
-            actor: "admin.jones".to_owned(),
+            actor: "admin.jones".into(),
         })]
     );
 
@@ -714,11 +728,7 @@ fn seed_001_stale_integration_with_and_without_credential_dedupe() {
             assert!(l.message.ends_with("from 52.94.236.248 (ConnectBooster)."), "{case}: {}", l.message);
             assert_eq!(
                 state.lock.as_ref().map(|l| l.blocked_sources.clone()),
-                Some(vec![BlockedSource {
-                    ip: aws.to_owned(),
-                    client: Some("ConnectBooster".to_owned()),
-                    attempts: 45
-                }]),
+                Some(vec![BlockedSource { ip: aws.into(), client: Some("ConnectBooster".into()), attempts: 45 }]),
                 "{case}"
             );
         }
@@ -799,9 +809,9 @@ fn seed_000_attempts_while_locked_are_blocked() {
     assert_eq!(
         lock.blocked_sources,
         vec![
-            BlockedSource { ip: IP.to_owned(), client: Some("IT Glue".to_owned()), attempts: 2 },
-            BlockedSource { ip: "192.0.2.9".to_owned(), client: Some("VSA".to_owned()), attempts: 2 },
-            BlockedSource { ip: IP.to_owned(), client: None, attempts: 1 },
+            BlockedSource { ip: IP.into(), client: Some("IT Glue".into()), attempts: 2 },
+            BlockedSource { ip: "192.0.2.9".into(), client: Some("VSA".into()), attempts: 2 },
+            BlockedSource { ip: IP.into(), client: None, attempts: 1 },
         ]
     );
     // ... and the lock ends at the original time
@@ -1030,8 +1040,7 @@ fn seed_000_policy_change_by_itself_never_changes_state() {
     let (old, state, _, t5) = locked_by_failures();
     let until = t5 + 30 * MIN;
     let new = Policy { max_failures: 2, lock_seconds: 60, window_seconds: 10, ..Policy::default() };
-    let change =
-        PolicyChange { id: id(90), at: t5 + MIN, tenant: TENANT.to_owned(), actor: "admin".to_owned(), policy: new };
+    let change = PolicyChange { id: id(90), at: t5 + MIN, tenant: TENANT.into(), actor: "admin".into(), policy: new };
     // fold_policy gives the new policy, whatever the old one was
     assert_eq!(fold_policy(&old, &change), new);
     assert_eq!(fold_policy(&new, &change), new);

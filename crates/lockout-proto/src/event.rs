@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -114,15 +115,15 @@ pub struct Attempt {
     #[serde(with = "crate::uuid16")]
     pub id: Uuid,
     pub at: Millis,
-    pub tenant: String,
-    pub user: String,
+    pub tenant: CompactString,
+    pub user: CompactString,
     pub outcome: Outcome,
     /// Absent or `null` in JSON means `password`.
     #[serde(default, deserialize_with = "factor_or_default")]
     pub factor: Factor,
-    pub source_ip: String,
-    pub client: Option<String>,
-    pub credential: Option<String>,
+    pub source_ip: CompactString,
+    pub client: Option<CompactString>,
+    pub credential: Option<CompactString>,
     pub account: Option<Account>,
 }
 
@@ -142,10 +143,10 @@ pub struct Unlock {
     #[serde(with = "crate::uuid16")]
     pub id: Uuid,
     pub at: Millis,
-    pub tenant: String,
-    pub user: String,
-    pub actor: String,
-    pub reason: Option<String>,
+    pub tenant: CompactString,
+    pub user: CompactString,
+    pub actor: CompactString,
+    pub reason: Option<CompactString>,
 }
 
 /// An admin lock, written by the service; `seconds` absent = until unlocked.
@@ -154,10 +155,10 @@ pub struct Lock {
     #[serde(with = "crate::uuid16")]
     pub id: Uuid,
     pub at: Millis,
-    pub tenant: String,
-    pub user: String,
-    pub actor: String,
-    pub reason: Option<String>,
+    pub tenant: CompactString,
+    pub user: CompactString,
+    pub actor: CompactString,
+    pub reason: Option<CompactString>,
     pub seconds: Option<u32>,
 }
 
@@ -167,10 +168,10 @@ pub struct MfaReset {
     #[serde(with = "crate::uuid16")]
     pub id: Uuid,
     pub at: Millis,
-    pub tenant: String,
-    pub user: String,
-    pub actor: String,
-    pub reason: Option<String>,
+    pub tenant: CompactString,
+    pub user: CompactString,
+    pub actor: CompactString,
+    pub reason: Option<CompactString>,
 }
 
 /// A timed lock ran out; written by the service.
@@ -179,8 +180,8 @@ pub struct Expired {
     #[serde(with = "crate::uuid16")]
     pub id: Uuid,
     pub at: Millis,
-    pub tenant: String,
-    pub user: String,
+    pub tenant: CompactString,
+    pub user: CompactString,
     /// The id of the event that started the lock.
     #[serde(with = "crate::uuid16")]
     pub lock_event: Uuid,
@@ -192,8 +193,8 @@ pub struct PolicyChange {
     #[serde(with = "crate::uuid16")]
     pub id: Uuid,
     pub at: Millis,
-    pub tenant: String,
-    pub actor: String,
+    pub tenant: CompactString,
+    pub actor: CompactString,
     pub policy: Policy,
 }
 

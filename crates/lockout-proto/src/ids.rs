@@ -7,6 +7,7 @@ use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use compact_str::CompactString;
 
 use crate::error::{RejectReason, Rejection};
 
@@ -17,12 +18,12 @@ pub const USER_MAX_BYTES: usize = 256;
 
 /// A tenant name: 1–64 characters of `[A-Za-z0-9_-]`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Tenant(String);
+pub struct Tenant(CompactString);
 
 impl Tenant {
     pub fn parse(s: &str) -> Result<Tenant, Rejection> {
         if is_token(s, TENANT_MAX) {
-            Ok(Tenant(s.to_owned()))
+            Ok(Tenant(s.into()))
         } else {
             Err(Rejection::new(
                 RejectReason::BadSubject,
@@ -35,7 +36,7 @@ impl Tenant {
         &self.0
     }
 
-    pub fn into_string(self) -> String {
+    pub fn into_inner(self) -> CompactString {
         self.0
     }
 }
@@ -53,13 +54,13 @@ pub fn is_token(s: &str, max: usize) -> bool {
 
 /// An account's canonical id: opaque, case-sensitive UTF-8 of 1–256 bytes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct UserId(String);
+pub struct UserId(CompactString);
 
 impl UserId {
     /// Validates a user id as it appears in a body (reason `out_of_range` when its length is off).
     pub fn parse(s: &str) -> Result<UserId, Rejection> {
         Self::check(s)?;
-        Ok(UserId(s.to_owned()))
+        Ok(UserId(s.into()))
     }
 
     /// [`UserId::parse`] without keeping the result.
@@ -81,12 +82,24 @@ impl UserId {
                 format!("user token {token:?} is invalid: {why}; write the user id's UTF-8 bytes as base64url without padding"),
             )
         };
-        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad("it is not base64url without padding"))?;
-        let s = String::from_utf8(bytes).map_err(|_| bad("it does not decode to UTF-8"))?;
+        // Decoded on the stack (one user token per event); only tokens too long for any valid
+        // id take the allocating path, which says why they are refused.
+        // (3 bytes to spare: base64 may ask for room for a whole last quantum.)
+        let mut buf = [0u8; USER_MAX_BYTES + 3];
+        let n = match URL_SAFE_NO_PAD.decode_slice(token, &mut buf) {
+            Ok(n) => n,
+            Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+                let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad("it is not base64url without padding"))?;
+                let utf8 = std::str::from_utf8(&bytes).map_err(|_| bad("it does not decode to UTF-8"))?;
+                return Err(bad(&format!("it decodes to {} bytes, not 1 to {USER_MAX_BYTES}", utf8.len())));
+            }
+            Err(base64::DecodeSliceError::DecodeError(_)) => return Err(bad("it is not base64url without padding")),
+        };
+        let s = std::str::from_utf8(&buf[..n]).map_err(|_| bad("it does not decode to UTF-8"))?;
         if s.is_empty() || s.len() > USER_MAX_BYTES {
             return Err(bad(&format!("it decodes to {} bytes, not 1 to {USER_MAX_BYTES}", s.len())));
         }
-        Ok(UserId(s))
+        Ok(UserId(s.into()))
     }
 
     /// The user token: base64url without padding of the id's UTF-8 bytes.
@@ -98,7 +111,7 @@ impl UserId {
         &self.0
     }
 
-    pub fn into_string(self) -> String {
+    pub fn into_inner(self) -> CompactString {
         self.0
     }
 }
@@ -141,6 +154,20 @@ mod tests {
             assert_eq!(e.reason, RejectReason::BadSubject, "{bad:?}");
         }
         assert_eq!(UserId::from_token(&URL_SAFE_NO_PAD.encode("x".repeat(256))).unwrap().as_str().len(), 256);
+        // Every length around the limit: decoded exactly, or refused with the length it has.
+        for len in 250..=262 {
+            let r = UserId::from_token(&URL_SAFE_NO_PAD.encode("é".repeat(len / 2) + &"x".repeat(len % 2)));
+            match r {
+                Ok(u) => assert!(len <= USER_MAX_BYTES && u.as_str().len() == len, "{len}"),
+                Err(e) => {
+                    assert!(len > USER_MAX_BYTES, "{len}: {}", e.message);
+                    assert!(e.message.contains(&format!("decodes to {len} bytes")), "{}", e.message);
+                }
+            }
+        }
+        // Not base64url, however long: that is the reason given.
+        let e = UserId::from_token(&"*".repeat(400)).unwrap_err();
+        assert!(e.message.contains("not base64url"), "{}", e.message);
     }
 
     #[test]

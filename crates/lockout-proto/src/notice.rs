@@ -3,6 +3,7 @@
 //! Every notice has `id` (deterministic from the causing event), `event_id`, `tenant`, `user`
 //! and `at`, then its kind's fields. Subject: `<p>.notices.<tenant>.<kind>`.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -13,8 +14,8 @@ use crate::Millis;
 /// One source of counted failures: an (`ip`, `client`) pair and how many failures it sent.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Source {
-    pub ip: String,
-    pub client: Option<String>,
+    pub ip: CompactString,
+    pub client: Option<CompactString>,
     pub failures: u32,
 }
 
@@ -32,8 +33,8 @@ pub struct LockedNotice {
     pub id: Uuid,
     #[serde(with = "crate::uuid16")]
     pub event_id: Uuid,
-    pub tenant: String,
-    pub user: String,
+    pub tenant: CompactString,
+    pub user: CompactString,
     pub at: Millis,
     pub reason: LockReason,
     /// `None` = until an admin unlocks.
@@ -42,13 +43,13 @@ pub struct LockedNotice {
     pub lock_seconds: Option<u64>,
     pub failures: u32,
     /// The tripping attempt's address; `None` for an admin lock.
-    pub source_ip: Option<String>,
+    pub source_ip: Option<CompactString>,
     /// The tripping attempt's client; `None` for an admin lock or when the gateway sent none.
-    pub client: Option<String>,
+    pub client: Option<CompactString>,
     /// Every source of the counted failures, most failures first, ties by first occurrence.
     pub sources: Vec<Source>,
     /// The admin, for admin locks.
-    pub actor: Option<String>,
+    pub actor: Option<CompactString>,
     /// One sentence for a person.
     pub message: String,
 }
@@ -59,12 +60,12 @@ pub struct UnlockedNotice {
     pub id: Uuid,
     #[serde(with = "crate::uuid16")]
     pub event_id: Uuid,
-    pub tenant: String,
-    pub user: String,
+    pub tenant: CompactString,
+    pub user: CompactString,
     pub at: Millis,
     pub how: How,
     /// `None` when the lock expired.
-    pub actor: Option<String>,
+    pub actor: Option<CompactString>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,10 +74,10 @@ pub struct MfaResetNotice {
     pub id: Uuid,
     #[serde(with = "crate::uuid16")]
     pub event_id: Uuid,
-    pub tenant: String,
-    pub user: String,
+    pub tenant: CompactString,
+    pub user: CompactString,
     pub at: Millis,
-    pub actor: String,
+    pub actor: CompactString,
 }
 
 /// Any notice.

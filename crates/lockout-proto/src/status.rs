@@ -1,6 +1,7 @@
 //! `Status`, the per-user answer of the service, and `WriteReply`, a Status plus the id of
 //! the event a write command appended.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -24,8 +25,8 @@ macro_rules! status_struct {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
         pub struct $name {
-            pub tenant: String,
-            pub user: String,
+            pub tenant: CompactString,
+            pub user: CompactString,
             pub locked: bool,
             pub reason: Option<LockReason>,
             pub locked_at: Option<Millis>,
@@ -35,11 +36,11 @@ macro_rules! status_struct {
             pub failures: u32,
             pub max_failures: u32,
             pub last_failure_at: Option<Millis>,
-            pub last_source_ip: Option<String>,
+            pub last_source_ip: Option<CompactString>,
             pub unlocked_at: Option<Millis>,
-            pub unlocked_by: Option<String>,
+            pub unlocked_by: Option<CompactString>,
             pub mfa_reset_at: Option<Millis>,
-            pub mfa_reset_by: Option<String>,
+            pub mfa_reset_by: Option<CompactString>,
             pub mfa_reenrol: bool,
             /// Automatic locks so far.
             pub lock_count: u32,
@@ -65,8 +66,8 @@ impl Status {
     /// An unlocked, zeroed status: what unknown users get.
     pub fn unknown(tenant: &str, user: &str, max_failures: u32) -> Status {
         Status {
-            tenant: tenant.to_owned(),
-            user: user.to_owned(),
+            tenant: tenant.into(),
+            user: user.into(),
             locked: false,
             reason: None,
             locked_at: None,

@@ -233,7 +233,7 @@ fn cases() -> Vec<Case> {
         locked_until: None,
         failures: 0,
         unlocked_at: Some(T0 + 60_000),
-        unlocked_by: Some(admin()),
+        unlocked_by: Some(admin().into()),
         ..status_locked()
     };
     let status_locked_by_admin = Status {
@@ -242,13 +242,13 @@ fn cases() -> Vec<Case> {
         locked_until: Some(T0 + 120_000 + 3_600_000),
         failures: 0,
         unlocked_at: Some(T0 + 60_000),
-        unlocked_by: Some(admin()),
+        unlocked_by: Some(admin().into()),
         ..status_locked()
     };
     let status_mfa_reset = Status {
         failures: 2,
         mfa_reset_at: Some(T0 + 180_000),
-        mfa_reset_by: Some(admin()),
+        mfa_reset_by: Some(admin().into()),
         mfa_reenrol: true,
         ..status_unlocked_by_admin.clone()
     };
@@ -297,9 +297,9 @@ fn cases() -> Vec<Case> {
             Unlock {
                 id: id(0x03),
                 at: T0 + 60_000,
-                tenant: tenant(),
-                user: alice(),
-                actor: admin(),
+                tenant: tenant().into(),
+                user: alice().into(),
+                actor: admin().into(),
                 reason: Some("user called the help desk".into()),
             },
             Event::Unlock,
@@ -309,9 +309,9 @@ fn cases() -> Vec<Case> {
             Lock {
                 id: id(0x04),
                 at: T0 + 120_000,
-                tenant: tenant(),
-                user: alice(),
-                actor: admin(),
+                tenant: tenant().into(),
+                user: alice().into(),
+                actor: admin().into(),
                 reason: Some("offboarding".into()),
                 seconds: Some(3_600),
             },
@@ -322,21 +322,21 @@ fn cases() -> Vec<Case> {
             MfaReset {
                 id: id(0x05),
                 at: T0 + 180_000,
-                tenant: tenant(),
-                user: alice(),
-                actor: admin(),
+                tenant: tenant().into(),
+                user: alice().into(),
+                actor: admin().into(),
                 reason: Some("phone lost".into()),
             },
             Event::MfaReset,
         ),
         event_case(
             "event.expired",
-            Expired { id: id(0x06), at: locked_at + 1_800_250, tenant: tenant(), user: alice(), lock_event: id(0x02) },
+            Expired { id: id(0x06), at: locked_at + 1_800_250, tenant: tenant().into(), user: alice().into(), lock_event: id(0x02) },
             Event::Expired,
         ),
         event_case(
             "event.policy",
-            PolicyChange { id: id(0x07), at: T0 - 3_600_000, tenant: tenant(), actor: admin(), policy: pms_policy() },
+            PolicyChange { id: id(0x07), at: T0 - 3_600_000, tenant: tenant().into(), actor: admin().into(), policy: pms_policy() },
             Event::Policy,
         ),
         // Shared structs.
@@ -397,8 +397,8 @@ fn cases() -> Vec<Case> {
             LockedNotice {
                 id: id(0x81),
                 event_id: id(0x02),
-                tenant: tenant(),
-                user: alice(),
+                tenant: tenant().into(),
+                user: alice().into(),
                 at: locked_at,
                 reason: LockReason::Failures,
                 locked_until: Some(locked_at + 1_800_000),
@@ -420,8 +420,8 @@ fn cases() -> Vec<Case> {
             LockedNotice {
                 id: id(0x84),
                 event_id: id(0x04),
-                tenant: tenant(),
-                user: alice(),
+                tenant: tenant().into(),
+                user: alice().into(),
                 at: T0 + 120_000,
                 reason: LockReason::Admin,
                 locked_until: None,
@@ -430,7 +430,7 @@ fn cases() -> Vec<Case> {
                 source_ip: None,
                 client: None,
                 sources: vec![],
-                actor: Some(admin()),
+                actor: Some(admin().into()),
                 message: "Your account has been locked by an administrator until an administrator unlocks it (reason: offboarding).".into(),
             },
             Notice::Locked,
@@ -440,11 +440,11 @@ fn cases() -> Vec<Case> {
             UnlockedNotice {
                 id: id(0x83),
                 event_id: id(0x03),
-                tenant: tenant(),
-                user: alice(),
+                tenant: tenant().into(),
+                user: alice().into(),
                 at: T0 + 60_000,
                 how: How::Admin,
-                actor: Some(admin()),
+                actor: Some(admin().into()),
             },
             Notice::Unlocked,
         ),
@@ -453,8 +453,8 @@ fn cases() -> Vec<Case> {
             UnlockedNotice {
                 id: id(0x86),
                 event_id: id(0x02),
-                tenant: tenant(),
-                user: alice(),
+                tenant: tenant().into(),
+                user: alice().into(),
                 at: locked_at + 1_800_000,
                 how: How::Expired,
                 actor: None,
@@ -466,10 +466,10 @@ fn cases() -> Vec<Case> {
             MfaResetNotice {
                 id: id(0x85),
                 event_id: id(0x05),
-                tenant: tenant(),
-                user: alice(),
+                tenant: tenant().into(),
+                user: alice().into(),
                 at: T0 + 180_000,
-                actor: admin(),
+                actor: admin().into(),
             },
             Notice::MfaReset,
         ),

@@ -29,7 +29,7 @@ use std::path::Path;
 pub mod state_codec;
 
 use lockout_core::UserState;
-use lockout_proto::{Millis, Policy};
+use lockout_proto::{CompactString, Millis, Policy};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -114,8 +114,8 @@ impl LockIndex {
 /// A changed user state, with its lock as it was before the commit's events.
 #[derive(Debug, Clone)]
 pub struct StateChange {
-    pub tenant: String,
-    pub user: String,
+    pub tenant: CompactString,
+    pub user: CompactString,
     pub before: Option<LockIndex>,
     pub state: UserState,
 }

@@ -17,6 +17,7 @@
 //! so a store written before keeps working and each state is rewritten compactly when it
 //! next changes.
 
+use compact_str::{CompactString, ToCompactString as _};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lockout_core::state::{CountedCredential, LockState, StreakSource, Unlisted};
@@ -72,11 +73,11 @@ impl<'a> Ip<'a> {
         Ip::Text(text)
     }
 
-    fn into_string(self) -> String {
+    fn into_text(self) -> CompactString {
         match self {
-            Ip::Text(t) => t.to_owned(),
-            Ip::V4(o) => Ipv4Addr::from(o).to_string(),
-            Ip::V6(o) => Ipv6Addr::from(o).to_string(),
+            Ip::Text(t) => t.into(),
+            Ip::V4(o) => Ipv4Addr::from(o).to_compact_string(),
+            Ip::V6(o) => Ipv6Addr::from(o).to_compact_string(),
         }
     }
 }
@@ -84,7 +85,7 @@ impl<'a> Ip<'a> {
 #[derive(Serialize)]
 struct SourceOut<'a> {
     ip: Ip<'a>,
-    client: &'a Option<String>,
+    client: &'a Option<CompactString>,
     password: u32,
     mfa: u32,
 }
@@ -93,7 +94,7 @@ struct SourceOut<'a> {
 struct SourceIn<'a> {
     #[serde(borrow)]
     ip: Ip<'a>,
-    client: Option<String>,
+    client: Option<CompactString>,
     password: u32,
     mfa: u32,
 }
@@ -195,7 +196,7 @@ pub fn decode(bytes: &[u8]) -> Result<UserState, DecodeError> {
         let sources: Vec<SourceIn<'_>> = take(&mut rest)?;
         s.streak = sources
             .into_iter()
-            .map(|x| StreakSource { ip: x.ip.into_string(), client: x.client, password: x.password, mfa: x.mfa })
+            .map(|x| StreakSource { ip: x.ip.into_text(), client: x.client, password: x.password, mfa: x.mfa })
             .collect();
     }
     if flags & UNLISTED != 0 {
@@ -208,7 +209,7 @@ pub fn decode(bytes: &[u8]) -> Result<UserState, DecodeError> {
         s.last_failure_at = Some(take(&mut rest)?);
     }
     if flags & LAST_SOURCE_IP != 0 {
-        s.last_source_ip = Some(take::<Ip<'_>>(&mut rest)?.into_string());
+        s.last_source_ip = Some(take::<Ip<'_>>(&mut rest)?.into_text());
     }
     if flags & LOCK != 0 {
         s.lock = Some(Box::new(take::<LockState>(&mut rest)?));

@@ -9,6 +9,8 @@ use lockout_store::{Commit, StateChange, Store};
 use proptest::prelude::*;
 use uuid::Uuid;
 
+mod support;
+
 /// IP-ish texts: canonical v4 and v6 (stored as bytes), and spellings that must come back
 /// exactly as they were (stored as text).
 fn ip() -> impl Strategy<Value = String> {
@@ -47,7 +49,7 @@ fn lock() -> impl Strategy<Value = LockState> {
             blocked,
             blocked_sources: sources
                 .into_iter()
-                .map(|(ip, client, attempts)| BlockedSource { ip, client, attempts })
+                .map(|(ip, client, attempts)| BlockedSource { ip: ip.into(), client: client.map(Into::into), attempts })
                 .collect(),
         })
 }
@@ -69,16 +71,16 @@ prop_compose! {
         recent_locks in proptest::collection::vec(any::<u64>(), 0..4),
     ) -> UserState {
         UserState {
-            streak: streak.into_iter().map(|(ip, client, password, mfa)| StreakSource { ip, client, password, mfa }).collect(),
+            streak: streak.into_iter().map(|(ip, client, password, mfa)| StreakSource { ip: ip.into(), client: client.map(Into::into), password, mfa }).collect(),
             unlisted: Unlisted { password: unlisted.0, mfa: unlisted.1 },
-            credentials: credentials.into_iter().map(|(fingerprint, mfa)| CountedCredential { fingerprint, mfa }).collect(),
+            credentials: credentials.into_iter().map(|(fingerprint, mfa)| CountedCredential { fingerprint: fingerprint.into(), mfa }).collect(),
             last_failure_at,
-            last_source_ip,
+            last_source_ip: last_source_ip.map(Into::into),
             lock: lock.map(Box::new),
             unlocked_at,
-            unlocked_by,
+            unlocked_by: unlocked_by.map(Into::into),
             mfa_reset_at,
-            mfa_reset_by,
+            mfa_reset_by: mfa_reset_by.map(Into::into),
             mfa_reenrol,
             lock_count,
             recent_locks,
@@ -160,9 +162,9 @@ fn a_store_of_the_previous_format_reads_digests_alike_and_is_rewritten_on_change
     let states: Vec<(String, UserState)> = (0..20)
         .map(|i| {
             let s = UserState {
-                streak: vec![StreakSource { ip: format!("192.0.2.{i}"), client: None, password: i + 1, mfa: 0 }],
+                streak: vec![StreakSource { ip: format!("192.0.2.{i}").into(), client: None, password: i + 1, mfa: 0 }],
                 last_failure_at: Some(1_000 + u64::from(i)),
-                last_source_ip: Some(format!("192.0.2.{i}")),
+                last_source_ip: Some(format!("192.0.2.{i}").into()),
                 ..UserState::default()
             };
             (format!("user{i:02}"), s)
@@ -172,7 +174,7 @@ fn a_store_of_the_previous_format_reads_digests_alike_and_is_rewritten_on_change
     // The previous format, written straight into sled as lockoutd did before.
     let old_dir = tempfile::tempdir().unwrap();
     {
-        let db = sled::Config::new().path(old_dir.path()).segment_size(lockout_store::SEGMENT_SIZE).open().unwrap();
+        let db = support::raw_sled(old_dir.path(), lockout_store::SEGMENT_SIZE);
         for (user, s) in &states {
             let mut k = vec![b'u'];
             k.extend(lockout_store::user_key("acme", user));
@@ -180,12 +182,17 @@ fn a_store_of_the_previous_format_reads_digests_alike_and_is_rewritten_on_change
         }
         db.flush().unwrap();
     }
-    let old = Store::open(old_dir.path(), 16 << 20).unwrap();
+    let old = support::when_released(old_dir.path(), || Store::open(old_dir.path(), 16 << 20));
     let new_dir = tempfile::tempdir().unwrap();
     let new = Store::open(new_dir.path(), 16 << 20).unwrap();
     let changes = states
         .iter()
-        .map(|(user, s)| StateChange { tenant: "acme".into(), user: user.clone(), before: None, state: s.clone() })
+        .map(|(user, s)| StateChange {
+            tenant: "acme".into(),
+            user: user.clone().into(),
+            before: None,
+            state: s.clone(),
+        })
         .collect();
     new.commit(&Commit { states: changes, checkpoint: 20, ..Commit::default() }).unwrap();
 
@@ -199,7 +206,8 @@ fn a_store_of_the_previous_format_reads_digests_alike_and_is_rewritten_on_change
     let (user, s) = &states[3];
     let changed = UserState { lock_count: 1, ..s.clone() };
     let commit = |store: &Store| {
-        let change = StateChange { tenant: "acme".into(), user: user.clone(), before: None, state: changed.clone() };
+        let change =
+            StateChange { tenant: "acme".into(), user: user.clone().into(), before: None, state: changed.clone() };
         store.commit(&Commit { states: vec![change], checkpoint: 21, ..Commit::default() }).unwrap();
     };
     commit(&old);
@@ -207,7 +215,7 @@ fn a_store_of_the_previous_format_reads_digests_alike_and_is_rewritten_on_change
     assert_eq!(old.user("acme", user).unwrap(), Some(changed));
     assert_eq!(old.digest("acme").unwrap(), new.digest("acme").unwrap());
     drop(old);
-    let db = sled::Config::new().path(old_dir.path()).segment_size(lockout_store::SEGMENT_SIZE).open().unwrap();
+    let db = support::raw_sled(old_dir.path(), lockout_store::SEGMENT_SIZE);
     let stored = |u: &str| {
         let mut k = vec![b'u'];
         k.extend(lockout_store::user_key("acme", u));

@@ -1,10 +1,14 @@
 //! The store against a real sled database in a temp dir.
 
+use std::path::Path;
+
 use lockout_core::{LockState, UserState};
 use lockout_proto::status::LockReason;
 use lockout_proto::Policy;
 use lockout_store::{Commit, LockIndex, OutboxEntry, OutboxStream, StateChange, Store};
 use uuid::Uuid;
+
+mod support;
 
 fn locked(until: Option<u64>, id: u128) -> UserState {
     UserState {
@@ -89,7 +93,7 @@ fn commit_writes_states_indexes_outbox_and_checkpoint() {
     // Everything survives a reopen.
     store.flush().unwrap();
     drop(store);
-    let store = Store::open(dir.path(), 16 << 20).unwrap();
+    let store = support::when_released(dir.path(), || Store::open(dir.path(), 16 << 20));
     assert_eq!(store.checkpoint().unwrap(), 8);
     assert_eq!(store.user("acme", "alice").unwrap(), Some(locked(None, 2)));
     assert_eq!(store.all_users().count(), 4);
@@ -146,7 +150,7 @@ fn reopen_keeps_what_was_flushed_for_every_clone_and_waits_for_open_handles() {
     assert_eq!(users.next().unwrap().unwrap().1, "alice", "the open iterator still reads the old one");
     drop(users);
 
-    store.reopen().unwrap();
+    support::when_released(Path::new("the reopened store"), || store.reopen());
     assert_eq!(clone.checkpoint_at().unwrap(), (3, 30), "every clone sees the reopened store");
     assert_eq!(clone.user("acme", "alice").unwrap(), Some(locked(Some(9), 1)));
     store.check_writable().unwrap();
@@ -156,7 +160,7 @@ fn reopen_keeps_what_was_flushed_for_every_clone_and_waits_for_open_handles() {
 fn a_store_made_with_another_segment_size_still_opens() {
     let dir = tempfile::tempdir().unwrap();
     // As sled's defaults made it (earlier versions of lockoutd).
-    drop(sled::Config::new().path(dir.path()).segment_size(512 * 1024).open().unwrap());
-    let store = Store::open(dir.path(), 16 << 20).unwrap();
+    drop(support::raw_sled(dir.path(), 512 * 1024));
+    let store = support::when_released(dir.path(), || Store::open(dir.path(), 16 << 20));
     store.check_writable().unwrap();
 }

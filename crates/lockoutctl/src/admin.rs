@@ -196,13 +196,13 @@ pub async fn attempt(ctx: &Ctx, a: AttemptArgs, out: &mut dyn Write) -> anyhow::
         let attempt = Attempt {
             id: Uuid::now_v7(),
             at: lockoutd::now_ms(),
-            tenant: tenant.to_string(),
-            user: user.to_string(),
+            tenant: tenant.as_str().into(),
+            user: user.as_str().into(),
             outcome,
             factor,
-            source_ip: a.ip.clone(),
-            client: a.client.clone(),
-            credential: a.credential.clone(),
+            source_ip: a.ip.as_str().into(),
+            client: a.client.as_deref().map(Into::into),
+            credential: a.credential.as_deref().map(Into::into),
             account,
         };
         // Refuse locally what lockoutd would dead-letter, with the same sentence.

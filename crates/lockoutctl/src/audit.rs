@@ -136,8 +136,8 @@ impl Track {
                         self.counted.push(Counted {
                             seq,
                             time: now,
-                            ip: a.source_ip.clone(),
-                            client: a.client.clone(),
+                            ip: a.source_ip.to_string(),
+                            client: a.client.as_deref().map(str::to_owned),
                             factor: a.factor,
                         });
                         let n = after.failures();
@@ -165,7 +165,7 @@ impl Track {
                                 until: lock.locked_until,
                                 reason: LockReason::Failures,
                                 actor: None,
-                                trip: Some((a.source_ip.clone(), a.client.clone())),
+                                trip: Some((a.source_ip.to_string(), a.client.as_deref().map(str::to_owned))),
                                 sources,
                                 counted: self.counted.clone(),
                                 ended: None,
@@ -176,7 +176,7 @@ impl Track {
             }
             Event::Unlock(u) => {
                 if was_locked {
-                    self.close_lock(now, Some(u.actor.clone()));
+                    self.close_lock(now, Some(u.actor.to_string()));
                     parts.push(with_reason(format!("unlocked by {}", u.actor), u.reason.as_deref()));
                 } else {
                     parts.push(with_reason(
@@ -187,7 +187,7 @@ impl Track {
             }
             Event::Lock(l) => {
                 if was_locked {
-                    self.close_lock(now, Some(l.actor.clone()));
+                    self.close_lock(now, Some(l.actor.to_string()));
                 }
                 let until = after.lock.as_ref().and_then(|x| x.locked_until);
                 let mut t = format!("LOCKED by {} {}", l.actor, fmt::until(until));
@@ -200,7 +200,7 @@ impl Track {
                     at: now,
                     until,
                     reason: LockReason::Admin,
-                    actor: Some(l.actor.clone()),
+                    actor: Some(l.actor.to_string()),
                     trip: None,
                     sources: after.ranked_sources(),
                     counted: self.counted.clone(),
@@ -293,7 +293,7 @@ async fn fold_user(
                 let before = h.policy.policy;
                 let new = lockout_core::fold::fold_policy(&before, &change);
                 let changes = fmt::policy_changes(&before, &new);
-                h.policy = PolicySource { policy: new, set: Some((raw.seq, raw.time, change.actor.clone())) };
+                h.policy = PolicySource { policy: new, set: Some((raw.seq, raw.time, change.actor.to_string())) };
                 let list: Vec<String> = changes.iter().map(|(k, b, a)| format!("{k} {b} -> {a}")).collect();
                 let why = if list.is_empty() {
                     format!("policy set by {} (no change)", change.actor)

@@ -300,7 +300,7 @@ async fn user_differences(ctx: &Ctx, r: &Replayer, tenant: &Tenant) -> anyhow::R
     loop {
         let page: LockedReply = ctx.request(tenant, "locked", &json!({ "limit": 1000, "after": after })).await?;
         for s in page.users {
-            if !replayed.contains(&s.user) {
+            if !replayed.contains(s.user.as_str()) {
                 diffs.push(json!({ "user": s.user, "fields": { "locked": { "live": true, "replay": "no state" } } }));
             }
         }

@@ -11,9 +11,11 @@
 //! older state from the store), so the caller rotates only when it knows that.
 
 use lockout_core::UserState;
+use lockout_proto::CompactString;
 
-/// (tenant, user).
-pub type UserKey = (String, String);
+/// (tenant, user): ids of up to 24 bytes are held inline, so most keys allocate nothing and
+/// compare without following a pointer.
+pub type UserKey = (CompactString, CompactString);
 
 /// The projector's hash maps: foldhash, seeded per process (user ids come from outside, so a
 /// fixed seed would invite collisions), several times cheaper than std's SipHash on these keys.
@@ -42,11 +44,16 @@ struct Entry {
 const ENTRY_OVERHEAD: usize = 48;
 
 fn key_bytes(k: &UserKey) -> usize {
-    ENTRY_OVERHEAD
-        + std::mem::size_of::<UserKey>()
-        + std::mem::size_of::<Entry>()
-        + k.0.capacity()
-        + k.1.capacity()
+    ENTRY_OVERHEAD + std::mem::size_of::<UserKey>() + std::mem::size_of::<Entry>() + heap(&k.0) + heap(&k.1)
+}
+
+/// The heap bytes of a key part (none for an inline one).
+fn heap(s: &CompactString) -> usize {
+    if s.is_heap_allocated() {
+        s.capacity()
+    } else {
+        0
+    }
 }
 
 fn entry_bytes(k: &UserKey, s: &UserState) -> usize {
@@ -151,7 +158,7 @@ mod tests {
         let mut c = StateCache::new(1 << 20);
         let big = |i: u64| {
             let mut s = state(i);
-            s.last_source_ip = Some("203.0.113.7".repeat(i as usize + 1));
+            s.last_source_ip = Some("203.0.113.7".repeat(i as usize + 1).into());
             s
         };
         for i in 0..10 {

@@ -56,8 +56,13 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 continue;
             };
             let id = expired_event_id(d.lock_event);
-            let body =
-                Expired { id, at: now_ms(), tenant: d.tenant.clone(), user: d.user.clone(), lock_event: d.lock_event };
+            let body = Expired {
+                id,
+                at: now_ms(),
+                tenant: d.tenant.as_str().into(),
+                user: d.user.as_str().into(),
+                lock_event: d.lock_event,
+            };
             let enc = shared.config.notice_encoding;
             let mut headers = HeaderMap::new();
             headers.insert(codec::CONTENT_TYPE, enc.content_type());

@@ -266,17 +266,17 @@ impl BatchFolder {
             self.stats.bump(Stat::Folded { kind: event.kind().as_str(), outcome });
             let policy = self.policy(event.tenant())?;
             // The key reuses the strings the subject was parsed into (they equal the body's).
-            let tenant = subject.tenant.into_string();
+            let tenant = subject.tenant.into_inner();
             let Target::User(user) = subject.target else {
                 if let Event::Policy(change) = &event {
                     let p = lockout_core::fold::fold_policy(&policy, change);
-                    self.policies.insert(tenant.clone(), p);
-                    commit.policies.retain(|(t, _)| t != &tenant);
-                    commit.policies.push((tenant, p));
+                    self.policies.insert(tenant.to_string(), p);
+                    commit.policies.retain(|(t, _)| *t != tenant);
+                    commit.policies.push((tenant.to_string(), p));
                 }
                 continue;
             };
-            let key = (tenant, user.into_string());
+            let key = (tenant, user.into_inner());
             let pending = match users.entry(key) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
@@ -838,7 +838,11 @@ mod tests {
             // Names match exactly, as `HeaderMap::get` matches them.
             map(&[("content-type", codec::JSON), ("Traceparent", "t")]),
             // The first of repeated values, as `get` gives.
-            map(&[(codec::CONTENT_TYPE, codec::JSON), (codec::CONTENT_TYPE, codec::POSTCARD), (codec::TRACEPARENT, "t")]),
+            map(&[
+                (codec::CONTENT_TYPE, codec::JSON),
+                (codec::CONTENT_TYPE, codec::POSTCARD),
+                (codec::TRACEPARENT, "t"),
+            ]),
         ];
         for h in &maps {
             let want = EventHeaders {

@@ -20,7 +20,7 @@ use lockout_proto::command::{
 };
 use lockout_proto::event::{Event, EventKind, Lock, MfaReset, PolicyChange, Unlock};
 use lockout_proto::subject::{EventSubject, Target};
-use lockout_proto::{Rejection, Tenant, UserId};
+use lockout_proto::{CompactString, Rejection, Tenant, UserId};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -222,26 +222,41 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
         }
         "unlock" => {
             let r: UnlockRequest = decode_request(enc, body, &tenant)?;
-            let t = tenant.to_string();
+            let t: CompactString = tenant.as_str().into();
             write_user(shared, enc, msg, &tenant, |id, at| {
-                Event::Unlock(Unlock { id, at, tenant: t, user: r.user, actor: r.actor, reason: r.reason })
+                Event::Unlock(Unlock {
+                    id,
+                    at,
+                    tenant: t,
+                    user: r.user.into(),
+                    actor: r.actor.into(),
+                    reason: r.reason.map(Into::into),
+                })
             })
             .await
         }
         "lock" => {
             let r: LockRequest = decode_request(enc, body, &tenant)?;
-            let t = tenant.to_string();
+            let t: CompactString = tenant.as_str().into();
             write_user(shared, enc, msg, &tenant, |id, at| {
-                let (user, actor, reason, seconds) = (r.user, r.actor, r.reason, r.seconds);
+                let (user, actor, reason, seconds) =
+                    (r.user.into(), r.actor.into(), r.reason.map(Into::into), r.seconds);
                 Event::Lock(Lock { id, at, tenant: t, user, actor, reason, seconds })
             })
             .await
         }
         "mfa_reset" => {
             let r: MfaResetRequest = decode_request(enc, body, &tenant)?;
-            let t = tenant.to_string();
+            let t: CompactString = tenant.as_str().into();
             write_user(shared, enc, msg, &tenant, |id, at| {
-                Event::MfaReset(MfaReset { id, at, tenant: t, user: r.user, actor: r.actor, reason: r.reason })
+                Event::MfaReset(MfaReset {
+                    id,
+                    at,
+                    tenant: t,
+                    user: r.user.into(),
+                    actor: r.actor.into(),
+                    reason: r.reason.map(Into::into),
+                })
             })
             .await
         }
@@ -254,8 +269,8 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
             let e = Event::Policy(PolicyChange {
                 id: event_id(msg)?,
                 at: now_ms(),
-                tenant: tenant.to_string(),
-                actor: r.actor,
+                tenant: tenant.as_str().into(),
+                actor: r.actor.into(),
                 policy: r.policy,
             });
             let target = EventSubject { tenant: tenant.clone(), target: Target::Tenant, kind: EventKind::Policy };
