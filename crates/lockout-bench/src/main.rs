@@ -8,7 +8,6 @@
 //! `target/bench/results.json`. Ratios compare phases of the same run; each throughput is the
 //! median of `--repeats` runs after a warm-up.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,7 +22,7 @@ use futures::StreamExt;
 use lockout_core::UserState;
 use lockout_proto::codec::{self, Encoding};
 use lockout_proto::event::{Attempt, Event, EventKind, Factor, Outcome};
-use lockout_proto::{Policy, Subjects, Tenant, UserId};
+use lockout_proto::{CompactString, Policy, Subjects, Tenant, UserId};
 use nats_harness::NatsServer;
 use serde_json::json;
 use uuid::Uuid;
@@ -498,7 +497,9 @@ fn fold_eps(events: &[Msg], enc: Encoding, work: FoldWork) -> f64 {
         .collect();
     let policy = Policy::default();
     let start = Instant::now();
-    let mut states: HashMap<String, UserState> = HashMap::with_capacity(events.len());
+    // The projector's map type (foldhash, not std's SipHash), grown as users appear, as its
+    // state cache is.
+    let mut states: lockoutd::cache::HashMap<CompactString, UserState> = Default::default();
     for (i, (subject, bytes)) in encoded.iter().enumerate() {
         let e = match work {
             FoldWork::DecodeFold => Event::decode(EventKind::Attempt, enc, bytes).unwrap(),
@@ -507,7 +508,7 @@ fn fold_eps(events: &[Msg], enc: Encoding, work: FoldWork) -> f64 {
         let user = e.user().unwrap();
         let slot = match states.get_mut(user) {
             Some(s) => s,
-            None => states.entry(user.to_owned()).or_default(),
+            None => states.entry(user.into()).or_default(),
         };
         let f = lockout_core::fold(&policy, std::mem::take(slot), &e, i as u64);
         *slot = f.state;
