@@ -131,23 +131,15 @@ impl UserState {
 
     /// An estimate of the bytes this state occupies in memory (for bounded caches).
     pub fn approx_bytes(&self) -> usize {
-        // Short strings live inside the struct; only longer ones add heap bytes.
-        fn heap(s: &CompactString) -> usize {
-            if s.is_heap_allocated() {
-                s.capacity()
-            } else {
-                0
-            }
-        }
         fn opt(s: &Option<CompactString>) -> usize {
-            s.as_ref().map_or(0, heap)
+            s.as_ref().map_or(0, heap_bytes)
         }
-        let streak: usize = self.streak.iter().map(|s| heap(&s.ip) + opt(&s.client)).sum();
-        let credentials: usize = self.credentials.iter().map(|c| heap(&c.fingerprint)).sum();
+        let streak: usize = self.streak.iter().map(|s| heap_bytes(&s.ip) + opt(&s.client)).sum();
+        let credentials: usize = self.credentials.iter().map(|c| heap_bytes(&c.fingerprint)).sum();
         let lock = self.lock.as_ref().map_or(0, |l| {
             std::mem::size_of::<LockState>()
                 + l.blocked_sources.capacity() * std::mem::size_of::<BlockedSource>()
-                + l.blocked_sources.iter().map(|b| heap(&b.ip) + opt(&b.client)).sum::<usize>()
+                + l.blocked_sources.iter().map(|b| heap_bytes(&b.ip) + opt(&b.client)).sum::<usize>()
         });
         std::mem::size_of::<UserState>()
             + self.streak.capacity() * std::mem::size_of::<StreakSource>()
@@ -166,5 +158,14 @@ impl UserState {
         self.streak.clear();
         self.unlisted = Unlisted::default();
         self.credentials.clear();
+    }
+}
+
+/// The heap bytes of a string: none for one of up to 24 bytes, which lives inside its struct.
+pub fn heap_bytes(s: &CompactString) -> usize {
+    if s.is_heap_allocated() {
+        s.capacity()
+    } else {
+        0
     }
 }

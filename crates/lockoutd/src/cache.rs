@@ -10,6 +10,7 @@
 //! only safe once every commit that wrote its states has landed (else a miss would read an
 //! older state from the store), so the caller rotates only when it knows that.
 
+use lockout_core::state::heap_bytes;
 use lockout_core::UserState;
 use lockout_proto::CompactString;
 
@@ -44,16 +45,7 @@ struct Entry {
 const ENTRY_OVERHEAD: usize = 48;
 
 fn key_bytes(k: &UserKey) -> usize {
-    ENTRY_OVERHEAD + std::mem::size_of::<UserKey>() + std::mem::size_of::<Entry>() + heap(&k.0) + heap(&k.1)
-}
-
-/// The heap bytes of a key part (none for an inline one).
-fn heap(s: &CompactString) -> usize {
-    if s.is_heap_allocated() {
-        s.capacity()
-    } else {
-        0
-    }
+    ENTRY_OVERHEAD + std::mem::size_of::<UserKey>() + std::mem::size_of::<Entry>() + heap_bytes(&k.0) + heap_bytes(&k.1)
 }
 
 fn entry_bytes(k: &UserKey, s: &UserState) -> usize {
