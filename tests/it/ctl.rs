@@ -231,7 +231,12 @@ async fn replay_verify_export() {
         let checkpoint = store.checkpoint_at().unwrap();
         store
             .commit(&Commit {
-                states: vec![StateChange { tenant: "globex".into(), user: "carol".into(), before: None, state }],
+                states: vec![StateChange {
+                    tenant: "globex".into(),
+                    user: "carol".into(),
+                    before: None,
+                    state: state.into(),
+                }],
                 checkpoint: checkpoint.0,
                 checkpoint_time: checkpoint.1,
                 ..Commit::default()

@@ -117,7 +117,8 @@ pub struct StateChange {
     pub tenant: CompactString,
     pub user: CompactString,
     pub before: Option<LockIndex>,
-    pub state: UserState,
+    /// Shared: lockoutd keeps what it committed for `status`.
+    pub state: std::sync::Arc<UserState>,
 }
 
 /// Everything one fetched batch changes, written atomically.
