@@ -7,8 +7,7 @@
 //! the commit. The committer records here what each commit wrote, after it landed and in
 //! commit order, so a user's state here is the one sled holds. A user not here (not committed
 //! by this process, or dropped with an old generation) is read from sled, which then holds the
-//! latest (or, while the store had no states at start and nothing was dropped, has the
-//! default state). Only the committer writes here, so dropping a generation is always safe; the store
+//! latest. Only the committer writes here, so dropping a generation is always safe; the store
 //! loses nothing this holds except in a failure that makes the projector fold the same events
 //! into the same states again. Policies are loaded from the store at start and kept by the same
 //! commits (only the projector writes them), so every tenant's policy is here.
@@ -35,9 +34,6 @@ struct Inner {
     previous: HashMap<UserKey, Arc<UserState>>,
     current_bytes: usize,
     budget: usize,
-    /// Every user state the store has is here: the store had none when this process started
-    /// and no generation was dropped since. A user not here then has the default state.
-    complete: bool,
     /// Every tenant with a stored policy.
     policies: HashMap<String, Policy>,
 }
@@ -46,8 +42,7 @@ impl Committed {
     /// Loads the store's policies; users are recorded as commits land.
     pub fn load(store: &Store, budget_bytes: usize) -> Result<Committed, lockout_store::Error> {
         let policies = store.all_policies().collect::<Result<HashMap<_, _>, _>>()?;
-        let complete = store.all_users().next().is_none();
-        Ok(Committed { inner: RwLock::new(Inner { budget: budget_bytes, policies, complete, ..Inner::default() }) })
+        Ok(Committed { inner: RwLock::new(Inner { budget: budget_bytes, policies, ..Inner::default() }) })
     }
 
     /// Records what a commit that landed wrote. Call in commit order.
@@ -63,7 +58,6 @@ impl Committed {
             if g.current_bytes > g.budget / 2 {
                 g.previous = std::mem::take(&mut g.current);
                 g.current_bytes = 0;
-                g.complete = false;
             }
         }
         for (tenant, policy) in &commit.policies {
@@ -71,14 +65,12 @@ impl Committed {
         }
     }
 
-    /// The committed state of `user` when it is known here: one this process committed
-    /// recently, or the default while everything the store has is here. `None` means "read the
-    /// store", not "no state".
+    /// The committed state of `user`, when this process committed it recently; `None` means
+    /// "read the store", not "no state".
     pub fn user(&self, tenant: &str, user: &str) -> Option<Arc<UserState>> {
         let key: UserKey = (tenant.into(), user.into());
         let g = self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let known = g.current.get(&key).or_else(|| g.previous.get(&key)).cloned();
-        known.or_else(|| g.complete.then(Arc::default))
+        g.current.get(&key).or_else(|| g.previous.get(&key)).cloned()
     }
 
     /// The tenant's policy (the default when it never set one).
@@ -139,20 +131,8 @@ mod tests {
         c.record(&commit(&[("alice", 2)], &[]));
         assert_eq!(c.user("acme", "alice").as_deref(), Some(&state(2)));
         assert_eq!(c.user("acme", "bob").as_deref(), Some(&state(1)));
-        // The store was empty at start and nothing was dropped: anyone else has no state.
-        assert_eq!(c.user("acme", "carol").as_deref(), Some(&UserState::default()));
-        assert_eq!(c.user("globex", "alice").as_deref(), Some(&UserState::default()), "tenants are apart");
-    }
-
-    #[test]
-    fn with_states_in_the_store_at_start_an_unknown_user_is_for_the_store() {
-        let (_dir, store) = empty_store();
-        store.commit(&commit(&[("dave", 7)], &[])).unwrap();
-        let c = Committed::load(&store, 1 << 20).unwrap();
-        assert_eq!(c.user("acme", "dave"), None, "read the store");
-        c.record(&commit(&[("alice", 1)], &[]));
-        assert_eq!(c.user("acme", "alice").as_deref(), Some(&state(1)));
         assert_eq!(c.user("acme", "carol"), None);
+        assert_eq!(c.user("globex", "alice"), None, "tenants are apart");
     }
 
     #[test]
@@ -177,6 +157,6 @@ mod tests {
         }
         assert!(c.len() <= 10, "{} entries kept", c.len());
         assert_eq!(c.user("acme", "u099").as_deref(), Some(&state(99)), "the latest stays");
-        assert_eq!(c.user("acme", "u000"), None, "the oldest went: read the store, not the default");
+        assert_eq!(c.user("acme", "u000"), None, "the oldest went");
     }
 }
