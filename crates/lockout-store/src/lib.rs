@@ -117,8 +117,7 @@ pub struct StateChange {
     pub tenant: CompactString,
     pub user: CompactString,
     pub before: Option<LockIndex>,
-    /// Shared: lockoutd keeps what it committed for `status`.
-    pub state: std::sync::Arc<UserState>,
+    pub state: UserState,
 }
 
 /// Everything one fetched batch changes, written atomically.

@@ -191,7 +191,7 @@ fn a_store_of_the_previous_format_reads_digests_alike_and_is_rewritten_on_change
             tenant: "acme".into(),
             user: user.clone().into(),
             before: None,
-            state: s.clone().into(),
+            state: s.clone(),
         })
         .collect();
     new.commit(&Commit { states: changes, checkpoint: 20, ..Commit::default() }).unwrap();
@@ -206,12 +206,8 @@ fn a_store_of_the_previous_format_reads_digests_alike_and_is_rewritten_on_change
     let (user, s) = &states[3];
     let changed = UserState { lock_count: 1, ..s.clone() };
     let commit = |store: &Store| {
-        let change = StateChange {
-            tenant: "acme".into(),
-            user: user.clone().into(),
-            before: None,
-            state: changed.clone().into(),
-        };
+        let change =
+            StateChange { tenant: "acme".into(), user: user.clone().into(), before: None, state: changed.clone() };
         store.commit(&Commit { states: vec![change], checkpoint: 21, ..Commit::default() }).unwrap();
     };
     commit(&old);

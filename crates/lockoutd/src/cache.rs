@@ -44,8 +44,7 @@ struct Entry {
 /// Per-entry overhead of the map itself, on top of the key's and the state's bytes.
 const ENTRY_OVERHEAD: usize = 48;
 
-/// What an entry's key and the map's own overhead take, on top of its state.
-pub(crate) fn key_bytes(k: &UserKey) -> usize {
+fn key_bytes(k: &UserKey) -> usize {
     ENTRY_OVERHEAD + std::mem::size_of::<UserKey>() + std::mem::size_of::<Entry>() + heap_bytes(&k.0) + heap_bytes(&k.1)
 }
 

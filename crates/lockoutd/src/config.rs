@@ -111,14 +111,9 @@ impl Config {
         self.cache_bytes / 2
     }
 
-    /// The projector's cache of recent user states: a quarter.
+    /// The projector's cache of recent user states: the other half.
     pub fn state_cache_bytes(&self) -> usize {
-        usize::try_from(self.cache_bytes / 4).unwrap_or(usize::MAX)
-    }
-
-    /// The committed states `status` reads ([`crate::committed`]): the last quarter.
-    pub fn committed_cache_bytes(&self) -> usize {
-        usize::try_from(self.cache_bytes / 4).unwrap_or(usize::MAX)
+        usize::try_from(self.cache_bytes / 2).unwrap_or(usize::MAX)
     }
 }
 

@@ -16,7 +16,6 @@
 //! - [`telemetry`]: OpenTelemetry metrics, trace context over NATS headers, OTLP setup.
 
 pub mod cache;
-pub mod committed;
 pub mod config;
 pub mod expiry;
 pub mod outbox;
@@ -92,8 +91,6 @@ pub struct Shared {
     pub health: Arc<Health>,
     /// Metrics, from the global meter provider at start (no-ops when none is installed).
     pub metrics: Arc<telemetry::Metrics>,
-    /// What recent commits wrote and every policy: `status` reads it instead of waiting on sled.
-    pub committed: committed::Committed,
 }
 
 /// How to authenticate to NATS and trust its certificate: the options lockoutd and
@@ -154,8 +151,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let checkpoint = store.checkpoint()?;
     let (folded_tx, folded) = watch::channel(checkpoint);
     let metrics = Arc::new(telemetry::Metrics::new());
-    let committed = committed::Committed::load(&store, config.committed_cache_bytes())?;
-    let shared = Arc::new(Shared { config, store, js, client, folded, health: Arc::default(), metrics, committed });
+    let shared = Arc::new(Shared { config, store, js, client, folded, health: Arc::default(), metrics });
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Publish what an earlier run committed but did not publish, then start folding.

@@ -306,7 +306,7 @@ impl BatchFolder {
                 tenant: tenant.clone(),
                 user: user.clone(),
                 before: LockIndex::of(&p.original),
-                state: Arc::new((*p.state).clone()),
+                state: (*p.state).clone(),
             })
             .collect();
         (self.checkpoint, self.checkpoint_time) = (last, last_time);
@@ -754,7 +754,6 @@ async fn commit_loop(
                         shared.health.set_store_error(Some(e.to_string()));
                         StoreFailed(e)
                     })?;
-                shared.committed.record(&commit);
                 shared.metrics.batch_committed(&stats, started.elapsed());
                 shared.health.last_commit_at.store(crate::now_ms(), std::sync::atomic::Ordering::Relaxed);
                 // Lag: the stream's last sequence as last seen minus the checkpoint.

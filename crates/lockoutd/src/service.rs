@@ -294,13 +294,8 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
 
 /// The user's status now, by the local clock.
 fn current_status(shared: &Shared, tenant: &Tenant, user: &UserId) -> Result<lockout_proto::Status, Fail> {
-    // From what the projector committed last, when it is in memory: a read of sled would wait
-    // for a commit in progress (see crate::committed).
-    let policy = shared.committed.policy(tenant.as_str());
-    let state = match shared.committed.user(tenant.as_str(), user.as_str()) {
-        Some(state) => state,
-        None => Arc::new(shared.store.user(tenant.as_str(), user.as_str())?.unwrap_or_default()),
-    };
+    let policy = shared.store.policy_or_default(tenant.as_str())?;
+    let state = shared.store.user(tenant.as_str(), user.as_str())?.unwrap_or_default();
     Ok(lockout_core::status(tenant.as_str(), user.as_str(), &policy, &state, now_ms()))
 }
 
