@@ -12,7 +12,7 @@ use lockout_core::{fold, status, UserState};
 use lockout_proto::event::{Attempt, Event, Expired, Factor, Lock, MfaReset, Outcome, PolicyChange, Unlock};
 use lockout_proto::notice::{How, Notice};
 use lockout_proto::status::LockReason;
-use lockout_proto::{Millis, Policy};
+use lockout_proto::{CompactString, Millis, Policy};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -198,14 +198,14 @@ fn materialize(policy: Policy, steps: &[(Millis, Op)]) -> Vec<(Millis, Event)> {
     for (i, (delta, op)) in steps.iter().enumerate() {
         time += delta;
         let id = event_id(i);
-        let (tenant, at) = (TENANT.to_owned(), time);
-        let user = |u: usize| USERS[u].to_owned();
+        let (tenant, at) = (CompactString::from(TENANT), time);
+        let user = |u: usize| CompactString::from(USERS[u]);
         let event = match op {
             Op::Attempt { user: u, success, ip, client, factor, credential } => Event::Attempt(Attempt {
                 id,
                 at,
-                tenant: tenant.into(),
-                user: user(*u).into(),
+                tenant,
+                user: user(*u),
                 outcome: if *success { Outcome::Success } else { Outcome::Failure },
                 factor: FACTORS[*factor],
                 source_ip: IPS[*ip].into(),
@@ -216,16 +216,16 @@ fn materialize(policy: Policy, steps: &[(Millis, Op)]) -> Vec<(Millis, Event)> {
             Op::Unlock { user: u, actor } => Event::Unlock(Unlock {
                 id,
                 at,
-                tenant: tenant.into(),
-                user: user(*u).into(),
+                tenant,
+                user: user(*u),
                 actor: format!("admin-{actor}").into(),
                 reason: None,
             }),
             Op::Lock { user: u, seconds } => Event::Lock(Lock {
                 id,
                 at,
-                tenant: tenant.into(),
-                user: user(*u).into(),
+                tenant,
+                user: user(*u),
                 actor: "sec".into(),
                 reason: Some("test".into()),
                 seconds: *seconds,
@@ -233,8 +233,8 @@ fn materialize(policy: Policy, steps: &[(Millis, Op)]) -> Vec<(Millis, Event)> {
             Op::MfaReset { user: u, actor } => Event::MfaReset(MfaReset {
                 id,
                 at,
-                tenant: tenant.into(),
-                user: user(*u).into(),
+                tenant,
+                user: user(*u),
                 actor: format!("admin-{actor}").into(),
                 reason: None,
             }),
@@ -246,11 +246,9 @@ fn materialize(policy: Policy, steps: &[(Millis, Op)]) -> Vec<(Millis, Event)> {
                     None if i > 0 => event_id(stale % i),
                     None => Uuid::from_u128(7),
                 };
-                Event::Expired(Expired { id, at, tenant: tenant.into(), user: user(*u).into(), lock_event })
+                Event::Expired(Expired { id, at, tenant, user: user(*u), lock_event })
             }
-            Op::SetPolicy(p) => {
-                Event::Policy(PolicyChange { id, at, tenant: tenant.into(), actor: "admin".into(), policy: *p })
-            }
+            Op::SetPolicy(p) => Event::Policy(PolicyChange { id, at, tenant, actor: "admin".into(), policy: *p }),
         };
         world.apply(&event, time);
         out.push((time, event));

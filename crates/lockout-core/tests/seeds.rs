@@ -12,7 +12,7 @@ use lockout_core::{fold, status, UserState};
 use lockout_proto::event::{Attempt, Event, Expired, Factor, Lock, MfaReset, Outcome, PolicyChange, Unlock};
 use lockout_proto::notice::{How, LockedNotice, MfaResetNotice, Notice, Source, UnlockedNotice};
 use lockout_proto::status::LockReason;
-use lockout_proto::{Millis, Policy, Status};
+use lockout_proto::{CompactString, Millis, Policy, Status};
 use uuid::Uuid;
 
 const TENANT: &str = "acme";
@@ -68,13 +68,13 @@ type Step = (Millis, Event);
 
 /// Event number `n` (id `id(n)`) of the script, folded at `time`, published with `at = time`.
 fn ev(n: u32, time: Millis, what: What<'_>) -> Step {
-    let (tenant, user, eid) = (TENANT.to_owned(), USER.to_owned(), id(n));
+    let (tenant, user, eid) = (CompactString::from(TENANT), CompactString::from(USER), id(n));
     let event = match what {
         What::Attempt { outcome, factor, ip, client, credential } => Event::Attempt(Attempt {
             id: eid,
             at: time,
-            tenant: tenant.into(),
-            user: user.into(),
+            tenant,
+            user,
             outcome,
             factor,
             source_ip: ip.into(),
@@ -82,39 +82,25 @@ fn ev(n: u32, time: Millis, what: What<'_>) -> Step {
             credential: credential.map(Into::into),
             account: None,
         }),
-        What::Unlock { actor } => Event::Unlock(Unlock {
-            id: eid,
-            at: time,
-            tenant: tenant.into(),
-            user: user.into(),
-            actor: actor.into(),
-            reason: None,
-        }),
+        What::Unlock { actor } => {
+            Event::Unlock(Unlock { id: eid, at: time, tenant, user, actor: actor.into(), reason: None })
+        }
         What::Lock { actor, seconds, reason } => Event::Lock(Lock {
             id: eid,
             at: time,
-            tenant: tenant.into(),
-            user: user.into(),
+            tenant,
+            user,
             actor: actor.into(),
             reason: reason.map(Into::into),
             seconds,
         }),
-        What::MfaReset { actor } => Event::MfaReset(MfaReset {
-            id: eid,
-            at: time,
-            tenant: tenant.into(),
-            user: user.into(),
-            actor: actor.into(),
-            reason: None,
-        }),
+        What::MfaReset { actor } => {
+            Event::MfaReset(MfaReset { id: eid, at: time, tenant, user, actor: actor.into(), reason: None })
+        }
         // The service writes `expired` events with an id derived from the lock's event.
-        What::Expired { lock_event } => Event::Expired(Expired {
-            id: expired_event_id(lock_event),
-            at: time,
-            tenant: tenant.into(),
-            user: user.into(),
-            lock_event,
-        }),
+        What::Expired { lock_event } => {
+            Event::Expired(Expired { id: expired_event_id(lock_event), at: time, tenant, user, lock_event })
+        }
     };
     (time, event)
 }

@@ -4,6 +4,7 @@
 //! differs from the subject the request is refused ([`decode_request`]). Unknown JSON fields
 //! in requests are ignored, except inside a `Policy`, which is strict.
 
+use compact_str::CompactString;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -57,25 +58,25 @@ pub struct LockedReply {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnlockRequest {
-    pub user: String,
-    pub actor: String,
-    pub reason: Option<String>,
+    pub user: CompactString,
+    pub actor: CompactString,
+    pub reason: Option<CompactString>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockRequest {
-    pub user: String,
-    pub actor: String,
-    pub reason: Option<String>,
+    pub user: CompactString,
+    pub actor: CompactString,
+    pub reason: Option<CompactString>,
     /// Lock length, ≥ 1; absent = until an admin unlocks.
     pub seconds: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MfaResetRequest {
-    pub user: String,
-    pub actor: String,
-    pub reason: Option<String>,
+    pub user: CompactString,
+    pub actor: CompactString,
+    pub reason: Option<CompactString>,
 }
 
 /// `policy_get` takes an empty object (no bytes in postcard).
@@ -84,7 +85,7 @@ pub struct PolicyGetRequest {}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicySetRequest {
-    pub actor: String,
+    pub actor: CompactString,
     pub policy: Policy,
 }
 

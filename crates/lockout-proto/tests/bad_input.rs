@@ -634,7 +634,7 @@ fn bad_requests_are_refused_with_a_message_naming_the_field() {
             "empty actor",
             op_unlock(),
             P,
-            pc(&UnlockRequest { user: "a".into(), actor: String::new(), reason: None }),
+            pc(&UnlockRequest { user: "a".into(), actor: "".into(), reason: None }),
             OutOfRange,
             &["actor"],
         ),

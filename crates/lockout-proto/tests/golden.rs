@@ -354,22 +354,22 @@ fn cases() -> Vec<Case> {
         Case::new("reply.locked", LockedReply { users: vec![status_locked(), status_bob], next: Some("Ym9iQGFjbWUuY29t".into()) }),
         request_case(
             "request.unlock",
-            UnlockRequest { user: alice(), actor: admin(), reason: Some("user called the help desk".into()) },
+            UnlockRequest { user: alice().into(), actor: admin().into(), reason: Some("user called the help desk".into()) },
         ),
         Case::new("reply.unlock", status_unlocked_by_admin.with_event(id(0x03))),
         request_case(
             "request.lock",
-            LockRequest { user: alice(), actor: admin(), reason: Some("offboarding".into()), seconds: Some(3_600) },
+            LockRequest { user: alice().into(), actor: admin().into(), reason: Some("offboarding".into()), seconds: Some(3_600) },
         ),
         Case::new("reply.lock", status_locked_by_admin.with_event(id(0x04))),
         request_case(
             "request.mfa_reset",
-            MfaResetRequest { user: alice(), actor: admin(), reason: Some("phone lost".into()) },
+            MfaResetRequest { user: alice().into(), actor: admin().into(), reason: Some("phone lost".into()) },
         ),
         Case::new("reply.mfa_reset", status_mfa_reset.with_event(id(0x05))),
         request_case("request.policy_get", PolicyGetRequest {}),
         Case::new("reply.policy_get", pms_policy()),
-        request_case("request.policy_set", PolicySetRequest { actor: admin(), policy: pms_policy() }),
+        request_case("request.policy_set", PolicySetRequest { actor: admin().into(), policy: pms_policy() }),
         Case::new("reply.policy_set", pms_policy()),
         request_case("request.digest", DigestRequest {}),
         Case::new(

@@ -224,14 +224,7 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
             let r: UnlockRequest = decode_request(enc, body, &tenant)?;
             let t: CompactString = tenant.as_str().into();
             write_user(shared, enc, msg, &tenant, |id, at| {
-                Event::Unlock(Unlock {
-                    id,
-                    at,
-                    tenant: t,
-                    user: r.user.into(),
-                    actor: r.actor.into(),
-                    reason: r.reason.map(Into::into),
-                })
+                Event::Unlock(Unlock { id, at, tenant: t, user: r.user, actor: r.actor, reason: r.reason })
             })
             .await
         }
@@ -239,8 +232,7 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
             let r: LockRequest = decode_request(enc, body, &tenant)?;
             let t: CompactString = tenant.as_str().into();
             write_user(shared, enc, msg, &tenant, |id, at| {
-                let (user, actor, reason, seconds) =
-                    (r.user.into(), r.actor.into(), r.reason.map(Into::into), r.seconds);
+                let (user, actor, reason, seconds) = (r.user, r.actor, r.reason, r.seconds);
                 Event::Lock(Lock { id, at, tenant: t, user, actor, reason, seconds })
             })
             .await
@@ -249,14 +241,7 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
             let r: MfaResetRequest = decode_request(enc, body, &tenant)?;
             let t: CompactString = tenant.as_str().into();
             write_user(shared, enc, msg, &tenant, |id, at| {
-                Event::MfaReset(MfaReset {
-                    id,
-                    at,
-                    tenant: t,
-                    user: r.user.into(),
-                    actor: r.actor.into(),
-                    reason: r.reason.map(Into::into),
-                })
+                Event::MfaReset(MfaReset { id, at, tenant: t, user: r.user, actor: r.actor, reason: r.reason })
             })
             .await
         }
@@ -270,7 +255,7 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
                 id: event_id(msg)?,
                 at: now_ms(),
                 tenant: tenant.as_str().into(),
-                actor: r.actor.into(),
+                actor: r.actor,
                 policy: r.policy,
             });
             let target = EventSubject { tenant: tenant.clone(), target: Target::Tenant, kind: EventKind::Policy };
