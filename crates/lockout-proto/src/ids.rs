@@ -82,20 +82,21 @@ impl UserId {
                 format!("user token {token:?} is invalid: {why}; write the user id's UTF-8 bytes as base64url without padding"),
             )
         };
-        // Decoded on the stack (one user token per event); only tokens too long for any valid
-        // id take the allocating path, which says why they are refused.
+        // Decoded on the stack (one user token per event); only a token too long for any valid
+        // id takes the allocating path, to say how long it is.
         // (3 bytes to spare: base64 may ask for room for a whole last quantum.)
         let mut buf = [0u8; USER_MAX_BYTES + 3];
-        let n = match URL_SAFE_NO_PAD.decode_slice(token, &mut buf) {
-            Ok(n) => n,
+        let too_long;
+        let not_base64 = || bad("it is not base64url without padding");
+        let bytes = match URL_SAFE_NO_PAD.decode_slice(token, &mut buf) {
+            Ok(n) => &buf[..n],
             Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
-                let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad("it is not base64url without padding"))?;
-                let utf8 = std::str::from_utf8(&bytes).map_err(|_| bad("it does not decode to UTF-8"))?;
-                return Err(bad(&format!("it decodes to {} bytes, not 1 to {USER_MAX_BYTES}", utf8.len())));
+                too_long = URL_SAFE_NO_PAD.decode(token).map_err(|_| not_base64())?;
+                &too_long[..]
             }
-            Err(base64::DecodeSliceError::DecodeError(_)) => return Err(bad("it is not base64url without padding")),
+            Err(base64::DecodeSliceError::DecodeError(_)) => return Err(not_base64()),
         };
-        let s = std::str::from_utf8(&buf[..n]).map_err(|_| bad("it does not decode to UTF-8"))?;
+        let s = std::str::from_utf8(bytes).map_err(|_| bad("it does not decode to UTF-8"))?;
         if s.is_empty() || s.len() > USER_MAX_BYTES {
             return Err(bad(&format!("it decodes to {} bytes, not 1 to {USER_MAX_BYTES}", s.len())));
         }
