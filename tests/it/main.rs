@@ -4,6 +4,7 @@
 mod ctl;
 mod dead;
 mod faults;
+mod linger;
 mod oracle;
 mod recovery;
 mod scenarios;

@@ -33,6 +33,8 @@ pub struct Lockout {
     pub js: jetstream::Context,
     pub subjects: Subjects,
     pub notice_encoding: Encoding,
+    /// lockoutd's `--commit-linger-ms`.
+    pub commit_linger: Duration,
 }
 
 /// A micro service error: code and message.
@@ -94,18 +96,36 @@ impl Lockout {
         l
     }
 
+    /// lockoutd in-process, holding batches nobody waits for up to `linger` (any length).
+    pub async fn start_lingering(linger: Duration) -> Lockout {
+        let mut l = Self::server_only(Encoding::Postcard).await;
+        l.commit_linger = linger;
+        l.start_daemon().await;
+        l
+    }
+
     async fn server_only(notice_encoding: Encoding) -> Lockout {
         init_logs();
         let nats = NatsServer::start();
         let data = tempfile::Builder::new().prefix("lockout-it-").tempdir().unwrap();
         let client = async_nats::connect(nats.url()).await.unwrap();
         let js = jetstream::new(client.clone());
-        Lockout { nats, data, daemon: Daemon::Stopped, client, js, subjects: Subjects::default(), notice_encoding }
+        Lockout {
+            nats,
+            data,
+            daemon: Daemon::Stopped,
+            client,
+            js,
+            subjects: Subjects::default(),
+            notice_encoding,
+            commit_linger: lockoutd::Config::new("", PathBuf::new()).commit_linger,
+        }
     }
 
     pub fn config(&self) -> lockoutd::Config {
         let mut c = lockoutd::Config::new(&self.nats.url(), self.data.path().join("store"));
         c.notice_encoding = self.notice_encoding;
+        c.commit_linger = self.commit_linger;
         c
     }
 
@@ -139,6 +159,8 @@ impl Lockout {
             .arg(&c.data_dir)
             .arg("--notice-encoding")
             .arg(self.notice_encoding.name())
+            .arg("--commit-linger-ms")
+            .arg(c.commit_linger.as_millis().to_string())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -356,6 +356,7 @@ async fn background_load(js: jetstream::Context, eps: u64, stop: Arc<AtomicBool>
 struct Latencies {
     lock_ms: Vec<f64>,
     status_ms: Vec<f64>,
+    ping_ms: Vec<f64>,
     status_qps: f64,
     achieved_load: f64,
 }
@@ -388,12 +389,12 @@ async fn latencies(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let load_start = (Instant::now(), sent.load(Ordering::Relaxed));
     let lock_ms = lock_latencies(client, js, lat_samples).await?;
-    let status_ms = status_latencies(client, status_samples, users).await?;
+    let (status_ms, ping_ms) = status_latencies(client, status_samples, users).await?;
     let qps = status_qps(client, users, if a.quick { 2 } else { 5 }).await;
     let achieved_load = (sent.load(Ordering::Relaxed) - load_start.1) as f64 / load_start.0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     load.join().map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
-    Ok(Latencies { lock_ms, status_ms, status_qps: qps, achieved_load })
+    Ok(Latencies { lock_ms, status_ms, ping_ms, status_qps: qps, achieved_load })
 }
 
 /// Publish of the tripping attempt → `locked` notice received, in ms.
@@ -431,18 +432,42 @@ async fn lock_latencies(
     Ok(out)
 }
 
-async fn status_latencies(client: &async_nats::Client, samples: usize, users: usize) -> anyhow::Result<Vec<f64>> {
-    let mut out = Vec::with_capacity(samples);
+/// `status` round trips, each paired with a `$SRV.PING.lockout` round trip taken right before
+/// or after it (alternately): the ping is answered by the same thread, runtime and connection
+/// of lockoutd without touching the store, so its latencies are the floor a `status` request
+/// sees from NATS and the machine's scheduling under the same load.
+async fn status_latencies(
+    client: &async_nats::Client,
+    samples: usize,
+    users: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let mut status = Vec::with_capacity(samples);
+    let mut ping = Vec::with_capacity(samples);
     let mut h = HeaderMap::new();
     h.insert(codec::CONTENT_TYPE, codec::JSON);
     for s in 0..samples {
         let body = serde_json::to_vec(&json!({"user": format!("user{:06}@example.com", (s * 104_729) % users)}))?;
+        if s % 2 == 0 {
+            ping.push(ping_ms(client).await?);
+        }
         let t = Instant::now();
         let r = client.request_with_headers("lockout.svc.bench.status", h.clone(), body.into()).await?;
-        out.push(t.elapsed().as_secs_f64() * 1e3);
+        status.push(t.elapsed().as_secs_f64() * 1e3);
         anyhow::ensure!(r.headers.as_ref().and_then(|h| h.get(codec::SERVICE_ERROR_CODE)).is_none(), "status failed");
+        if s % 2 == 1 {
+            ping.push(ping_ms(client).await?);
+        }
     }
-    Ok(out)
+    Ok((status, ping))
+}
+
+/// One `$SRV.PING.lockout` round trip, in ms.
+async fn ping_ms(client: &async_nats::Client) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let r = client.request("$SRV.PING.lockout", Default::default()).await?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    anyhow::ensure!(r.payload.starts_with(b"{"), "the service's PING reply is not JSON");
+    Ok(ms)
 }
 
 async fn status_qps(client: &async_nats::Client, users: usize, secs: u64) -> f64 {
@@ -732,7 +757,9 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("latency under {} events/s …", a.load_eps);
         let mut lat = latencies(&url, &client, &js, &a, users).await?;
         d.stop()?;
-        for (name, v) in [("e2e_lock_notice", &mut lat.lock_ms), ("status", &mut lat.status_ms)] {
+        for (name, v) in
+            [("e2e_lock_notice", &mut lat.lock_ms), ("status", &mut lat.status_ms), ("service_ping", &mut lat.ping_ms)]
+        {
             println!("{name}_p50_ms {:.3}", percentile(v, 0.50));
             println!("{name}_p99_ms {:.3}", percentile(v, 0.99));
         }
@@ -878,6 +905,8 @@ async fn main() -> anyhow::Result<()> {
         "status_p50_ms": percentile(&mut lat.status_ms, 0.50),
         "status_p99_ms": percentile(&mut lat.status_ms, 0.99),
         "status_qps": lat.status_qps,
+        "service_ping_p50_ms": percentile(&mut lat.ping_ms, 0.50),
+        "service_ping_p99_ms": percentile(&mut lat.ping_ms, 0.99),
         "tracked_users": tracked,
         "disk_bytes_per_user": disk as f64 / tracked.max(1) as f64,
         "rss_bytes": rss,

@@ -132,6 +132,33 @@ pub struct Commit {
     pub checkpoint_time: Millis,
 }
 
+impl Commit {
+    /// Folds `later` (the commit of the events right after this one's) into this commit, so
+    /// that committing the result leaves the store as committing both in turn would: a user in
+    /// both keeps this commit's `before` and takes `later`'s state, a tenant's later policy
+    /// replaces its earlier one, the outboxes are sent in order, the checkpoint is `later`'s.
+    pub fn absorb(&mut self, later: Commit) {
+        let mut at: std::collections::HashMap<(CompactString, CompactString), usize> =
+            self.states.iter().enumerate().map(|(i, s)| ((s.tenant.clone(), s.user.clone()), i)).collect();
+        for s in later.states {
+            match at.get(&(s.tenant.clone(), s.user.clone())) {
+                Some(&i) => self.states[i].state = s.state,
+                None => {
+                    at.insert((s.tenant.clone(), s.user.clone()), self.states.len());
+                    self.states.push(s);
+                }
+            }
+        }
+        for (tenant, policy) in later.policies {
+            self.policies.retain(|(t, _)| *t != tenant);
+            self.policies.push((tenant, policy));
+        }
+        self.outbox.extend(later.outbox);
+        self.checkpoint = later.checkpoint;
+        self.checkpoint_time = later.checkpoint_time;
+    }
+}
+
 /// A timed lock whose `locked_until` has passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueExpiry {

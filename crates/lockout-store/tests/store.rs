@@ -164,3 +164,111 @@ fn a_store_made_with_another_segment_size_still_opens() {
     let store = support::when_released(dir.path(), || Store::open(dir.path(), 16 << 20));
     store.check_writable().unwrap();
 }
+
+/// Everything a store holds, read through its API: states, policies, outbox, both lock
+/// indexes and the checkpoint.
+type Dump = (
+    Vec<(String, String, UserState)>,
+    Vec<(String, Policy)>,
+    Vec<OutboxEntry>,
+    Vec<(String, u64)>,
+    Vec<String>,
+    (u64, u64),
+);
+
+fn dump(s: &Store) -> Dump {
+    let locked =
+        ["a", "b"].iter().flat_map(|t| s.locked_after(t, None).map(move |r| format!("{t}/{}", r.unwrap().0))).collect();
+    (
+        s.all_users().map(Result::unwrap).collect(),
+        s.all_policies().map(Result::unwrap).collect(),
+        s.outbox().unwrap(),
+        s.due_expiries(u64::MAX, usize::MAX).unwrap().into_iter().map(|d| (d.user, d.locked_until)).collect(),
+        locked,
+        s.checkpoint_at().unwrap(),
+    )
+}
+
+mod absorb {
+    use super::*;
+    use proptest::prelude::*;
+
+    const USERS: [(&str, &str); 4] = [("a", "u1"), ("a", "u2"), ("b", "u1"), ("b", "u3")];
+
+    /// A state with or without a lock, timed or not.
+    fn state() -> impl Strategy<Value = UserState> {
+        prop_oneof![
+            Just(UserState::default()),
+            (1u64..4, 1u128..4).prop_map(|(t, id)| locked(Some(t * 1_000), id)),
+            (1u128..4).prop_map(|id| locked(None, id)),
+            (1u32..5).prop_map(|n| UserState { lock_count: n, ..UserState::default() }),
+        ]
+    }
+
+    /// One commit's new states (a user at most once), policies and outbox entries, as
+    /// `(user index, state)`, `(tenant "a"?, max_failures)` and a count.
+    type Part = (Vec<(usize, UserState)>, Vec<(bool, u32)>, usize);
+
+    fn part() -> impl Strategy<Value = Part> {
+        (
+            proptest::collection::btree_map(0..USERS.len(), state(), 0..=USERS.len())
+                .prop_map(|m| m.into_iter().collect::<Vec<_>>()),
+            proptest::collection::vec((any::<bool>(), 1u32..9), 0..3),
+            0usize..3,
+        )
+    }
+
+    /// The commit of `part` on top of `current` (the users' states so far), which it updates.
+    fn commit_of((states, policies, outbox): Part, current: &mut [UserState; 4], seq: u64) -> Commit {
+        Commit {
+            states: states
+                .into_iter()
+                .map(|(i, s)| {
+                    let before = LockIndex::of(&current[i]);
+                    current[i] = s.clone();
+                    change(USERS[i].0, USERS[i].1, before, s)
+                })
+                .collect(),
+            policies: policies
+                .into_iter()
+                .map(|(a, n)| ((if a { "a" } else { "b" }).to_owned(), Policy { max_failures: n, ..Policy::default() }))
+                .collect(),
+            outbox: (0..outbox)
+                .map(|i| OutboxEntry {
+                    stream: OutboxStream::Notices,
+                    event_seq: seq,
+                    index: i as u32,
+                    subject: format!("n.{seq}.{i}"),
+                    headers: vec![],
+                    payload: vec![i as u8],
+                })
+                .collect(),
+            checkpoint: seq,
+            checkpoint_time: seq * 10,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Committing `first.absorb(second)` leaves the store exactly as committing `first`
+        /// and then `second` does, whatever the states and locks before and in between.
+        #[test]
+        fn one_absorbed_commit_equals_the_two_in_turn(start in part(), first in part(), second in part()) {
+            let (_d1, one) = open();
+            let (_d2, two) = open();
+            let mut current: [UserState; 4] = Default::default();
+            let base = commit_of(start, &mut current, 1);
+            let first = commit_of(first, &mut current, 2);
+            let second = commit_of(second, &mut current, 3);
+            for s in [&one, &two] {
+                s.commit(&base).unwrap();
+            }
+            one.commit(&first).unwrap();
+            one.commit(&second).unwrap();
+            let mut merged = first;
+            merged.absorb(second);
+            two.commit(&merged).unwrap();
+            prop_assert_eq!(dump(&one), dump(&two));
+        }
+    }
+}

@@ -9,6 +9,9 @@ use lockout_proto::{Encoding, Subjects};
 /// shape in a busy deployment at a small cost (`make bench` measures it).
 pub const DEFAULT_TRACE_EVENTS_RATIO: f64 = 0.01;
 
+/// Default `--commit-linger-ms`.
+pub const DEFAULT_COMMIT_LINGER_MS: u64 = 5;
+
 /// `lockoutd` flags as typed; every flag also reads `LOCKOUT_<NAME>`.
 #[derive(Debug, clap::Parser)]
 #[command(name = "lockoutd", version, about = "Folds login attempts from NATS JetStream into account lockout state.")]
@@ -35,6 +38,10 @@ pub struct Args {
     /// Most events folded into one sled commit.
     #[arg(long, env = "LOCKOUT_BATCH", default_value_t = 1000)]
     pub batch: usize,
+    /// Longest a folded batch that nobody waits for (no notice, no service request) waits to
+    /// be committed together with the next ones, in ms; 0 commits every fetch on its own.
+    #[arg(long, env = "LOCKOUT_COMMIT_LINGER_MS", default_value_t = DEFAULT_COMMIT_LINGER_MS)]
+    pub commit_linger_ms: u64,
     /// NATS credentials file (JWT + nkey seed).
     #[arg(long, env = "LOCKOUT_NATS_CREDS")]
     pub nats_creds: Option<PathBuf>,
@@ -80,6 +87,8 @@ pub struct Config {
     pub replicas: usize,
     pub cache_bytes: u64,
     pub batch: usize,
+    /// How long a batch nobody waits for may wait to be committed with the next ones.
+    pub commit_linger: std::time::Duration,
     /// NATS credentials and TLS.
     pub auth: crate::NatsAuth,
     pub log_format: LogFormat,
@@ -98,6 +107,7 @@ impl Config {
             replicas: 1,
             cache_bytes: 64 << 20,
             batch: 1000,
+            commit_linger: std::time::Duration::from_millis(DEFAULT_COMMIT_LINGER_MS),
             auth: crate::NatsAuth::default(),
             log_format: LogFormat::Human,
             trace_events_ratio: DEFAULT_TRACE_EVENTS_RATIO,
@@ -127,6 +137,11 @@ impl TryFrom<Args> for Config {
         anyhow::ensure!(a.cache_mb >= 1, "--cache-mb must be at least 1");
         anyhow::ensure!((1..=10_000).contains(&a.batch), "--batch must be 1 to 10000 (got {})", a.batch);
         anyhow::ensure!(
+            a.commit_linger_ms <= 1_000,
+            "--commit-linger-ms must be 0 to 1000 (got {})",
+            a.commit_linger_ms
+        );
+        anyhow::ensure!(
             a.nats_user.is_some() == a.nats_password.is_some(),
             "--nats-user and --nats-password go together"
         );
@@ -148,6 +163,7 @@ impl TryFrom<Args> for Config {
             replicas: a.replicas,
             cache_bytes: a.cache_mb << 20,
             batch: a.batch,
+            commit_linger: std::time::Duration::from_millis(a.commit_linger_ms),
             auth: crate::NatsAuth {
                 creds: a.nats_creds,
                 user: a.nats_user,
@@ -167,7 +183,7 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "nats_url={} data_dir={} prefix={} notice_encoding={} replicas={} cache_mb={} batch={} trace_events_ratio={}",
+            "nats_url={} data_dir={} prefix={} notice_encoding={} replicas={} cache_mb={} batch={} commit_linger_ms={} trace_events_ratio={}",
             self.nats_url,
             self.data_dir.display(),
             self.subjects.prefix(),
@@ -175,6 +191,7 @@ impl fmt::Display for Config {
             self.replicas,
             self.cache_bytes >> 20,
             self.batch,
+            self.commit_linger.as_millis(),
             self.trace_events_ratio
         )?;
         if let Some(c) = &self.auth.creds {

@@ -18,6 +18,7 @@
 pub mod cache;
 pub mod config;
 pub mod expiry;
+pub mod linger;
 pub mod outbox;
 pub mod projector;
 pub mod service;

@@ -23,6 +23,7 @@ use lockout_store::{Commit, LockIndex, OutboxEntry, OutboxStream, StateChange, S
 use tokio::sync::{mpsc, watch};
 
 use crate::cache::{HashMap, StateCache, UserKey};
+use crate::linger::Linger;
 use crate::outbox::Floors;
 use crate::telemetry::{self, FoldStats, Stat};
 use crate::Shared;
@@ -457,6 +458,11 @@ impl Session {
 /// How long the projector waits for events before it checks that its consumer still delivers.
 const STALL_CHECK_AFTER: Duration = Duration::from_secs(10);
 
+/// A deadline that never comes (a `select!` branch that is off still needs a future).
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400)
+}
+
 /// How long the receiving task gathers a backlog into one batch at most.
 const GATHER_WAIT: Duration = Duration::from_millis(5);
 
@@ -573,6 +579,34 @@ async fn run(
     committing.and(folding)
 }
 
+impl crate::linger::Lingering for FoldedBatch {
+    /// A notice or dead letter to publish, a policy, or an event other than an attempt (the
+    /// service's writes and the expiry wait until their events are folded).
+    fn urgent(&self) -> bool {
+        self.commit.as_ref().is_some_and(|c| !c.outbox.is_empty() || !c.policies.is_empty())
+            || self.stats.counts.iter().any(
+                |(s, _)| matches!(s, Stat::Folded { kind, .. } if *kind != lockout_proto::EventKind::Attempt.as_str()),
+            )
+    }
+
+    /// One commit for both; acknowledging `later`'s last message acknowledges both. The
+    /// commit is recorded in `later`'s batch span.
+    fn absorb(&mut self, later: FoldedBatch) {
+        self.commit = match (self.commit.take(), later.commit) {
+            (Some(mut c), Some(l)) => {
+                c.absorb(l);
+                Some(c)
+            }
+            (c, l) => c.or(l),
+        };
+        self.stats.absorb(&later.stats);
+        self.span = later.span;
+        self.pending = later.pending;
+        self.stream_last = later.stream_last;
+        self.last = later.last;
+    }
+}
+
 /// What the receiving task hands the fold stage: the messages of one batch, in order.
 type Gathered = Vec<async_nats::jetstream::Message>;
 
@@ -641,11 +675,27 @@ async fn fold_loop(
     // A `JoinSet` aborts its tasks when dropped: the receiver ends with this loop.
     let mut receiver = tokio::task::JoinSet::new();
     receiver.spawn(receive_loop(messages, cfg.batch, gtx));
+    let mut linger = Linger::new(cfg.commit_linger, cfg.batch);
     loop {
+        let due = linger.due().map_or_else(far_future, tokio::time::Instant::from_std);
         let msgs = tokio::select! {
             biased;
-            _ = stop.changed() => return Ok(()),
+            _ = stop.changed() => {
+                // What was folded is committed before the projector stops.
+                if let Some(held) = linger.take() {
+                    let _ = tx.send(held).await;
+                }
+                return Ok(());
+            }
             m = gathered.recv() => m,
+            () = tokio::time::sleep_until(due), if linger.due().is_some() => {
+                if let Some(held) = linger.take() {
+                    if tx.send(held).await.is_err() {
+                        anyhow::bail!("the committer stopped");
+                    }
+                }
+                continue;
+            }
             () = tokio::time::sleep(STALL_CHECK_AFTER) => {
                 // Idle. Fine when the consumer has nothing more; a pull that stopped after a
                 // reconnect otherwise (its events wait or sit unacknowledged at the server).
@@ -701,6 +751,7 @@ async fn fold_loop(
             }
         };
         drop(incoming);
+        let events = msgs.len() + 1;
         drop(msgs);
         let batch = FoldedBatch {
             commit,
@@ -710,8 +761,10 @@ async fn fold_loop(
             stream_last,
             last: last_msg,
         };
-        if tx.send(batch).await.is_err() {
-            anyhow::bail!("the committer stopped");
+        if let Some(batch) = linger.offer(batch, events, std::time::Instant::now()) {
+            if tx.send(batch).await.is_err() {
+                anyhow::bail!("the committer stopped");
+            }
         }
     }
 }

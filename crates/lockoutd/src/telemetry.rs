@@ -54,9 +54,20 @@ pub struct FoldStats {
 
 impl FoldStats {
     pub fn bump(&mut self, stat: Stat) {
+        self.add(stat, 1);
+    }
+
+    fn add(&mut self, stat: Stat, n: u64) {
         match self.counts.iter_mut().find(|(s, _)| *s == stat) {
-            Some((_, n)) => *n += 1,
-            None => self.counts.push((stat, 1)),
+            Some((_, m)) => *m += n,
+            None => self.counts.push((stat, n)),
+        }
+    }
+
+    /// Adds what `other` counted.
+    pub fn absorb(&mut self, other: &FoldStats) {
+        for &(stat, n) in &other.counts {
+            self.add(stat, n);
         }
     }
 
