@@ -522,9 +522,9 @@ fn fold_eps(events: &[Msg], enc: Encoding, work: FoldWork) -> f64 {
         .collect();
     let policy = Policy::default();
     let start = Instant::now();
-    // The projector's map type (foldhash, not std's SipHash), grown as users appear, as its
-    // state cache is.
-    let mut states: lockoutd::cache::HashMap<CompactString, UserState> = Default::default();
+    // States as the projector's cache holds them: boxed, in its map type (foldhash, not
+    // std's SipHash), grown as users appear; folded in place, as the projector folds.
+    let mut states: lockoutd::cache::HashMap<CompactString, Box<UserState>> = Default::default();
     for (i, (subject, bytes)) in encoded.iter().enumerate() {
         let e = match work {
             FoldWork::DecodeFold => Event::decode(EventKind::Attempt, enc, bytes).unwrap(),
@@ -535,9 +535,8 @@ fn fold_eps(events: &[Msg], enc: Encoding, work: FoldWork) -> f64 {
             Some(s) => s,
             None => states.entry(user.into()).or_default(),
         };
-        let f = lockout_core::fold(&policy, std::mem::take(slot), &e, i as u64);
-        *slot = f.state;
-        std::hint::black_box(&f.notices);
+        let notices = lockout_core::fold_into(&policy, slot, &e, i as u64);
+        std::hint::black_box(&notices);
     }
     std::hint::black_box(&states);
     encoded.len() as f64 / start.elapsed().as_secs_f64()

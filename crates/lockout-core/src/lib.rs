@@ -19,6 +19,6 @@ pub mod message;
 pub mod state;
 pub mod view;
 
-pub use fold::{fold, Folded};
+pub use fold::{fold, fold_into, Folded};
 pub use state::{LockState, UserState};
 pub use view::status;

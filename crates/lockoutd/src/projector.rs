@@ -289,10 +289,8 @@ impl BatchFolder {
                     v.insert(Pending { state: original.clone(), original })
                 }
             };
-            let state = std::mem::take(&mut *pending.state);
-            let folded = lockout_core::fold(&policy, state, &event, m.time);
-            *pending.state = folded.state;
-            self.queue_notices(m, folded.notices, &span, &mut commit);
+            let notices = lockout_core::fold_into(&policy, &mut pending.state, &event, m.time);
+            self.queue_notices(m, notices, &span, &mut commit);
         }
         if !folded_any {
             return Ok(None);
