@@ -680,18 +680,12 @@ async fn fold_loop(
             biased;
             _ = stop.changed() => {
                 // What was folded is committed before the projector stops.
-                if let Some(held) = linger.take() {
-                    let _ = tx.send(held).await;
-                }
+                let _ = send_held(&mut linger, &tx).await;
                 return Ok(());
             }
             m = gathered.recv() => m,
             () = tokio::time::sleep_until(due), if linger.due().is_some() => {
-                if let Some(held) = linger.take() {
-                    if tx.send(held).await.is_err() {
-                        anyhow::bail!("the committer stopped");
-                    }
-                }
+                send_held(&mut linger, &tx).await?;
                 continue;
             }
             () = tokio::time::sleep(STALL_CHECK_AFTER) => {
@@ -714,6 +708,8 @@ async fn fold_loop(
             }
         };
         let Some(mut msgs) = msgs else {
+            // What was folded is still committed; the next run starts after it.
+            let _ = send_held(&mut linger, &tx).await;
             return Err(ConsumerStalled("the consumer's message stream ended".into()).into());
         };
         let Some(last_msg) = msgs.pop() else { continue };
@@ -764,6 +760,14 @@ async fn fold_loop(
                 anyhow::bail!("the committer stopped");
             }
         }
+    }
+}
+
+/// Hands the batch the linger holds, if any, to the committer.
+async fn send_held(linger: &mut Linger<FoldedBatch>, tx: &mpsc::Sender<FoldedBatch>) -> anyhow::Result<()> {
+    match linger.take() {
+        Some(held) => tx.send(held).await.map_err(|_| anyhow::anyhow!("the committer stopped")),
+        None => Ok(()),
     }
 }
 
