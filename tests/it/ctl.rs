@@ -420,7 +420,7 @@ async fn a_read_survives_a_server_that_hangs_longer_than_its_idle_period() {
         vec!["lockout.events.>".into()],
         lockoutctl::events::Range::default(),
         None,
-        |raw| {
+        async |raw: lockoutctl::events::Raw| {
             if raw.seq == 10 {
                 // Resumes 2 s after the idle period ends, while the new consumer is created.
                 paused = Some(l.nats.pause_for(Duration::from_secs(17)));

@@ -283,7 +283,7 @@ async fn fold_user(
         lines: Vec::new(),
     };
     let subjects = ctx.subjects.clone();
-    events::read(ctx, &ctx.subjects.events_stream(), filters, Range::default(), None, |raw: Raw| {
+    events::read(ctx, &ctx.subjects.events_stream(), filters, Range::default(), None, async |raw: Raw| {
         if stop_after.is_some_and(|s| raw.time > s) {
             return Ok(false);
         }
@@ -514,7 +514,7 @@ pub async fn export(ctx: &Ctx, a: ExportArgs, out: &mut dyn Write) -> anyhow::Re
     let range = Range { from_time: since, ..Range::default() };
     let mut n = 0u64;
     let mut result: anyhow::Result<()> = Ok(());
-    events::read(ctx, &ctx.subjects.events_stream(), vec![filter], range, Some("export"), |raw| {
+    events::read(ctx, &ctx.subjects.events_stream(), vec![filter], range, Some("export"), async |raw| {
         if until.is_some_and(|u| raw.time > u) {
             return Ok(false);
         }
@@ -611,7 +611,7 @@ pub async fn simulate(ctx: &Ctx, a: SimulateArgs, out: &mut dyn Write) -> anyhow
     let mut actual: BTreeMap<String, Track> = BTreeMap::new();
     let mut sim: BTreeMap<String, Track> = BTreeMap::new();
     let mut n = 0u64;
-    events::read(ctx, &ctx.subjects.events_stream(), vec![filter], Range::default(), Some("simulate"), |raw| {
+    events::read(ctx, &ctx.subjects.events_stream(), vec![filter], Range::default(), Some("simulate"), async |raw| {
         if until.is_some_and(|u| raw.time > u) {
             return Ok(false);
         }

@@ -89,7 +89,7 @@ pub async fn read(
     filters: Vec<String>,
     range: Range,
     progress: Option<&str>,
-    mut each: impl FnMut(Raw) -> anyhow::Result<bool>,
+    mut each: impl AsyncFnMut(Raw) -> anyhow::Result<bool>,
 ) -> anyhow::Result<Plan> {
     let s = ctx.js.get_stream(stream).await.with_context(|| {
         format!("looking up stream {stream}: is this the right --prefix, and has lockoutd ever started?")
@@ -176,7 +176,7 @@ async fn read_loop(
     end: u64,
     bar: Option<&indicatif::ProgressBar>,
     restarts: &mut u32,
-    each: &mut impl FnMut(Raw) -> anyhow::Result<bool>,
+    each: &mut impl AsyncFnMut(Raw) -> anyhow::Result<bool>,
 ) -> anyhow::Result<()> {
     let stream = reader.name;
     let mut messages = consumer.messages().await.with_context(|| format!("reading {stream}"))?;
@@ -228,7 +228,7 @@ async fn read_loop(
         if let Some(b) = bar {
             b.inc(1);
         }
-        if !each(raw)? || seq >= end || left == 0 {
+        if !each(raw).await? || seq >= end || left == 0 {
             return Ok(());
         }
     }

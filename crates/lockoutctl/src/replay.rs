@@ -40,14 +40,15 @@ pub struct Replayer {
 /// folds), one batch waiting between each; the folder's state cache covers the commits in
 /// flight.
 struct Pipeline {
-    tx: std::sync::mpsc::SyncSender<Vec<Raw>>,
+    /// Awaited by the read loop (a full queue parks its task, not a runtime thread).
+    tx: tokio::sync::mpsc::Sender<Vec<Raw>>,
     folding: std::thread::JoinHandle<anyhow::Result<BatchFolder>>,
     committing: std::thread::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Pipeline {
     fn start(store: Store, mut folder: BatchFolder) -> Pipeline {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Raw>>(1);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Raw>>(1);
         let (ctx, crx) = std::sync::mpsc::sync_channel::<Commit>(1);
         let committing = std::thread::spawn(move || {
             for commit in crx {
@@ -57,7 +58,7 @@ impl Pipeline {
             Ok(())
         });
         let folding = std::thread::spawn(move || {
-            for batch in rx {
+            while let Some(batch) = rx.blocking_recv() {
                 let incoming: Vec<_> = batch.iter().map(Raw::incoming).collect();
                 if let Some(commit) = folder.fold_batch(&incoming)? {
                     if ctx.send(commit).is_err() {
@@ -73,8 +74,8 @@ impl Pipeline {
 
     /// Queues a batch; `Err` when a thread stopped on an error (then [`Pipeline::finish`]
     /// tells which).
-    fn send(&self, batch: Vec<Raw>) -> Result<(), ()> {
-        self.tx.send(batch).map_err(|_| ())
+    async fn send(&self, batch: Vec<Raw>) -> Result<(), ()> {
+        self.tx.send(batch).await.map_err(|_| ())
     }
 
     /// Waits until every queued batch is folded and committed; returns the folder.
@@ -105,7 +106,7 @@ impl Replayer {
     }
 
     /// Hands a full batch to the fold thread (starting the pipeline with the first one).
-    fn commit(&mut self, buf: &mut Vec<Raw>) -> anyhow::Result<()> {
+    async fn commit(&mut self, buf: &mut Vec<Raw>) -> anyhow::Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
@@ -115,17 +116,28 @@ impl Replayer {
             let folder = self.folder.take().context("the replay's folder is gone after an earlier failure")?;
             self.pipeline = Some(Pipeline::start(self.store.clone(), folder));
         }
-        if self.pipeline.as_ref().is_some_and(|p| p.send(batch).is_err()) {
-            return Err(self.finish().err().unwrap_or_else(|| anyhow::anyhow!("the replay's fold thread stopped")));
+        let sent = match &self.pipeline {
+            Some(p) => p.send(batch).await,
+            None => Ok(()),
+        };
+        if sent.is_err() {
+            return Err(self
+                .finish()
+                .await
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("the replay's fold thread stopped")));
         }
         self.events += n;
         Ok(())
     }
 
     /// Stops the pipeline after the queued batches; the folder comes back for the next read.
-    fn finish(&mut self) -> anyhow::Result<()> {
+    async fn finish(&mut self) -> anyhow::Result<()> {
         let Some(p) = self.pipeline.take() else { return Ok(()) };
-        let (folded, committed) = p.finish();
+        // Joining the threads waits for their last batches: not on a runtime thread.
+        let (folded, committed) = tokio::task::spawn_blocking(move || p.finish())
+            .await
+            .map_err(|e| anyhow::anyhow!("waiting for the replay's threads: {e}"))?;
         // The commit thread's error is the cause when both stopped.
         committed?;
         self.folder = Some(folded?);
@@ -156,7 +168,7 @@ impl Replayer {
             vec![ctx.subjects.events_all()],
             range,
             Some(what),
-            |raw| {
+            async |raw| {
                 if until_time.is_some_and(|t| raw.time > t) {
                     early = true;
                     return Ok(false);
@@ -164,7 +176,7 @@ impl Replayer {
                 last = raw.seq;
                 buf.push(raw);
                 if buf.len() >= self.batch {
-                    if let Err(e) = self.commit(&mut buf) {
+                    if let Err(e) = self.commit(&mut buf).await {
                         failed = Err(e);
                         return Ok(false);
                     }
@@ -173,9 +185,11 @@ impl Replayer {
             },
         )
         .await;
-        let folded = plan.and_then(|plan| failed.map(|()| plan)).and_then(|plan| self.commit(&mut buf).map(|()| plan));
-        let committed = self.finish();
-        committed?;
+        let folded = match plan.and_then(|plan| failed.map(|()| plan)) {
+            Ok(plan) => self.commit(&mut buf).await.map(|()| plan),
+            Err(e) => Err(e),
+        };
+        self.finish().await?;
         let plan = folded?;
         self.upto = if early { last } else { last.max(plan.end) };
         self.store.flush()?;
