@@ -389,7 +389,16 @@ async fn latencies(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let load_start = (Instant::now(), sent.load(Ordering::Relaxed));
     let lock_ms = lock_latencies(client, js, lat_samples).await?;
-    let (status_ms, ping_ms) = status_latencies(client, status_samples, users).await?;
+    // One requester on a thread, runtime and connection of its own, as a client process: its
+    // reply is read and awaited on the same thread, not handed between runtime workers.
+    let (status_ms, ping_ms) = {
+        let url = url.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move { status_latencies(&async_nats::connect(&url).await?, status_samples, users).await })
+        })
+        .await??
+    };
     let qps = status_qps(client, users, if a.quick { 2 } else { 5 }).await;
     let achieved_load = (sent.load(Ordering::Relaxed) - load_start.1) as f64 / load_start.0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
