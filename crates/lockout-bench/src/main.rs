@@ -370,7 +370,7 @@ async fn latencies(
     a: &Args,
     users: usize,
 ) -> anyhow::Result<Latencies> {
-    let (lat_samples, status_samples) = if a.quick { (30, 300) } else { (200, 2_000) };
+    let (lat_samples, status_samples) = if a.quick { (30, 300) } else { (1_000, 2_000) };
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     // The gateways' load comes from a thread and connection of its own, as from other
