@@ -352,6 +352,13 @@ async fn background_load(js: jetstream::Context, eps: u64, stop: Arc<AtomicBool>
     }
 }
 
+/// Runs `f` on the calling thread with a runtime and NATS connection of its own, as another
+/// process on the machine would (the latency phases' load generator and requester).
+fn as_another_client<T>(url: &str, f: impl AsyncFnOnce(async_nats::Client) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async { f(async_nats::connect(url).await?).await })
+}
+
 /// What the latency phase measured.
 struct Latencies {
     lock_ms: Vec<f64>,
@@ -377,25 +384,22 @@ async fn latencies(
     // processes: the latency probes below share neither a runtime nor a socket with it.
     let load = {
         let (url, eps, stop, sent) = (url.to_owned(), a.load_eps, stop.clone(), sent.clone());
-        std::thread::spawn(move || -> anyhow::Result<()> {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async move {
-                let js = jetstream::new(async_nats::connect(&url).await?);
-                background_load(js, eps, stop, sent).await;
-                anyhow::Ok(())
+        std::thread::spawn(move || {
+            as_another_client(&url, async move |client| {
+                background_load(jetstream::new(client), eps, stop, sent).await;
+                Ok(())
             })
         })
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let load_start = (Instant::now(), sent.load(Ordering::Relaxed));
     let lock_ms = lock_latencies(client, js, lat_samples).await?;
-    // One requester on a thread, runtime and connection of its own, as a client process: its
-    // reply is read and awaited on the same thread, not handed between runtime workers.
+    // The requester too: its replies are read and awaited on one thread, not handed between
+    // this runtime's workers.
     let (status_ms, ping_ms) = {
         let url = url.to_owned();
         tokio::task::spawn_blocking(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async move { status_latencies(&async_nats::connect(&url).await?, status_samples, users).await })
+            as_another_client(&url, async move |client| status_latencies(&client, status_samples, users).await)
         })
         .await??
     };
