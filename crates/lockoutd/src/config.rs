@@ -206,3 +206,48 @@ impl fmt::Display for Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Args, Config, DEFAULT_COMMIT_LINGER_MS};
+
+    fn parse(extra: &[&str]) -> anyhow::Result<Config> {
+        let args = ["lockoutd", "--data-dir", "d"].iter().chain(extra).copied();
+        Config::try_from(Args::try_parse_from(args)?)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.commit_linger, std::time::Duration::from_millis(DEFAULT_COMMIT_LINGER_MS));
+        assert_eq!((c.batch, c.replicas, c.cache_bytes), (1000, 1, 256 << 20));
+        assert_eq!(c.subjects.prefix(), "lockout");
+        assert!(c.to_string().contains(" commit_linger_ms=5 "), "{c}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_with_the_flag_and_its_range() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--commit-linger-ms", "1001"], "--commit-linger-ms must be 0 to 1000 (got 1001)"),
+            (&["--batch", "0"], "--batch must be 1 to 10000 (got 0)"),
+            (&["--replicas", "6"], "--replicas must be 1 to 5 (got 6)"),
+            (&["--cache-mb", "0"], "--cache-mb must be at least 1"),
+            (&["--trace-events-ratio", "1.5"], "--trace-events-ratio must be 0 to 1 (got 1.5)"),
+            (&["--log-format", "xml"], "--log-format: unknown format \"xml\": use human or json"),
+            (&["--nats-user", "u"], "--nats-user and --nats-password go together"),
+        ];
+        for (flags, want) in cases {
+            let e = parse(flags).expect_err(want);
+            assert_eq!(e.to_string(), *want, "{flags:?}");
+        }
+    }
+
+    #[test]
+    fn the_edges_of_the_ranges_are_taken() {
+        assert_eq!(parse(&["--commit-linger-ms", "0"]).unwrap().commit_linger, std::time::Duration::ZERO);
+        assert_eq!(parse(&["--commit-linger-ms", "1000"]).unwrap().commit_linger.as_millis(), 1000);
+        assert_eq!(parse(&["--batch", "10000"]).unwrap().batch, 10_000);
+    }
+}
