@@ -118,7 +118,7 @@ impl Lockout {
             js,
             subjects: Subjects::default(),
             notice_encoding,
-            commit_linger: lockoutd::Config::new("", PathBuf::new()).commit_linger,
+            commit_linger: Duration::from_millis(lockoutd::config::DEFAULT_COMMIT_LINGER_MS),
         }
     }
 

@@ -138,13 +138,14 @@ impl Commit {
     /// both keeps this commit's `before` and takes `later`'s state, a tenant's later policy
     /// replaces its earlier one, the outboxes are sent in order, the checkpoint is `later`'s.
     pub fn absorb(&mut self, later: Commit) {
+        use std::collections::hash_map::Entry;
         let mut at: std::collections::HashMap<(CompactString, CompactString), usize> =
             self.states.iter().enumerate().map(|(i, s)| ((s.tenant.clone(), s.user.clone()), i)).collect();
         for s in later.states {
-            match at.get(&(s.tenant.clone(), s.user.clone())) {
-                Some(&i) => self.states[i].state = s.state,
-                None => {
-                    at.insert((s.tenant.clone(), s.user.clone()), self.states.len());
+            match at.entry((s.tenant.clone(), s.user.clone())) {
+                Entry::Occupied(o) => self.states[*o.get()].state = s.state,
+                Entry::Vacant(v) => {
+                    v.insert(self.states.len());
                     self.states.push(s);
                 }
             }

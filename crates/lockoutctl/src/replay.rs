@@ -112,14 +112,15 @@ impl Replayer {
         }
         let n = buf.len() as u64;
         let batch = std::mem::replace(buf, Vec::with_capacity(self.batch));
-        if self.pipeline.is_none() {
-            let folder = self.folder.take().context("the replay's folder is gone after an earlier failure")?;
-            self.pipeline = Some(Pipeline::start(self.store.clone(), folder));
-        }
-        let sent = match &self.pipeline {
-            Some(p) => p.send(batch).await,
-            None => Ok(()),
+        let pipeline = match self.pipeline.take() {
+            Some(p) => p,
+            None => {
+                let folder = self.folder.take().context("the replay's folder is gone after an earlier failure")?;
+                Pipeline::start(self.store.clone(), folder)
+            }
         };
+        let sent = pipeline.send(batch).await;
+        self.pipeline = Some(pipeline);
         if sent.is_err() {
             return Err(self
                 .finish()

@@ -456,11 +456,6 @@ impl Session {
 /// How long the projector waits for events before it checks that its consumer still delivers.
 const STALL_CHECK_AFTER: Duration = Duration::from_secs(10);
 
-/// A deadline that never comes (a `select!` branch that is off still needs a future).
-fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(86_400)
-}
-
 /// How long the receiving task gathers a backlog into one batch at most.
 const GATHER_WAIT: Duration = Duration::from_millis(5);
 
@@ -675,7 +670,7 @@ async fn fold_loop(
     receiver.spawn(receive_loop(messages, cfg.batch, gtx));
     let mut linger = Linger::new(cfg.commit_linger, cfg.batch);
     loop {
-        let due = linger.due().map_or_else(far_future, tokio::time::Instant::from_std);
+        let due = linger.due();
         let msgs = tokio::select! {
             biased;
             _ = stop.changed() => {
@@ -684,7 +679,7 @@ async fn fold_loop(
                 return Ok(());
             }
             m = gathered.recv() => m,
-            () = tokio::time::sleep_until(due), if linger.due().is_some() => {
+            () = until(due) => {
                 send_held(&mut linger, &tx).await?;
                 continue;
             }
@@ -760,6 +755,14 @@ async fn fold_loop(
                 anyhow::bail!("the committer stopped");
             }
         }
+    }
+}
+
+/// Completes at `due`; never when there is none.
+async fn until(due: Option<std::time::Instant>) {
+    match due {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }
 
