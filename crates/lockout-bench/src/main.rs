@@ -77,6 +77,10 @@ struct Args {
     /// graphs) into this file; read it with `perf report -i FILE`.
     #[arg(long)]
     perf: Option<PathBuf>,
+    /// Record the machine's scheduler events (`perf sched record -a`) while the `status`
+    /// latencies are measured, into this file; read it with `benches/sched-delay.py FILE`.
+    #[arg(long)]
+    sched: Option<PathBuf>,
 }
 
 const TENANT: &str = "bench";
@@ -262,24 +266,43 @@ async fn fold_run(
     perf: Option<&Path>,
 ) -> anyhow::Result<(f64, Daemon)> {
     let d = Daemon::spawn(url, dir, stream)?;
-    let mut recorder = match perf {
-        Some(out) => Some(
-            Command::new("perf")
-                .args(["record", "-F", "999", "--call-graph", "dwarf,16384", "-p", &d.child.id().to_string(), "-o"])
-                .arg(out)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .context("starting `perf record` (Debian package linux-perf)")?,
-        ),
+    let recorder = match perf {
+        Some(out) => Some(Recorder::start(
+            &["record", "-F", "999", "--call-graph", "dwarf,16384", "-p", &d.child.id().to_string()],
+            out,
+        )?),
         None => None,
     };
     let result = wait_folded(client, stream.prefix, stream.last).await;
-    if let Some(mut r) = recorder.take() {
-        Command::new("kill").args(["-INT", &r.id().to_string()]).status()?;
-        r.wait()?;
+    if let Some(r) = recorder {
+        r.stop()?;
     }
     Ok((result?, d))
+}
+
+/// A `perf` recording, from `start` until `stop`.
+struct Recorder(Child);
+
+impl Recorder {
+    /// Runs `perf ARGS -o OUT`.
+    fn start(args: &[&str], out: &Path) -> anyhow::Result<Recorder> {
+        Command::new("perf")
+            .args(args)
+            .arg("-o")
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map(Recorder)
+            .context("starting `perf` (Debian package linux-perf)")
+    }
+
+    /// Stops the recording as Ctrl-C would, so `perf` writes its file out whole.
+    fn stop(mut self) -> anyhow::Result<()> {
+        Command::new("kill").args(["-INT", &self.0.id().to_string()]).status()?;
+        self.0.wait()?;
+        Ok(())
+    }
 }
 
 /// Polls `health` until lockoutd folded `last`; events/s from its first commit.
@@ -352,11 +375,24 @@ async fn background_load(js: jetstream::Context, eps: u64, stop: Arc<AtomicBool>
     }
 }
 
-/// Runs `f` on the calling thread with a runtime and NATS connection of its own, as another
-/// process on the machine would (the latency phases' load generator and requester).
-fn as_another_client<T>(url: &str, f: impl AsyncFnOnce(async_nats::Client) -> anyhow::Result<T>) -> anyhow::Result<T> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async { f(async_nats::connect(url).await?).await })
+/// Runs `f` on a thread named `name` with a runtime and NATS connection of its own, as another
+/// process on the machine would (the latency phases' load generator, requester and echo
+/// responder); the names tell the threads apart in `perf sched` recordings.
+fn another_client<T: Send + 'static>(
+    name: &str,
+    url: &str,
+    f: impl AsyncFnOnce(async_nats::Client) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<T>>> {
+    let url = url.to_owned();
+    Ok(std::thread::Builder::new().name(name.into()).spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async { f(async_nats::connect(&url).await?).await })
+    })?)
+}
+
+/// Waits, off the runtime's workers, for a thread of `another_client`.
+async fn join<T: Send + 'static>(t: std::thread::JoinHandle<anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(move || t.join().map_err(|_| anyhow::anyhow!("a bench thread panicked"))).await??
 }
 
 /// What the latency phase measured.
@@ -364,6 +400,7 @@ struct Latencies {
     lock_ms: Vec<f64>,
     status_ms: Vec<f64>,
     ping_ms: Vec<f64>,
+    echo_ms: Vec<f64>,
     status_qps: f64,
     achieved_load: f64,
 }
@@ -383,31 +420,53 @@ async fn latencies(
     // The gateways' load comes from a thread and connection of its own, as from other
     // processes: the latency probes below share neither a runtime nor a socket with it.
     let load = {
-        let (url, eps, stop, sent) = (url.to_owned(), a.load_eps, stop.clone(), sent.clone());
-        std::thread::spawn(move || {
-            as_another_client(&url, async move |client| {
-                background_load(jetstream::new(client), eps, stop, sent).await;
-                Ok(())
-            })
-        })
+        let (eps, stop, sent) = (a.load_eps, stop.clone(), sent.clone());
+        another_client("bench-load", url, async move |client| {
+            background_load(jetstream::new(client), eps, stop, sent).await;
+            Ok(())
+        })?
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let load_start = (Instant::now(), sent.load(Ordering::Relaxed));
     let lock_ms = lock_latencies(client, js, lat_samples).await?;
     // The requester too: its replies are read and awaited on one thread, not handed between
-    // this runtime's workers.
-    let (status_ms, ping_ms) = {
-        let url = url.to_owned();
-        tokio::task::spawn_blocking(move || {
-            as_another_client(&url, async move |client| status_latencies(&client, status_samples, users).await)
-        })
-        .await??
-    };
+    // this runtime's workers. The echo responder is the floor without lockoutd.
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let echo = another_client("bench-echo", url, async move |client| echo(client, ready_tx).await)?;
+    ready.await.context("the echo responder did not start")?;
+    let sched = a.sched.as_deref().map(|out| Recorder::start(&["sched", "record", "-a"], out)).transpose()?;
+    let requester = another_client("bench-requester", url, async move |client| {
+        status_latencies(&client, status_samples, users).await
+    })?;
+    let (status_ms, ping_ms, echo_ms) = join(requester).await?;
+    if let Some(r) = sched {
+        r.stop()?;
+    }
+    client.publish(ECHO, Default::default()).await?;
+    join(echo).await?;
     let qps = status_qps(client, users, if a.quick { 2 } else { 5 }).await;
     let achieved_load = (sent.load(Ordering::Relaxed) - load_start.1) as f64 / load_start.0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
-    load.join().map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
-    Ok(Latencies { lock_ms, status_ms, ping_ms, status_qps: qps, achieved_load })
+    join(load).await?;
+    Ok(Latencies { lock_ms, status_ms, ping_ms, echo_ms, status_qps: qps, achieved_load })
+}
+
+/// The echo responder's subject.
+const ECHO: &str = "bench.echo";
+
+/// Answers each request on [`ECHO`] with its payload, until a message without a reply subject:
+/// a NATS request–reply to a minimal responder, the floor on this machine without lockoutd.
+async fn echo(client: async_nats::Client, ready: tokio::sync::oneshot::Sender<()>) -> anyhow::Result<()> {
+    let mut sub = client.subscribe(ECHO).await?;
+    // Its own first message back means the server has the subscription.
+    client.publish(ECHO, Default::default()).await?;
+    sub.next().await.context("the echo subscription ended")?;
+    let _ = ready.send(());
+    while let Some(m) = sub.next().await {
+        let Some(reply) = m.reply else { break };
+        client.publish(reply, m.payload).await?;
+    }
+    Ok(())
 }
 
 /// Publish of the tripping attempt → `locked` notice received, in ms.
@@ -445,41 +504,44 @@ async fn lock_latencies(
     Ok(out)
 }
 
-/// `status` round trips, each paired with a `$SRV.PING.lockout` round trip taken right before
-/// or after it (alternately): the ping is answered by the same thread, runtime and connection
-/// of lockoutd without touching the store, so its latencies are the floor a `status` request
-/// sees from NATS and the machine's scheduling under the same load.
+/// `status` round trips, each paired with a `$SRV.PING.lockout` round trip and an echo round
+/// trip taken right before or after it (in turn). The ping is answered by the same thread,
+/// runtime and connection of lockoutd without touching the store: the floor a `status` request
+/// sees in lockoutd. The echo is answered by [`echo`], not lockoutd: the floor of a request–reply
+/// through nats-server on this machine under the same load.
 async fn status_latencies(
     client: &async_nats::Client,
     samples: usize,
     users: usize,
-) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
     let mut status = Vec::with_capacity(samples);
     let mut ping = Vec::with_capacity(samples);
+    let mut echo = Vec::with_capacity(samples);
     let mut h = HeaderMap::new();
     h.insert(codec::CONTENT_TYPE, codec::JSON);
     for s in 0..samples {
         let body = serde_json::to_vec(&json!({"user": format!("user{:06}@example.com", (s * 104_729) % users)}))?;
-        if s % 2 == 0 {
-            ping.push(ping_ms(client).await?);
-        }
+        let ping_first = s % 2 == 0;
+        let first = round_trip_ms(client, ping_first).await?;
         let t = Instant::now();
         let r = client.request_with_headers("lockout.svc.bench.status", h.clone(), body.into()).await?;
         status.push(t.elapsed().as_secs_f64() * 1e3);
         anyhow::ensure!(r.headers.as_ref().and_then(|h| h.get(codec::SERVICE_ERROR_CODE)).is_none(), "status failed");
-        if s % 2 == 1 {
-            ping.push(ping_ms(client).await?);
-        }
+        let second = round_trip_ms(client, !ping_first).await?;
+        let (p, e) = if ping_first { (first, second) } else { (second, first) };
+        ping.push(p);
+        echo.push(e);
     }
-    Ok((status, ping))
+    Ok((status, ping, echo))
 }
 
-/// One `$SRV.PING.lockout` round trip, in ms.
-async fn ping_ms(client: &async_nats::Client) -> anyhow::Result<f64> {
+/// One `$SRV.PING.lockout` round trip (`ping`) or one echo round trip, in ms.
+async fn round_trip_ms(client: &async_nats::Client, ping: bool) -> anyhow::Result<f64> {
+    let (subject, body) = if ping { ("$SRV.PING.lockout", "") } else { (ECHO, "{}") };
     let t = Instant::now();
-    let r = client.request("$SRV.PING.lockout", Default::default()).await?;
+    let r = client.request(subject, body.into()).await?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
-    anyhow::ensure!(r.payload.starts_with(b"{"), "the service's PING reply is not JSON");
+    anyhow::ensure!(r.payload.starts_with(b"{"), "the {subject} reply is not JSON");
     Ok(ms)
 }
 
@@ -769,9 +831,12 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("latency under {} events/s …", a.load_eps);
         let mut lat = latencies(&url, &client, &js, &a, users).await?;
         d.stop()?;
-        for (name, v) in
-            [("e2e_lock_notice", &mut lat.lock_ms), ("status", &mut lat.status_ms), ("service_ping", &mut lat.ping_ms)]
-        {
+        for (name, v) in [
+            ("e2e_lock_notice", &mut lat.lock_ms),
+            ("status", &mut lat.status_ms),
+            ("service_ping", &mut lat.ping_ms),
+            ("nats_echo", &mut lat.echo_ms),
+        ] {
             println!("{name}_p50_ms {:.3}", percentile(v, 0.50));
             println!("{name}_p99_ms {:.3}", percentile(v, 0.99));
         }
@@ -919,6 +984,8 @@ async fn main() -> anyhow::Result<()> {
         "status_qps": lat.status_qps,
         "service_ping_p50_ms": percentile(&mut lat.ping_ms, 0.50),
         "service_ping_p99_ms": percentile(&mut lat.ping_ms, 0.99),
+        "nats_echo_p50_ms": percentile(&mut lat.echo_ms, 0.50),
+        "nats_echo_p99_ms": percentile(&mut lat.echo_ms, 0.99),
         "tracked_users": tracked,
         "disk_bytes_per_user": disk as f64 / tracked.max(1) as f64,
         "rss_bytes": rss,
