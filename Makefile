@@ -42,9 +42,11 @@ soak: $(NATS_BIN)
 	cargo test -p lockout-it --test it -- --ignored soak
 
 ## The full suite against its own nats-server (1M events, 100k users); writes target/bench/results.json.
+## More options of lockout-bench (`target/release/lockout-bench --help`) go in BENCH_ARGS,
+## e.g. `make bench BENCH_ARGS="--sched target/bench/sched.data"`.
 bench: $(NATS_BIN)
 	cargo build --release -p lockoutd -p lockoutctl -p lockout-bench
-	target/release/lockout-bench --out target/bench/results.json
+	target/release/lockout-bench $(BENCH_ARGS) --out target/bench/results.json
 
 ## The same with 100k events: under a minute.
 bench-quick: $(NATS_BIN)

@@ -70,6 +70,13 @@ struct Args {
     /// 1000; prints the store's size per user. For trying store layouts quickly.
     #[arg(long)]
     disk_only: bool,
+    /// Only sled reads against commits, in this process without NATS: a store of `--users`
+    /// users (one failure each), then one thread reading users' states as `status` does, one
+    /// every 300 µs (the latency phase's pace), while no commit runs and then while another
+    /// thread commits 50 states every 5 ms (10k events/s with commit lingering); prints the
+    /// reads' percentiles in µs for both.
+    #[arg(long)]
+    reads_under_commits: bool,
     /// Only the latency phases (after folding the pre-published events); prints their figures.
     #[arg(long)]
     latency_only: bool,
@@ -768,6 +775,68 @@ fn fold_in_process(
     Ok(())
 }
 
+/// See `Args::reads_under_commits`. sled 0.34 guards every tree with one process-wide
+/// reader-writer lock that each commit (`apply_batch`) holds for writing and each read for
+/// reading, so a read that comes during a commit waits for it.
+fn reads_under_commits(users: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = lockoutd::Config::new("unused", dir.path().into());
+    fold_in_process(
+        &wide_workload("wide", users, false),
+        dir.path(),
+        "wide",
+        cfg.sled_cache_bytes(),
+        cfg.state_cache_bytes(),
+    )?;
+    let store = lockout_store::Store::open(dir.path(), cfg.sled_cache_bytes())?;
+    let keys = store.all_users().map(|r| r.map(|(t, u, _)| (t, u))).collect::<Result<Vec<_>, _>>()?;
+    anyhow::ensure!(keys.len() == users, "{} users stored of {users}", keys.len());
+    let reads = |n: usize, offset: usize| -> anyhow::Result<Vec<f64>> {
+        let mut us = Vec::with_capacity(n);
+        for i in 0..n {
+            std::thread::sleep(Duration::from_micros(300));
+            let (tenant, user) = &keys[(offset + i).wrapping_mul(104_729) % keys.len()];
+            let t = Instant::now();
+            anyhow::ensure!(store.user(tenant, user)?.is_some(), "{user} not stored");
+            us.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        Ok(us)
+    };
+    let report = |name: &str, mut us: Vec<f64>| {
+        for (p, label) in [(0.50, "p50"), (0.99, "p99"), (0.999, "p999"), (1.0, "max")] {
+            println!("store_read_{name}_{label}_us {:.0}", percentile(&mut us, p));
+        }
+    };
+    report("idle", reads(5_000, 0)?);
+    let stop = AtomicBool::new(false);
+    let under_commits = std::thread::scope(|s| {
+        let committer = s.spawn(|| -> anyhow::Result<u64> {
+            let (mut seq, mut commits) = (store.checkpoint()?, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let states = (0..50)
+                    .map(|_| {
+                        seq += 1;
+                        let (tenant, user) = &keys[(seq as usize).wrapping_mul(7_919) % keys.len()];
+                        let state = UserState { last_failure_at: Some(seq), ..UserState::default() };
+                        lockout_store::StateChange { tenant: tenant.into(), user: user.into(), before: None, state }
+                    })
+                    .collect();
+                store.commit(&lockout_store::Commit { states, checkpoint: seq, ..Default::default() })?;
+                commits += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(commits)
+        });
+        let r = reads(5_000, 5_000);
+        stop.store(true, Ordering::Relaxed);
+        let commits = committer.join().map_err(|_| anyhow::anyhow!("the committer panicked"))??;
+        anyhow::ensure!(commits > 0, "nothing was committed");
+        r
+    })?;
+    report("committing", under_commits);
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
@@ -804,6 +873,9 @@ async fn main() -> anyhow::Result<()> {
         println!("state_bytes_per_user {:.1}", per_user(state));
         println!("postcard_state_bytes_per_user {:.1}", per_user(postcard));
         return Ok(());
+    }
+    if a.reads_under_commits {
+        return reads_under_commits(users);
     }
     if a.fold_only {
         let events = workload("lockout", n, users);
