@@ -73,10 +73,14 @@ struct Args {
     /// Only sled reads against commits, in this process without NATS: a store of `--users`
     /// users (one failure each), then one thread reading users' states as `status` does, one
     /// every 300 µs (the latency phase's pace), while no commit runs and then while another
-    /// thread commits 50 states every 5 ms (10k events/s with commit lingering); prints the
-    /// reads' percentiles in µs for both.
+    /// thread commits `--commit-states` states every 5 ms (50: 10k events/s with commit
+    /// lingering; 1000: a full batch, as when catching up); prints the reads' percentiles in µs
+    /// for both.
     #[arg(long)]
     reads_under_commits: bool,
+    /// States per commit of `--reads-under-commits`.
+    #[arg(long, default_value_t = 50)]
+    commit_states: usize,
     /// Only the latency phases (after folding the pre-published events); prints their figures.
     #[arg(long)]
     latency_only: bool,
@@ -778,7 +782,7 @@ fn fold_in_process(
 /// See `Args::reads_under_commits`. sled 0.34 guards every tree with one process-wide
 /// reader-writer lock that each commit (`apply_batch`) holds for writing and each read for
 /// reading, so a read that comes during a commit waits for it.
-fn reads_under_commits(users: usize) -> anyhow::Result<()> {
+fn reads_under_commits(users: usize, per_commit: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cfg = lockoutd::Config::new("unused", dir.path().into());
     fold_in_process(
@@ -813,7 +817,7 @@ fn reads_under_commits(users: usize) -> anyhow::Result<()> {
         let committer = s.spawn(|| -> anyhow::Result<u64> {
             let (mut seq, mut commits) = (store.checkpoint()?, 0u64);
             while !stop.load(Ordering::Relaxed) {
-                let states = (0..50)
+                let states = (0..per_commit)
                     .map(|_| {
                         seq += 1;
                         let (tenant, user) = &keys[(seq as usize).wrapping_mul(7_919) % keys.len()];
@@ -875,7 +879,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if a.reads_under_commits {
-        return reads_under_commits(users);
+        return reads_under_commits(users, a.commit_states);
     }
     if a.fold_only {
         let events = workload("lockout", n, users);
