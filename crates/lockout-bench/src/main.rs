@@ -449,12 +449,14 @@ async fn latencies(
     let requester = another_client("bench-requester", url, async move |client| {
         status_latencies(&client, status_samples, users).await
     })?;
-    let (status_ms, ping_ms, echo_ms) = join(requester).await?;
+    // The recording and the responder stop whether or not the requester succeeded.
+    let measured = join(requester).await;
     if let Some(r) = sched {
         r.stop()?;
     }
     client.publish(ECHO, Default::default()).await?;
     join(echo).await?;
+    let (status_ms, ping_ms, echo_ms) = measured?;
     let qps = status_qps(client, users, if a.quick { 2 } else { 5 }).await;
     let achieved_load = (sent.load(Ordering::Relaxed) - load_start.1) as f64 / load_start.0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
