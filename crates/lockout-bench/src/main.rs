@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer};
 use async_nats::HeaderMap;
 use clap::Parser;
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use lockout_core::UserState;
 use lockout_proto::codec::{self, Encoding};
 use lockout_proto::event::{Attempt, Event, EventKind, Factor, Outcome};
@@ -84,6 +84,12 @@ struct Args {
     /// Only the latency phases (after folding the pre-published events); prints their figures.
     #[arg(long)]
     latency_only: bool,
+    /// Only the background load (`--load-eps`) for this many seconds, after a second of
+    /// warm-up, into a lockoutd on an empty store; prints the CPU share of lockoutd, of
+    /// nats-server and of this process meanwhile (with `--perf FILE`, a profile of lockoutd
+    /// over the same seconds). What live traffic costs each process.
+    #[arg(long, value_name = "SECONDS")]
+    load_only: Option<u64>,
     /// Profile lockoutd during the first projector run with `perf record` (DWARF call
     /// graphs) into this file; read it with `perf report -i FILE`.
     #[arg(long)]
@@ -212,12 +218,7 @@ impl Daemon {
 
     /// CPU time (user + system) the process used so far, in seconds.
     fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name (which is in parentheses): utime and stime are the
-        // 12th and 13th, in clock ticks of 1/100 s on Linux.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
-        (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
+        cpu_seconds(self.child.id())
     }
 
     /// Peak resident set size (VmHWM) in bytes.
@@ -236,6 +237,16 @@ impl Daemon {
         anyhow::ensure!(status.success(), "lockoutd exited with {status}");
         Ok(())
     }
+}
+
+/// CPU time (user + system) process `pid` used so far, in seconds (0 once it is gone).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime and stime are the
+    // 12th and 13th, in clock ticks of 1/100 s on Linux.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
 }
 
 impl Drop for Daemon {
@@ -358,10 +369,16 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// Publishes `eps` events/s of successes for the load tenant until `stop`, spread evenly: a
-/// share every millisecond (many gateways' attempts arrive as a stream, not in bursts).
-async fn background_load(js: jetstream::Context, eps: u64, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) {
-    let subjects = Subjects::default();
+/// Publishes `eps` events/s of successes for the load tenant under `subjects` until `stop`,
+/// spread evenly: a share every millisecond (many gateways' attempts arrive as a stream, not
+/// in bursts).
+async fn background_load(
+    js: jetstream::Context,
+    subjects: Subjects,
+    eps: u64,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) {
     let tenant = Tenant::parse("load").unwrap();
     let per_tick = (eps / 1_000).max(1) as usize;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -412,12 +429,32 @@ struct Latencies {
     status_ms: Vec<f64>,
     ping_ms: Vec<f64>,
     echo_ms: Vec<f64>,
+    /// The same probes with the load consumed by a minimal consumer instead of lockoutd.
+    bare_lock_ms: Vec<f64>,
+    bare_echo_ms: Vec<f64>,
     status_qps: f64,
     achieved_load: f64,
 }
 
+/// Starts the background load (see [`background_load`]) on a thread and connection of its
+/// own, as from other processes: the latency probes share neither a runtime nor a socket with
+/// it.
+fn start_load(
+    url: &str,
+    subjects: Subjects,
+    eps: u64,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
+    another_client("bench-load", url, async move |client| {
+        background_load(jetstream::new(client), subjects, eps, stop, sent).await;
+        Ok(())
+    })
+}
+
 /// Publish → `locked` notice and `status` latencies, and `status` throughput, while a thread
-/// of its own publishes the background load; lockoutd must be running.
+/// of its own publishes the background load; lockoutd must be running. First the same load
+/// without lockoutd's work ([`bare_latencies`]).
 async fn latencies(
     url: &str,
     client: &async_nats::Client,
@@ -426,42 +463,148 @@ async fn latencies(
     users: usize,
 ) -> anyhow::Result<Latencies> {
     let (lat_samples, status_samples) = if a.quick { (30, 300) } else { (1_000, 2_000) };
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    // The gateways' load comes from a thread and connection of its own, as from other
-    // processes: the latency probes below share neither a runtime nor a socket with it.
-    let load = {
-        let (eps, stop, sent) = (a.load_eps, stop.clone(), sent.clone());
-        another_client("bench-load", url, async move |client| {
-            background_load(jetstream::new(client), eps, stop, sent).await;
-            Ok(())
-        })?
-    };
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let load_start = (Instant::now(), sent.load(Ordering::Relaxed));
-    let lock_ms = lock_latencies(client, js, lat_samples).await?;
-    // The requester too: its replies are read and awaited on one thread, not handed between
-    // this runtime's workers. The echo responder is the floor without lockoutd.
+    // The echo responder (a thread, runtime and connection of its own) is the floor without
+    // lockoutd; it answers in both parts below.
     let (ready_tx, ready) = tokio::sync::oneshot::channel();
     let echo = another_client("bench-echo", url, async move |client| echo(client, ready_tx).await)?;
     ready.await.context("the echo responder did not start")?;
+    let measured = measure_with_lockoutd(url, client, js, a, users, (lat_samples, status_samples)).await;
+    // The responder stops whether or not the measurements succeeded.
+    client.publish(ECHO, Default::default()).await?;
+    join(echo).await?;
+    measured
+}
+
+async fn measure_with_lockoutd(
+    url: &str,
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    a: &Args,
+    users: usize,
+    (lat_samples, status_samples): (usize, usize),
+) -> anyhow::Result<Latencies> {
+    let (bare_lock_ms, bare_echo_ms) =
+        bare_latencies(url, client, js, a.load_eps, (lat_samples, status_samples)).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let load = start_load(url, Subjects::default(), a.load_eps, stop.clone(), sent.clone())?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let load_start = (Instant::now(), sent.load(Ordering::Relaxed));
+    let lock_ms = lock_latencies(client, js, lat_samples, "lockout").await?;
+    // The requester too: its replies are read and awaited on one thread, not handed between
+    // this runtime's workers.
     let sched = a.sched.as_deref().map(|out| Recorder::start(&["sched", "record", "-a"], out)).transpose()?;
     let requester = another_client("bench-requester", url, async move |client| {
         status_latencies(&client, status_samples, users).await
     })?;
-    // The recording and the responder stop whether or not the requester succeeded.
+    // The recording stops whether or not the requester succeeded.
     let measured = join(requester).await;
     if let Some(r) = sched {
         r.stop()?;
     }
-    client.publish(ECHO, Default::default()).await?;
-    join(echo).await?;
     let (status_ms, ping_ms, echo_ms) = measured?;
     let qps = status_qps(client, users, if a.quick { 2 } else { 5 }).await;
     let achieved_load = (sent.load(Ordering::Relaxed) - load_start.1) as f64 / load_start.0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     join(load).await?;
-    Ok(Latencies { lock_ms, status_ms, ping_ms, echo_ms, status_qps: qps, achieved_load })
+    Ok(Latencies { lock_ms, bare_lock_ms, status_ms, ping_ms, echo_ms, bare_echo_ms, status_qps: qps, achieved_load })
+}
+
+/// The prefix of the bare phase's streams; lockoutd (prefix `lockout`) never reads them.
+const BARE: &str = "bare";
+
+/// The latency probes under the same background load with lockoutd out of the way: the load
+/// goes to streams of their own (prefix [`BARE`]), which a minimal consumer follows in
+/// lockoutd's place ([`minimal_consumer`]); lockoutd runs but has nothing to do. What
+/// nats-server storing and delivering the load, the load's publisher and the machine leave of
+/// each probe before lockoutd does any work: the floors under `e2e_lock_notice_*` (publish →
+/// the consumer's stand-in notice) and `nats_echo_*` (an echo round trip).
+async fn bare_latencies(
+    url: &str,
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    eps: u64,
+    (lat_samples, samples): (usize, usize),
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let subjects = Subjects::new(BARE).map_err(anyhow::Error::msg)?;
+    let cfg = lockoutd::Config { subjects: subjects.clone(), ..lockoutd::Config::new(url, PathBuf::from("unused")) };
+    lockoutd::streams::ensure_streams(js, &cfg).await?;
+    let (halt, halted) = tokio::sync::watch::channel(false);
+    let consumer = another_client("bench-consumer", url, {
+        let subjects = subjects.clone();
+        async move |client| minimal_consumer(jetstream::new(client), &subjects, halted).await
+    })?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let load = start_load(url, subjects, eps, stop.clone(), sent.clone())?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let measured = async {
+        let lock_ms = lock_latencies(client, js, lat_samples, BARE).await?;
+        let requester = another_client("bench-requester", url, async move |client| {
+            let mut ms = Vec::with_capacity(samples);
+            for _ in 0..samples {
+                ms.push(round_trip_ms(&client, false).await?);
+            }
+            Ok(ms)
+        })?;
+        Ok::<_, anyhow::Error>((lock_ms, join(requester).await?))
+    }
+    .await;
+    // The load and the consumer stop whether or not the probes succeeded.
+    stop.store(true, Ordering::Relaxed);
+    join(load).await?;
+    let _ = halt.send(true);
+    let consumed = join(consumer).await?;
+    let sent = sent.load(Ordering::Relaxed);
+    // It kept up with the load (a batch or so behind at most when it was halted).
+    anyhow::ensure!(consumed + 1_000 >= sent, "the minimal consumer took {consumed} of {sent} events");
+    measured
+}
+
+/// lockoutd's part of the traffic without its work: pulls the events stream of `subjects` as
+/// lockoutd's consumer does (acknowledge-all, batches of up to 1000) and acknowledges the last
+/// message of what each wake-up delivered; a message marked [`TRIP`] it sends back at once as
+/// the `locked` notice of tenant `probe`. Returns how many messages it received when `halted`
+/// turns true.
+async fn minimal_consumer(
+    js: jetstream::Context,
+    subjects: &Subjects,
+    mut halted: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<u64> {
+    let c: consumer::PullConsumer = js
+        .get_stream(subjects.events_stream())
+        .await?
+        .create_consumer(consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::All,
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    let notice = format!("{}.notices.probe.locked", subjects.prefix());
+    let mut msgs = c.stream().max_messages_per_batch(1_000).heartbeat(Duration::from_secs(5)).messages().await?;
+    let mut got = 0u64;
+    loop {
+        let mut next = Some(tokio::select! {
+            _ = halted.changed() => return Ok(got),
+            m = msgs.next() => m.context("the consumer's message stream ended")?,
+        });
+        let mut last = None;
+        while let Some(m) = next {
+            let m = m?;
+            got += 1;
+            if m.headers.as_ref().is_some_and(|h| h.get(TRIP).is_some()) {
+                // Its acknowledgement is awaited off this loop, as lockoutd's outbox does.
+                tokio::spawn(std::future::IntoFuture::into_future(
+                    js.publish(notice.clone(), m.payload.clone()).await?,
+                ));
+            }
+            last = Some(m);
+            next = msgs.next().now_or_never().flatten();
+        }
+        if let Some(m) = last {
+            m.ack().await.map_err(|e| anyhow::anyhow!("acknowledging: {e}"))?;
+        }
+    }
 }
 
 /// The echo responder's subject.
@@ -482,15 +625,27 @@ async fn echo(client: async_nats::Client, ready: tokio::sync::oneshot::Sender<()
     Ok(())
 }
 
-/// Publish of the tripping attempt → `locked` notice received, in ms.
+/// The header that marks the tripping attempt of a bare-phase probe: the minimal consumer
+/// answers it with a stand-in notice.
+const TRIP: &str = "Bench-Trip";
+
+/// Publish of the tripping attempt → `locked` notice received, in ms: four failures of a new
+/// user, each awaited, then the fifth, timed from its publish (awaiting its PubAck, as a
+/// gateway does) until the notice arrives on `<prefix>.notices.probe.locked`. Under lockoutd's
+/// prefix the notice is lockoutd's; under [`BARE`] the minimal consumer sends the fifth
+/// attempt's own bytes back as the notice, with no fold, commit or outbox in between.
 async fn lock_latencies(
     client: &async_nats::Client,
     js: &jetstream::Context,
     samples: usize,
+    prefix: &str,
 ) -> anyhow::Result<Vec<f64>> {
-    let mut sub = client.subscribe("lockout.notices.probe.locked").await?;
-    let subjects = Subjects::default();
+    let subjects = Subjects::new(prefix).map_err(anyhow::Error::msg)?;
+    let bare = prefix == BARE;
+    let mut sub = client.subscribe(format!("{prefix}.notices.probe.locked")).await?;
     let tenant = Tenant::parse("probe").unwrap();
+    let mut trip = HeaderMap::new();
+    trip.insert(TRIP, "1");
     let mut out = Vec::with_capacity(samples);
     for s in 0..samples {
         let user = format!("probe{s:05}-{}", Uuid::now_v7().simple());
@@ -503,12 +658,22 @@ async fn lock_latencies(
         for i in 0..4 {
             js.publish(subject.clone(), mk(i).into()).await?.await?;
         }
+        let tripping = mk(4);
         let t = Instant::now();
-        js.publish(subject.clone(), mk(4).into()).await?.await?;
+        if bare {
+            js.publish_with_headers(subject.clone(), trip.clone(), tripping.clone().into()).await?.await?;
+        } else {
+            js.publish(subject.clone(), tripping.clone().into()).await?.await?;
+        }
         loop {
             let m = tokio::time::timeout(Duration::from_secs(10), sub.next()).await?.context("subscription ended")?;
-            let n: lockout_proto::notice::LockedNotice = codec::decode(Encoding::Postcard, &m.payload, "notice")?;
-            if n.user == user {
+            let ours = if bare {
+                m.payload[..] == tripping[..]
+            } else {
+                let n: lockout_proto::notice::LockedNotice = codec::decode(Encoding::Postcard, &m.payload, "notice")?;
+                n.user == user
+            };
+            if ours {
                 break;
             }
         }
@@ -901,6 +1066,9 @@ async fn main() -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     lockoutd::streams::ensure_streams(&js, &lockoutd::Config::new(&url, work.path().join("unused"))).await?;
 
+    if let Some(secs) = a.load_only {
+        return load_only(&nats, &client, &work.path().join("load"), &a, secs).await;
+    }
     if a.latency_only {
         eprintln!("publishing {n} events for {users} users, folding them …");
         let last = publish_all(&js, &workload("lockout", n, users)).await?;
@@ -911,9 +1079,11 @@ async fn main() -> anyhow::Result<()> {
         d.stop()?;
         for (name, v) in [
             ("e2e_lock_notice", &mut lat.lock_ms),
+            ("e2e_lock_notice_bare", &mut lat.bare_lock_ms),
             ("status", &mut lat.status_ms),
             ("service_ping", &mut lat.ping_ms),
             ("nats_echo", &mut lat.echo_ms),
+            ("nats_echo_bare", &mut lat.bare_echo_ms),
         ] {
             println!("{name}_p50_ms {:.3}", percentile(v, 0.50));
             println!("{name}_p99_ms {:.3}", percentile(v, 0.99));
@@ -1057,6 +1227,8 @@ async fn main() -> anyhow::Result<()> {
         "background_load_eps": lat.achieved_load,
         "e2e_lock_notice_p50_ms": percentile(&mut lat.lock_ms, 0.50),
         "e2e_lock_notice_p99_ms": percentile(&mut lat.lock_ms, 0.99),
+        "e2e_lock_notice_bare_p50_ms": percentile(&mut lat.bare_lock_ms, 0.50),
+        "e2e_lock_notice_bare_p99_ms": percentile(&mut lat.bare_lock_ms, 0.99),
         "status_p50_ms": percentile(&mut lat.status_ms, 0.50),
         "status_p99_ms": percentile(&mut lat.status_ms, 0.99),
         "status_qps": lat.status_qps,
@@ -1064,6 +1236,8 @@ async fn main() -> anyhow::Result<()> {
         "service_ping_p99_ms": percentile(&mut lat.ping_ms, 0.99),
         "nats_echo_p50_ms": percentile(&mut lat.echo_ms, 0.50),
         "nats_echo_p99_ms": percentile(&mut lat.echo_ms, 0.99),
+        "nats_echo_bare_p50_ms": percentile(&mut lat.bare_echo_ms, 0.50),
+        "nats_echo_bare_p99_ms": percentile(&mut lat.bare_echo_ms, 0.99),
         "tracked_users": tracked,
         "disk_bytes_per_user": disk as f64 / tracked.max(1) as f64,
         "rss_bytes": rss,
@@ -1087,6 +1261,51 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!("\nwritten to {}", a.out.display());
+    Ok(())
+}
+
+/// See `Args::load_only`.
+async fn load_only(
+    nats: &NatsServer,
+    client: &async_nats::Client,
+    dir: &Path,
+    a: &Args,
+    secs: u64,
+) -> anyhow::Result<()> {
+    let url = nats.url();
+    let d = Daemon::spawn(&url, dir, &Stream { prefix: "lockout", last: 0, env: &[], cache_mb: a.cache_mb })?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health_seq(client, "lockout").await.is_none() {
+        anyhow::ensure!(Instant::now() < deadline, "lockoutd did not answer health within 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let load = start_load(&url, Subjects::default(), a.load_eps, stop.clone(), sent.clone())?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let nats_pid = nats.pid().context("nats-server is not running")?;
+    let pids = [d.child.id(), nats_pid, std::process::id()];
+    let before = (Instant::now(), sent.load(Ordering::Relaxed), pids.map(cpu_seconds));
+    let perf = match &a.perf {
+        Some(out) => Some(Recorder::start(
+            &["record", "-F", "999", "--call-graph", "dwarf,16384", "-p", &d.child.id().to_string()],
+            out,
+        )?),
+        None => None,
+    };
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let after = pids.map(cpu_seconds);
+    let took = before.0.elapsed().as_secs_f64();
+    let eps = (sent.load(Ordering::Relaxed) - before.1) as f64 / took;
+    if let Some(r) = perf {
+        r.stop()?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    join(load).await?;
+    d.stop()?;
+    for (name, (b, a)) in ["lockoutd", "nats_server", "bench"].iter().zip(before.2.iter().zip(after)) {
+        println!("{name}_cpu_pct {:.1}", (a - b) / took * 100.0);
+    }
+    println!("background_load_eps {eps:.0}");
     Ok(())
 }
 

@@ -99,6 +99,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Stops the server (SIGKILL) and keeps its store for [`NatsServer::restart`].
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
