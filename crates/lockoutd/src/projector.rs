@@ -804,8 +804,7 @@ async fn commit_loop(
             Some(commit) => {
                 let started = std::time::Instant::now();
                 let commit = Arc::new(commit);
-                let (store, c) = (shared.store.clone(), commit.clone());
-                tokio::task::spawn_blocking(move || span.in_scope(|| store.commit(&c)))
+                blocking(&shared.store, &commit, span)
                     .await
                     .map_err(|e| anyhow::anyhow!("the store commit panicked: {e}"))?
                     .map_err(|e| {
@@ -829,6 +828,23 @@ async fn commit_loop(
         }
     }
     Ok(())
+}
+
+/// Commits `commit` into `store`, off the async code: on a multi-thread runtime (lockoutd's)
+/// in place, on this thread (`block_in_place`: the runtime hands this worker's other tasks to
+/// another thread meanwhile), so a `locked` notice's commit starts and ends without waiting
+/// for another thread to be woken and given a CPU; elsewhere on a blocking thread.
+async fn blocking(
+    store: &lockout_store::Store,
+    commit: &Arc<Commit>,
+    span: tracing::Span,
+) -> Result<lockout_store::Result<()>, tokio::task::JoinError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        return Ok(tokio::task::block_in_place(|| span.in_scope(|| store.commit(commit))));
+    }
+    let (store, c) = (store.clone(), commit.clone());
+    tokio::task::spawn_blocking(move || span.in_scope(|| store.commit(&c))).await
 }
 
 /// Most committed batches whose outbox is sent but not yet acknowledged.
