@@ -788,7 +788,7 @@ struct Committed {
     last: async_nats::jetstream::Message,
 }
 
-/// Commits folded batches in order, sled on a blocking thread, and hands them to
+/// Commits folded batches in order (off the async code, see [`blocking`]) and hands them to
 /// [`publish_loop`]. Ends when the fold loop is done (after the batches it already sent: a
 /// drain), or with [`StoreFailed`] at the first refused commit, leaving that batch and the
 /// later ones unacknowledged.
