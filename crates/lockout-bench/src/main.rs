@@ -288,13 +288,7 @@ async fn fold_run(
     perf: Option<&Path>,
 ) -> anyhow::Result<(f64, Daemon)> {
     let d = Daemon::spawn(url, dir, stream)?;
-    let recorder = match perf {
-        Some(out) => Some(Recorder::start(
-            &["record", "-F", "999", "--call-graph", "dwarf,16384", "-p", &d.child.id().to_string()],
-            out,
-        )?),
-        None => None,
-    };
+    let recorder = perf.map(|out| Recorder::profile(&d, out)).transpose()?;
     let result = wait_folded(client, stream.prefix, stream.last).await;
     if let Some(r) = recorder {
         r.stop()?;
@@ -317,6 +311,11 @@ impl Recorder {
             .spawn()
             .map(Recorder)
             .context("starting `perf` (Debian package linux-perf)")
+    }
+
+    /// A profile of lockoutd `d` with DWARF call graphs (`perf report -i OUT`).
+    fn profile(d: &Daemon, out: &Path) -> anyhow::Result<Recorder> {
+        Recorder::start(&["record", "-F", "999", "--call-graph", "dwarf,16384", "-p", &d.child.id().to_string()], out)
     }
 
     /// Stops the recording as Ctrl-C would, so `perf` writes its file out whole.
@@ -436,24 +435,44 @@ struct Latencies {
     achieved_load: f64,
 }
 
-/// Starts the background load (see [`background_load`]) on a thread and connection of its
-/// own, as from other processes: the latency probes share neither a runtime nor a socket with
-/// it.
-fn start_load(
-    url: &str,
-    subjects: Subjects,
-    eps: u64,
+/// The background load (see [`background_load`]) on a thread and connection of its own, as
+/// from other processes: the latency probes share neither a runtime nor a socket with it.
+struct Load {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
-) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
-    another_client("bench-load", url, async move |client| {
-        background_load(jetstream::new(client), subjects, eps, stop, sent).await;
-        Ok(())
-    })
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Load {
+    /// Starts publishing under `subjects` and returns after a second of it (the warm-up).
+    async fn start(url: &str, subjects: Subjects, eps: u64) -> anyhow::Result<Load> {
+        let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let thread = another_client("bench-load", url, {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            async move |client| {
+                background_load(jetstream::new(client), subjects, eps, stop, sent).await;
+                Ok(())
+            }
+        })?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(Load { stop, sent, thread })
+    }
+
+    /// Events published so far.
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Stops publishing; the events published in all.
+    async fn stop(self) -> anyhow::Result<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        join(self.thread).await?;
+        Ok(self.sent.load(Ordering::Relaxed))
+    }
 }
 
 /// Publish → `locked` notice and `status` latencies, and `status` throughput, while a thread
-/// of its own publishes the background load; lockoutd must be running. First the same load
+/// of its own publishes the background load; lockoutd must be running. First the same probes
 /// without lockoutd's work ([`bare_latencies`]).
 async fn latencies(
     url: &str,
@@ -468,46 +487,34 @@ async fn latencies(
     let (ready_tx, ready) = tokio::sync::oneshot::channel();
     let echo = another_client("bench-echo", url, async move |client| echo(client, ready_tx).await)?;
     ready.await.context("the echo responder did not start")?;
-    let measured = measure_with_lockoutd(url, client, js, a, users, (lat_samples, status_samples)).await;
+    let measured = async {
+        let (bare_lock_ms, bare_echo_ms) =
+            bare_latencies(url, client, js, a.load_eps, (lat_samples, status_samples)).await?;
+        let load = Load::start(url, Subjects::default(), a.load_eps).await?;
+        let load_start = (Instant::now(), load.sent());
+        let lock_ms = lock_latencies(client, js, lat_samples, "lockout").await?;
+        // The requester too: its replies are read and awaited on one thread, not handed
+        // between this runtime's workers.
+        let sched = a.sched.as_deref().map(|out| Recorder::start(&["sched", "record", "-a"], out)).transpose()?;
+        let requester = another_client("bench-requester", url, async move |client| {
+            status_latencies(&client, status_samples, users).await
+        })?;
+        // The recording stops whether or not the requester succeeded.
+        let measured = join(requester).await;
+        if let Some(r) = sched {
+            r.stop()?;
+        }
+        let (status_ms, ping_ms, echo_ms) = measured?;
+        let status_qps = status_qps(client, users, if a.quick { 2 } else { 5 }).await;
+        let achieved_load = (load.sent() - load_start.1) as f64 / load_start.0.elapsed().as_secs_f64();
+        load.stop().await?;
+        Ok(Latencies { lock_ms, bare_lock_ms, status_ms, ping_ms, echo_ms, bare_echo_ms, status_qps, achieved_load })
+    }
+    .await;
     // The responder stops whether or not the measurements succeeded.
     client.publish(ECHO, Default::default()).await?;
     join(echo).await?;
     measured
-}
-
-async fn measure_with_lockoutd(
-    url: &str,
-    client: &async_nats::Client,
-    js: &jetstream::Context,
-    a: &Args,
-    users: usize,
-    (lat_samples, status_samples): (usize, usize),
-) -> anyhow::Result<Latencies> {
-    let (bare_lock_ms, bare_echo_ms) =
-        bare_latencies(url, client, js, a.load_eps, (lat_samples, status_samples)).await?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let load = start_load(url, Subjects::default(), a.load_eps, stop.clone(), sent.clone())?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let load_start = (Instant::now(), sent.load(Ordering::Relaxed));
-    let lock_ms = lock_latencies(client, js, lat_samples, "lockout").await?;
-    // The requester too: its replies are read and awaited on one thread, not handed between
-    // this runtime's workers.
-    let sched = a.sched.as_deref().map(|out| Recorder::start(&["sched", "record", "-a"], out)).transpose()?;
-    let requester = another_client("bench-requester", url, async move |client| {
-        status_latencies(&client, status_samples, users).await
-    })?;
-    // The recording stops whether or not the requester succeeded.
-    let measured = join(requester).await;
-    if let Some(r) = sched {
-        r.stop()?;
-    }
-    let (status_ms, ping_ms, echo_ms) = measured?;
-    let qps = status_qps(client, users, if a.quick { 2 } else { 5 }).await;
-    let achieved_load = (sent.load(Ordering::Relaxed) - load_start.1) as f64 / load_start.0.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    join(load).await?;
-    Ok(Latencies { lock_ms, bare_lock_ms, status_ms, ping_ms, echo_ms, bare_echo_ms, status_qps: qps, achieved_load })
 }
 
 /// The prefix of the bare phase's streams; lockoutd (prefix `lockout`) never reads them.
@@ -534,10 +541,7 @@ async fn bare_latencies(
         let subjects = subjects.clone();
         async move |client| minimal_consumer(jetstream::new(client), &subjects, halted).await
     })?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let load = start_load(url, subjects, eps, stop.clone(), sent.clone())?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let load = Load::start(url, subjects, eps).await?;
     let measured = async {
         let lock_ms = lock_latencies(client, js, lat_samples, BARE).await?;
         let requester = another_client("bench-requester", url, async move |client| {
@@ -551,11 +555,9 @@ async fn bare_latencies(
     }
     .await;
     // The load and the consumer stop whether or not the probes succeeded.
-    stop.store(true, Ordering::Relaxed);
-    join(load).await?;
+    let sent = load.stop().await?;
     let _ = halt.send(true);
     let consumed = join(consumer).await?;
-    let sent = sent.load(Ordering::Relaxed);
     // It kept up with the load (a batch or so behind at most when it was halted).
     anyhow::ensure!(consumed + 1_000 >= sent, "the minimal consumer took {consumed} of {sent} events");
     measured
@@ -625,8 +627,8 @@ async fn echo(client: async_nats::Client, ready: tokio::sync::oneshot::Sender<()
     Ok(())
 }
 
-/// The header that marks the tripping attempt of a bare-phase probe: the minimal consumer
-/// answers it with a stand-in notice.
+/// The header that marks a probe's tripping attempt: the bare phase's minimal consumer
+/// answers it with a stand-in notice; lockoutd ignores it, as any header it does not read.
 const TRIP: &str = "Bench-Trip";
 
 /// Publish of the tripping attempt → `locked` notice received, in ms: four failures of a new
@@ -660,11 +662,7 @@ async fn lock_latencies(
         }
         let tripping = mk(4);
         let t = Instant::now();
-        if bare {
-            js.publish_with_headers(subject.clone(), trip.clone(), tripping.clone().into()).await?.await?;
-        } else {
-            js.publish(subject.clone(), tripping.clone().into()).await?.await?;
-        }
+        js.publish_with_headers(subject.clone(), trip.clone(), tripping.clone().into()).await?.await?;
         loop {
             let m = tokio::time::timeout(Duration::from_secs(10), sub.next()).await?.context("subscription ended")?;
             let ours = if bare {
@@ -1279,28 +1277,19 @@ async fn load_only(
         anyhow::ensure!(Instant::now() < deadline, "lockoutd did not answer health within 30 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
-    let load = start_load(&url, Subjects::default(), a.load_eps, stop.clone(), sent.clone())?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let load = Load::start(&url, Subjects::default(), a.load_eps).await?;
     let nats_pid = nats.pid().context("nats-server is not running")?;
     let pids = [d.child.id(), nats_pid, std::process::id()];
-    let before = (Instant::now(), sent.load(Ordering::Relaxed), pids.map(cpu_seconds));
-    let perf = match &a.perf {
-        Some(out) => Some(Recorder::start(
-            &["record", "-F", "999", "--call-graph", "dwarf,16384", "-p", &d.child.id().to_string()],
-            out,
-        )?),
-        None => None,
-    };
+    let before = (Instant::now(), load.sent(), pids.map(cpu_seconds));
+    let perf = a.perf.as_deref().map(|out| Recorder::profile(&d, out)).transpose()?;
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let after = pids.map(cpu_seconds);
     let took = before.0.elapsed().as_secs_f64();
-    let eps = (sent.load(Ordering::Relaxed) - before.1) as f64 / took;
+    let eps = (load.sent() - before.1) as f64 / took;
     if let Some(r) = perf {
         r.stop()?;
     }
-    stop.store(true, Ordering::Relaxed);
-    join(load).await?;
+    load.stop().await?;
     d.stop()?;
     for (name, (b, a)) in ["lockoutd", "nats_server", "bench"].iter().zip(before.2.iter().zip(after)) {
         println!("{name}_cpu_pct {:.1}", (a - b) / took * 100.0);
