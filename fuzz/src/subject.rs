@@ -74,7 +74,7 @@ fn check_prefix(s: &str) {
     // Every subject built under a valid prefix parses back.
     let tenant = Tenant::parse("acme").expect("valid tenant");
     let user = UserId::parse("alice@acme.com").expect("valid user");
-    for kind in lockout_proto::EventKind::ALL {
+    for kind in lockout_proto::EventKind::all() {
         let built = if kind.is_tenant_event() {
             subjects.tenant_event(&tenant, kind)
         } else {

@@ -33,9 +33,10 @@ async fn json(l: &Lockout, args: &[&str]) -> Value {
     serde_json::from_str(&ok(l, &a).await).unwrap()
 }
 
-/// Seed 004 through lockoutctl: policy, attempts, then the auditor's view of them.
+/// A PMS/ORS product's worked example (limit 3, unlock time 5 minutes, a success does not
+/// reset the counter) through lockoutctl: policy, attempts, then the auditor's view of them.
 #[tokio::test]
-async fn seed_004_policy_attempts_history_state_at_explain_tail() {
+async fn pms_policy_attempts_history_state_at_explain_tail() {
     let l = Lockout::start().await;
     let out = ok(
         &l,
@@ -71,7 +72,7 @@ async fn seed_004_policy_attempts_history_state_at_explain_tail() {
             .await;
     assert_eq!(out.lines().count(), 2, "{out}");
     ok(&l, &["attempt", "acme", user, "--ok", "--ip", "203.0.113.7", "--client", "IT Glue", "--wait"]).await;
-    let before_lock = lockoutd::now_ms();
+    let before_lock = lockout_nats::clock::now_ms();
     tokio::time::sleep(Duration::from_millis(20)).await;
     ok(&l, &["attempt", "acme", user, "--fail", "--ip", "198.51.100.2", "--wait"]).await;
 

@@ -1,5 +1,5 @@
-//! The contract's "Bad input": every refusal reason is dead-lettered with its reason and
-//! original bytes, changes no state and does not stop the projector.
+//! `docs/protocol.md`, section "Bad input": every refusal reason is dead-lettered with its
+//! reason and original bytes, changes no state and does not stop the projector.
 
 use async_nats::HeaderMap;
 use lockout_proto::codec::{self, Encoding};

@@ -117,8 +117,8 @@ async fn a_full_disk_stops_consuming_reports_unhealthy_and_resumes_losing_nothin
     let h = l.health().await;
     assert_eq!((h["status"].as_str(), h["seq"].as_u64()), (Some("unhealthy"), Some(stuck)), "{h}");
     assert!(stuck < last);
-    // A write command's event is appended but cannot be folded: 503 after 5 s, as the
-    // contract says; it is folded once the store takes writes again.
+    // A write command's event is appended but cannot be folded: 503 after 5 s, as
+    // `docs/protocol.md` says; it is folded once the store takes writes again.
     let e = l.call("acme", "lock", serde_json::json!({"user": "zed", "actor": "ops"})).await.unwrap_err();
     assert_eq!(e.code, 503, "{e:?}");
 
@@ -139,7 +139,7 @@ async fn a_full_disk_stops_consuming_reports_unhealthy_and_resumes_losing_nothin
 #[tokio::test]
 async fn events_with_at_far_in_the_past_or_future_fold_by_the_stored_time() {
     let l = Lockout::start().await;
-    let before = lockoutd::now_ms();
+    let before = lockout_nats::clock::now_ms();
     let mut seq = 0;
     for at in [0, 1, u64::MAX, u64::MAX - 1, 4_102_444_800_000] {
         let a = lockout_proto::event::Attempt { at, ..attempt_body("acme", "erin", Outcome::Failure, "192.0.2.9") };
@@ -147,7 +147,7 @@ async fn events_with_at_far_in_the_past_or_future_fold_by_the_stored_time() {
     }
     l.wait_folded(seq).await;
     let s = l.status("acme", "erin").await;
-    let after = lockoutd::now_ms();
+    let after = lockout_nats::clock::now_ms();
     assert_eq!(s["locked"], true, "{s}");
     let locked_at = s["locked_at"].as_u64().unwrap();
     assert!((before.saturating_sub(5_000)..=after + 5_000).contains(&locked_at), "locked at the stored time: {s}");

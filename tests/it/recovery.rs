@@ -131,7 +131,7 @@ async fn a_rebuild_appends_no_expired_event_the_history_already_has() {
     // one appended by the timer would not be dropped as a duplicate).
     let lock = lockout_proto::event::Lock {
         id: Uuid::now_v7(),
-        at: lockoutd::now_ms(),
+        at: lockout_nats::clock::now_ms(),
         tenant: "acme".into(),
         user: "carol".into(),
         actor: "ops".into(),
@@ -161,7 +161,7 @@ async fn a_rebuild_appends_no_expired_event_the_history_already_has() {
     }
     let expired = lockout_proto::event::Expired {
         id: Uuid::now_v7(),
-        at: lockoutd::now_ms(),
+        at: lockout_nats::clock::now_ms(),
         tenant: "acme".into(),
         user: "carol".into(),
         lock_event: lock.id,

@@ -1,4 +1,5 @@
-//! Seed scenarios end to end that the service tests do not already cover.
+//! Scenarios from the vendor help pages the service started from (Kaseya BMS, Autotask PSA, a
+//! business system), end to end, that the service tests do not already cover.
 
 use lockout_proto::codec::{self, Encoding};
 use lockout_proto::event::{Attempt, Factor, Outcome};
@@ -31,7 +32,7 @@ async fn a_lock_that_ran_out_while_down_expires_right_after_start() {
     let r = l.call("acme", "lock", json!({"user": "erin", "actor": "ops", "seconds": 1})).await.unwrap();
     let until = r["locked_until"].as_u64().unwrap();
     l.stop_daemon().await.unwrap();
-    while lockoutd::now_ms() <= until + 100 {
+    while lockout_nats::clock::now_ms() <= until + 100 {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let mut live = l.notice_consumer().await;
@@ -41,10 +42,11 @@ async fn a_lock_that_ran_out_while_down_expires_right_after_start() {
     assert_eq!(l.status("acme", "erin").await["locked"], false);
 }
 
-/// Seeds 002 and 003: MFA failures count, an admin MFA reset removes them and requires
-/// re-enrolment until a successful `mfa` attempt; notices in JSON when so configured.
+/// A business system and Kaseya BMS MFA: MFA failures count, an admin MFA reset removes them
+/// and requires re-enrolment until a successful `mfa` attempt; notices in JSON when so
+/// configured.
 #[tokio::test]
-async fn seed_003_mfa_reset_removes_mfa_failures_and_requires_reenrolment() {
+async fn bms_mfa_reset_removes_mfa_failures_and_requires_reenrolment() {
     let l = Lockout::start_with(Encoding::Json).await;
     let mut live = l.notice_consumer().await;
     for factor in [Factor::Mfa, Factor::RecoveryCode, Factor::Password] {
@@ -62,7 +64,7 @@ async fn seed_003_mfa_reset_removes_mfa_failures_and_requires_reenrolment() {
     let (Notice::MfaReset(n), h) = next_notice(&mut live, 10).await else { panic!("expected mfa_reset") };
     assert_eq!(n.actor, "admin1");
     assert_eq!(h.get(codec::CONTENT_TYPE).unwrap().as_str(), codec::JSON);
-    // The raw notice is JSON with the contract's field names.
+    // The raw notice is JSON with the field names of `docs/protocol.md`.
     let raw = l.stream_messages("LOCKOUT_NOTICES").await;
     let v: serde_json::Value = serde_json::from_slice(&raw[0].payload).unwrap();
     assert_eq!(v["actor"], "admin1");
@@ -75,11 +77,11 @@ async fn seed_003_mfa_reset_removes_mfa_failures_and_requires_reenrolment() {
     assert_eq!((s["mfa_reenrol"].as_bool(), s["failures"].as_u64()), (Some(false), Some(0)));
 }
 
-/// Seeds 000 and 001: an integration keeps retrying one stale password. With
+/// Kaseya BMS and Autotask PSA: an integration keeps retrying one stale password. With
 /// `dedupe_credential` the same fingerprint counts once and never locks the account; without
 /// it the account locks after 5 and the notice names the integration.
 #[tokio::test]
-async fn seed_001_stale_integration_with_and_without_dedupe_credential() {
+async fn psa_stale_integration_with_and_without_dedupe_credential() {
     let l = Lockout::start().await;
     l.call("deduped", "policy_set", json!({"actor": "admin", "policy": {"dedupe_credential": true}})).await.unwrap();
     let mut last = 0;
@@ -144,7 +146,7 @@ async fn an_attacker_cannot_extend_a_timed_lock() {
     // Keep trying while locked, until a second before the lock runs out (a margin for slow
     // machines: an attempt folded after `locked_until` would rightly end the lock).
     let mut tries = 0;
-    while lockoutd::now_ms() + 1_000 < until {
+    while lockout_nats::clock::now_ms() + 1_000 < until {
         let seq = hammer(&l, 5).await;
         tries += 5;
         l.wait_folded(seq).await;

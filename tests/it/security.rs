@@ -109,9 +109,9 @@ async fn every_role_is_confined_and_lockoutd_runs_over_tls_with_its_credentials(
 
     // lockoutd with its own user over TLS.
     let mut config = lockoutd::Config::new(&url, tmp.path().join("store"));
-    config.auth.user = Some("lockoutd".into());
-    config.auth.password = Some(lockoutd_pw.clone());
-    config.auth.tls_ca = Some(p.ca.clone());
+    config.nats.nats_user = Some("lockoutd".into());
+    config.nats.nats_password = Some(lockoutd_pw.clone());
+    config.nats.tls_ca = Some(p.ca.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let daemon = tokio::spawn(lockoutd::run(config, async move {
         let _ = stopped.await;

@@ -1,4 +1,4 @@
-//! The contract's service, notices and expiry, end to end.
+//! The service, notices and expiry of `docs/protocol.md`, end to end.
 
 use async_nats::HeaderMap;
 use lockout_proto::codec::{self, Encoding};
@@ -14,9 +14,10 @@ use crate::support::{next_notice, Lockout};
 
 const ALICE: &str = "alice@acme.com";
 
-/// Seed 000 (BMS defaults 5 failures / 30 minutes) and seed 002 (admin unlock records who).
+/// Kaseya BMS (defaults: 5 failures, 30 minutes) and a business system (admin unlock records
+/// who).
 #[tokio::test]
-async fn seed_000_five_failures_lock_with_a_notice_and_an_admin_unlocks() {
+async fn bms_five_failures_lock_with_a_notice_and_an_admin_unlocks() {
     let l = Lockout::start().await;
     let mut live = l.notice_consumer().await;
     let mut last = 0;
@@ -61,10 +62,10 @@ async fn seed_000_five_failures_lock_with_a_notice_and_an_admin_unlocks() {
     assert_eq!((u.how, u.actor.as_deref(), u.event_id), (How::Admin, Some("admin7"), event_id));
 }
 
-/// Seed 004's worked example with seconds instead of minutes: the counter survives a
+/// A PMS/ORS product's worked example with seconds instead of minutes: the counter survives a
 /// success, the lock expires by itself, and the counter restarts at 0.
 #[tokio::test]
-async fn seed_004_timed_lock_expires_with_an_expired_event_and_notice() {
+async fn pms_timed_lock_expires_with_an_expired_event_and_notice() {
     let l = Lockout::start().await;
     let p = l
         .call(
@@ -259,9 +260,10 @@ async fn health_and_stats_report_progress() {
     assert_eq!(data["status"], "ready");
 }
 
-/// Contract rows the other tests leave out: `unlock` of an unlocked user resets
+/// Rows of `docs/protocol.md` the other tests leave out: `unlock` of an unlocked user resets
 /// the counter with no notice; `lock` of a locked user replaces the lock with a new notice;
-/// a policy with `lock_seconds` 0 locks until an admin unlocks (seed 004's manual-only lock).
+/// a policy with `lock_seconds` 0 locks until an admin unlocks (a PMS/ORS product's
+/// manual-only lock).
 #[tokio::test]
 async fn unlock_of_unlocked_lock_replacing_lock_and_manual_only_locks() {
     let l = Lockout::start().await;
@@ -290,7 +292,8 @@ async fn unlock_of_unlocked_lock_replacing_lock_and_manual_only_locks() {
         "no notice for the unlock of an unlocked user"
     );
 
-    // Seed 004: no unlock time set means locked until a supervisor re-activates the account.
+    // A PMS/ORS product: no unlock time set means locked until a supervisor re-activates the
+    // account.
     l.call("pms", "policy_set", json!({"actor": "sup", "policy": {"max_failures": 2, "lock_seconds": 0}}))
         .await
         .unwrap();

@@ -1,5 +1,5 @@
 //! A lockoutd under test: a real nats-server, a temp sled store, lockoutd in-process or as
-//! a child process, and a client that speaks the contract.
+//! a child process, and a client that speaks the protocol (`docs/protocol.md`).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -49,7 +49,7 @@ pub struct SvcError {
 pub fn attempt_body(tenant: &str, user: &str, outcome: Outcome, ip: &str) -> Attempt {
     Attempt {
         id: Uuid::now_v7(),
-        at: lockoutd::now_ms(),
+        at: lockout_nats::clock::now_ms(),
         tenant: tenant.into(),
         user: user.into(),
         outcome,
@@ -154,7 +154,7 @@ impl Lockout {
         }
         let child = cmd
             .arg("--nats-url")
-            .arg(&c.nats_url)
+            .arg(&c.nats.nats_url)
             .arg("--data-dir")
             .arg(&c.data_dir)
             .arg("--notice-encoding")

@@ -109,7 +109,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn attempt(user: String, outcome: Outcome, i: usize) -> Attempt {
     Attempt {
         id: Uuid::now_v7(),
-        at: lockoutd::now_ms(),
+        at: lockout_nats::clock::now_ms(),
         tenant: TENANT.into(),
         user: user.into(),
         outcome,
@@ -775,7 +775,7 @@ fn fold_eps(events: &[Msg], enc: Encoding, work: FoldWork) -> f64 {
     let start = Instant::now();
     // States as the projector's cache holds them: boxed, in its map type (foldhash, not
     // std's SipHash), grown as users appear; folded in place, as the projector folds.
-    let mut states: lockoutd::cache::HashMap<CompactString, Box<UserState>> = Default::default();
+    let mut states: lockout_engine::cache::HashMap<CompactString, Box<UserState>> = Default::default();
     for (i, (subject, bytes)) in encoded.iter().enumerate() {
         let e = match work {
             FoldWork::DecodeFold => Event::decode(EventKind::Attempt, enc, bytes).unwrap(),
@@ -918,13 +918,9 @@ fn fold_in_process(
     state_cache_bytes: usize,
 ) -> anyhow::Result<()> {
     let store = lockout_store::Store::open(dir, sled_cache_bytes)?;
-    let floors = lockoutd::outbox::Floors::default();
-    let mut folder = lockoutd::projector::BatchFolder::new(
-        store.clone(),
-        Subjects::new(prefix).map_err(anyhow::Error::msg)?,
-        Encoding::Postcard,
-        floors,
-    )?;
+    let outbox = lockout_engine::OutboxMode::Publish { floors: Default::default(), notices: Encoding::Postcard };
+    let mut folder =
+        lockout_engine::BatchFolder::new(store.clone(), Subjects::new(prefix).map_err(anyhow::Error::msg)?, outbox)?;
     folder.set_state_cache_bytes(state_cache_bytes);
     for (b, chunk) in events.chunks(1_000).enumerate() {
         let incoming: Vec<_> = chunk
@@ -932,10 +928,10 @@ fn fold_in_process(
             .enumerate()
             .map(|(i, (subject, _, payload))| {
                 let seq = (b * 1_000 + i + 1) as u64;
-                lockoutd::projector::Incoming { seq, subject, headers: None, payload, time: seq }
+                lockout_engine::Incoming { seq, subject, payload, time: seq, content_type: None }
             })
             .collect();
-        if let Some(c) = folder.fold_batch(&incoming)? {
+        if let Some(c) = folder.fold_batch(&incoming)?.commit {
             store.commit(&c)?;
         }
     }
@@ -1015,7 +1011,7 @@ async fn main() -> anyhow::Result<()> {
         let events = workload("lockout", n, users);
         let dir = tempfile::tempdir()?;
         let start = Instant::now();
-        fold_in_process(&events, dir.path(), "lockout", 128 << 20, lockoutd::projector::DEFAULT_STATE_CACHE_BYTES)?;
+        fold_in_process(&events, dir.path(), "lockout", 128 << 20, lockout_engine::DEFAULT_STATE_CACHE_BYTES)?;
         println!("folder_eps {:.0}", events.len() as f64 / start.elapsed().as_secs_f64());
         return Ok(());
     }

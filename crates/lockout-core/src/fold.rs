@@ -1,6 +1,6 @@
 //! The fold: how one event changes one user's state.
 //!
-//! [`fold`] applies the contract's "Lockout semantics" in this order:
+//! [`fold`] applies `docs/protocol.md`, section "Lockout semantics", in this order:
 //! 1. a timed lock whose `locked_until` is at or before the event time ends first, with the
 //!    `unlocked` (`how: expired`) notice keyed by the lock's event — whichever event does it;
 //! 2. then the event itself: an attempt counts, is ignored or is blocked; an admin command
@@ -28,6 +28,88 @@ pub struct Folded {
     pub state: UserState,
     /// Notices to publish, in order. Empty for most events.
     pub notices: Vec<Notice>,
+    /// Why the state changed as it did, in the fold's own terms.
+    pub why: Why,
+}
+
+/// What one folded event did, as the fold decided it: audits explain an event from this
+/// alone, so the rules are written once, here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Why {
+    /// A timed lock that had run out (its `locked_until`) was ended before the event itself
+    /// was applied, clearing the counter.
+    pub expired_first: Option<Millis>,
+    pub effect: Effect,
+}
+
+/// What the event itself did (after any [`Why::expired_first`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// A tenant event: no user state changes.
+    TenantEvent,
+    /// A failure counted: the counter is now `failures`. `new_streak`: `window_seconds`
+    /// had passed since the last counted failure, so the count restarted at 1. `locked`: it
+    /// reached `max_failures` and locked the account.
+    Counted { failures: u32, new_streak: bool, locked: bool },
+    /// A failure the policy does not count.
+    NotCounted(NotCounted),
+    /// An attempt while locked: remembered as blocked; it neither counts nor extends the lock.
+    Blocked,
+    /// A success. `failures` were on the counter before it; `reset`: it cleared them
+    /// (`reset_on_success`); `reenrolled`: an MFA success ended `mfa_reenrol`.
+    Succeeded { failures: u32, reset: bool, reenrolled: bool },
+    /// An admin unlock; it restarts the counter either way.
+    Unlocked { was_locked: bool },
+    /// An admin lock; `replaced`: a lock was in force and this one replaced it.
+    Locked { replaced: bool },
+    /// An MFA reset removed `removed` second-factor failures from the counter.
+    MfaReset { removed: u32 },
+    /// An `expired` event: it ended the timed lock it names (at that lock's `locked_until`),
+    /// or `None`: that lock had already ended.
+    Expired { ended: Option<Millis> },
+}
+
+/// Why a failure was not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotCounted {
+    /// An `mfa` / `recovery_code` failure while `count_mfa_failures` is off.
+    MfaNotCounted,
+    /// Its credential was already counted in this streak (`dedupe_credential`).
+    CredentialAlreadyCounted,
+}
+
+/// What happened to the counted failures of the current streak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreakChange {
+    Kept,
+    /// This failure was added to them.
+    Added,
+    /// They were dropped and this failure started a new streak.
+    Restarted,
+    /// They were dropped.
+    Cleared,
+    /// The second-factor ones were dropped.
+    MfaRemoved,
+}
+
+impl Effect {
+    /// What the effect did to the streak's counted failures.
+    pub fn streak(self) -> StreakChange {
+        match self {
+            Effect::Counted { new_streak: true, .. } => StreakChange::Restarted,
+            Effect::Counted { .. } => StreakChange::Added,
+            Effect::Succeeded { reset: true, .. } | Effect::Unlocked { .. } | Effect::Expired { ended: Some(_) } => {
+                StreakChange::Cleared
+            }
+            Effect::MfaReset { .. } => StreakChange::MfaRemoved,
+            Effect::TenantEvent
+            | Effect::NotCounted(_)
+            | Effect::Blocked
+            | Effect::Succeeded { reset: false, .. }
+            | Effect::Locked { .. }
+            | Effect::Expired { ended: None } => StreakChange::Kept,
+        }
+    }
 }
 
 /// Folds one user event at fold time `now` (the event's JetStream stored time).
@@ -35,28 +117,30 @@ pub struct Folded {
 /// `tenant` and `user` come from the event; `policy` is the tenant's policy at this point
 /// of the stream. A `policy` event leaves the user state as it is.
 pub fn fold(policy: &Policy, mut state: UserState, event: &Event, now: Millis) -> Folded {
-    let notices = fold_into(policy, &mut state, event, now);
-    Folded { state, notices }
+    let (notices, why) = fold_into(policy, &mut state, event, now);
+    Folded { state, notices, why }
 }
 
 /// [`fold`] on a state the caller keeps: `state` becomes the new state, the notices are
 /// returned. The same function (`fold` calls this one); what the projector uses, so a state
 /// of a few hundred bytes is not copied in and out for every event.
-pub fn fold_into(policy: &Policy, state: &mut UserState, event: &Event, now: Millis) -> Vec<Notice> {
+pub fn fold_into(policy: &Policy, state: &mut UserState, event: &Event, now: Millis) -> (Vec<Notice>, Why) {
     // A tenant event is not a user event: it neither ends a lock that ran out nor touches
     // the state ("by itself it never locks, unlocks or shortens a lock").
-    let Some(user) = event.user() else { return Vec::new() };
+    let Some(user) = event.user() else {
+        return (Vec::new(), Why { expired_first: None, effect: Effect::TenantEvent });
+    };
     let mut f = Folder { policy, state, notices: Vec::new(), now, event_id: event.id() };
-    f.expire_if_due(event.tenant(), user);
-    match event {
+    let expired_first = f.expire_if_due(event.tenant(), user);
+    let effect = match event {
         Event::Attempt(a) => f.attempt(a),
         Event::Unlock(u) => f.unlock(u),
         Event::Lock(l) => f.lock(l),
         Event::MfaReset(m) => f.mfa_reset(m),
         Event::Expired(x) => f.expired(x),
-        Event::Policy(_) => {}
-    }
-    f.notices
+        Event::Policy(_) => Effect::TenantEvent,
+    };
+    (f.notices, Why { expired_first, effect })
 }
 
 /// A tenant's policy after a `policy` event: the new one, applied to events folded after it.
@@ -74,18 +158,17 @@ struct Folder<'a> {
 }
 
 impl Folder<'_> {
-    /// Ends a timed lock that ran out at or before `now`.
-    fn expire_if_due(&mut self, tenant: &str, user: &str) {
-        if let Some(until) = self.state.lock.as_ref().and_then(|l| l.locked_until) {
-            if until <= self.now {
-                self.end_by_expiry(tenant, user);
-            }
-        }
+    /// Ends a timed lock that ran out at or before `now`; returns its `locked_until`.
+    fn expire_if_due(&mut self, tenant: &str, user: &str) -> Option<Millis> {
+        let until = self.state.lock.as_ref().and_then(|l| l.locked_until).filter(|&u| u <= self.now)?;
+        self.end_by_expiry(tenant, user)?;
+        Some(until)
     }
 
-    /// Ends the current lock as an expiry: `unlocked_at` = `locked_until`, no actor.
-    fn end_by_expiry(&mut self, tenant: &str, user: &str) {
-        let Some(lock) = self.state.lock.take() else { return };
+    /// Ends the current lock as an expiry: `unlocked_at` = `locked_until`, no actor. Returns
+    /// when it ended, or `None` when no lock was in force.
+    fn end_by_expiry(&mut self, tenant: &str, user: &str) -> Option<Millis> {
+        let lock = self.state.lock.take()?;
         let until = lock.locked_until.unwrap_or(self.now);
         self.state.restart_streak();
         self.state.unlocked_at = Some(until);
@@ -99,49 +182,58 @@ impl Folder<'_> {
             how: How::Expired,
             actor: None,
         }));
+        Some(until)
     }
 
-    fn attempt(&mut self, a: &Attempt) {
+    fn attempt(&mut self, a: &Attempt) -> Effect {
         if let Some(lock) = &mut self.state.lock {
             block(lock, a);
-            return;
+            return Effect::Blocked;
         }
         match a.outcome {
             Outcome::Success => {
-                if a.factor == lockout_proto::event::Factor::Mfa {
+                let reenrolled = a.factor == lockout_proto::event::Factor::Mfa && self.state.mfa_reenrol;
+                if reenrolled {
                     self.state.mfa_reenrol = false;
                 }
-                if self.policy.reset_on_success {
+                let failures = self.state.failures();
+                let reset = self.policy.reset_on_success;
+                if reset {
                     self.state.restart_streak();
                 }
+                Effect::Succeeded { failures, reset, reenrolled }
             }
             Outcome::Failure => self.failure(a),
         }
     }
 
-    fn failure(&mut self, a: &Attempt) {
+    fn failure(&mut self, a: &Attempt) -> Effect {
         let mfa = a.factor.is_mfa();
         if mfa && !self.policy.count_mfa_failures {
-            return;
+            return Effect::NotCounted(NotCounted::MfaNotCounted);
         }
         let window_ms = u64::from(self.policy.window_seconds) * 1000;
+        let mut new_streak = false;
         if let Some(last) = self.state.last_failure_at {
             if window_ms > 0 && self.now.saturating_sub(last) >= window_ms {
+                new_streak = self.state.failures() > 0;
                 self.state.restart_streak();
             }
         }
         if self.policy.dedupe_credential {
             if let Some(fp) = &a.credential {
                 if self.state.credentials.iter().any(|c| c.fingerprint == fp) {
-                    return;
+                    return Effect::NotCounted(NotCounted::CredentialAlreadyCounted);
                 }
             }
         }
         self.count(a, mfa);
         let failures = self.state.failures();
-        if self.policy.max_failures > 0 && failures >= self.policy.max_failures {
+        let locked = self.policy.max_failures > 0 && failures >= self.policy.max_failures;
+        if locked {
             self.auto_lock(a, failures);
         }
+        Effect::Counted { failures, new_streak, locked }
     }
 
     /// Adds one counted failure to the streak: to its source's entry, or, once
@@ -221,7 +313,8 @@ impl Folder<'_> {
         }));
     }
 
-    fn lock(&mut self, l: &Lock) {
+    fn lock(&mut self, l: &Lock) -> Effect {
+        let replaced = self.state.lock.is_some();
         let seconds = l.seconds.map(u64::from);
         self.start_lock(LockReason::Admin, seconds);
         let sources = self.state.ranked_sources();
@@ -241,9 +334,10 @@ impl Folder<'_> {
             actor: Some(l.actor.clone()),
             message: message::admin_locked(seconds, l.reason.as_deref()),
         }));
+        Effect::Locked { replaced }
     }
 
-    fn unlock(&mut self, u: &Unlock) {
+    fn unlock(&mut self, u: &Unlock) -> Effect {
         let was_locked = self.state.lock.take().is_some();
         self.state.restart_streak();
         self.state.unlocked_at = Some(self.now);
@@ -259,16 +353,19 @@ impl Folder<'_> {
                 actor: Some(u.actor.clone()),
             }));
         }
+        Effect::Unlocked { was_locked }
     }
 
-    fn mfa_reset(&mut self, m: &MfaReset) {
+    fn mfa_reset(&mut self, m: &MfaReset) -> Effect {
         let st = &mut self.state;
+        let before = st.failures();
         for s in &mut st.streak {
             s.mfa = 0;
         }
         st.unlisted.mfa = 0;
         st.streak.retain(|s| s.total() > 0);
         st.credentials.retain(|c| !c.mfa);
+        let removed = before.saturating_sub(st.failures());
         st.mfa_reset_at = Some(self.now);
         st.mfa_reset_by = Some(m.actor.clone());
         st.mfa_reenrol = true;
@@ -280,16 +377,16 @@ impl Folder<'_> {
             at: self.now,
             actor: m.actor.clone(),
         }));
+        Effect::MfaReset { removed }
     }
 
     /// An `expired` event ends the timed lock it names, even when folded a little before
     /// `locked_until` (clock skew between lockoutd and the server); otherwise it does nothing.
-    fn expired(&mut self, x: &Expired) {
+    fn expired(&mut self, x: &Expired) -> Effect {
         let names_current =
             self.state.lock.as_ref().is_some_and(|l| l.event_id == x.lock_event && l.locked_until.is_some());
-        if names_current {
-            self.end_by_expiry(&x.tenant, &x.user);
-        }
+        let ended = if names_current { self.end_by_expiry(&x.tenant, &x.user) } else { None };
+        Effect::Expired { ended }
     }
 }
 

@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //! - [`state`]: `UserState`, what the store keeps per user, and `LockState`.
-//! - [`fold`](mod@fold): the rules of the contract's "Lockout semantics" section.
+//! - [`fold`](mod@fold): the rules of `docs/protocol.md`, section "Lockout semantics".
 //! - [`view`]: `status`, the user-facing `Status` of a state at a given instant.
 //! - [`message`]: the one-sentence texts of `locked` notices.
 //! - [`ids`]: deterministic notice ids (UUID v5 of the causing event and the notice kind).
@@ -19,6 +19,6 @@ pub mod message;
 pub mod state;
 pub mod view;
 
-pub use fold::{fold, fold_into, Folded};
+pub use fold::{fold, fold_into, Effect, Folded, NotCounted, StreakChange, Why};
 pub use state::{LockState, UserState};
 pub use view::status;

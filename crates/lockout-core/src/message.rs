@@ -86,8 +86,10 @@ mod tests {
         }
     }
 
+    /// Kaseya BMS's lock e-mail: "locked for X minutes due to an excessive number of
+    /// unsuccessful log in attempts", here followed by the sources of the failures.
     #[test]
-    fn seed_000_message() {
+    fn bms_lock_email_sentence_with_sources_and_admin_lock_text() {
         let src = |ip: &str, client: Option<&str>, failures| Source {
             ip: ip.into(),
             client: client.map(Into::into),

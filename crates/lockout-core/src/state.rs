@@ -115,8 +115,8 @@ impl UserState {
         self.lock.is_some()
     }
 
-    /// The streak's sources ranked as the contract wants: most failures first, ties by
-    /// first occurrence.
+    /// The streak's sources ranked as the protocol (`docs/protocol.md`) wants: most failures
+    /// first, ties by first occurrence.
     pub fn ranked_sources(&self) -> Vec<Source> {
         let mut ranked: Vec<Source> = self
             .streak

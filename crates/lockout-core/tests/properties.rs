@@ -1,8 +1,8 @@
 //! Property tests of the fold over random event streams.
 //!
 //! Streams mix a few users, ips, clients, credentials and factors, with non-decreasing fold
-//! times and (where the property allows) tenant policy changes. The properties follow the
-//! contract's "Lockout semantics" and "Notices" sections.
+//! times and (where the property allows) tenant policy changes. The properties follow
+//! `docs/protocol.md`, sections "Lockout semantics" and "Notices".
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -285,7 +285,7 @@ fn config() -> ProptestConfig {
 proptest! {
     #![proptest_config(config())]
 
-    /// (a) Contract: "Same events in the same order always give the same state."
+    /// (a) `docs/protocol.md`: "Same events in the same order always give the same state."
     #[test]
     fn a_same_events_give_identical_state_bytes((policy, steps) in script(true)) {
         let events = materialize(policy, &steps);
@@ -477,7 +477,7 @@ impl Simple {
     }
 }
 
-/// A naive, obviously correct model of the contract's rules for one user.
+/// A naive, obviously correct model of the protocol's rules (`docs/protocol.md`) for one user.
 #[derive(Debug, Default)]
 struct Model {
     /// Times of the counted failures of the current streak.

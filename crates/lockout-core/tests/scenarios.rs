@@ -1,9 +1,12 @@
-//! Scenario tests that read like the seed documents in `shared/seeds/`.
+//! Scenario tests that read like the vendor help pages the service's behaviour comes from:
+//! Kaseya BMS (policy defaults, the lock e-mail, MFA reset), Autotask PSA (stale integration
+//! credentials, the source IP), a business system (Locked Date, Lock Reason, Unlocked by) and
+//! a PMS/ORS product (auto-unlock time, a counter a success does not reset).
 //!
 //! Each test is given a policy, folds a script of events (`when`) and checks `status` at
-//! chosen instants and the notices the fold produced (`then`). Every test names the seed
-//! file whose behaviour it pins down; the contract's "Policy", "Lockout semantics" and
-//! "Notices" sections are the judge.
+//! chosen instants and the notices the fold produced (`then`). Every test names the product
+//! whose behaviour it pins down, or the rule of the protocol it checks; `docs/protocol.md`,
+//! sections "Policy", "Lockout semantics" and "Notices", is the judge.
 
 use lockout_core::fold::fold_policy;
 use lockout_core::ids::{expired_event_id, notice_id, NoticeKind};
@@ -196,13 +199,13 @@ const VSA: Option<&str> = Some("VSA");
 const IP: &str = "203.0.113.7";
 
 // ---------------------------------------------------------------------------------------
-// Seed 000 (Kaseya BMS): defaults, 5 failures, 30 minutes, the e-mail sentence.
+// Kaseya BMS (a PSA): defaults, 5 failures, 30 minutes, the e-mail sentence.
 // ---------------------------------------------------------------------------------------
 
-/// Seed 000: "The default number of failed login attempts is set to 5 ... The default length
-/// of time to disable the account is set to 30 minutes", and the lock e-mail.
+/// Kaseya BMS: "The default number of failed login attempts is set to 5 ... The default
+/// length of time to disable the account is set to 30 minutes", and the lock e-mail.
 #[test]
-fn seed_000_bms_defaults_lock_after_five_failures_for_thirty_minutes() {
+fn bms_defaults_lock_after_five_failures_for_thirty_minutes() {
     // given: a tenant with no policy (the BMS defaults)
     let policy = Policy::default();
     assert_eq!((policy.max_failures, policy.lock_seconds), (5, 1800));
@@ -249,11 +252,11 @@ fn seed_000_bms_defaults_lock_after_five_failures_for_thirty_minutes() {
     );
 }
 
-/// Seed 000: "If you attempted five logins and they failed consecutively, you will be locked
-/// out" — a success in between starts over (`reset_on_success` defaults to true), and with
-/// `window_seconds` 0 failures never expire.
+/// Kaseya BMS: "If you attempted five logins and they failed consecutively, you will be
+/// locked out" — a success in between starts over (`reset_on_success` defaults to true), and
+/// with `window_seconds` 0 failures never expire.
 #[test]
-fn seed_000_only_consecutive_failures_lock() {
+fn bms_only_consecutive_failures_lock() {
     let policy = Policy::default();
     let f = |n: u32, t: Millis| ev(n, t, fail(IP, VSA));
     let ok = |n: u32, t: Millis| ev(n, t, success(IP, VSA, Factor::Password));
@@ -286,10 +289,10 @@ fn seed_000_only_consecutive_failures_lock() {
     }
 }
 
-/// Contract: "The fold's clock is the JetStream stored timestamp of each event ...; the
-/// publisher's `at` is kept for audit." A gateway with a wrong clock changes nothing.
+/// `docs/protocol.md`: "The fold's clock is the JetStream stored timestamp of each event ...;
+/// the publisher's `at` is kept for audit." A gateway with a wrong clock changes nothing.
 #[test]
-fn seed_000_fold_time_is_the_stored_time_not_the_publishers_clock() {
+fn fold_time_is_the_stored_time_not_the_publishers_clock() {
     let policy = Policy::default();
     let mut steps: Vec<Step> = (1..=5).map(|n| ev(n, hms(9, 0, n.into()), fail(IP, IT_GLUE))).collect();
     for (_, e) in &mut steps {
@@ -304,16 +307,17 @@ fn seed_000_fold_time_is_the_stored_time_not_the_publishers_clock() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Seed 004 (PMS/ORS): the worked example and the manual-only lock.
+// A PMS/ORS product (auto-unlock setting): the worked example and the manual-only lock.
 // ---------------------------------------------------------------------------------------
 
 fn pms_policy() -> Policy {
     Policy { max_failures: 3, lock_seconds: 300, window_seconds: 300, reset_on_success: false, ..Policy::default() }
 }
 
-/// Seed 004's worked example, as the contract's "Worked example" states it.
+/// A PMS/ORS product's worked example (limit 3, unlock time 5 minutes; a success does not
+/// reset the counter), as `docs/protocol.md`, section "Worked example", states it.
 #[test]
-fn seed_004_worked_example() {
+fn pms_worked_example_counter_survives_a_success() {
     // given: Invalid Password Attempts 3, Default Time to Unlock Account 5 minutes, and a
     // success that does not reset the counter
     let policy = pms_policy();
@@ -370,11 +374,11 @@ fn seed_004_worked_example() {
     expect_rows(&policy, &state, &[(hms(16, 7, 30), open(0))]);
 }
 
-/// Seed 004: "If no Default Time to Unlock Account is specified, the account will need to be
-/// re-activated from the Edit User screen by a user with supervisor privileges."
+/// A PMS/ORS product: "If no Default Time to Unlock Account is specified, the account will
+/// need to be re-activated from the Edit User screen by a user with supervisor privileges."
 /// (`lock_seconds` 0 = locked until an admin unlocks.)
 #[test]
-fn seed_004_no_unlock_time_means_locked_until_a_supervisor_reactivates() {
+fn pms_no_unlock_time_means_locked_until_a_supervisor_reactivates() {
     // given
     let policy = Policy { lock_seconds: 0, ..pms_policy() };
     let t3 = hms(16, 0, 20);
@@ -420,7 +424,7 @@ fn seed_004_no_unlock_time_means_locked_until_a_supervisor_reactivates() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Seed 002: Locked Date, Lock Reason, Unlocked by; admin unlock and lock.
+// A business system's lock record: Locked Date, Lock Reason, Unlocked by; admin unlock and lock.
 // ---------------------------------------------------------------------------------------
 
 /// Five failures at 10:00:01..05 from the BMS defaults.
@@ -431,11 +435,11 @@ fn locked_by_failures() -> (Policy, UserState, Vec<Notice>, Millis) {
     (policy, state, notices, hms(10, 0, 5))
 }
 
-/// Seed 002: "Locked Date ... Lock Reason ('Failures' for example)" while locked; "Once the
-/// account is unlocked, values in the Locked Date and Lock Reason fields are removed and the
-/// Unlocked by field will show the User ID of the user who last unlocked the account."
+/// A business system: "Locked Date ... Lock Reason ('Failures' for example)" while locked;
+/// "Once the account is unlocked, values in the Locked Date and Lock Reason fields are removed
+/// and the Unlocked by field will show the User ID of the user who last unlocked the account."
 #[test]
-fn seed_002_admin_unlock_records_unlocked_by() {
+fn business_system_admin_unlock_records_unlocked_by() {
     // given: a user locked by failures
     let (policy, state, _, t5) = locked_by_failures();
     let s = st(&policy, &state, t5 + MIN);
@@ -471,10 +475,10 @@ fn seed_002_admin_unlock_records_unlocked_by() {
     assert_eq!((s.failures, s.unlocked_by.as_deref()), (1, Some("admin.jones")));
 }
 
-/// Contract: "`unlock` of an unlocked user resets the counter and records `unlocked_*`, with
-/// no notice."
+/// `docs/protocol.md`: "`unlock` of an unlocked user resets the counter and records
+/// `unlocked_*`, with no notice."
 #[test]
-fn seed_002_unlock_of_an_unlocked_user_resets_the_counter_without_notice() {
+fn unlock_of_an_unlocked_user_resets_the_counter_without_notice() {
     let policy = Policy::default();
     let mut steps: Vec<Step> = (1..=3).map(|n| ev(n, hms(11, 0, n.into()), fail(IP, None))).collect();
     steps.push(ev(4, hms(11, 1, 0), What::Unlock { actor: "helpdesk" }));
@@ -492,10 +496,10 @@ fn seed_002_unlock_of_an_unlocked_user_resets_the_counter_without_notice() {
     assert_eq!(kinds(&n5), ["locked"]);
 }
 
-/// Contract: "`lock` of a locked user replaces the lock (reason `admin`) and publishes a new
-/// `locked` notice." The first lock's expiry then never happens.
+/// `docs/protocol.md`: "`lock` of a locked user replaces the lock (reason `admin`) and
+/// publishes a new `locked` notice." The first lock's expiry then never happens.
 #[test]
-fn seed_002_admin_lock_of_a_locked_user_replaces_the_lock() {
+fn admin_lock_of_a_locked_user_replaces_the_lock() {
     // given: a user locked by failures until 10:30:05
     let (policy, state, first, t5) = locked_by_failures();
     // when: an admin locks them for two hours at 10:05
@@ -541,10 +545,10 @@ fn seed_002_admin_lock_of_a_locked_user_replaces_the_lock() {
     expect_rows(&policy, &state, &[(t + 2 * HOUR, open(0))]);
 }
 
-/// Contract: `lock` without `seconds` locks until an admin unlocks; an admin lock of an
-/// unlocked user keeps the counter and names no tripping attempt.
+/// `docs/protocol.md`: `lock` without `seconds` locks until an admin unlocks; an admin lock
+/// of an unlocked user keeps the counter and names no tripping attempt.
 #[test]
-fn seed_002_admin_lock_without_seconds_lasts_until_unlocked() {
+fn admin_lock_without_seconds_lasts_until_unlocked() {
     let policy = Policy::default();
     let t = hms(12, 0, 0);
     let (state, notices) = run(
@@ -564,15 +568,15 @@ fn seed_002_admin_lock_without_seconds_lasts_until_unlocked() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Seeds 002 and 003: MFA reset.
+// MFA reset (a business system; Kaseya BMS MFA).
 // ---------------------------------------------------------------------------------------
 
-/// Seeds 002/003: an admin resets a user's MFA; the user re-enrols at next login. Contract:
-/// "`mfa_reset` records actor and time, removes failures with factor `mfa` or `recovery_code`
-/// from the counter and from `sources`, and sets `mfa_reenrol` until a successful `mfa`
-/// attempt is folded; it does not unlock."
+/// A business system and Kaseya BMS MFA: an admin resets a user's MFA; the user re-enrols at
+/// next login. `docs/protocol.md`: "`mfa_reset` records actor and time, removes failures with
+/// factor `mfa` or `recovery_code` from the counter and from `sources`, and sets
+/// `mfa_reenrol` until a successful `mfa` attempt is folded; it does not unlock."
 #[test]
-fn seed_003_mfa_reset_removes_second_factor_failures_and_asks_for_reenrolment() {
+fn bms_mfa_reset_removes_second_factor_failures_and_asks_for_reenrolment() {
     // given: defaults; two password failures from the office, a lost phone's MFA failures
     // from the user's home and a wrong recovery token from the office
     let policy = Policy::default();
@@ -635,9 +639,9 @@ fn seed_003_mfa_reset_removes_second_factor_failures_and_asks_for_reenrolment() 
     assert_eq!((s.mfa_reset_at, s.mfa_reset_by.as_deref()), (Some(t), Some("admin.jones")), "the reset stays recorded");
 }
 
-/// Contract: `mfa_reset` "does not unlock".
+/// `docs/protocol.md`: `mfa_reset` "does not unlock".
 #[test]
-fn seed_003_mfa_reset_does_not_unlock() {
+fn mfa_reset_does_not_unlock() {
     let (policy, state, _, t5) = locked_by_failures();
     let t = t5 + 5 * MIN;
     let (state, notices) = run_from(&policy, state, &[ev(6, t, What::MfaReset { actor: "admin.jones" })]);
@@ -650,10 +654,11 @@ fn seed_003_mfa_reset_does_not_unlock() {
     assert!(s.mfa_reenrol);
 }
 
-/// Contract: `count_mfa_failures` — "failed `mfa` / `recovery_code` attempts count like
-/// password failures". Seed 003: a user without their phone keeps typing codes.
+/// `docs/protocol.md`: `count_mfa_failures` — "failed `mfa` / `recovery_code` attempts count
+/// like password failures". Kaseya BMS MFA (mandatory MFA, single-use recovery token): a user
+/// without their phone keeps typing codes.
 #[test]
-fn seed_003_count_mfa_failures() {
+fn bms_mfa_count_mfa_failures_counts_wrong_codes_and_recovery_tokens() {
     // (count_mfa_failures, factor, then: locked?, counter)
     let table = [
         (true, Factor::Mfa, true, 5),
@@ -678,14 +683,14 @@ fn seed_003_count_mfa_failures() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Seeds 000 and 001: the stale integration.
+// Kaseya BMS and Autotask PSA: the stale integration.
 // ---------------------------------------------------------------------------------------
 
-/// Seeds 000/001: "Lockouts can occur when a user changes their password and an integration
-/// is attempting to connect by using the old credentials." With `dedupe_credential` the same
-/// stale secret counts once; distinct wrong secrets still count.
+/// Kaseya BMS and Autotask PSA: "Lockouts can occur when a user changes their password and
+/// an integration is attempting to connect by using the old credentials." With
+/// `dedupe_credential` the same stale secret counts once; distinct wrong secrets still count.
 #[test]
-fn seed_001_stale_integration_with_and_without_credential_dedupe() {
+fn psa_stale_integration_with_and_without_credential_dedupe() {
     let aws = "52.94.236.248";
     let hammer: Vec<Step> = (1..=50)
         .map(|n| {
@@ -708,7 +713,7 @@ fn seed_001_stale_integration_with_and_without_credential_dedupe() {
         assert_eq!(state.lock.as_ref().map(|l| l.blocked), want_blocked, "{case}");
         assert_eq!(locked(&notices).first().map(|l| l.event_id), want_lock_event, "{case}");
         if let Some(l) = locked(&notices).first() {
-            // seed 001: "the lock e-mail carries that IP"
+            // Autotask PSA: the lock e-mail carries the source IP
             assert_eq!(l.source_ip.as_deref(), Some(aws), "{case}");
             assert_eq!(l.sources, vec![source(aws, Some("ConnectBooster"), 5)], "{case}");
             assert!(l.message.ends_with("from 52.94.236.248 (ConnectBooster)."), "{case}: {}", l.message);
@@ -740,11 +745,11 @@ fn seed_001_stale_integration_with_and_without_credential_dedupe() {
     assert!(st(&policy, &state, hms(4, 0, 54)).locked);
 }
 
-/// Contract: "`sources` of a streak: one entry per distinct (`ip`, `client`) of its counted
-/// failures, most failures first, ties by first occurrence." Seed 001: support sees only
-/// the IP, so the notice lists every source.
+/// `docs/protocol.md`: "`sources` of a streak: one entry per distinct (`ip`, `client`) of its
+/// counted failures, most failures first, ties by first occurrence." Autotask PSA: support sees
+/// only the IP, so the notice lists every source.
 #[test]
-fn seed_001_sources_most_failures_first_ties_by_first_occurrence() {
+fn psa_sources_most_failures_first_ties_by_first_occurrence() {
     let policy = Policy { max_failures: 7, ..Policy::default() };
     let a = ("198.51.100.1", Some("Acronis"));
     let b = ("198.51.100.2", Some("Datto"));
@@ -772,10 +777,10 @@ fn seed_001_sources_most_failures_first_ties_by_first_occurrence() {
     assert_eq!(locked(&notices)[0].sources, vec![source(d.0, d.1, 3), source(a.0, a.1, 1), source(b.0, b.1, 1)]);
 }
 
-/// Contract: "While locked, attempts neither extend the lock nor change the counter; they are
-/// remembered as blocked attempts with their sources."
+/// `docs/protocol.md`: "While locked, attempts neither extend the lock nor change the counter;
+/// they are remembered as blocked attempts with their sources."
 #[test]
-fn seed_000_attempts_while_locked_are_blocked() {
+fn attempts_while_locked_are_blocked() {
     let (policy, state, _, t5) = locked_by_failures();
     let before = st(&policy, &state, t5);
     let steps = vec![
@@ -805,13 +810,14 @@ fn seed_000_attempts_while_locked_are_blocked() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Seed 004: the window.
+// A PMS/ORS product (the counter resets once the unlock time has passed): the window.
 // ---------------------------------------------------------------------------------------
 
-/// Contract: "A failure at time t with t − (last counted failure) ≥ `window_seconds` × 1000
-/// starts a new streak at 1." Seed 004: the counter resets once the time has passed.
+/// `docs/protocol.md`: "A failure at time t with t − (last counted failure) ≥
+/// `window_seconds` × 1000 starts a new streak at 1." A PMS/ORS product: the counter resets
+/// once the time has passed.
 #[test]
-fn seed_004_window_expiry_starts_a_new_streak() {
+fn pms_window_expiry_starts_a_new_streak() {
     let t = hms(14, 0, 0);
     // (window_seconds, gap between the two failures, then: counter, locked with max 2?)
     let table = [
@@ -840,7 +846,7 @@ fn seed_004_window_expiry_starts_a_new_streak() {
 /// last counted failure"; Status `failures` is the current counter, so it reads 0 once the
 /// window has passed even before another failure is folded.
 #[test]
-fn seed_004_status_counter_restarts_when_the_window_passes() {
+fn pms_status_counter_restarts_when_the_window_passes() {
     let policy = pms_policy();
     let (state, _) = run(&policy, &[ev(1, hms(16, 0, 0), fail(IP, None)), ev(2, hms(16, 0, 10), fail(IP, None))]);
     expect_rows(
@@ -957,11 +963,11 @@ fn permanent_after_two_locks_the_third_lasts_until_unlocked() {
 // Expiry: one notice, whichever event ends the lock; status never past locked_until.
 // ---------------------------------------------------------------------------------------
 
-/// Contract: "the first event folded at or after that time ends it — normally the `expired`
-/// event ..., but any later event does too — and the `unlocked` notice (`how: expired`) is the
-/// same notice, with the same id, whichever event ended it."
+/// `docs/protocol.md`: "the first event folded at or after that time ends it — normally the
+/// `expired` event ..., but any later event does too — and the `unlocked` notice
+/// (`how: expired`) is the same notice, with the same id, whichever event ended it."
 #[test]
-fn seed_004_expiry_notice_is_the_same_whichever_event_ends_the_lock() {
+fn expiry_notice_is_the_same_whichever_event_ends_the_lock() {
     let (policy, state, _, t5) = locked_by_failures();
     let until = t5 + 30 * MIN;
     let want = Notice::Unlocked(expiry_notice(id(5), until));
@@ -995,10 +1001,10 @@ fn seed_004_expiry_notice_is_the_same_whichever_event_ends_the_lock() {
     }
 }
 
-/// Contract: "`status` never reports a lock past its `locked_until`." — even before any event
-/// after that instant has been folded.
+/// `docs/protocol.md`: "`status` never reports a lock past its `locked_until`." — even before
+/// any event after that instant has been folded.
 #[test]
-fn seed_004_status_past_locked_until_reports_unlocked_before_any_event() {
+fn status_past_locked_until_reports_unlocked_before_any_event() {
     let (policy, state, _, t5) = locked_by_failures();
     let until = t5 + 30 * MIN;
     assert!(state.is_locked(), "nothing was folded after the lock");
@@ -1016,13 +1022,13 @@ fn seed_004_status_past_locked_until_reports_unlocked_before_any_event() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Policy changes (seed 000: tenant admins set the policy).
+// Policy changes (Kaseya BMS: tenant admins set the policy).
 // ---------------------------------------------------------------------------------------
 
-/// Contract: "A new policy applies to events folded after it; by itself it never locks,
-/// unlocks or shortens a lock."
+/// `docs/protocol.md`: "A new policy applies to events folded after it; by itself it never
+/// locks, unlocks or shortens a lock."
 #[test]
-fn seed_000_policy_change_by_itself_never_changes_state() {
+fn policy_change_by_itself_never_changes_state() {
     let (old, state, _, t5) = locked_by_failures();
     let until = t5 + 30 * MIN;
     let new = Policy { max_failures: 2, lock_seconds: 60, window_seconds: 10, ..Policy::default() };

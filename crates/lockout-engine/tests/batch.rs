@@ -1,11 +1,10 @@
-//! The projector's batch fold against a real sled store, without NATS.
+//! The engine's batch fold against a real sled store, without NATS.
 
+use lockout_engine::{BatchFolder, Floors, Handling, Incoming, OutboxMode};
 use lockout_proto::codec::{self, Encoding};
 use lockout_proto::event::{Attempt, Factor, Outcome};
 use lockout_proto::Subjects;
 use lockout_store::Store;
-use lockoutd::outbox::Floors;
-use lockoutd::projector::{BatchFolder, Incoming};
 use uuid::Uuid;
 
 fn attempt(n: u128) -> Vec<u8> {
@@ -16,14 +15,18 @@ fn attempt(n: u128) -> Vec<u8> {
 fn fresh() -> (tempfile::TempDir, Store, BatchFolder) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), 8 << 20).unwrap();
-    let folder = BatchFolder::new(store.clone(), Subjects::default(), Encoding::Postcard, Floors::default()).unwrap();
+    let folder = BatchFolder::new(store.clone(), Subjects::default(), publish(Floors::default())).unwrap();
     (dir, store, folder)
+}
+
+fn publish(floors: Floors) -> OutboxMode {
+    OutboxMode::Publish { floors, notices: Encoding::Postcard }
 }
 
 const SUBJECT: &str = "lockout.events.acme.u.YWxpY2U.attempt";
 
 fn msg(seq: u64, time: u64, payload: &[u8]) -> Incoming<'_> {
-    Incoming { seq, subject: SUBJECT, headers: None, payload, time }
+    Incoming { seq, subject: SUBJECT, payload, time, content_type: None }
 }
 
 fn failures(store: &Store) -> u32 {
@@ -34,29 +37,28 @@ fn failures(store: &Store) -> u32 {
 fn redeliveries_are_skipped_but_reused_sequences_are_folded() {
     let (_dir, store, mut folder) = fresh();
     let (a, b, c) = (attempt(1), attempt(2), attempt(3));
-    let commit = folder.fold_batch(&[msg(1, 1_000, &a), msg(2, 2_000, &b)]).unwrap().unwrap();
+    let commit = folder.fold_batch(&[msg(1, 1_000, &a), msg(2, 2_000, &b)]).unwrap().commit.unwrap();
     store.commit(&commit).unwrap();
     assert_eq!((failures(&store), store.checkpoint_at().unwrap()), (2, (2, 2_000)));
 
     // A redelivery of seq 2 (same stored time) changes nothing.
-    assert!(folder.fold_batch(&[msg(2, 2_000, &b)]).unwrap().is_none());
+    assert!(folder.fold_batch(&[msg(2, 2_000, &b)]).unwrap().commit.is_none());
 
     // postmortem: a nats-server killed before syncing lost seq 2 and reused it for a new
     // event, stored later; skipping it by sequence alone lost that event.
-    let commit = folder.fold_batch(&[msg(2, 5_000, &c)]).unwrap().unwrap();
+    let commit = folder.fold_batch(&[msg(2, 5_000, &c)]).unwrap().commit.unwrap();
     store.commit(&commit).unwrap();
     assert_eq!((failures(&store), store.checkpoint_at().unwrap()), (3, (2, 5_000)));
 
     // A fresh folder resumes from the stored checkpoint and time.
-    let mut again =
-        BatchFolder::new(store.clone(), Subjects::default(), Encoding::Postcard, Floors::default()).unwrap();
-    assert!(again.fold_batch(&[msg(1, 1_000, &a), msg(2, 5_000, &c)]).unwrap().is_none());
+    let mut again = BatchFolder::new(store.clone(), Subjects::default(), publish(Floors::default())).unwrap();
+    assert!(again.fold_batch(&[msg(1, 1_000, &a), msg(2, 5_000, &c)]).unwrap().commit.is_none());
 }
 
 #[test]
 fn refused_events_go_to_the_outbox_as_dead_letters_and_advance_the_checkpoint() {
     let (_dir, _, mut folder) = fresh();
-    let commit = folder.fold_batch(&[msg(1, 1_000, b"\xff\xff")]).unwrap().unwrap();
+    let commit = folder.fold_batch(&[msg(1, 1_000, b"\xff\xff")]).unwrap().commit.unwrap();
     assert_eq!(commit.checkpoint, 1);
     assert!(commit.states.is_empty());
     assert_eq!(commit.outbox.len(), 1);
@@ -65,8 +67,8 @@ fn refused_events_go_to_the_outbox_as_dead_letters_and_advance_the_checkpoint() 
     let dir2 = tempfile::tempdir().unwrap();
     let store2 = Store::open(dir2.path(), 8 << 20).unwrap();
     let floors = Floors { notices: None, dead: Some(1) };
-    let mut folder2 = BatchFolder::new(store2, Subjects::default(), Encoding::Postcard, floors).unwrap();
-    assert!(folder2.fold_batch(&[msg(1, 1_000, b"\xff\xff")]).unwrap().unwrap().outbox.is_empty());
+    let mut folder2 = BatchFolder::new(store2, Subjects::default(), publish(floors)).unwrap();
+    assert!(folder2.fold_batch(&[msg(1, 1_000, b"\xff\xff")]).unwrap().commit.unwrap().outbox.is_empty());
 }
 
 fn attempt_of(n: u128, user: &str, outcome: Outcome) -> Vec<u8> {
@@ -104,7 +106,7 @@ fn failures_for(users: &[String], first: u64) -> Vec<(String, u64, Vec<u8>)> {
 
 fn incoming(msgs: &[(String, u64, Vec<u8>)]) -> Vec<Incoming<'_>> {
     msgs.iter()
-        .map(|(s, seq, p)| Incoming { seq: *seq, subject: s, headers: None, payload: p, time: *seq * 1_000 })
+        .map(|(s, seq, p)| Incoming { seq: *seq, subject: s, payload: p, time: *seq * 1_000, content_type: None })
         .collect()
 }
 
@@ -113,8 +115,8 @@ fn the_next_batch_folds_against_states_not_yet_committed() {
     let (_dir, store, mut folder) = fresh();
     let (a, b, c) = (attempt(1), attempt(2), attempt(3));
     // Batch 1 is folded but its commit has not landed when batch 2 is folded (the pipeline).
-    let first = folder.fold_batch(&[msg(1, 1_000, &a), msg(2, 2_000, &b)]).unwrap().unwrap();
-    let second = folder.fold_batch(&[msg(3, 3_000, &c)]).unwrap().unwrap();
+    let first = folder.fold_batch(&[msg(1, 1_000, &a), msg(2, 2_000, &b)]).unwrap().commit.unwrap();
+    let second = folder.fold_batch(&[msg(3, 3_000, &c)]).unwrap().commit.unwrap();
     assert_eq!(second.states[0].state.failures(), 3, "batch 2 saw batch 1's state");
     store.commit(&first).unwrap();
     store.commit(&second).unwrap();
@@ -127,8 +129,9 @@ fn unchanged_states_are_not_written() {
     let ok = attempt_of(1, "bob", Outcome::Success);
     let subject = subject_of("bob");
     let commit = folder
-        .fold_batch(&[Incoming { seq: 1, subject: &subject, headers: None, payload: &ok, time: 1_000 }])
+        .fold_batch(&[Incoming { seq: 1, subject: &subject, payload: &ok, time: 1_000, content_type: None }])
         .unwrap()
+        .commit
         .unwrap();
     assert!(commit.states.is_empty(), "a success leaves a new user's state as it was");
     assert_eq!(commit.checkpoint, 1, "the checkpoint still moves");
@@ -145,7 +148,7 @@ fn a_full_cache_keeps_states_whose_commit_has_not_landed() {
     let mut pending = Vec::new();
     for (round, users) in sets.iter().chain(std::iter::once(&sets[0])).enumerate() {
         let msgs = failures_for(users, 1 + round as u64 * 100);
-        pending.push(folder.fold_batch(&incoming(&msgs)).unwrap().unwrap());
+        pending.push(folder.fold_batch(&incoming(&msgs)).unwrap().commit.unwrap());
     }
     let last = pending.last().unwrap();
     assert!(last.states.iter().all(|s| s.state.failures() == 2), "no uncommitted state was dropped");
@@ -156,7 +159,7 @@ fn a_full_cache_keeps_states_whose_commit_has_not_landed() {
     let users = &sets[0];
     for round in 4..7u64 {
         let msgs = failures_for(users, 1 + round * 100);
-        let c = folder.fold_batch(&incoming(&msgs)).unwrap().unwrap();
+        let c = folder.fold_batch(&incoming(&msgs)).unwrap().commit.unwrap();
         store.commit(&c).unwrap();
     }
     for u in users {
@@ -164,4 +167,63 @@ fn a_full_cache_keeps_states_whose_commit_has_not_landed() {
         assert!(s.is_locked(), "{u}: five failures lock with the default policy");
         assert_eq!(s.failures(), 5);
     }
+}
+
+#[test]
+fn every_message_gets_a_report_of_what_became_of_it() {
+    let (_dir, store, mut folder) = fresh();
+    let first = folder.fold_batch(&[msg(1, 1_000, &attempt(1))]).unwrap().commit.unwrap();
+    store.commit(&first).unwrap();
+    // A redelivery, a refusal, four failures (the last locks: one notice), in one batch.
+    let payloads: Vec<Vec<u8>> = (2..=5).map(attempt).collect();
+    let again = attempt(1);
+    let mut batch = vec![msg(1, 1_000, &again), msg(2, 2_000, b"\xff")];
+    batch.extend(payloads.iter().enumerate().map(|(i, p)| msg(3 + i as u64, 3_000 + i as u64, p)));
+    let fold = folder.fold_batch(&batch).unwrap();
+    let commit = fold.commit.unwrap();
+    let handled: Vec<(usize, u64, &str)> = fold
+        .events
+        .iter()
+        .map(|e| {
+            let h = match &e.handling {
+                Handling::Redelivered => "redelivered",
+                Handling::Refused { rejection, outbox: Some(0) } if rejection.reason.as_str() == "undecodable" => {
+                    "refused"
+                }
+                Handling::Folded { notices, .. } if notices.is_empty() => "folded",
+                Handling::Folded { notices, .. } if notices[0].outbox == Some(1) => "folded+notice",
+                other => panic!("unexpected {other:?}"),
+            };
+            (e.index, e.seq, h)
+        })
+        .collect();
+    assert_eq!(
+        handled,
+        [
+            (0, 1, "redelivered"),
+            (1, 2, "refused"),
+            (2, 3, "folded"),
+            (3, 4, "folded"),
+            (4, 5, "folded"),
+            (5, 6, "folded+notice")
+        ]
+    );
+    assert_eq!(commit.outbox.len(), 2, "the dead letter, then the locked notice");
+    assert_eq!(commit.outbox[1].subject, "lockout.notices.acme.locked");
+}
+
+#[test]
+fn a_rebuild_queues_nothing_to_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let mut folder = BatchFolder::new(store, Subjects::default(), OutboxMode::Discard).unwrap();
+    let payloads: Vec<Vec<u8>> = (1..=5).map(attempt).collect();
+    let mut batch: Vec<Incoming<'_>> = payloads.iter().enumerate().map(|(i, p)| msg(1 + i as u64, 1_000, p)).collect();
+    batch.push(msg(6, 1_000, b"\xff"));
+    let fold = folder.fold_batch(&batch).unwrap();
+    let commit = fold.commit.unwrap();
+    assert!(commit.outbox.is_empty());
+    assert!(commit.states[0].state.is_locked());
+    let Handling::Folded { notices, .. } = &fold.events[4].handling else { panic!("{:?}", fold.events[4]) };
+    assert_eq!((notices.len(), notices[0].outbox), (1, None), "the notice is reported, not queued");
 }

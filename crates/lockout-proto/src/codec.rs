@@ -17,6 +17,8 @@ pub const JSON: &str = "application/json";
 pub const POSTCARD: &str = "application/postcard";
 pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
 pub const EVENT_SEQ: &str = "Lockout-Event-Seq";
+/// A notice's position among the notices of its event (an extension).
+pub const NOTICE_INDEX: &str = "Lockout-Notice-Index";
 pub const LOCKOUT_ERROR: &str = "Lockout-Error";
 pub const LOCKOUT_SUBJECT: &str = "Lockout-Subject";
 pub const LOCKOUT_SEQ: &str = "Lockout-Seq";

@@ -14,7 +14,8 @@ use crate::ids::Tenant;
 use crate::policy::Policy;
 use crate::status::Status;
 
-/// The ops of the service: the contract's, in its order, then `health` (an extension).
+/// The ops of the service: those of `docs/protocol.md`, in its order, then `health` (an
+/// extension).
 pub const OPS: [&str; 9] =
     ["status", "locked", "unlock", "lock", "mfa_reset", "policy_get", "policy_set", "digest", "health"];
 
@@ -104,13 +105,15 @@ pub struct DigestReply {
     pub digest: String,
 }
 
-/// `health` takes an empty object (no bytes in postcard). An extension of the contract.
+/// `health` takes an empty object (no bytes in postcard). An extension of the protocol
+/// (`docs/protocol.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct HealthRequest {}
 
 /// How lockoutd is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum HealthStatus {
     /// Folding, within [`LAGGING_AFTER`] events of the stream's end.
     Ready,
@@ -123,7 +126,7 @@ pub enum HealthStatus {
 /// Events behind the stream's end above which lockoutd reports `lagging`.
 pub const LAGGING_AFTER: u64 = 10_000;
 
-/// The reply of `health`. An extension of the contract.
+/// The reply of `health`. An extension of the protocol (`docs/protocol.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthReply {
     pub status: HealthStatus,

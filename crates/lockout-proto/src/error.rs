@@ -2,18 +2,19 @@
 //!
 //! A refusal is a value, not a failure: the projector turns a [`Rejection`] into a dead
 //! letter and the micro service into a 400 reply. Its `reason` is the dead-letter reason of
-//! the contract and its `message` a sentence a person can act on.
+//! the protocol (`docs/protocol.md`) and its `message` a sentence a person can act on.
 
 use std::fmt;
 
 /// Why input was refused; each maps to a `lockout.dead.<tenant>.<reason>` subject token.
 #[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumIter)]
+#[strum(serialize_all = "snake_case")]
 pub enum RejectReason {
     /// The body is not valid JSON or postcard for its type, has trailing bytes, or names an
     /// unknown enum value.
     Undecodable,
-    /// The subject's type token is not an event type of the contract.
+    /// The subject's type token is not an event type of the protocol (`docs/protocol.md`).
     UnknownType,
     /// The body's `tenant` or `user` differs from the subject.
     Mismatch,
@@ -21,7 +22,7 @@ pub enum RejectReason {
     OutOfRange,
     /// `source_ip` is not an IPv4 or IPv6 address.
     BadIp,
-    /// The subject does not have the contract's shape, or its tenant or user token is malformed.
+    /// The subject does not have the protocol's shape, or its tenant or user token is malformed.
     BadSubject,
     /// The `Content-Type` header names an encoding the service does not speak.
     Encoding,
@@ -29,27 +30,13 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every reason, in declaration order.
-    pub const ALL: [RejectReason; 7] = [
-        Self::Undecodable,
-        Self::UnknownType,
-        Self::Mismatch,
-        Self::OutOfRange,
-        Self::BadIp,
-        Self::BadSubject,
-        Self::Encoding,
-    ];
+    pub fn all() -> impl Iterator<Item = RejectReason> {
+        <Self as strum::IntoEnumIterator>::iter()
+    }
 
     /// The subject token used in `lockout.dead.<tenant>.<reason>`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Undecodable => "undecodable",
-            Self::UnknownType => "unknown_type",
-            Self::Mismatch => "mismatch",
-            Self::OutOfRange => "out_of_range",
-            Self::BadIp => "bad_ip",
-            Self::BadSubject => "bad_subject",
-            Self::Encoding => "encoding",
-        }
+        self.into()
     }
 }
 

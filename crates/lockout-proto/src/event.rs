@@ -21,13 +21,16 @@ use crate::Millis;
 pub const CLIENT_MAX: usize = 200;
 /// Longest `credential` fingerprint, in characters.
 pub const CREDENTIAL_MAX: usize = 64;
-/// Longest `actor`, in characters (an extension: the contract sets no bound).
+/// Longest `actor`, in characters (an extension: `docs/protocol.md` sets no bound).
 pub const ACTOR_MAX: usize = 256;
-/// Longest `reason`, in characters (an extension: the contract sets no bound).
+/// Longest `reason`, in characters (an extension: `docs/protocol.md` sets no bound).
 pub const REASON_MAX: usize = 1024;
 
 /// An event type, the last token of an event subject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, strum::IntoStaticStr, strum::EnumString, strum::EnumIter,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum EventKind {
     Attempt,
     Unlock,
@@ -38,22 +41,18 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] =
-        [Self::Attempt, Self::Unlock, Self::Lock, Self::MfaReset, Self::Expired, Self::Policy];
+    /// Every event type, in the protocol's order.
+    pub fn all() -> impl Iterator<Item = EventKind> {
+        <Self as strum::IntoEnumIterator>::iter()
+    }
 
+    /// The subject token.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Attempt => "attempt",
-            Self::Unlock => "unlock",
-            Self::Lock => "lock",
-            Self::MfaReset => "mfa_reset",
-            Self::Expired => "expired",
-            Self::Policy => "policy",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<EventKind> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
+        s.parse().ok()
     }
 
     /// "the `<type>` event body", for error messages (static: decoding formats nothing unless
@@ -76,16 +75,18 @@ impl EventKind {
 }
 
 /// `success` or `failure`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Outcome {
     Success,
     Failure,
 }
 
 /// Which secret the attempt presented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Factor {
     #[default]
     Password,
@@ -101,8 +102,9 @@ impl Factor {
 }
 
 /// What kind of account the gateway saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Account {
     User,
     Api,
@@ -127,8 +129,9 @@ pub struct Attempt {
     pub account: Option<Account>,
 }
 
-/// Reads `factor`: in JSON, `null` means the default like an absent field does (the contract:
-/// "absent optional fields and `null` mean the same"); postcard always carries the variant index.
+/// Reads `factor`: in JSON, `null` means the default like an absent field does
+/// (`docs/protocol.md`: "absent optional fields and `null` mean the same"); postcard always
+/// carries the variant index.
 fn factor_or_default<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Factor, D::Error> {
     if d.is_human_readable() {
         Ok(Option::<Factor>::deserialize(d)?.unwrap_or_default())

@@ -127,8 +127,9 @@ impl fmt::Display for UserId {
 mod tests {
     use super::*;
 
+    /// The example user token of `docs/protocol.md`.
     #[test]
-    fn contract_example_token() {
+    fn protocol_example_token() {
         let u = UserId::parse("alice@acme.com").unwrap();
         assert_eq!(u.token(), "YWxpY2VAYWNtZS5jb20");
         assert_eq!(UserId::from_token("YWxpY2VAYWNtZS5jb20").unwrap(), u);

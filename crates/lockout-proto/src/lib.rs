@@ -1,4 +1,4 @@
-//! The lockout service's wire contract as Rust types.
+//! The lockout service's wire protocol (`docs/protocol.md`) as Rust types.
 //!
 //! This crate is the only place that knows how messages look on NATS: every event body,
 //! the tenant policy, the status and command replies, and the notices, plus the subjects
@@ -16,7 +16,7 @@
 //! - [`notice`]: the three notices for notifier services.
 //! - [`error`]: `Rejection`, a refusal of bad input with a reason and a sentence.
 //!
-//! Wire types follow postcard's rules: fields in contract order, no `flatten`, no
+//! Wire types follow postcard's rules: fields in protocol order, no `flatten`, no
 //! `untagged`, no skipped fields; UUIDs travel as 16 raw bytes (see [`uuid16`]).
 
 pub mod codec;
@@ -43,5 +43,5 @@ pub use policy::Policy;
 pub use status::{Status, WriteReply};
 pub use subject::Subjects;
 
-/// Milliseconds since the Unix epoch, the contract's unit for every time.
+/// Milliseconds since the Unix epoch, the protocol's unit for every time (`docs/protocol.md`).
 pub type Millis = u64;

@@ -8,8 +8,9 @@ use uuid::Uuid;
 use crate::Millis;
 
 /// Why an account is locked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum LockReason {
     /// Too many counted failures.
     Failures,
@@ -17,7 +18,8 @@ pub enum LockReason {
     Admin,
 }
 
-/// Declares a struct with the Status fields in contract order, followed by `extra` fields.
+/// Declares a struct with the Status fields in protocol order (`docs/protocol.md`), followed by
+/// `extra` fields.
 /// One list of fields keeps `Status` and `WriteReply` identical where they overlap, which the
 /// postcard layout requires.
 macro_rules! status_struct {

@@ -146,8 +146,7 @@ impl Subjects {
         };
         let kind =
             EventKind::parse(kind).filter(|k| k.is_tenant_event() == (target == Target::Tenant)).ok_or_else(|| {
-                let known: Vec<&str> = EventKind::ALL
-                    .iter()
+                let known: Vec<&str> = EventKind::all()
                     .filter(|k| k.is_tenant_event() == (target == Target::Tenant))
                     .map(|k| k.as_str())
                     .collect();
@@ -219,7 +218,7 @@ mod tests {
         assert_eq!(t.target, Target::Tenant);
         // Building and parsing agree.
         let u = UserId::parse("bob").unwrap();
-        for k in EventKind::ALL.into_iter().filter(|k| !k.is_tenant_event()) {
+        for k in EventKind::all().filter(|k| !k.is_tenant_event()) {
             let subj = s().user_event(&p.tenant, &u, k);
             assert_eq!(s().parse_event(&subj).unwrap().kind, k);
         }

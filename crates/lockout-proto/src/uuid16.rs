@@ -1,7 +1,8 @@
-//! UUIDs as the contract wants them: a string in JSON, 16 raw bytes in postcard.
+//! UUIDs as the protocol (`docs/protocol.md`) wants them: a string in JSON, 16 raw bytes in
+//! postcard.
 //!
 //! The `uuid` crate's own serde impl writes length-prefixed bytes (17 bytes in postcard);
-//! the contract says 16, so wire types use `#[serde(with = "crate::uuid16")]`.
+//! the protocol says 16, so wire types use `#[serde(with = "crate::uuid16")]`.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;

@@ -618,7 +618,8 @@ fn write_reply_is_status_then_event_id() {
     assert_eq!(serde_json::to_value(&reply).unwrap(), json);
 }
 
-/// The contract's example of a user token, and UUIDs as exactly 16 bytes with no length prefix.
+/// The example user token of `docs/protocol.md`, and UUIDs as exactly 16 bytes with no length
+/// prefix.
 #[test]
 fn uuid_is_sixteen_raw_bytes() {
     let expired = Expired { id: id(0x06), at: 1, tenant: "t".into(), user: "u".into(), lock_event: id(0x02) };
@@ -650,7 +651,8 @@ fn required_fields(stem: &str, out: &mut BTreeSet<String>) {
 /// The schemas' `required` lists are exactly the fields the Rust types cannot do without: each
 /// golden JSON with one field left out still decodes if and only if the schema does not require
 /// that field (so `Option` fields, `factor` and Policy fields are optional, the rest required).
-/// Policy replies are the exception: the schema requires every field, as the contract promises.
+/// Policy replies are the exception: the schema requires every field, as `docs/protocol.md`
+/// promises.
 #[test]
 fn schema_required_fields_are_the_ones_rust_requires() {
     let dir = golden_dir();
@@ -665,7 +667,7 @@ fn schema_required_fields_are_the_ones_rust_requires() {
         let mut required = BTreeSet::new();
         required_fields(&stem, &mut required);
         if stem == "reply.policy_get" || stem == "reply.policy_set" {
-            // The contract: "Replies always list every field", a promise of the writer that the
+            // `docs/protocol.md`: "Replies always list every field", a promise of the writer that the
             // schema states; the Rust type still reads an absent field as its default.
             assert_eq!(required.len(), 10, "{stem} must require every Policy field");
             continue;

@@ -41,7 +41,7 @@ fn schemas() -> BTreeMap<String, Value> {
     out
 }
 
-/// Every message of the contract, one schema file each (sorted by name).
+/// Every message of the protocol (`docs/protocol.md`), one schema file each (sorted by name).
 const MESSAGES: [&str; 31] = [
     "event.attempt",
     "event.expired",

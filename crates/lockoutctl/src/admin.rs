@@ -195,7 +195,7 @@ pub async fn attempt(ctx: &Ctx, a: AttemptArgs, out: &mut dyn Write) -> anyhow::
     for _ in 0..a.count.max(1) {
         let attempt = Attempt {
             id: Uuid::now_v7(),
-            at: lockoutd::now_ms(),
+            at: lockout_nats::clock::now_ms(),
             tenant: tenant.as_str().into(),
             user: user.as_str().into(),
             outcome,
@@ -335,7 +335,7 @@ pub async fn tail(ctx: &Ctx, a: TailArgs, out: &mut dyn Write) -> anyhow::Result
         let Some(m) = messages.next().await else { break };
         let m = m.with_context(|| format!("reading {stream_name}"))?;
         let info = m.info().map_err(|e| anyhow::anyhow!("bad message metadata: {e}"))?;
-        let time = events::stored_time(&info);
+        let time = lockout_nats::stored_time(&info);
         let kind = events::subject_type(&m.subject).to_owned();
         let enc = Encoding::from_content_type(
             m.headers.as_ref().and_then(|h| h.get(codec::CONTENT_TYPE)).map(|v| v.as_str()),

@@ -308,8 +308,8 @@ async fn fold_user(
             let status = lockout_core::status(&h.tenant, &h.user, &h.policy.policy, &h.track.state, raw.time);
             h.lines.push(Line {
                 raw_seq: raw.seq,
-                kind: events::subject_type(&raw.subject).to_owned(),
-                subject: raw.subject,
+                kind: events::subject_type(raw.subject()).to_owned(),
+                subject: raw.subject().to_owned(),
                 time: raw.time,
                 body,
                 why,
@@ -377,7 +377,7 @@ pub async fn explain(ctx: &Ctx, a: UserArgs, out: &mut dyn Write) -> anyhow::Res
         )
         .into());
     }
-    let now = lockoutd::now_ms();
+    let now = lockout_nats::clock::now_ms();
     let status = lockout_core::status(&h.tenant, &h.user, &h.policy.policy, &h.track.state, now);
     let lock = h.track.locks.last().filter(|l| status.locked && l.ended.is_none());
     let blocked = h.track.state.lock.as_ref().filter(|_| status.locked);
@@ -523,10 +523,10 @@ pub async fn export(ctx: &Ctx, a: ExportArgs, out: &mut dyn Write) -> anyhow::Re
         let line = if jsonl {
             let mut v = json!({
                 "seq": raw.seq,
-                "subject": raw.subject,
+                "subject": raw.subject(),
                 "time": raw.time,
                 "time_utc": fmt::time(raw.time),
-                "type": events::subject_type(&raw.subject),
+                "type": events::subject_type(raw.subject()),
             });
             let o = v.as_object_mut().expect("object");
             match &decoded {
@@ -547,12 +547,12 @@ pub async fn export(ctx: &Ctx, a: ExportArgs, out: &mut dyn Write) -> anyhow::Re
                     "#{:<6} {}  {:<9} {} {}  {}",
                     raw.seq,
                     fmt::time(raw.time),
-                    events::subject_type(&raw.subject),
+                    events::subject_type(raw.subject()),
                     e.tenant(),
                     e.user().unwrap_or("(tenant)"),
                     events::event_json(e)
                 ),
-                Err(r) => format!("#{:<6} {}  {}  refused: {}", raw.seq, fmt::time(raw.time), raw.subject, r.message),
+                Err(r) => format!("#{:<6} {}  {}  refused: {}", raw.seq, fmt::time(raw.time), raw.subject(), r.message),
             }
         };
         if let Err(e) = writeln!(out, "{line}") {
@@ -628,7 +628,7 @@ pub async fn simulate(ctx: &Ctx, a: SimulateArgs, out: &mut dyn Write) -> anyhow
         Ok(true)
     })
     .await?;
-    let horizon = until.unwrap_or_else(lockoutd::now_ms);
+    let horizon = until.unwrap_or_else(lockout_nats::clock::now_ms);
     let mut totals = [(0u64, 0u64, 0.0f64); 2];
     let mut newly = Vec::new();
     let mut no_longer = Vec::new();

@@ -24,30 +24,11 @@ Unix epoch; lockoutctl prints them as RFC 3339 UTC.";
 #[derive(Debug, Parser)]
 #[command(name = "lockoutctl", version, about, after_help = EXIT_CODES, propagate_version = true)]
 pub struct Cli {
-    /// NATS server URL.
-    #[arg(long, global = true, env = "LOCKOUT_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: lockout_nats::NatsArgs,
     /// Root prefix of every subject (streams are <PREFIX>_EVENTS, _NOTICES, _DEAD).
     #[arg(long, global = true, env = "LOCKOUT_PREFIX", default_value = "lockout")]
     pub prefix: String,
-    /// NATS credentials file (JWT + nkey seed).
-    #[arg(long, global = true, env = "LOCKOUT_NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
-    /// NATS user name (with --nats-password).
-    #[arg(long, global = true, env = "LOCKOUT_NATS_USER")]
-    pub nats_user: Option<String>,
-    /// NATS password (with --nats-user).
-    #[arg(long, global = true, env = "LOCKOUT_NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<String>,
-    /// CA certificate (PEM) to verify the server; turns TLS on.
-    #[arg(long, global = true, env = "LOCKOUT_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS (with --tls-key).
-    #[arg(long, global = true, env = "LOCKOUT_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// Client key (PEM) for mutual TLS (with --tls-cert).
-    #[arg(long, global = true, env = "LOCKOUT_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
     /// Seconds to wait for a service reply or a stream read.
     #[arg(long, global = true, default_value_t = 10, value_name = "SECONDS")]
     pub timeout: u64,

@@ -29,27 +29,13 @@ pub struct Ctx {
 impl Ctx {
     pub async fn connect(cli: &Cli) -> anyhow::Result<Ctx> {
         let subjects = Subjects::new(&cli.prefix).map_err(|e| Exit::usage(format!("--prefix: {e}")))?;
-        if cli.nats_user.is_some() != cli.nats_password.is_some() {
-            return Err(Exit::usage("--nats-user and --nats-password go together"));
-        }
+        cli.nats.validate().map_err(Exit::usage)?;
         let timeout = Duration::from_secs(cli.timeout.max(1));
-        let mut opts = async_nats::ConnectOptions::new()
+        let opts = async_nats::ConnectOptions::new()
             .name("lockoutctl")
             .connection_timeout(timeout)
             .request_timeout(Some(timeout));
-        let auth = lockoutd::NatsAuth {
-            creds: cli.nats_creds.clone(),
-            user: cli.nats_user.clone(),
-            password: cli.nats_password.clone(),
-            tls_ca: cli.tls_ca.clone(),
-            tls_cert: cli.tls_cert.clone(),
-            tls_key: cli.tls_key.clone(),
-        };
-        opts = auth.apply(opts).await?;
-        let client = opts
-            .connect(&cli.nats_url)
-            .await
-            .with_context(|| format!("connecting to NATS at {} (set --nats-url or LOCKOUT_NATS_URL)", cli.nats_url))?;
+        let client = cli.nats.connect(opts).await?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(timeout);
         Ok(Ctx { client, js, subjects, json: cli.json, timeout })

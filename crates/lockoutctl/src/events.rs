@@ -3,45 +3,20 @@
 //! [`read`] snapshots the stream's last sequence, creates an ordered pull consumer with the
 //! given filters and calls back with every message up to that sequence, in order, with its
 //! JetStream stored time (the fold's clock). [`accept`] decodes and checks an event exactly
-//! as lockoutd's projector does, so refused events are skipped here as they are there.
+//! as lockoutd does, so refused events are skipped here as they are there.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
-use async_nats::HeaderMap;
 use futures::StreamExt;
-use lockout_proto::codec::{self, Encoding};
 use lockout_proto::event::Event;
 use lockout_proto::{Millis, Rejection, Subjects};
 
 use crate::ctx::Ctx;
 
-/// One stored message.
-pub struct Raw {
-    pub seq: u64,
-    pub subject: String,
-    pub headers: Option<HeaderMap>,
-    pub payload: bytes::Bytes,
-    /// JetStream's stored time, ms.
-    pub time: Millis,
-}
-
-impl Raw {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str())
-    }
-
-    pub fn incoming(&self) -> lockoutd::projector::Incoming<'_> {
-        lockoutd::projector::Incoming {
-            seq: self.seq,
-            subject: &self.subject,
-            headers: self.headers.as_ref(),
-            payload: &self.payload,
-            time: self.time,
-        }
-    }
-}
+/// One stored message, with its sequence and stored time.
+pub type Raw = lockout_nats::Delivered;
 
 /// Where a read starts and stops.
 #[derive(Debug, Clone, Copy)]
@@ -69,10 +44,6 @@ pub struct Plan {
     pub end: u64,
     /// Consumers started over because the one reading stopped delivering (see [`read`]).
     pub restarts: u32,
-}
-
-pub fn stored_time(info: &async_nats::jetstream::message::Info<'_>) -> Millis {
-    u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
 
 /// Reads the messages of `stream` matching `filters` within `range`, in order, calling
@@ -213,8 +184,9 @@ async fn read_loop(
             Some(Err(e)) => return Err(anyhow::Error::new(e).context(format!("reading {stream}"))),
             Some(Ok(m)) => m,
         };
-        let info = m.info().map_err(|e| anyhow::anyhow!("reading {stream}: bad message metadata: {e}"))?;
-        let (seq, left, time) = (info.stream_sequence, info.pending, stored_time(&info));
+        let left = m.info().map_err(|e| anyhow::anyhow!("reading {stream}: bad message metadata: {e}"))?.pending;
+        let raw = Raw::new(m).context("a stored message without JetStream metadata")?;
+        let seq = raw.seq;
         if seq > end {
             return Ok(());
         }
@@ -223,8 +195,6 @@ async fn read_loop(
             continue;
         }
         (last, idle_periods) = (Some(seq), 0);
-        let m = m.split().0;
-        let raw = Raw { seq, subject: m.subject.to_string(), headers: m.headers, payload: m.payload, time };
         if let Some(b) = bar {
             b.inc(1);
         }
@@ -234,12 +204,10 @@ async fn read_loop(
     }
 }
 
-/// Decodes and checks an event as the projector does; `Err` is why lockoutd refused it.
+/// Decodes and checks an event as lockoutd does (the engine's [`lockout_engine::accept`]);
+/// `Err` is why lockoutd refused it.
 pub fn accept(subjects: &Subjects, raw: &Raw) -> Result<Event, Rejection> {
-    codec::check_size(&raw.payload)?;
-    let subject = subjects.parse_event(&raw.subject)?;
-    let enc = Encoding::from_content_type(raw.header(codec::CONTENT_TYPE))?;
-    Event::decode_checked(&subject, enc, &raw.payload)
+    lockout_engine::accept(subjects, raw).map(|(_, e)| e)
 }
 
 /// The event body as JSON (UUIDs as strings), whatever its wire encoding.

@@ -12,10 +12,10 @@
 //! # Layout
 //! - [`cli`]: the clap definitions of every subcommand.
 //! - [`ctx`]: the NATS connection, service requests and their error mapping.
-//! - [`events`]: reading `LOCKOUT_EVENTS` with ordered consumers, decoding as the projector does.
+//! - [`events`]: reading `LOCKOUT_EVENTS` with ordered consumers, decoding as lockoutd does.
 //! - [`admin`]: status, locked, unlock, lock, mfa-reset, policy, attempt, tail.
 //! - [`audit`]: history, explain, state-at, export, simulate.
-//! - [`replay`]: replay and verify.
+//! - [`replay`]: replay and verify, with the engine lockoutd folds with (`lockout-engine`).
 //! - [`fmt`]: times (RFC 3339 UTC) and the human texts.
 
 pub mod admin;
@@ -53,7 +53,8 @@ pub mod exit {
 }
 
 /// An error with the exit code it means. Other errors exit with [`exit::FAILURE`].
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct Exit {
     pub code: i32,
     pub message: String,
@@ -70,14 +71,6 @@ impl Exit {
         Exit::new(exit::BAD_REQUEST, message).into()
     }
 }
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Exit {}
 
 /// Runs lockoutctl with `args` (the first is the program name), writing results to `out` and
 /// errors to standard error; returns the exit code. Builds its own tokio runtime: call

@@ -1,19 +1,16 @@
-//! `replay` and `verify`: rebuild the projection from `LOCKOUT_EVENTS` with lockoutd's own
-//! `BatchFolder`, and compare it with the live service.
-//!
-//! The floors are set past everything (`Floors { notices: (u64::MAX, u32::MAX), dead: u64::MAX }`),
-//! so the folder queues no notice or dead letter: a replay publishes nothing.
+//! `replay` and `verify`: rebuild the projection from `LOCKOUT_EVENTS` with the engine lockoutd
+//! folds with (`lockout-engine`, publishing nothing), and compare it with the live service.
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context as _;
+use lockout_engine::rebuild::Rebuild;
+use lockout_engine::{BatchFolder, OutboxMode};
 use lockout_proto::command::{DigestReply, LockedReply};
-use lockout_proto::{Encoding, Millis, Status, Tenant};
-use lockout_store::{Commit, Store};
-use lockoutd::outbox::Floors;
-use lockoutd::projector::BatchFolder;
+use lockout_proto::{Millis, Status, Tenant};
+use lockout_store::Store;
 use serde_json::{json, Value};
 
 use crate::cli::{ReplayArgs, VerifyArgs};
@@ -24,7 +21,7 @@ use crate::{exit, fmt, Exit};
 /// A store being rebuilt from the stream.
 pub struct Replayer {
     pub store: Store,
-    /// The folder, here between reads; on the fold thread during a `run_to`.
+    /// The folder, here between reads; inside the rebuild during a `run_to`.
     folder: Option<BatchFolder>,
     batch: usize,
     /// Sequences read so far (the checkpoint may lag when the last ones were deleted).
@@ -32,61 +29,7 @@ pub struct Replayer {
     /// Events folded by this process.
     pub events: u64,
     /// Folds and commits the batches read; running during a `run_to`.
-    pipeline: Option<Pipeline>,
-}
-
-/// Two threads behind the read loop, as lockoutd's projector stages: one folds the batches
-/// read (while the next one is read), the other commits them in order (while the next one
-/// folds), one batch waiting between each; the folder's state cache covers the commits in
-/// flight.
-struct Pipeline {
-    /// Awaited by the read loop (a full queue parks its task, not a runtime thread).
-    tx: tokio::sync::mpsc::Sender<Vec<Raw>>,
-    folding: std::thread::JoinHandle<anyhow::Result<BatchFolder>>,
-    committing: std::thread::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Pipeline {
-    fn start(store: Store, mut folder: BatchFolder) -> Pipeline {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Raw>>(1);
-        let (ctx, crx) = std::sync::mpsc::sync_channel::<Commit>(1);
-        let committing = std::thread::spawn(move || {
-            for commit in crx {
-                debug_assert!(commit.outbox.is_empty(), "a replay queues nothing to publish");
-                store.commit(&commit)?;
-            }
-            Ok(())
-        });
-        let folding = std::thread::spawn(move || {
-            while let Some(batch) = rx.blocking_recv() {
-                let incoming: Vec<_> = batch.iter().map(Raw::incoming).collect();
-                if let Some(commit) = folder.fold_batch(&incoming)? {
-                    if ctx.send(commit).is_err() {
-                        // The commit thread stopped on a store error; `finish` reports it.
-                        break;
-                    }
-                }
-            }
-            Ok(folder)
-        });
-        Pipeline { tx, folding, committing }
-    }
-
-    /// Queues a batch; `Err` when a thread stopped on an error (then [`Pipeline::finish`]
-    /// tells which).
-    async fn send(&self, batch: Vec<Raw>) -> Result<(), ()> {
-        self.tx.send(batch).await.map_err(|_| ())
-    }
-
-    /// Waits until every queued batch is folded and committed; returns the folder.
-    fn finish(self) -> (anyhow::Result<BatchFolder>, anyhow::Result<()>) {
-        drop(self.tx);
-        let folded =
-            self.folding.join().map_err(|_| anyhow::anyhow!("the replay's fold thread panicked")).and_then(|r| r);
-        let committed =
-            self.committing.join().map_err(|_| anyhow::anyhow!("the replay's commit thread panicked")).and_then(|r| r);
-        (folded, committed)
-    }
+    rebuild: Option<Rebuild<Raw>>,
 }
 
 impl Replayer {
@@ -95,32 +38,31 @@ impl Replayer {
             return Err(Exit::usage(format!("--batch must be 1 to 10000 (got {batch})")));
         }
         let store = Store::open(dir, 64 << 20).with_context(|| format!("opening the store in {}", dir.display()))?;
-        let floors = Floors { notices: Some((u64::MAX, u32::MAX)), dead: Some(u64::MAX) };
-        let folder = BatchFolder::new(store.clone(), ctx.subjects.clone(), Encoding::Postcard, floors)?;
+        let folder = BatchFolder::new(store.clone(), ctx.subjects.clone(), OutboxMode::Discard)?;
         let upto = folder.checkpoint();
-        Ok(Replayer { store, folder: Some(folder), batch, upto, events: 0, pipeline: None })
+        Ok(Replayer { store, folder: Some(folder), batch, upto, events: 0, rebuild: None })
     }
 
     pub fn checkpoint(&self) -> u64 {
         self.folder.as_ref().map_or(0, BatchFolder::checkpoint)
     }
 
-    /// Hands a full batch to the fold thread (starting the pipeline with the first one).
+    /// Hands a full batch to the fold thread (starting the rebuild with the first one).
     async fn commit(&mut self, buf: &mut Vec<Raw>) -> anyhow::Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
         let n = buf.len() as u64;
         let batch = std::mem::replace(buf, Vec::with_capacity(self.batch));
-        let pipeline = match self.pipeline.take() {
-            Some(p) => p,
+        let rebuild = match self.rebuild.take() {
+            Some(r) => r,
             None => {
                 let folder = self.folder.take().context("the replay's folder is gone after an earlier failure")?;
-                Pipeline::start(self.store.clone(), folder)
+                Rebuild::start(self.store.clone(), folder)
             }
         };
-        let sent = pipeline.send(batch).await;
-        self.pipeline = Some(pipeline);
+        let sent = rebuild.send(batch).await;
+        self.rebuild = Some(rebuild);
         if sent.is_err() {
             return Err(self
                 .finish()
@@ -132,16 +74,14 @@ impl Replayer {
         Ok(())
     }
 
-    /// Stops the pipeline after the queued batches; the folder comes back for the next read.
+    /// Stops the rebuild after the queued batches; the folder comes back for the next read.
     async fn finish(&mut self) -> anyhow::Result<()> {
-        let Some(p) = self.pipeline.take() else { return Ok(()) };
+        let Some(r) = self.rebuild.take() else { return Ok(()) };
         // Joining the threads waits for their last batches: not on a runtime thread.
-        let (folded, committed) = tokio::task::spawn_blocking(move || p.finish())
+        let folder = tokio::task::spawn_blocking(move || r.finish())
             .await
-            .map_err(|e| anyhow::anyhow!("waiting for the replay's threads: {e}"))?;
-        // The commit thread's error is the cause when both stopped.
-        committed?;
-        self.folder = Some(folded?);
+            .map_err(|e| anyhow::anyhow!("waiting for the replay's threads: {e}"))??;
+        self.folder = Some(folder);
         Ok(())
     }
 
@@ -302,7 +242,7 @@ async fn user_differences(ctx: &Ctx, r: &Replayer, tenant: &Tenant) -> anyhow::R
         .collect::<Result<_, _>>()?;
     for (user, state) in users {
         let live: Status = ctx.request(tenant, "status", &json!({ "user": user })).await?;
-        let mine = lockout_core::status(tenant.as_str(), &user, &policy, &state, lockoutd::now_ms());
+        let mine = lockout_core::status(tenant.as_str(), &user, &policy, &state, lockout_nats::clock::now_ms());
         let d = status_diff(&live, &mine);
         if !d.is_empty() {
             let fields: serde_json::Map<String, Value> =

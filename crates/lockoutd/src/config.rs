@@ -16,18 +16,17 @@ pub const DEFAULT_COMMIT_LINGER_MS: u64 = 5;
 #[derive(Debug, clap::Parser)]
 #[command(name = "lockoutd", version, about = "Folds login attempts from NATS JetStream into account lockout state.")]
 pub struct Args {
-    /// NATS server URL.
-    #[arg(long, env = "LOCKOUT_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: lockout_nats::NatsArgs,
     /// Directory of the sled store (created if missing).
     #[arg(long, env = "LOCKOUT_DATA_DIR")]
     pub data_dir: PathBuf,
     /// Root prefix of every subject; streams are <PREFIX>_EVENTS, _NOTICES, _DEAD.
     #[arg(long, env = "LOCKOUT_PREFIX", default_value = "lockout")]
     pub prefix: String,
-    /// Encoding of notices and of the events the service writes: json or postcard.
-    #[arg(long, env = "LOCKOUT_NOTICE_ENCODING", default_value = "postcard")]
-    pub notice_encoding: String,
+    /// Encoding of notices and of the events the service writes.
+    #[arg(long, env = "LOCKOUT_NOTICE_ENCODING", value_enum, default_value_t = NoticeEncoding::Postcard)]
+    pub notice_encoding: NoticeEncoding,
     /// Stream replicas (1 for a single server, 3 for a cluster).
     #[arg(long, env = "LOCKOUT_REPLICAS", default_value_t = 1)]
     pub replicas: usize,
@@ -42,27 +41,9 @@ pub struct Args {
     /// be committed together with the next ones, in ms; 0 commits every fetch on its own.
     #[arg(long, env = "LOCKOUT_COMMIT_LINGER_MS", default_value_t = DEFAULT_COMMIT_LINGER_MS)]
     pub commit_linger_ms: u64,
-    /// NATS credentials file (JWT + nkey seed).
-    #[arg(long, env = "LOCKOUT_NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
-    /// NATS user name (with --nats-password).
-    #[arg(long, env = "LOCKOUT_NATS_USER")]
-    pub nats_user: Option<String>,
-    /// NATS password (with --nats-user).
-    #[arg(long, env = "LOCKOUT_NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<String>,
-    /// CA certificate (PEM) to verify the server; turns TLS on.
-    #[arg(long, env = "LOCKOUT_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS.
-    #[arg(long, env = "LOCKOUT_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// Client key (PEM) for mutual TLS.
-    #[arg(long, env = "LOCKOUT_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Log format: human or json.
-    #[arg(long, env = "LOCKOUT_LOG_FORMAT", default_value = "human")]
-    pub log_format: String,
+    /// Log format.
+    #[arg(long, env = "LOCKOUT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
     /// Share of folded events without a `traceparent` header that get their own
     /// `lockout.fold_event` span (0 to 1; sampled deterministically by stream sequence). Events
     /// with one always do. Only matters while traces are exported.
@@ -70,8 +51,24 @@ pub struct Args {
     pub trace_events_ratio: f64,
 }
 
+/// `--notice-encoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NoticeEncoding {
+    Json,
+    Postcard,
+}
+
+impl From<NoticeEncoding> for Encoding {
+    fn from(e: NoticeEncoding) -> Encoding {
+        match e {
+            NoticeEncoding::Json => Encoding::Json,
+            NoticeEncoding::Postcard => Encoding::Postcard,
+        }
+    }
+}
+
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Human,
     Json,
@@ -80,7 +77,8 @@ pub enum LogFormat {
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub nats_url: String,
+    /// NATS server, credentials and TLS.
+    pub nats: lockout_nats::NatsArgs,
     pub data_dir: PathBuf,
     pub subjects: Subjects,
     pub notice_encoding: Encoding,
@@ -89,8 +87,6 @@ pub struct Config {
     pub batch: usize,
     /// How long a batch nobody waits for may wait to be committed with the next ones.
     pub commit_linger: std::time::Duration,
-    /// NATS credentials and TLS.
-    pub auth: crate::NatsAuth,
     pub log_format: LogFormat,
     /// Share of folded events traced with their own span (0 to 1).
     pub trace_events_ratio: f64,
@@ -100,7 +96,7 @@ impl Config {
     /// A configuration with defaults for `nats_url` and `data_dir` (tests and tools).
     pub fn new(nats_url: &str, data_dir: PathBuf) -> Config {
         Config {
-            nats_url: nats_url.to_owned(),
+            nats: lockout_nats::NatsArgs::new(nats_url),
             data_dir,
             subjects: Subjects::default(),
             notice_encoding: Encoding::Postcard,
@@ -108,7 +104,6 @@ impl Config {
             cache_bytes: 64 << 20,
             batch: 1000,
             commit_linger: std::time::Duration::from_millis(DEFAULT_COMMIT_LINGER_MS),
-            auth: crate::NatsAuth::default(),
             log_format: LogFormat::Human,
             trace_events_ratio: DEFAULT_TRACE_EVENTS_RATIO,
         }
@@ -132,7 +127,6 @@ impl TryFrom<Args> for Config {
 
     fn try_from(a: Args) -> anyhow::Result<Config> {
         let subjects = Subjects::new(&a.prefix).map_err(|e| anyhow::anyhow!("--prefix: {e}"))?;
-        let notice_encoding = a.notice_encoding.parse().map_err(|e| anyhow::anyhow!("--notice-encoding: {e}"))?;
         anyhow::ensure!((1..=5).contains(&a.replicas), "--replicas must be 1 to 5 (got {})", a.replicas);
         anyhow::ensure!(a.cache_mb >= 1, "--cache-mb must be at least 1");
         anyhow::ensure!((1..=10_000).contains(&a.batch), "--batch must be 1 to 10000 (got {})", a.batch);
@@ -141,38 +135,22 @@ impl TryFrom<Args> for Config {
             "--commit-linger-ms must be 0 to 1000 (got {})",
             a.commit_linger_ms
         );
-        anyhow::ensure!(
-            a.nats_user.is_some() == a.nats_password.is_some(),
-            "--nats-user and --nats-password go together"
-        );
+        a.nats.validate().map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
             (0.0..=1.0).contains(&a.trace_events_ratio),
             "--trace-events-ratio must be 0 to 1 (got {})",
             a.trace_events_ratio
         );
-        let log_format = match a.log_format.as_str() {
-            "human" => LogFormat::Human,
-            "json" => LogFormat::Json,
-            other => anyhow::bail!("--log-format: unknown format {other:?}: use human or json"),
-        };
         Ok(Config {
-            nats_url: a.nats_url,
+            nats: a.nats,
             data_dir: a.data_dir,
             subjects,
-            notice_encoding,
+            notice_encoding: a.notice_encoding.into(),
             replicas: a.replicas,
             cache_bytes: a.cache_mb << 20,
             batch: a.batch,
             commit_linger: std::time::Duration::from_millis(a.commit_linger_ms),
-            auth: crate::NatsAuth {
-                creds: a.nats_creds,
-                user: a.nats_user,
-                password: a.nats_password,
-                tls_ca: a.tls_ca,
-                tls_cert: a.tls_cert,
-                tls_key: a.tls_key,
-            },
-            log_format,
+            log_format: a.log_format,
             trace_events_ratio: a.trace_events_ratio,
         })
     }
@@ -183,8 +161,8 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "nats_url={} data_dir={} prefix={} notice_encoding={} replicas={} cache_mb={} batch={} commit_linger_ms={} trace_events_ratio={}",
-            self.nats_url,
+            "{} data_dir={} prefix={} notice_encoding={} replicas={} cache_mb={} batch={} commit_linger_ms={} trace_events_ratio={}",
+            self.nats,
             self.data_dir.display(),
             self.subjects.prefix(),
             self.notice_encoding.name(),
@@ -193,17 +171,7 @@ impl fmt::Display for Config {
             self.batch,
             self.commit_linger.as_millis(),
             self.trace_events_ratio
-        )?;
-        if let Some(c) = &self.auth.creds {
-            write!(f, " nats_creds={}", c.display())?;
-        }
-        if let Some(u) = &self.auth.user {
-            write!(f, " nats_user={u} nats_password=<redacted>")?;
-        }
-        if self.auth.tls_ca.is_some() {
-            write!(f, " tls=on")?;
-        }
-        Ok(())
+        )
     }
 }
 
@@ -235,12 +203,22 @@ mod tests {
             (&["--replicas", "6"], "--replicas must be 1 to 5 (got 6)"),
             (&["--cache-mb", "0"], "--cache-mb must be at least 1"),
             (&["--trace-events-ratio", "1.5"], "--trace-events-ratio must be 0 to 1 (got 1.5)"),
-            (&["--log-format", "xml"], "--log-format: unknown format \"xml\": use human or json"),
             (&["--nats-user", "u"], "--nats-user and --nats-password go together"),
         ];
         for (flags, want) in cases {
             let e = parse(flags).expect_err(want);
             assert_eq!(e.to_string(), *want, "{flags:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_enum_values_are_refused_with_the_possible_ones() {
+        for (flags, want) in [
+            (["--log-format", "xml"], "[possible values: human, json]"),
+            (["--notice-encoding", "cbor"], "[possible values: json, postcard]"),
+        ] {
+            let e = parse(&flags).expect_err(want);
+            assert!(e.to_string().contains(want), "{flags:?}: {e}");
         }
     }
 

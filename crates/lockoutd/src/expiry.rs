@@ -20,7 +20,7 @@ use lockout_proto::{Tenant, UserId};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::{now_ms, Shared};
+use crate::Shared;
 
 const TICK: Duration = Duration::from_millis(250);
 /// How long to wait for a published `expired` event to be folded before publishing it again.
@@ -40,7 +40,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if !shared.health.caught_up.load(std::sync::atomic::Ordering::Acquire) {
             continue;
         }
-        let due = match shared.store.due_expiries(now_ms(), 1000) {
+        let due = match shared.store.due_expiries(shared.clock.now_ms(), 1000) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "Reading due lock expiries failed.");
@@ -58,7 +58,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             let id = expired_event_id(d.lock_event);
             let body = Expired {
                 id,
-                at: now_ms(),
+                at: shared.clock.now_ms(),
                 tenant: d.tenant.as_str().into(),
                 user: d.user.as_str().into(),
                 lock_event: d.lock_event,

@@ -7,18 +7,18 @@
 //! # Layout
 //! - [`config`]: flags with environment fallbacks, validated into `Config`.
 //! - [`streams`]: creates or updates the three streams and the durable consumer.
-//! - [`projector`]: one fetched batch → decode, fold → one sled commit with the outbox,
-//!   pipelined: the next batch folds while the last one commits.
-//! - [`cache`]: the projector's cache of recent user states, in front of the store.
+//! - [`projector`]: one fetched batch → the engine's fold → one sled commit with the outbox,
+//!   pipelined in stages: the next batch folds while the last one commits.
+//! - [`observe`]: the engine's reports of a folded batch → spans, logs, metric counts.
 //! - [`outbox`]: publishes committed notices and dead letters exactly once by id.
 //! - [`expiry`]: appends `expired` events for timed locks that ran out.
 //! - [`service`]: the micro service `lockout` (status, commands, policy, digest).
 //! - [`telemetry`]: OpenTelemetry metrics, trace context over NATS headers, OTLP setup.
 
-pub mod cache;
+pub use lockout_nats::clock;
 pub mod config;
 pub mod expiry;
-pub mod linger;
+pub mod observe;
 pub mod outbox;
 pub mod projector;
 pub mod service;
@@ -33,14 +33,6 @@ use lockout_store::Store;
 use tokio::sync::watch;
 
 pub use config::Config;
-
-/// Milliseconds since the Unix epoch by the local clock (for `at` of written events and for
-/// `status`; the fold itself uses JetStream's stored times).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// What the projector reports about itself, read by `health` and `$SRV.STATS`.
 #[derive(Debug, Default)]
@@ -92,41 +84,8 @@ pub struct Shared {
     pub health: Arc<Health>,
     /// Metrics, from the global meter provider at start (no-ops when none is installed).
     pub metrics: Arc<telemetry::Metrics>,
-}
-
-/// How to authenticate to NATS and trust its certificate: the options lockoutd and
-/// lockoutctl share.
-#[derive(Debug, Clone, Default)]
-pub struct NatsAuth {
-    pub creds: Option<std::path::PathBuf>,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    /// CA certificate (PEM) to verify the server; turns TLS on.
-    pub tls_ca: Option<std::path::PathBuf>,
-    pub tls_cert: Option<std::path::PathBuf>,
-    pub tls_key: Option<std::path::PathBuf>,
-}
-
-impl NatsAuth {
-    /// Adds credentials and TLS to `opts`.
-    pub async fn apply(&self, mut opts: async_nats::ConnectOptions) -> anyhow::Result<async_nats::ConnectOptions> {
-        if let Some(creds) = &self.creds {
-            opts = opts
-                .credentials_file(creds)
-                .await
-                .with_context(|| format!("reading NATS credentials file {}", creds.display()))?;
-        }
-        if let (Some(user), Some(password)) = (&self.user, &self.password) {
-            opts = opts.user_and_password(user.clone(), password.clone());
-        }
-        if let Some(ca) = &self.tls_ca {
-            opts = opts.add_root_certificates(ca.clone()).require_tls(true);
-        }
-        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
-            opts = opts.add_client_certificate(cert.clone(), key.clone());
-        }
-        Ok(opts)
-    }
+    /// The wall clock: `at` of the events the service writes, due expiries, `status` now.
+    pub clock: Arc<dyn clock::Clock>,
 }
 
 /// Connects to NATS with the configured options.
@@ -137,12 +96,20 @@ pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
 /// [`connect`] under a connection name of its own (what the server's monitoring shows).
 pub async fn connect_as(config: &Config, name: &str) -> anyhow::Result<async_nats::Client> {
     let opts = async_nats::ConnectOptions::new().name(name).retry_on_initial_connect().max_reconnects(None);
-    let opts = config.auth.apply(opts).await?;
-    opts.connect(&config.nats_url).await.with_context(|| format!("connecting to NATS at {}", config.nats_url))
+    config.nats.connect(opts).await
 }
 
 /// Runs lockoutd until `shutdown` completes; then drains in-flight work and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    run_with_clock(config, Arc::new(clock::SystemClock), shutdown).await
+}
+
+/// [`run`] with a clock of the caller's (tests move time on without sleeping).
+pub async fn run_with_clock(
+    config: Config,
+    clock: Arc<dyn clock::Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir, config.sled_cache_bytes())
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let client = connect(&config).await?;
@@ -152,7 +119,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let checkpoint = store.checkpoint()?;
     let (folded_tx, folded) = watch::channel(checkpoint);
     let metrics = Arc::new(telemetry::Metrics::new());
-    let shared = Arc::new(Shared { config, store, js, client, folded, health: Arc::default(), metrics });
+    let shared = Arc::new(Shared { config, store, js, client, folded, health: Arc::default(), metrics, clock });
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Publish what an earlier run committed but did not publish, then start folding.

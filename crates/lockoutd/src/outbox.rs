@@ -4,8 +4,8 @@
 //! removed from the store once JetStream acknowledged them. The projector sends a batch's
 //! entries ([`send`]) before the previous batch's acknowledgements are in ([`settle`]): one
 //! connection keeps them in order, and a failed one is sent again with all after it. At start,
-//! [`Floors`] reads the last message of `LOCKOUT_NOTICES` and `LOCKOUT_DEAD`: anything at or
-//! below them was published already (in-order publishing makes that true), so a rebuild
+//! [`read_floors`] reads the last message of `LOCKOUT_NOTICES` and `LOCKOUT_DEAD`: anything at
+//! or below them was published already (in-order publishing makes that true), so a rebuild
 //! from an empty store or a lost store tail never publishes a notice twice.
 
 use std::time::Duration;
@@ -13,41 +13,23 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream;
 use async_nats::HeaderMap;
+use lockout_engine::Floors;
 use lockout_proto::codec;
 use lockout_proto::subject::Subjects;
-use lockout_store::{OutboxEntry, OutboxStream, Store};
+use lockout_store::{OutboxEntry, Store};
 
-/// Header with a notice's position among the notices of its event (an extension).
-pub const NOTICE_INDEX: &str = "Lockout-Notice-Index";
-
-/// What the streams already hold.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Floors {
-    /// (`Lockout-Event-Seq`, `Lockout-Notice-Index`) of the last notice.
-    pub notices: Option<(u64, u32)>,
-    /// `Lockout-Seq` of the last dead letter.
-    pub dead: Option<u64>,
-}
-
-impl Floors {
-    pub async fn read(js: &jetstream::Context, subjects: &Subjects) -> anyhow::Result<Floors> {
-        let notices = last_headers(js, &subjects.notices_stream(), &subjects.notices_all()).await?.and_then(|h| {
-            let seq = h.get(codec::EVENT_SEQ)?.as_str().parse().ok()?;
-            let idx = h.get(NOTICE_INDEX).and_then(|v| v.as_str().parse().ok()).unwrap_or(u32::MAX);
-            Some((seq, idx))
-        });
-        let dead = last_headers(js, &subjects.dead_stream(), &subjects.dead_all())
-            .await?
-            .and_then(|h| h.get(codec::LOCKOUT_SEQ)?.as_str().parse().ok());
-        Ok(Floors { notices, dead })
-    }
-
-    fn covers(&self, e: &OutboxEntry) -> bool {
-        match e.stream {
-            OutboxStream::Notices => self.notices.is_some_and(|f| (e.event_seq, e.index) <= f),
-            OutboxStream::Dead => self.dead.is_some_and(|f| e.event_seq <= f),
-        }
-    }
+/// What the streams already hold: the last notice's (`Lockout-Event-Seq`,
+/// `Lockout-Notice-Index`) and the last dead letter's `Lockout-Seq`.
+pub async fn read_floors(js: &jetstream::Context, subjects: &Subjects) -> anyhow::Result<Floors> {
+    let notices = last_headers(js, &subjects.notices_stream(), &subjects.notices_all()).await?.and_then(|h| {
+        let seq = h.get(codec::EVENT_SEQ)?.as_str().parse().ok()?;
+        let idx = h.get(codec::NOTICE_INDEX).and_then(|v| v.as_str().parse().ok()).unwrap_or(u32::MAX);
+        Some((seq, idx))
+    });
+    let dead = last_headers(js, &subjects.dead_stream(), &subjects.dead_all())
+        .await?
+        .and_then(|h| h.get(codec::LOCKOUT_SEQ)?.as_str().parse().ok());
+    Ok(Floors { notices, dead })
 }
 
 async fn last_headers(js: &jetstream::Context, stream: &str, all: &str) -> anyhow::Result<Option<HeaderMap>> {

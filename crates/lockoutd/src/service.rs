@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::{now_ms, Shared};
+use crate::Shared;
 
 /// How long a write waits for its event to be folded before answering 503.
 pub const FOLD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -253,7 +253,7 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
             let r: PolicySetRequest = decode_request(enc, body, &tenant)?;
             let e = Event::Policy(PolicyChange {
                 id: event_id(msg)?,
-                at: now_ms(),
+                at: shared.clock.now_ms(),
                 tenant: tenant.as_str().into(),
                 actor: r.actor,
                 policy: r.policy,
@@ -281,7 +281,7 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
 fn current_status(shared: &Shared, tenant: &Tenant, user: &UserId) -> Result<lockout_proto::Status, Fail> {
     let policy = shared.store.policy_or_default(tenant.as_str())?;
     let state = shared.store.user(tenant.as_str(), user.as_str())?.unwrap_or_default();
-    Ok(lockout_core::status(tenant.as_str(), user.as_str(), &policy, &state, now_ms()))
+    Ok(lockout_core::status(tenant.as_str(), user.as_str(), &policy, &state, shared.clock.now_ms()))
 }
 
 /// One page of locked users; the cursor is the base64url of the last user listed.
@@ -299,7 +299,7 @@ fn locked_page(shared: &Shared, tenant: &Tenant, r: &LockedRequest) -> Result<Lo
         })?),
     };
     let policy = shared.store.policy_or_default(tenant.as_str())?;
-    let now = now_ms();
+    let now = shared.clock.now_ms();
     let mut users = Vec::with_capacity(limit.min(128));
     let mut more = false;
     for item in shared.store.locked_after(tenant.as_str(), after.as_deref()) {
@@ -343,7 +343,7 @@ async fn write_user(
     tenant: &Tenant,
     make: impl FnOnce(Uuid, u64) -> Event,
 ) -> Result<Vec<u8>, Fail> {
-    let e = make(event_id(msg)?, now_ms());
+    let e = make(event_id(msg)?, shared.clock.now_ms());
     let user = user_id(e.user().unwrap_or_default())?;
     let target = EventSubject { tenant: tenant.clone(), target: Target::User(user.clone()), kind: e.kind() };
     e.check(&target)?;

@@ -28,65 +28,10 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::config::LogFormat;
+use crate::observe::{FoldStats, Stat};
 
 /// Instrumentation scope of every lockoutd metric and span.
 pub const SCOPE: &str = "lockoutd";
-
-/// One counted thing of a folded batch (see [`FoldStats`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stat {
-    /// An event folded: its type and, for attempts, `success` / `failure`.
-    Folded { kind: &'static str, outcome: Option<&'static str> },
-    /// A message refused into the dead-letter stream, by reason.
-    Dead { reason: &'static str },
-    /// A `locked` notice, by reason (`failures` / `admin`).
-    Lock { reason: &'static str },
-    /// An `unlocked` notice, by how (`admin` / `expired`).
-    Unlock { how: &'static str },
-}
-
-/// What one folded batch did, counted while folding and recorded only once the batch is
-/// committed (a batch folded again after a failed commit is not counted twice).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FoldStats {
-    pub counts: Vec<(Stat, u64)>,
-}
-
-impl FoldStats {
-    pub fn bump(&mut self, stat: Stat) {
-        self.add(stat, 1);
-    }
-
-    fn add(&mut self, stat: Stat, n: u64) {
-        match self.counts.iter_mut().find(|(s, _)| *s == stat) {
-            Some((_, m)) => *m += n,
-            None => self.counts.push((stat, n)),
-        }
-    }
-
-    /// Adds what `other` counted.
-    pub fn absorb(&mut self, other: &FoldStats) {
-        for &(stat, n) in &other.counts {
-            self.add(stat, n);
-        }
-    }
-
-    pub fn get(&self, stat: Stat) -> u64 {
-        self.counts.iter().find(|(s, _)| *s == stat).map_or(0, |(_, n)| *n)
-    }
-
-    /// The dead letters by reason.
-    pub fn dead_letters(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        self.counts.iter().filter_map(|&(s, n)| match s {
-            Stat::Dead { reason } => Some((reason, n)),
-            _ => None,
-        })
-    }
-
-    pub fn clear(&mut self) {
-        self.counts.clear();
-    }
-}
 
 /// lockoutd's instruments.
 pub struct Metrics {
@@ -211,36 +156,6 @@ struct PairInjector(Vec<(String, String)>);
 impl Injector for PairInjector {
     fn set(&mut self, key: &str, value: String) {
         self.0.push((key.to_owned(), value));
-    }
-}
-
-/// How often at most [`RefusedLog`] writes a line.
-pub const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// Dead letters summed up for the log: a flood of bad input must not flood the logs too. One
-/// WARN line at the first refusal, then at most one every [`REFUSED_LOG_EVERY`] with the counts
-/// by reason since the last line (each event is logged at DEBUG; the metric counts them all).
-#[derive(Debug, Default)]
-pub struct RefusedLog {
-    counts: Vec<(&'static str, u64)>,
-    last_line: Option<std::time::Instant>,
-}
-
-impl RefusedLog {
-    /// Adds a committed batch's dead letters; logs when a line is due.
-    pub fn record(&mut self, stats: &FoldStats, checkpoint: u64) {
-        for (reason, n) in stats.dead_letters() {
-            match self.counts.iter_mut().find(|(r, _)| *r == reason) {
-                Some((_, total)) => *total += n,
-                None => self.counts.push((reason, n)),
-            }
-        }
-        if self.counts.is_empty() || self.last_line.is_some_and(|t| t.elapsed() < REFUSED_LOG_EVERY) {
-            return;
-        }
-        let refused: Vec<String> = self.counts.drain(..).map(|(r, n)| format!("{r}={n}")).collect();
-        tracing::warn!(checkpoint, refused = %refused.join(", "), "Refused events; copied them to the dead-letter stream with their reasons (RUST_LOG=lockoutd=debug logs each; at most one such line every 10 s).");
-        self.last_line = Some(std::time::Instant::now());
     }
 }
 
@@ -455,18 +370,5 @@ mod tests {
     #[test]
     fn no_span_no_trace_headers() {
         assert!(trace_headers(&tracing::Span::none()).is_none());
-    }
-
-    #[test]
-    fn stats_count_by_kind() {
-        let mut s = FoldStats::default();
-        let f = Stat::Folded { kind: "attempt", outcome: Some("failure") };
-        s.bump(f);
-        s.bump(f);
-        s.bump(Stat::Dead { reason: "bad_ip" });
-        assert_eq!(s.get(f), 2);
-        assert_eq!(s.get(Stat::Dead { reason: "bad_ip" }), 1);
-        assert_eq!(s.dead_letters().collect::<Vec<_>>(), [("bad_ip", 1)]);
-        assert_eq!(s.get(Stat::Lock { reason: "admin" }), 0);
     }
 }

@@ -1,0 +1,65 @@
+//! One stored message of `LOCKOUT_EVENTS` as the engine reads it, and how it is accepted.
+//!
+//! The engine does not know NATS: `lockout-nats` implements [`Delivery`] for a JetStream
+//! message, and [`Incoming`] gives one field by field (tests, benchmarks).
+
+use lockout_proto::codec::{self, Encoding};
+use lockout_proto::event::Event;
+use lockout_proto::subject::{EventSubject, Subjects};
+use lockout_proto::{Millis, Rejection};
+
+/// A message of the events stream.
+pub trait Delivery {
+    /// Its `LOCKOUT_EVENTS` sequence.
+    fn seq(&self) -> u64;
+    fn subject(&self) -> &str;
+    fn payload(&self) -> &[u8];
+    /// JetStream's stored time, ms: the fold's clock.
+    fn stored_time(&self) -> Millis;
+    /// The first value of `name` (exact name), if the message has that header.
+    fn header(&self, name: &str) -> Option<&str>;
+    /// Every header as it came, in order: only read to copy a refused message into its dead
+    /// letter.
+    fn header_pairs(&self) -> Vec<(String, String)>;
+}
+
+/// A message given field by field, with no headers but an optional `Content-Type`.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    pub seq: u64,
+    pub subject: &'a str,
+    pub payload: &'a [u8],
+    pub time: Millis,
+    pub content_type: Option<&'a str>,
+}
+
+impl Delivery for Incoming<'_> {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn subject(&self) -> &str {
+        self.subject
+    }
+    fn payload(&self) -> &[u8] {
+        self.payload
+    }
+    fn stored_time(&self) -> Millis {
+        self.time
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        (name == codec::CONTENT_TYPE).then_some(self.content_type).flatten()
+    }
+    fn header_pairs(&self) -> Vec<(String, String)> {
+        self.content_type.map(|c| (codec::CONTENT_TYPE.to_owned(), c.to_owned())).into_iter().collect()
+    }
+}
+
+/// Decodes and checks one message exactly as lockoutd folds it, or says why it is refused
+/// (the refusal lockoutd dead-letters).
+pub fn accept(subjects: &Subjects, m: &impl Delivery) -> Result<(EventSubject, Event), Rejection> {
+    codec::check_size(m.payload())?;
+    let subject = subjects.parse_event(m.subject())?;
+    let enc = Encoding::from_content_type(m.header(codec::CONTENT_TYPE))?;
+    let event = Event::decode_checked(&subject, enc, m.payload())?;
+    Ok((subject, event))
+}

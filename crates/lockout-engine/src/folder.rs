@@ -1,0 +1,304 @@
+//! [`BatchFolder`]: a batch of stream messages → one commit and a report per message.
+//!
+//! Messages at or below the store's checkpoint are redeliveries and are skipped, so every
+//! event is folded exactly once. Every other message is accepted ([`crate::accept`]) or
+//! refused into a dead letter, and accepted events are folded with `lockout-core` against
+//! the latest state of their user: from the folder's cache, else from the store. The
+//! folder's commits must land in the order it returns them; its cache covers the ones in
+//! flight.
+
+use lockout_core::UserState;
+use lockout_proto::event::{self, Event, EventKind};
+use lockout_proto::notice::How;
+use lockout_proto::status::LockReason;
+use lockout_proto::subject::{Subjects, Target};
+use lockout_proto::{Millis, Notice, Policy, Rejection};
+use lockout_store::{Commit, LockIndex, StateChange, Store};
+use uuid::Uuid;
+
+use crate::cache::{HashMap, StateCache, UserKey};
+use crate::outbox::{self, OutboxMode};
+use crate::Delivery;
+
+/// Default budget of the state cache.
+pub const DEFAULT_STATE_CACHE_BYTES: usize = 64 << 20;
+
+/// Folds batches into commits; keeps the tenants' policies and recent user states between
+/// batches.
+pub struct BatchFolder {
+    store: Store,
+    subjects: Subjects,
+    outbox: OutboxMode,
+    policies: HashMap<String, Policy>,
+    checkpoint: u64,
+    checkpoint_time: Millis,
+    /// The latest state of recently folded users (the store's, or newer while in flight).
+    cache: StateCache,
+    /// The cache holds every user state the store has: the store had none when this folder
+    /// started and no generation was dropped since. A miss is then a new user, no read needed
+    /// (what makes rebuilds from an empty store fast).
+    cache_is_complete: bool,
+}
+
+/// What [`BatchFolder::fold_batch`] made of a batch.
+#[derive(Debug)]
+pub struct BatchFold {
+    /// `None` when every message was a redelivery.
+    pub commit: Option<Commit>,
+    /// One report per message of the batch, in order.
+    pub events: Vec<EventReport>,
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventReport {
+    /// Its position in the batch.
+    pub index: usize,
+    pub seq: u64,
+    /// Numbered at or below the checkpoint yet stored after it: the server lost acknowledged
+    /// messages (e.g. killed before syncing) and reuses sequences. Folded, not skipped.
+    pub reused_sequence: bool,
+    pub handling: Handling,
+}
+
+/// How a message was handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handling {
+    /// A redelivery of an event folded already: skipped.
+    Redelivered,
+    /// Refused. `outbox`: its dead letter's position in the commit's outbox (`None` when the
+    /// stream holds it already, or nothing is published).
+    Refused { rejection: Rejection, outbox: Option<usize> },
+    /// Folded.
+    Folded {
+        id: Uuid,
+        kind: EventKind,
+        /// An attempt's outcome.
+        attempt: Option<event::Outcome>,
+        notices: Vec<NoticeReport>,
+    },
+}
+
+/// A notice the fold produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoticeReport {
+    pub id: Uuid,
+    /// The notice's `event_id` (for an expiry, the event that started the lock).
+    pub event_id: Uuid,
+    pub what: NoticeWhat,
+    /// Its position in the commit's outbox (`None` when the stream holds it already, or
+    /// nothing is published).
+    pub outbox: Option<usize>,
+}
+
+/// What a notice says, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeWhat {
+    Locked(LockReason),
+    Unlocked(How),
+    MfaReset,
+}
+
+impl NoticeWhat {
+    fn of(n: &Notice) -> NoticeWhat {
+        match n {
+            Notice::Locked(l) => NoticeWhat::Locked(l.reason),
+            Notice::Unlocked(u) => NoticeWhat::Unlocked(u.how),
+            Notice::MfaReset(_) => NoticeWhat::MfaReset,
+        }
+    }
+}
+
+/// A user's state within a batch: as it was before the batch, and as folded so far.
+struct Pending {
+    original: Box<UserState>,
+    state: Box<UserState>,
+}
+
+impl BatchFolder {
+    /// A folder resuming from `store`'s checkpoint.
+    pub fn new(store: Store, subjects: Subjects, outbox: OutboxMode) -> Result<Self, lockout_store::Error> {
+        let (checkpoint, checkpoint_time) = store.checkpoint_at()?;
+        let cache_is_complete = store.all_users().next().is_none();
+        Ok(BatchFolder {
+            store,
+            subjects,
+            outbox,
+            policies: HashMap::default(),
+            checkpoint,
+            checkpoint_time,
+            cache: StateCache::new(DEFAULT_STATE_CACHE_BYTES),
+            cache_is_complete,
+        })
+    }
+
+    /// Bounds the cache of recent user states (default [`DEFAULT_STATE_CACHE_BYTES`]).
+    pub fn set_state_cache_bytes(&mut self, bytes: usize) {
+        self.cache = StateCache::new(bytes);
+    }
+
+    /// The last sequence folded (committed or in flight).
+    pub fn checkpoint(&self) -> u64 {
+        self.checkpoint
+    }
+
+    fn policy(&mut self, tenant: &str) -> Result<Policy, lockout_store::Error> {
+        if let Some(p) = self.policies.get(tenant) {
+            return Ok(*p);
+        }
+        let p = self.store.policy_or_default(tenant)?;
+        self.policies.insert(tenant.to_owned(), p);
+        Ok(p)
+    }
+
+    /// Folds a batch into a commit and says what became of each message.
+    ///
+    /// Commits must land in the order they are returned, each before the store is read by
+    /// anyone expecting its states. On error nothing is committed, the caches are as before
+    /// the batch and the policy cache is dropped, so a retry starts clean.
+    pub fn fold_batch<D: Delivery>(&mut self, msgs: &[D]) -> Result<BatchFold, lockout_store::Error> {
+        if self.cache.wants_rotation() && self.store.checkpoint_at()? == (self.checkpoint, self.checkpoint_time) {
+            // Everything folded so far has landed: the oldest generation may go.
+            self.cache.rotate();
+            self.cache_is_complete = false;
+        }
+        let mut users: HashMap<UserKey, Pending> = HashMap::with_capacity_and_hasher(msgs.len(), Default::default());
+        let r = self.fold_inner(msgs, &mut users);
+        match &r {
+            Ok(_) => {
+                for (key, p) in users {
+                    self.cache.put(key, p.state);
+                }
+            }
+            Err(_) => {
+                for (key, p) in users {
+                    self.cache.put(key, p.original);
+                }
+                self.policies.clear();
+            }
+        }
+        r
+    }
+
+    fn fold_inner<D: Delivery>(
+        &mut self,
+        msgs: &[D],
+        users: &mut HashMap<UserKey, Pending>,
+    ) -> Result<BatchFold, lockout_store::Error> {
+        let mut commit = Commit::default();
+        let mut events = Vec::with_capacity(msgs.len());
+        let (mut last, mut last_time) = (self.checkpoint, self.checkpoint_time);
+        let mut folded_any = false;
+        for (index, m) in msgs.iter().enumerate() {
+            let (seq, time) = (m.seq(), m.stored_time());
+            let reused_sequence = seq <= last;
+            if reused_sequence && time <= last_time {
+                events.push(EventReport { index, seq, reused_sequence: false, handling: Handling::Redelivered });
+                continue;
+            }
+            (last, last_time) = (seq, time);
+            folded_any = true;
+            let handling = match crate::accept(&self.subjects, m) {
+                Err(rejection) => {
+                    let outbox = self.queue_dead_letter(m, &rejection, &mut commit);
+                    Handling::Refused { rejection, outbox }
+                }
+                Ok((subject, event)) => {
+                    let policy = self.policy(event.tenant())?;
+                    let notices = match subject.target {
+                        Target::User(user) => {
+                            // The key reuses the strings the subject was parsed into (they
+                            // equal the body's).
+                            let state = self.pending(users, (subject.tenant.into_inner(), user.into_inner()))?;
+                            lockout_core::fold_into(&policy, state, &event, time).0
+                        }
+                        Target::Tenant => {
+                            if let Event::Policy(change) = &event {
+                                let p = lockout_core::fold::fold_policy(&policy, change);
+                                let tenant = subject.tenant.into_inner().to_string();
+                                self.policies.insert(tenant.clone(), p);
+                                commit.policies.retain(|(t, _)| *t != tenant);
+                                commit.policies.push((tenant, p));
+                            }
+                            Vec::new()
+                        }
+                    };
+                    let attempt = match &event {
+                        Event::Attempt(a) => Some(a.outcome),
+                        _ => None,
+                    };
+                    let notices = self.queue_notices(seq, notices, &mut commit);
+                    Handling::Folded { id: event.id(), kind: event.kind(), attempt, notices }
+                }
+            };
+            events.push(EventReport { index, seq, reused_sequence, handling });
+        }
+        if !folded_any {
+            return Ok(BatchFold { commit: None, events });
+        }
+        commit.checkpoint = last;
+        commit.checkpoint_time = last_time;
+        // Only states that changed are written; the cache keeps every one.
+        commit.states = users
+            .iter()
+            .filter(|(_, p)| p.state != p.original)
+            .map(|((tenant, user), p)| StateChange {
+                tenant: tenant.clone(),
+                user: user.clone(),
+                before: LockIndex::of(&p.original),
+                state: (*p.state).clone(),
+            })
+            .collect();
+        (self.checkpoint, self.checkpoint_time) = (last, last_time);
+        Ok(BatchFold { commit: Some(commit), events })
+    }
+
+    /// The state of `key` as folded so far in this batch, from the cache or the store.
+    fn pending<'u>(
+        &mut self,
+        users: &'u mut HashMap<UserKey, Pending>,
+        key: UserKey,
+    ) -> Result<&'u mut UserState, lockout_store::Error> {
+        let pending = match users.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let original = match self.cache.take(v.key()) {
+                    Some(s) => s,
+                    None if self.cache_is_complete => Box::default(),
+                    None => Box::new(self.store.user(&v.key().0, &v.key().1)?.unwrap_or_default()),
+                };
+                v.insert(Pending { state: original.clone(), original })
+            }
+        };
+        Ok(&mut pending.state)
+    }
+
+    fn queue_dead_letter(&self, m: &impl Delivery, r: &Rejection, commit: &mut Commit) -> Option<usize> {
+        let OutboxMode::Publish { floors, .. } = self.outbox else { return None };
+        if floors.dead.is_some_and(|f| m.seq() <= f) {
+            return None;
+        }
+        commit.outbox.push(outbox::dead_letter(&self.subjects, m, r));
+        Some(commit.outbox.len() - 1)
+    }
+
+    fn queue_notices(&self, seq: u64, notices: Vec<Notice>, commit: &mut Commit) -> Vec<NoticeReport> {
+        notices
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let index = u32::try_from(i).unwrap_or(u32::MAX);
+                let outbox = match self.outbox {
+                    OutboxMode::Publish { floors, notices: encoding }
+                        if floors.notices.is_none_or(|f| (seq, index) > f) =>
+                    {
+                        commit.outbox.push(outbox::notice_entry(&self.subjects, encoding, seq, index, n));
+                        Some(commit.outbox.len() - 1)
+                    }
+                    _ => None,
+                };
+                NoticeReport { id: n.id(), event_id: n.event_id(), what: NoticeWhat::of(n), outbox }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,175 @@
+//! The fold stage: owns the engine's [`BatchFolder`] (and so the cache of recent user
+//! states), folds each gathered batch, turns the engine's reports into telemetry
+//! ([`crate::observe`]) and holds batches nobody waits for ([`Linger`]) before handing them
+//! to the commit stage. It also watches for a consumer that stopped delivering.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use lockout_engine::linger::{Linger, Lingering};
+use lockout_engine::{BatchFolder, Floors, OutboxMode};
+use lockout_nats::Delivered;
+use lockout_proto::EventKind;
+use lockout_store::Commit;
+use tokio::sync::{mpsc, watch};
+
+use super::ConsumerStalled;
+use crate::observe::{FoldObserver, FoldStats, Stat};
+use crate::Shared;
+
+/// How long the projector waits for events before it checks that its consumer still delivers.
+const STALL_CHECK_AFTER: Duration = Duration::from_secs(10);
+
+/// A folded batch on its way to the store and the streams.
+pub(super) struct FoldedBatch {
+    /// `None` when the batch held only redeliveries.
+    pub commit: Option<Commit>,
+    pub stats: FoldStats,
+    pub span: tracing::Span,
+    /// Events the consumer still had after this batch's last one.
+    pub pending: u64,
+    /// The stream's last sequence as of this batch (its last event's plus `pending`).
+    pub stream_last: u64,
+    /// The batch's last message: acknowledging it acknowledges the batch (`AckPolicy::All`).
+    pub last: async_nats::jetstream::Message,
+}
+
+impl Lingering for FoldedBatch {
+    /// A notice or dead letter to publish, a policy, or an event other than an attempt (the
+    /// service's writes and the expiry wait until their events are folded).
+    fn urgent(&self) -> bool {
+        self.commit.as_ref().is_some_and(|c| !c.outbox.is_empty() || !c.policies.is_empty())
+            || self
+                .stats
+                .counts
+                .iter()
+                .any(|(s, _)| matches!(s, Stat::Folded { kind, .. } if *kind != EventKind::Attempt.as_str()))
+    }
+
+    /// One commit for both; acknowledging `later`'s last message acknowledges both. The
+    /// commit is recorded in `later`'s batch span.
+    fn absorb(&mut self, later: FoldedBatch) {
+        self.commit = match (self.commit.take(), later.commit) {
+            (Some(mut c), Some(l)) => {
+                c.absorb(l);
+                Some(c)
+            }
+            (c, l) => c.or(l),
+        };
+        self.stats.absorb(&later.stats);
+        self.span = later.span;
+        self.pending = later.pending;
+        self.stream_last = later.stream_last;
+        self.last = later.last;
+    }
+}
+
+pub(super) async fn fold_loop(
+    shared: &Shared,
+    consumer: PullConsumer,
+    floors: Floors,
+    tx: mpsc::Sender<FoldedBatch>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let cfg = &shared.config;
+    let outbox = OutboxMode::Publish { floors, notices: cfg.notice_encoding };
+    let mut folder = BatchFolder::new(shared.store.clone(), cfg.subjects.clone(), outbox)?;
+    folder.set_state_cache_bytes(cfg.state_cache_bytes());
+    let observer = FoldObserver::new(&cfg.subjects, cfg.trace_events_ratio);
+    let messages =
+        consumer.stream().max_messages_per_batch(cfg.batch).heartbeat(Duration::from_secs(5)).messages().await?;
+    // One batch waits while the next is received and another folds.
+    let (gtx, mut gathered) = mpsc::channel::<Vec<Delivered>>(1);
+    // A `JoinSet` aborts its tasks when dropped: the receiver ends with this loop.
+    let mut receiver = tokio::task::JoinSet::new();
+    receiver.spawn(super::receive::receive_loop(messages, cfg.batch, gtx));
+    let mut linger = Linger::new(cfg.commit_linger, cfg.batch);
+    loop {
+        let due = linger.due();
+        let batch = tokio::select! {
+            biased;
+            _ = stop.changed() => {
+                // What was folded is committed before the projector stops.
+                let _ = send_held(&mut linger, &tx).await;
+                return Ok(());
+            }
+            m = gathered.recv() => m,
+            () = until(due) => {
+                send_held(&mut linger, &tx).await?;
+                continue;
+            }
+            () = tokio::time::sleep(STALL_CHECK_AFTER) => {
+                check_delivering(&consumer).await?;
+                continue;
+            }
+        };
+        let Some(mut batch) = batch else {
+            // What was folded is still committed; the next run starts after it.
+            let _ = send_held(&mut linger, &tx).await;
+            return Err(ConsumerStalled("the consumer's message stream ended".into()).into());
+        };
+        let Some(last) = batch.last() else { continue };
+        let (pending, stream_last) =
+            last.msg.info().map_or((u64::MAX, 0), |i| (i.pending, i.stream_sequence.saturating_add(i.pending)));
+        let span = observer.batch_span(batch.len());
+        // A failing store (disk full) must not lose or skip events: retry the same batch.
+        let mut fold = loop {
+            match span.in_scope(|| folder.fold_batch(&batch)) {
+                Ok(f) => break f,
+                Err(e) => {
+                    shared.health.set_store_error(Some(e.to_string()));
+                    tracing::error!(error = %e, "Folding a batch failed; retrying in 1 s without acknowledging.");
+                    tokio::select! {
+                        _ = stop.changed() => return Ok(()),
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        };
+        let stats = span.in_scope(|| observer.observe(&batch, &fold.events, fold.commit.as_mut()));
+        let events = batch.len();
+        let last = batch.pop().expect("a batch has a last message").msg;
+        drop(batch);
+        let folded = FoldedBatch { commit: fold.commit.take(), stats, span, pending, stream_last, last };
+        if let Some(folded) = linger.offer(folded, events, std::time::Instant::now()) {
+            if tx.send(folded).await.is_err() {
+                anyhow::bail!("the committer stopped");
+            }
+        }
+    }
+}
+
+/// After a quiet spell: fine when the consumer has nothing more, a pull that stopped after a
+/// reconnect otherwise (its events wait or sit unacknowledged at the server).
+async fn check_delivering(consumer: &PullConsumer) -> anyhow::Result<()> {
+    match consumer.get_info().await {
+        Ok(i) if i.num_pending > 0 || i.num_ack_pending > 0 => Err(ConsumerStalled(format!(
+            "nothing delivered for {} s while {} events wait and {} are unacknowledged",
+            STALL_CHECK_AFTER.as_secs(),
+            i.num_pending,
+            i.num_ack_pending
+        ))
+        .into()),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::debug!(error = %e, "Reading the consumer's state failed; checking again later.");
+            Ok(())
+        }
+    }
+}
+
+/// Completes at `due`; never when there is none.
+async fn until(due: Option<std::time::Instant>) {
+    match due {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands the batch the linger holds, if any, to the committer.
+async fn send_held(linger: &mut Linger<FoldedBatch>, tx: &mpsc::Sender<FoldedBatch>) -> anyhow::Result<()> {
+    match linger.take() {
+        Some(held) => tx.send(held).await.map_err(|_| anyhow::anyhow!("the committer stopped")),
+        None => Ok(()),
+    }
+}
