@@ -89,8 +89,11 @@ pub enum Notice {
     MfaReset(MfaResetNotice),
 }
 
+/// Every notice kind, the last token of a notice subject.
+pub const KINDS: [&str; 3] = ["locked", "unlocked", "mfa_reset"];
+
 impl Notice {
-    /// The kind token of the notice subject.
+    /// The kind token of the notice subject (one of [`KINDS`]).
     pub fn kind(&self) -> &'static str {
         match self {
             Notice::Locked(_) => "locked",

@@ -1,25 +1,22 @@
 //! The JSON Schemas in `schemas/`.
 //!
 //! Every schema file parses and carries the draft 2020-12 header, `$id`, `title` and
-//! `description`; every golden vector has a schema and every schema a golden vector. There is no
-//! validator crate in the workspace, so a small validator for exactly the keywords these schemas
-//! use (it refuses any other keyword) checks that every golden JSON is valid against its schema,
-//! that each schema lists exactly the fields the Rust type writes, and that the schemas refuse
-//! the bad bodies the service refuses.
+//! `description`; every golden vector has a schema and every schema a golden vector. The
+//! `jsonschema` crate (draft 2020-12, formats asserted) checks that every golden JSON is valid
+//! against its schema, that the schemas refuse the bad bodies the service refuses, and that the
+//! README's `nats` examples send valid bodies; each schema lists exactly the fields the Rust
+//! type writes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
 use lockout_proto::codec::Encoding;
 use lockout_proto::event::{Event, EventKind};
-use lockout_proto::ids::is_token;
 use lockout_proto::{Subjects, Tenant, UserId};
 
 const DRAFT: &str = "https://json-schema.org/draft/2020-12/schema";
-const TENANT_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
 
 fn schemas_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas")
@@ -97,194 +94,22 @@ fn schema_of<'a>(schemas: &'a BTreeMap<String, Value>, golden: &str) -> Option<(
     (1..=parts.len()).rev().find_map(|n| schemas.get_key_value(&parts[..n].join(".")).map(|(k, v)| (k.as_str(), v)))
 }
 
-/// Keywords the validator understands; annotations are accepted and ignored.
-const ANNOTATIONS: [&str; 5] = ["$schema", "$id", "title", "description", "default"];
-const ASSERTIONS: [&str; 15] = [
-    "$ref",
-    "allOf",
-    "anyOf",
-    "type",
-    "enum",
-    "properties",
-    "required",
-    "additionalProperties",
-    "items",
-    "minimum",
-    "maximum",
-    "minLength",
-    "maxLength",
-    "pattern",
-    "format",
-];
-
+/// Validates against the schema files, each reachable by its `$id` (their `$ref`s are
+/// relative to it).
 struct Validator<'a> {
     schemas: &'a BTreeMap<String, Value>,
 }
 
 impl Validator<'_> {
-    fn resolve(&self, reference: &str) -> &Value {
-        let stem = reference.strip_suffix(".schema.json").unwrap_or_else(|| panic!("unsupported $ref {reference}"));
-        self.schemas.get(stem).unwrap_or_else(|| panic!("$ref {reference} names no schema file"))
-    }
-
     fn errors(&self, schema: &Value, value: &Value) -> Vec<String> {
-        let mut errors = Vec::new();
-        self.check(schema, value, "", &mut errors);
-        errors
-    }
-
-    fn check(&self, schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
-        let schema = schema.as_object().unwrap_or_else(|| panic!("schema at {at:?} is not an object"));
-        for (key, arg) in schema {
-            let mut fail = |what: String| errors.push(format!("{}: {what}", if at.is_empty() { "/" } else { at }));
-            match key.as_str() {
-                k if ANNOTATIONS.contains(&k) => {}
-                "$ref" => self.check(self.resolve(arg.as_str().unwrap()), value, at, errors),
-                "allOf" => {
-                    for sub in arg.as_array().unwrap() {
-                        self.check(sub, value, at, errors);
-                    }
-                }
-                "anyOf" => {
-                    if arg.as_array().unwrap().iter().all(|sub| !self.errors(sub, value).is_empty()) {
-                        fail(format!("{value} matches none of {arg}"));
-                    }
-                }
-                "type" => {
-                    let types: Vec<&str> = match arg {
-                        Value::String(t) => vec![t.as_str()],
-                        Value::Array(ts) => ts.iter().map(|t| t.as_str().unwrap()).collect(),
-                        _ => panic!("bad type {arg}"),
-                    };
-                    if !types.iter().any(|t| has_type(value, t)) {
-                        fail(format!("{value} is not of type {arg}"));
-                    }
-                }
-                "enum" => {
-                    if !arg.as_array().unwrap().contains(value) {
-                        fail(format!("{value} is not one of {arg}"));
-                    }
-                }
-                "properties" => {
-                    if let Value::Object(obj) = value {
-                        for (name, sub) in arg.as_object().unwrap() {
-                            if let Some(v) = obj.get(name) {
-                                self.check(sub, v, &format!("{at}/{name}"), errors);
-                            }
-                        }
-                    }
-                }
-                "required" => {
-                    if let Value::Object(obj) = value {
-                        for name in arg.as_array().unwrap() {
-                            if !obj.contains_key(name.as_str().unwrap()) {
-                                fail(format!("required property {name} is missing"));
-                            }
-                        }
-                    }
-                }
-                "additionalProperties" => {
-                    assert_eq!(arg, &Value::Bool(false), "only `additionalProperties: false` is supported");
-                    let known = schema.get("properties").and_then(Value::as_object);
-                    if let Value::Object(obj) = value {
-                        for name in obj.keys() {
-                            if !known.is_some_and(|k| k.contains_key(name)) {
-                                fail(format!("property {name:?} is not allowed"));
-                            }
-                        }
-                    }
-                }
-                "items" => {
-                    if let Value::Array(items) = value {
-                        for (i, item) in items.iter().enumerate() {
-                            self.check(arg, item, &format!("{at}/{i}"), errors);
-                        }
-                    }
-                }
-                "minimum" | "maximum" => {
-                    if value.is_number() {
-                        let below = compare(value, arg) == std::cmp::Ordering::Less;
-                        let above = compare(value, arg) == std::cmp::Ordering::Greater;
-                        if (key == "minimum" && below) || (key == "maximum" && above) {
-                            fail(format!("{value} is out of range ({key} {arg})"));
-                        }
-                    }
-                }
-                "minLength" | "maxLength" => {
-                    if let Value::String(s) = value {
-                        let n = s.chars().count() as u64;
-                        let bound = arg.as_u64().unwrap();
-                        if (key == "minLength" && n < bound) || (key == "maxLength" && n > bound) {
-                            fail(format!("string of {n} characters breaks {key} {bound}"));
-                        }
-                    }
-                }
-                "pattern" => {
-                    assert_eq!(arg, TENANT_PATTERN, "the validator only knows the tenant pattern");
-                    if let Value::String(s) = value {
-                        if !is_token(s, 64) {
-                            fail(format!("{s:?} does not match {TENANT_PATTERN}"));
-                        }
-                    }
-                }
-                "format" => {
-                    if let Value::String(s) = value {
-                        let ok = match arg.as_str().unwrap() {
-                            "uuid" => s.len() == 36 && uuid::Uuid::parse_str(s).is_ok(),
-                            "ipv4" => s.parse::<Ipv4Addr>().is_ok(),
-                            "ipv6" => s.parse::<Ipv6Addr>().is_ok(),
-                            other => panic!("unsupported format {other}"),
-                        };
-                        if !ok {
-                            fail(format!("{s:?} is not a valid {arg}"));
-                        }
-                    }
-                }
-                other => {
-                    panic!("schema keyword {other:?} at {at:?} is not supported by this validator")
-                }
-            }
+        let mut options =
+            jsonschema::options().with_draft(jsonschema::Draft::Draft202012).should_validate_formats(true);
+        for s in self.schemas.values() {
+            let id = s["$id"].as_str().expect("every schema has an $id");
+            options = options.with_resource(id, jsonschema::Resource::from_contents(s.clone()));
         }
-    }
-}
-
-fn has_type(value: &Value, t: &str) -> bool {
-    match t {
-        "null" => value.is_null(),
-        "boolean" => value.is_boolean(),
-        "string" => value.is_string(),
-        "array" => value.is_array(),
-        "object" => value.is_object(),
-        "number" => value.is_number(),
-        "integer" => value.is_u64() || value.is_i64(),
-        other => panic!("unknown type {other}"),
-    }
-}
-
-/// Orders two JSON numbers exactly when both are integers (u64 bounds exceed f64 precision).
-fn compare(a: &Value, b: &Value) -> std::cmp::Ordering {
-    let int = |v: &Value| v.as_u64().map(i128::from).or_else(|| v.as_i64().map(i128::from));
-    match (int(a), int(b)) {
-        (Some(x), Some(y)) => x.cmp(&y),
-        _ => a.as_f64().unwrap().partial_cmp(&b.as_f64().unwrap()).unwrap(),
-    }
-}
-
-/// Every keyword of every (sub)schema is one the validator knows, so a passing validation
-/// means something.
-fn walk_keywords(schema: &Value, file: &str) {
-    let obj = schema.as_object().unwrap_or_else(|| panic!("{file}: subschema {schema} is not an object"));
-    for (key, arg) in obj {
-        assert!(
-            ANNOTATIONS.contains(&key.as_str()) || ASSERTIONS.contains(&key.as_str()),
-            "{file}: keyword {key:?} is unknown to the test validator"
-        );
-        match key.as_str() {
-            "properties" => arg.as_object().unwrap().values().for_each(|s| walk_keywords(s, file)),
-            "allOf" | "anyOf" => arg.as_array().unwrap().iter().for_each(|s| walk_keywords(s, file)),
-            "items" => walk_keywords(arg, file),
-            _ => {}
-        }
+        let validator = options.build(schema).unwrap_or_else(|e| panic!("schema {} does not compile: {e}", schema["$id"]));
+        validator.iter_errors(value).map(|e| format!("{}: {e}", e.instance_path())).collect()
     }
 }
 
@@ -299,7 +124,6 @@ fn every_schema_parses_and_is_described() {
         for key in ["title", "description"] {
             assert!(schema[key].as_str().is_some_and(|s| !s.is_empty()), "{file} lacks {key}");
         }
-        walk_keywords(schema, &file);
         // Every property says what it is, and every $ref names a schema file.
         if let Some(props) = schema["properties"].as_object() {
             for (name, prop) in props {
@@ -495,4 +319,60 @@ fn schemas_refuse_what_the_service_refuses() {
         }
     }
     assert!(wrong.is_empty(), "schema or service disagree with the table:\n{}", wrong.join("\n"));
+}
+
+/// The README's `nats` CLI examples (its block tagged `nats-examples`) and the sample notice
+/// after them: every body is valid against the schema of its subject, an event decodes as the
+/// service decodes it, and the notice is a valid `locked` notice.
+#[test]
+fn readme_nats_examples_send_valid_bodies() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap();
+    let block: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| l.trim() != "```sh nats-examples")
+        .skip(1)
+        .take_while(|l| l.trim() != "```")
+        .filter(|l| l.starts_with("nats "))
+        .collect();
+    let schemas = schemas();
+    let v = Validator { schemas: &schemas };
+    let subjects = Subjects::default();
+    let mut checked = BTreeSet::new();
+    for line in &block {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (verb, subject) = (words[1], words[2].trim_matches('\''));
+        let Some(body) = line.rfind(" '").map(|i| &line[i + 2..line.len() - 1]).filter(|b| b.starts_with('{'))
+        else {
+            continue;
+        };
+        let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{line}: the body is not JSON: {e}"));
+        let stem = match verb {
+            "pub" => {
+                let parsed = subjects.parse_event(subject).unwrap_or_else(|r| panic!("{line}: {}", r.message));
+                let decoded = Event::decode_checked(&parsed, Encoding::Json, &serde_json::to_vec(&body).unwrap());
+                assert!(decoded.is_ok(), "{line}: the service refuses it: {decoded:?}");
+                format!("event.{}", parsed.kind.as_str())
+            }
+            "req" => {
+                let (_, op) = subjects.parse_svc(subject).unwrap_or_else(|r| panic!("{line}: {}", r.message));
+                format!("request.{op}")
+            }
+            other => panic!("{line}: no body expected for nats {other}"),
+        };
+        let errors = v.errors(&schemas[&stem], &body);
+        assert!(errors.is_empty(), "{line}: invalid against {stem}.schema.json: {errors:#?}");
+        checked.insert(stem);
+    }
+    assert_eq!(checked, BTreeSet::from(["event.attempt".to_owned(), "request.status".to_owned()]));
+    assert!(block.iter().any(|l| l.starts_with("nats sub ") || l.starts_with("nats consumer ")), "reading notices");
+    let notice: String = readme
+        .lines()
+        .skip_while(|l| l.trim() != "```sh nats-examples")
+        .skip_while(|l| l.trim() != "```json")
+        .skip(1)
+        .take_while(|l| l.trim() != "```")
+        .collect();
+    let notice: Value = serde_json::from_str(&notice).expect("a sample notice in a json block after the examples");
+    let errors = v.errors(&schemas["notice.locked"], &notice);
+    assert!(errors.is_empty(), "the README's sample notice: {errors:#?}");
 }
