@@ -11,36 +11,37 @@ use serde_json::json;
 use crate::oracle::{assert_nothing_lost_nothing_twice, load, publish};
 use crate::support::{attempt_body, Lockout};
 
-/// A small deterministic generator (xorshift64*), so a failing run can be repeated with
+/// The fault schedule's random numbers: seeded, so a failing run can be repeated with
 /// `LOCKOUT_FAULT_SEED`.
-struct Rng(u64);
+fn rng_from_env() -> fastrand::Rng {
+    let seed = std::env::var("LOCKOUT_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234_u64);
+    eprintln!("fault schedule seed {seed} (set LOCKOUT_FAULT_SEED to repeat it)");
+    fastrand::Rng::with_seed(seed)
+}
 
-impl Rng {
-    fn from_env() -> Rng {
-        let seed = std::env::var("LOCKOUT_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234_u64);
-        eprintln!("fault schedule seed {seed} (set LOCKOUT_FAULT_SEED to repeat it)");
-        Rng(seed.max(1))
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+/// Waits until `LOCKOUT_EVENTS` holds `seq` events.
+async fn wait_published(l: &Lockout, seq: u64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut stream = l.js.get_stream("LOCKOUT_EVENTS").await.unwrap();
+    while stream.info().await.unwrap().state.last_sequence < seq {
+        assert!(Instant::now() < deadline, "the load did not reach sequence {seq} within 120 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
 /// Publishes `events` attempts of `users` users while lockoutd is killed with SIGKILL at
-/// `kills` seeded random moments (each some milliseconds after its restart, so kills land
-/// in fetches, folds, commits and outbox publishing alike).
+/// `kills` seeded random points of the load (when the stream reaches each, while lockoutd
+/// folds it: kills land in fetches, folds, commits and outbox publishing alike).
 async fn kill_9_during_load(events: usize, users: usize, kills: usize) {
     let mut l = Lockout::start_process().await;
-    let mut rng = Rng::from_env();
+    let mut rng = rng_from_env();
+    let mut points: Vec<u64> = (0..kills).map(|_| rng.u64(1..=events as u64)).collect();
+    points.sort_unstable();
     let load = load(events, users);
     let js = l.js.clone();
     let publisher = tokio::spawn(async move { publish(&js, &load).await });
-    for _ in 0..kills {
-        tokio::time::sleep(Duration::from_millis(20 + rng.below(400))).await;
+    for point in points {
+        wait_published(&l, point).await;
         l.kill_daemon();
         l.spawn_daemon().await;
     }
@@ -67,8 +68,9 @@ async fn nats_outage_during_load(outage: Duration) {
     let load = load(6_000, 200);
     let js = l.js.clone();
     let publisher = tokio::spawn(async move { publish(&js, &load).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_published(&l, 1_000).await;
     l.nats.terminate();
+    // The fault itself: the server stays down this long (the one deliberate wait).
     tokio::time::sleep(outage).await;
     l.nats.restart();
     let last = publisher.await.unwrap();
@@ -113,10 +115,14 @@ async fn a_full_disk_stops_consuming_reports_unhealthy_and_resumes_losing_nothin
     // It stopped consuming: more events arrive, the folded sequence stays put.
     let stuck = l.health().await["seq"].as_u64().unwrap();
     let last = publish(&l.js, &load(500, 100)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let h = l.health().await;
-    assert_eq!((h["status"].as_str(), h["seq"].as_u64()), (Some("unhealthy"), Some(stuck)), "{h}");
     assert!(stuck < last);
+    // Watched for two seconds (two of its reopen attempts): it stays unhealthy at `stuck`.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let h = l.health().await;
+        assert_eq!((h["status"].as_str(), h["seq"].as_u64()), (Some("unhealthy"), Some(stuck)), "{h}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // A write command's event is appended but cannot be folded: 503 after 5 s, as
     // `docs/protocol.md` says; it is folded once the store takes writes again.
     let e = l.call("acme", "lock", serde_json::json!({"user": "zed", "actor": "ops"})).await.unwrap_err();

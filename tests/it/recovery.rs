@@ -126,7 +126,7 @@ async fn a_rebuild_appends_no_expired_event_the_history_already_has() {
     l.stop_daemon().await.unwrap();
     let subjects = Subjects::default();
     let (acme, carol) = (lockout_proto::Tenant::parse("acme").unwrap(), lockout_proto::UserId::parse("carol").unwrap());
-    // The history: carol locked for 1 s, a backlog of other users' attempts, then the
+    // The history: carol locked for a minute, a backlog of other users' attempts, then the
     // `expired` event that ended the lock (written with an id of its own, so that a second
     // one appended by the timer would not be dropped as a duplicate).
     let lock = lockout_proto::event::Lock {
@@ -136,7 +136,7 @@ async fn a_rebuild_appends_no_expired_event_the_history_already_has() {
         user: "carol".into(),
         actor: "ops".into(),
         reason: None,
-        seconds: Some(1),
+        seconds: Some(60),
     };
     let mut h = async_nats::HeaderMap::new();
     h.insert(codec::NATS_MSG_ID, lock.id.to_string().as_str());
@@ -167,10 +167,10 @@ async fn a_rebuild_appends_no_expired_event_the_history_already_has() {
         lock_event: lock.id,
     };
     let expired_subject = subjects.user_event(&acme, &carol, lockout_proto::event::EventKind::Expired);
-    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await; // the lock has run out
     let last = l.publish_raw(&expired_subject, Default::default(), codec::encode(Encoding::Postcard, &expired)).await;
 
-    // Rebuild from an empty data dir: the lock is due from the first batch on.
+    // Rebuild from an empty data dir, a minute later: the lock is due from the first batch on.
+    l.advance_clock(61_000);
     l.start_daemon().await;
     l.wait_folded(last).await;
     assert_eq!(l.status("acme", "carol").await["locked"], false);

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
@@ -35,6 +36,8 @@ pub struct Lockout {
     pub notice_encoding: Encoding,
     /// lockoutd's `--commit-linger-ms`.
     pub commit_linger: Duration,
+    /// The wall clock of an in-process lockoutd: the system's until a test moves it on.
+    pub clock: Arc<lockout_nats::clock::ManualClock>,
 }
 
 /// A micro service error: code and message.
@@ -119,6 +122,7 @@ impl Lockout {
             subjects: Subjects::default(),
             notice_encoding,
             commit_linger: Duration::from_millis(lockoutd::config::DEFAULT_COMMIT_LINGER_MS),
+            clock: Arc::default(),
         }
     }
 
@@ -132,11 +136,16 @@ impl Lockout {
     /// Starts lockoutd in-process and waits until its service answers.
     pub async fn start_daemon(&mut self) {
         let (stop, rx) = oneshot::channel();
-        let task = tokio::spawn(lockoutd::run(self.config(), async move {
+        let task = tokio::spawn(lockoutd::run_with_clock(self.config(), self.clock.clone(), async move {
             let _ = rx.await;
         }));
         self.daemon = Daemon::InProcess { stop, task };
         self.wait_ready().await;
+    }
+
+    /// Moves the in-process lockoutd's clock `ms` ahead (a lock's end without waiting for it).
+    pub fn advance_clock(&self, ms: u64) {
+        self.clock.advance(ms);
     }
 
     /// Starts lockoutd as a child process (so it can be killed with SIGKILL).
@@ -207,8 +216,7 @@ impl Lockout {
                 task.await.unwrap()
             }
             Daemon::Process(mut c) => {
-                let pid = c.id().to_string();
-                Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+                nats_harness::signal(c.id(), libc::SIGTERM);
                 let status = c.wait().unwrap();
                 anyhow::ensure!(status.success(), "lockoutd exited with {status}");
                 Ok(())

@@ -32,42 +32,27 @@ const CLIENTS: [Option<&str>; 8] = [
     Some("QuickBooks Online"),
 ];
 
-/// A small deterministic generator (xorshift64*), so every run folds the same stream.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// 100k attempts: mostly successes, a few users hammered by a stale integration (which
 /// lock), the rest with occasional typos; about 20 events a second.
 fn stream() -> Vec<Event> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Seeded, so every run folds the same stream.
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     let mut at = T0;
     (0..EVENTS)
         .map(|i| {
-            at += rng.below(100);
-            let user = rng.below(USERS);
+            at += rng.u64(..100);
+            let user = rng.u64(..USERS);
             let stale = user % 50 == 0; // 2% of the users have an integration with an old password
-            let failure = if stale { rng.below(10) < 9 } else { rng.below(10) < 1 };
-            let client = if stale { Some("IT Glue") } else { CLIENTS[rng.below(CLIENTS.len() as u64) as usize] };
+            let failure = if stale { rng.u64(..10) < 9 } else { rng.u64(..10) < 1 };
+            let client = if stale { Some("IT Glue") } else { CLIENTS[rng.u64(..CLIENTS.len() as u64) as usize] };
             let ip = if stale {
                 format!("52.94.{}.{}", user % 256, 10)
-            } else if rng.below(4) == 0 {
-                format!("2001:db8:{:x}::{:x}", user % 4096, rng.below(65_536))
+            } else if rng.u64(..4) == 0 {
+                format!("2001:db8:{:x}::{:x}", user % 4096, rng.u64(..65_536))
             } else {
-                format!("{}.{}.{}.{}", 10 + user % 200, rng.below(256), rng.below(256), 1 + rng.below(254))
+                format!("{}.{}.{}.{}", 10 + user % 200, rng.u64(..256), rng.u64(..256), 1 + rng.u64(..254))
             };
-            let factor = match rng.below(20) {
+            let factor = match rng.u64(..20) {
                 0 => Factor::Mfa,
                 1 => Factor::RecoveryCode,
                 _ => Factor::Password,
@@ -81,7 +66,7 @@ fn stream() -> Vec<Event> {
                 factor,
                 source_ip: ip.into(),
                 client: client.map(Into::into),
-                credential: failure.then(|| format!("{:016x}", if stale { user } else { rng.next() }).into()),
+                credential: failure.then(|| format!("{:016x}", if stale { user } else { rng.u64(..) }).into()),
                 account: None,
             })
         })

@@ -70,11 +70,7 @@ pub fn sources(list: &[Source]) -> String {
 }
 
 pub fn reason(r: Option<LockReason>) -> &'static str {
-    match r {
-        Some(LockReason::Failures) => "failures",
-        Some(LockReason::Admin) => "admin",
-        None => "-",
-    }
+    r.map_or("-", Into::into)
 }
 
 /// `until 2025-…Z` or `until an admin unlocks`.

@@ -116,7 +116,7 @@ impl NatsServer {
     /// syncs what it acknowledged; keeps its store.
     pub fn terminate(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            signal(c.id(), libc::SIGTERM);
             let _ = c.wait();
         }
     }
@@ -124,15 +124,11 @@ impl NatsServer {
     /// Freezes the server (SIGSTOP) for `d`, then lets it go on (SIGCONT), from a thread of its
     /// own: a server that hangs while its clients keep their connections. Returns at once.
     pub fn pause_for(&self, d: Duration) -> std::thread::JoinHandle<()> {
-        let pid = self.child.as_ref().expect("nats-server is running").id().to_string();
-        let signal = move |sig: &str| {
-            let ok = Command::new("kill").args([sig, &pid]).status().is_ok_and(|s| s.success());
-            assert!(ok, "kill {sig} {pid} failed");
-        };
-        signal("-STOP");
+        let pid = self.child.as_ref().expect("nats-server is running").id();
+        signal(pid, libc::SIGSTOP);
         std::thread::spawn(move || {
             std::thread::sleep(d);
-            signal("-CONT");
+            signal(pid, libc::SIGCONT);
         })
     }
 
@@ -181,4 +177,12 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Sends `sig` to the process `pid` (a child of this process); panics when that fails.
+pub fn signal(pid: u32, sig: libc::c_int) {
+    let pid = libc::pid_t::try_from(pid).expect("a process id");
+    // SAFETY: a plain syscall with plain integer arguments.
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig}): {}", std::io::Error::last_os_error());
 }
