@@ -212,6 +212,21 @@ pub enum Event {
     Policy(PolicyChange),
 }
 
+/// Evaluates `$body` with `$e` bound to the body of `$event`, whatever its type: one place
+/// that lists every event type for what all bodies have in common.
+macro_rules! with_body {
+    ($event:expr, $e:ident => $body:expr) => {
+        match $event {
+            Event::Attempt($e) => $body,
+            Event::Unlock($e) => $body,
+            Event::Lock($e) => $body,
+            Event::MfaReset($e) => $body,
+            Event::Expired($e) => $body,
+            Event::Policy($e) => $body,
+        }
+    };
+}
+
 impl Event {
     pub fn kind(&self) -> EventKind {
         match self {
@@ -225,36 +240,15 @@ impl Event {
     }
 
     pub fn id(&self) -> Uuid {
-        match self {
-            Event::Attempt(e) => e.id,
-            Event::Unlock(e) => e.id,
-            Event::Lock(e) => e.id,
-            Event::MfaReset(e) => e.id,
-            Event::Expired(e) => e.id,
-            Event::Policy(e) => e.id,
-        }
+        with_body!(self, e => e.id)
     }
 
     pub fn at(&self) -> Millis {
-        match self {
-            Event::Attempt(e) => e.at,
-            Event::Unlock(e) => e.at,
-            Event::Lock(e) => e.at,
-            Event::MfaReset(e) => e.at,
-            Event::Expired(e) => e.at,
-            Event::Policy(e) => e.at,
-        }
+        with_body!(self, e => e.at)
     }
 
     pub fn tenant(&self) -> &str {
-        match self {
-            Event::Attempt(e) => &e.tenant,
-            Event::Unlock(e) => &e.tenant,
-            Event::Lock(e) => &e.tenant,
-            Event::MfaReset(e) => &e.tenant,
-            Event::Expired(e) => &e.tenant,
-            Event::Policy(e) => &e.tenant,
-        }
+        with_body!(self, e => &e.tenant)
     }
 
     /// The body's `user`, `None` for tenant events.
@@ -283,14 +277,12 @@ impl Event {
     }
 
     pub fn encode(&self, enc: Encoding) -> Vec<u8> {
-        match self {
-            Event::Attempt(e) => encode(enc, e),
-            Event::Unlock(e) => encode(enc, e),
-            Event::Lock(e) => encode(enc, e),
-            Event::MfaReset(e) => encode(enc, e),
-            Event::Expired(e) => encode(enc, e),
-            Event::Policy(e) => encode(enc, e),
-        }
+        with_body!(self, e => encode(enc, e))
+    }
+
+    /// The body as a JSON value (its JSON encoding, UUIDs as strings), whatever its type.
+    pub fn body_json(&self) -> serde_json::Value {
+        with_body!(self, e => serde_json::to_value(e).expect("event bodies always encode"))
     }
 
     /// Decodes and checks an event against its parsed subject: the one call the projector makes.

@@ -210,19 +210,6 @@ pub fn accept(subjects: &Subjects, raw: &Raw) -> Result<Event, Rejection> {
     lockout_engine::accept(subjects, raw).map(|(_, e)| e)
 }
 
-/// The event body as JSON (UUIDs as strings), whatever its wire encoding.
-pub fn event_json(e: &Event) -> serde_json::Value {
-    let v = match e {
-        Event::Attempt(x) => serde_json::to_value(x),
-        Event::Unlock(x) => serde_json::to_value(x),
-        Event::Lock(x) => serde_json::to_value(x),
-        Event::MfaReset(x) => serde_json::to_value(x),
-        Event::Expired(x) => serde_json::to_value(x),
-        Event::Policy(x) => serde_json::to_value(x),
-    };
-    v.unwrap_or(serde_json::Value::Null)
-}
-
 /// The type token of an event subject (its last token), whatever the subject's shape.
 pub fn subject_type(subject: &str) -> &str {
     subject.rsplit('.').next().unwrap_or("")

@@ -41,7 +41,7 @@ pub async fn export(ctx: &Ctx, a: ExportArgs, out: &mut dyn Write) -> anyhow::Re
                 Ok(e) => {
                     o.insert("tenant".into(), json!(e.tenant()));
                     o.insert("user".into(), json!(e.user()));
-                    o.insert("body".into(), events::event_json(e));
+                    o.insert("body".into(), e.body_json());
                 }
                 Err(r) => {
                     o.insert("body".into(), Value::Null);
@@ -58,7 +58,7 @@ pub async fn export(ctx: &Ctx, a: ExportArgs, out: &mut dyn Write) -> anyhow::Re
                     events::subject_type(raw.subject()),
                     e.tenant(),
                     e.user().unwrap_or("(tenant)"),
-                    events::event_json(e)
+                    e.body_json()
                 ),
                 Err(r) => format!("#{:<6} {}  {}  refused: {}", raw.seq, fmt::time(raw.time), raw.subject(), r.message),
             }

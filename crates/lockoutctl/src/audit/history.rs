@@ -73,9 +73,9 @@ impl UserHistory {
                     format!("policy set by {}: {}", change.actor, list.join(", "))
                 };
                 self.policy = PolicySource { policy: new, set: Some((seq, time, change.actor.to_string())) };
-                (why, crate::events::event_json(&Event::Policy(change)))
+                (why, Event::Policy(change).body_json())
             }
-            Ok(e) => (self.track.apply(&self.policy.policy, &e, seq, time), crate::events::event_json(&e)),
+            Ok(e) => (self.track.apply(&self.policy.policy, &e, seq, time), e.body_json()),
         };
         if self.keep_lines {
             let status = self.status_at(time);
