@@ -42,8 +42,10 @@ soak: $(NATS_BIN)
 	cargo test -p lockout-it --test it -- --ignored soak
 
 ## The full suite against its own nats-server (1M events, 100k users); writes target/bench/results.json.
-## More options of lockout-bench (`target/release/lockout-bench --help`) go in BENCH_ARGS,
-## e.g. `make bench BENCH_ARGS="--sched target/bench/sched.data"`.
+## More options of the suite (`target/release/lockout-bench --help`) go in BENCH_ARGS,
+## e.g. `make bench BENCH_ARGS="--sched target/bench/sched.data"`. Each part alone is a
+## subcommand of the built binary, e.g. `target/release/lockout-bench latency --events 200000`
+## (`target/release/lockout-bench help` lists them).
 bench: $(NATS_BIN)
 	cargo build --release -p lockoutd -p lockoutctl -p lockout-bench
 	target/release/lockout-bench $(BENCH_ARGS) --out target/bench/results.json

@@ -7,7 +7,7 @@ Reads `perf sched timehist -i FILE` (every time a thread got a CPU: how long it 
 runnable for one — the "sch delay" — and how long it then ran) and prints, per thread name
 with at least MIN_RUNS runs (threads of one name together, e.g. all of nats-server's): runs,
 sch delay p50 / p99 / max in ms, and % of one core. Then how busy the CPUs were. E.g.
-`lockout-bench --latency-only --sched FILE` records the machine while the `status`, ping and
+`lockout-bench latency --sched FILE` records the machine while the `status`, ping and
 echo round trips are measured (README "Performance").
 """
 import re

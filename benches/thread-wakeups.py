@@ -6,7 +6,7 @@ Usage: benches/thread-wakeups.py PID [SECONDS]   (default 3)
 Reads every thread's `voluntary_ctxt_switches` (from /proc/PID/task/TID/status) and CPU time
 (utime + stime from .../stat) twice, SECONDS apart, and prints per thread: name, voluntary
 context switches per second (each one a sleep, so about the wake-ups) and % of one core, then
-the totals. E.g. during `lockout-bench --latency-only`'s latency phase:
+the totals. E.g. during `lockout-bench latency`'s latency phase:
 `benches/thread-wakeups.py $(pgrep -x lockoutd) 3` (README "Performance").
 """
 import os

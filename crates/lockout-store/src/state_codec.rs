@@ -10,7 +10,7 @@
 //! An IP address in its canonical text form (what Rust's `Ipv4Addr` / `Ipv6Addr` print) is 4
 //! or 16 bytes; any other text is kept as it came, so decoding gives back the exact string.
 //! Most stored states are a streak of a source or two: these two choices halve them (62.5 →
-//! 33.2 bytes on average for the store-size workload: `lockout-bench --disk-only`).
+//! 33.2 bytes on average for the store-size workload: `lockout-bench disk`).
 //!
 //! Format 1 is plain postcard of `UserState`. It is still read — its first byte is the
 //! streak's length, at most [`lockout_core::state::STREAK_SOURCES_MAX`], never [`COMPACT`] —
