@@ -19,6 +19,7 @@ pub struct NatsServer {
     dir: tempfile::TempDir,
     config: Option<PathBuf>,
     env: Vec<(String, String)>,
+    extra_args: Vec<String>,
 }
 
 /// The nats-server binary tests use.
@@ -44,12 +45,35 @@ impl NatsServer {
     pub fn start_with_config(config: Option<&Path>, env: &[(&str, &str)]) -> NatsServer {
         let dir = tempfile::Builder::new().prefix("nats-harness-").tempdir().expect("temp dir for nats-server");
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        let mut s = NatsServer { child: None, port: 0, dir, config: config.map(Path::to_path_buf), env };
+        let mut s =
+            NatsServer { child: None, port: 0, dir, config: config.map(Path::to_path_buf), env, extra_args: vec![] };
         s.spawn(None);
         s
     }
 
+    /// Starts a server with a config file on a chosen port, with more command-line arguments;
+    /// `env` sets the variables the file references. Returns `None` when the server exits at
+    /// once (e.g. a port taken meanwhile).
+    fn try_start_node(
+        config: &Path,
+        env: Vec<(String, String)>,
+        port: u16,
+        extra_args: Vec<String>,
+    ) -> Option<NatsServer> {
+        let dir = tempfile::Builder::new().prefix("nats-harness-").tempdir().expect("temp dir for nats-server");
+        let store = dir.path().join("store");
+        let mut env = env;
+        env.push(("NODE_STORE_DIR".into(), store.to_string_lossy().into_owned()));
+        let mut s = NatsServer { child: None, port: 0, dir, config: Some(config.to_path_buf()), env, extra_args };
+        s.spawn_checked(Some(port)).then_some(s)
+    }
+
     fn spawn(&mut self, port: Option<u16>) {
+        assert!(self.spawn_checked(port), "nats-server exited at start (port {port:?} taken?)");
+    }
+
+    /// Starts the process and waits until it listens; false when it exited before that.
+    fn spawn_checked(&mut self, port: Option<u16>) -> bool {
         let ports_dir = self.dir.path().join("ports");
         let _ = std::fs::remove_dir_all(&ports_dir);
         std::fs::create_dir_all(&ports_dir).expect("ports dir");
@@ -58,12 +82,21 @@ impl NatsServer {
         if let Some(c) = &self.config {
             cmd.arg("-c").arg(c);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).args([
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port_arg,
+        ]);
+        // A cluster template names its store itself (nats-server refuses it twice).
+        if !self.env.iter().any(|(k, _)| k == "NODE_STORE_DIR") {
+            cmd.arg("--store_dir").arg(self.dir.path().join("store"));
+        }
         let child = cmd
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "--store_dir"])
-            .arg(self.dir.path().join("store"))
             .arg("--ports_file_dir")
             .arg(&ports_dir)
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -81,13 +114,28 @@ impl NatsServer {
             if let Some(p) = read_port(&ports_dir, pid) {
                 break p;
             }
+            if self.exited() {
+                return false;
+            }
             assert!(Instant::now() < deadline, "nats-server did not write its ports file within 20 s");
             std::thread::sleep(Duration::from_millis(10));
         };
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if self.exited() {
+                return false;
+            }
             assert!(Instant::now() < deadline, "nats-server did not accept connections within 20 s");
             std::thread::sleep(Duration::from_millis(10));
         }
+        true
+    }
+
+    fn exited(&mut self) -> bool {
+        let gone = self.child.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some());
+        if gone {
+            self.child = None;
+        }
+        gone
     }
 
     /// `nats://127.0.0.1:<port>`
@@ -150,8 +198,7 @@ impl NatsServer {
         let deadline = Instant::now() + Duration::from_secs(20);
         // The port may linger briefly after the kill.
         loop {
-            self.spawn(Some(port));
-            if self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none()) {
+            if self.spawn_checked(Some(port)) {
                 return;
             }
             assert!(Instant::now() < deadline, "nats-server could not restart on port {port}");
@@ -159,6 +206,9 @@ impl NatsServer {
         }
     }
 }
+
+mod cluster;
+pub use cluster::Cluster;
 
 fn read_port(dir: &Path, pid: u32) -> Option<u16> {
     for entry in std::fs::read_dir(dir).ok()? {
