@@ -25,6 +25,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod notice;
+pub mod partition;
 pub mod policy;
 pub mod status;
 pub mod subject;
