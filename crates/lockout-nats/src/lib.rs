@@ -23,7 +23,8 @@ use lockout_proto::Millis;
 /// How to reach NATS: server, credentials and TLS. Every flag also reads `LOCKOUT_<NAME>`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsArgs {
-    /// NATS server URL.
+    /// NATS server URL, or a comma-separated list of a cluster's servers (the client connects
+    /// to one and fails over to the others).
     #[arg(long, global = true, env = "LOCKOUT_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// NATS credentials file (JWT + nkey seed).
@@ -60,12 +61,31 @@ impl NatsArgs {
         }
     }
 
-    /// Checks what clap cannot: a user name and a password go together.
+    /// Checks what clap cannot: a user name and a password go together; every server URL of
+    /// the list parses.
     pub fn validate(&self) -> Result<(), String> {
         if self.nats_user.is_some() != self.nats_password.is_some() {
             return Err("--nats-user and --nats-password go together".into());
         }
-        Ok(())
+        self.servers().map(|_| ())
+    }
+
+    /// The servers of `--nats-url`, a comma-separated list.
+    pub fn servers(&self) -> Result<Vec<async_nats::ServerAddr>, String> {
+        let servers: Vec<async_nats::ServerAddr> = self
+            .nats_url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| u.parse().map_err(|e| format!("--nats-url: {u:?} is not a NATS server URL: {e}")))
+            .collect::<Result<_, _>>()?;
+        if servers.is_empty() {
+            return Err(
+                "--nats-url is empty: give a server URL such as nats://127.0.0.1:4222, or a comma-separated list"
+                    .into(),
+            );
+        }
+        Ok(servers)
     }
 
     /// Adds credentials and TLS to `opts`.
@@ -90,9 +110,10 @@ impl NatsArgs {
 
     /// Connects with `opts` plus credentials and TLS.
     pub async fn connect(&self, opts: async_nats::ConnectOptions) -> anyhow::Result<async_nats::Client> {
+        let servers = self.servers().map_err(anyhow::Error::msg)?;
         self.apply(opts)
             .await?
-            .connect(&self.nats_url)
+            .connect(servers.as_slice())
             .await
             .with_context(|| format!("connecting to NATS at {} (set --nats-url or LOCKOUT_NATS_URL)", self.nats_url))
     }
@@ -148,6 +169,9 @@ pub fn header_pairs(h: Option<&HeaderMap>) -> Vec<(String, String)> {
 pub struct Delivered {
     pub msg: jetstream::Message,
     pub seq: u64,
+    /// The consumer's delivery sequence: one more for every delivery, redeliveries included,
+    /// so a jump means deliveries were lost on the way (a reconnect, a consumer leader change).
+    pub delivery: u64,
     /// JetStream's stored time, ms.
     pub time: Millis,
 }
@@ -156,8 +180,8 @@ impl Delivered {
     /// `None` for a message without JetStream metadata (not delivered by a consumer).
     pub fn new(msg: jetstream::Message) -> Option<Delivered> {
         let info = msg.info().ok()?;
-        let (seq, time) = (info.stream_sequence, stored_time(&info));
-        Some(Delivered { msg, seq, time })
+        let (seq, delivery, time) = (info.stream_sequence, info.consumer_sequence, stored_time(&info));
+        Some(Delivered { msg, seq, delivery, time })
     }
 
     pub fn subject(&self) -> &str {
@@ -221,5 +245,19 @@ mod tests {
         }
         assert_eq!(first_header(None, ct), None);
         assert_eq!(header_pairs(Some(&maps[4])).len(), 3);
+    }
+
+    #[test]
+    fn nats_url_takes_a_list_of_servers() {
+        let one = super::NatsArgs::new("nats://127.0.0.1:4222");
+        assert_eq!(one.servers().unwrap().len(), 1);
+        let three = super::NatsArgs::new("nats://10.0.0.1:4222, nats://10.0.0.2:4222,nats://10.0.0.3:4222");
+        let hosts: Vec<String> = three.servers().unwrap().iter().map(|s| s.host().to_owned()).collect();
+        assert_eq!(hosts, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        assert!(super::NatsArgs::new(" , ").validate().unwrap_err().contains("is empty"));
+        assert!(super::NatsArgs::new("nats://a:4222,nats://b:notaport")
+            .validate()
+            .unwrap_err()
+            .contains("\"nats://b:notaport\""));
     }
 }

@@ -123,7 +123,15 @@ pub async fn run_with_clock(
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Publish what an earlier run committed but did not publish, then start folding.
-    let session = projector::Session::prepare(&shared).await?;
+    tokio::pin!(shutdown);
+    let mut prepare_stop = stop_rx.clone();
+    let session = tokio::select! {
+        () = &mut shutdown => return Ok(()),
+        s = projector::prepare_until_ready(&shared, &mut prepare_stop) => match s? {
+            Some(s) => s,
+            None => return Ok(()),
+        },
+    };
     let projector = tokio::spawn(projector::supervise(shared.clone(), session, folded_tx, stop_rx.clone()));
     let expiry = tokio::spawn(expiry::run(shared.clone(), stop_rx.clone()));
     let service = service::start(shared.clone()).await?;
@@ -137,7 +145,7 @@ pub async fn run_with_clock(
 
     let mut projector = projector;
     let result = tokio::select! {
-        () = shutdown => Ok(()),
+        () = &mut shutdown => Ok(()),
         r = &mut projector => Err(match r {
             Ok(Err(e)) => e.context("the projector stopped"),
             Ok(Ok(())) => anyhow::anyhow!("the projector stopped unexpectedly"),

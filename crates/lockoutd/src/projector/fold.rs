@@ -84,6 +84,7 @@ pub(super) async fn fold_loop(
     let mut receiver = tokio::task::JoinSet::new();
     receiver.spawn(super::receive::receive_loop(messages, cfg.batch, gtx));
     let mut linger = Linger::new(cfg.commit_linger, cfg.batch);
+    let mut next_delivery = None;
     loop {
         let due = linger.due();
         let batch = tokio::select! {
@@ -108,6 +109,11 @@ pub(super) async fn fold_loop(
             let _ = send_held(&mut linger, &tx).await;
             return Err(ConsumerStalled("the consumer's message stream ended".into()).into());
         };
+        let lost = lost_deliveries(&mut next_delivery, &mut batch);
+        if batch.is_empty() {
+            let _ = send_held(&mut linger, &tx).await;
+            return Err(lost.expect("an empty batch lost deliveries").into());
+        }
         let Some(last) = batch.last() else { continue };
         let (pending, stream_last) =
             last.msg.info().map_or((u64::MAX, 0), |i| (i.pending, i.stream_sequence.saturating_add(i.pending)));
@@ -136,7 +142,43 @@ pub(super) async fn fold_loop(
                 anyhow::bail!("the committer stopped");
             }
         }
+        if let Some(lost) = lost {
+            // What came before the jump is folded and committed; the next run starts after it.
+            send_held(&mut linger, &tx).await?;
+            return Err(lost.into());
+        }
     }
+}
+
+/// Cuts `batch` before the first message whose delivery sequence is not the one expected.
+///
+/// A consumer numbers its deliveries; deliveries lost on the way (a pull's messages in flight
+/// when the connection dropped, or a consumer leader that died before it replicated what it
+/// had sent) leave a jump, and the messages after it arrive before the lost ones are
+/// redelivered. Folding on would fold them out of order and then skip the lost ones as
+/// redeliveries, so the projector folds up to the jump and starts over from its checkpoint.
+fn lost_deliveries(next: &mut Option<u64>, batch: &mut Vec<Delivered>) -> Option<ConsumerStalled> {
+    let (i, expected) = first_jump(next, batch.iter().map(|m| m.delivery))?;
+    let lost = ConsumerStalled(format!(
+        "deliveries lost: the consumer's delivery {} came after {} (stream sequence {})",
+        batch[i].delivery,
+        expected - 1,
+        batch[i].seq
+    ));
+    batch.truncate(i);
+    Some(lost)
+}
+
+/// The index of the first delivery sequence that is not one more than the one before (the
+/// first of a run may be anything), with the one expected there; advances `next`.
+fn first_jump(next: &mut Option<u64>, deliveries: impl Iterator<Item = u64>) -> Option<(usize, u64)> {
+    for (i, d) in deliveries.enumerate() {
+        match *next {
+            Some(expected) if d != expected => return Some((i, expected)),
+            _ => *next = Some(d + 1),
+        }
+    }
+    None
 }
 
 /// After a quiet spell: fine when the consumer has nothing more, a pull that stopped after a
@@ -171,5 +213,22 @@ async fn send_held(linger: &mut Linger<FoldedBatch>, tx: &mpsc::Sender<FoldedBat
     match linger.take() {
         Some(held) => tx.send(held).await.map_err(|_| anyhow::anyhow!("the committer stopped")),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_jump;
+
+    #[test]
+    fn a_jump_in_delivery_sequences_is_found_where_it_happens() {
+        let mut next = None;
+        assert_eq!(first_jump(&mut next, [7, 8, 9].into_iter()), None, "a run may start anywhere");
+        assert_eq!(next, Some(10));
+        assert_eq!(first_jump(&mut next, [10, 11].into_iter()), None, "across batches");
+        assert_eq!(first_jump(&mut next, [12, 14, 15].into_iter()), Some((1, 13)));
+        let mut next = Some(3);
+        assert_eq!(first_jump(&mut next, [5].into_iter()), Some((0, 3)), "at a batch's start");
+        assert_eq!(first_jump(&mut next, [2].into_iter()), Some((0, 3)), "backwards is a jump too");
     }
 }

@@ -26,7 +26,7 @@ use async_nats::jetstream::consumer::PullConsumer;
 use lockout_engine::Floors;
 use tokio::sync::{mpsc, watch};
 
-pub use supervise::supervise;
+pub use supervise::{prepare_until_ready, supervise};
 
 use crate::Shared;
 

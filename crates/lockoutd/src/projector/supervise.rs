@@ -63,8 +63,9 @@ pub async fn supervise(
     }
 }
 
-/// [`Session::prepare`], retried while NATS or the store cannot answer yet; `None` on `stop`.
-async fn prepare_until_ready(shared: &Shared, stop: &mut watch::Receiver<bool>) -> anyhow::Result<Option<Session>> {
+/// [`Session::prepare`], retried while NATS or the store cannot answer yet (a cluster that
+/// elects a leader answers nothing for seconds); `None` on `stop`.
+pub async fn prepare_until_ready(shared: &Shared, stop: &mut watch::Receiver<bool>) -> anyhow::Result<Option<Session>> {
     let mut delay = Duration::from_millis(200);
     loop {
         match Session::prepare(shared).await {
