@@ -12,7 +12,7 @@ use futures::StreamExt;
 use lockout_proto::codec::{self, Encoding};
 use lockout_proto::event::{Attempt, EventKind, Factor, Outcome};
 use lockout_proto::{Notice, Subjects, Tenant, UserId};
-use nats_harness::NatsServer;
+use nats_harness::{Cluster, NatsServer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -26,8 +26,63 @@ enum Daemon {
     Stopped,
 }
 
+/// The nats-server(s) under test: one, or a cluster of the deploy template.
+pub enum Servers {
+    One(NatsServer),
+    Cluster(Cluster),
+}
+
+impl Servers {
+    /// The URL lockoutd and clients connect with (a comma-separated list for a cluster).
+    pub fn url(&self) -> String {
+        match self {
+            Servers::One(s) => s.url(),
+            Servers::Cluster(c) => c.url_list(),
+        }
+    }
+
+    fn addrs(&self) -> Vec<async_nats::ServerAddr> {
+        self.url().split(',').map(|u| u.parse().unwrap()).collect()
+    }
+
+    /// The single server (tests that stop or pause it).
+    pub fn one(&mut self) -> &mut NatsServer {
+        match self {
+            Servers::One(s) => s,
+            Servers::Cluster(_) => panic!("this test needs a single nats-server"),
+        }
+    }
+
+    /// The cluster (tests that kill its nodes).
+    pub fn cluster(&mut self) -> &mut Cluster {
+        match self {
+            Servers::Cluster(c) => c,
+            Servers::One(_) => panic!("this test needs a cluster: Lockout::start_process_on_cluster"),
+        }
+    }
+
+    pub fn terminate(&mut self) {
+        self.one().terminate();
+    }
+
+    pub fn restart(&mut self) {
+        self.one().restart();
+    }
+
+    pub fn kill_and_restart(&mut self) {
+        self.one().kill_and_restart();
+    }
+
+    pub fn pause_for(&self, d: Duration) -> std::thread::JoinHandle<()> {
+        match self {
+            Servers::One(s) => s.pause_for(d),
+            Servers::Cluster(_) => panic!("this test needs a single nats-server"),
+        }
+    }
+}
+
 pub struct Lockout {
-    pub nats: NatsServer,
+    pub nats: Servers,
     pub data: tempfile::TempDir,
     daemon: Daemon,
     pub client: async_nats::Client,
@@ -38,6 +93,8 @@ pub struct Lockout {
     pub commit_linger: Duration,
     /// The wall clock of an in-process lockoutd: the system's until a test moves it on.
     pub clock: Arc<lockout_nats::clock::ManualClock>,
+    /// lockoutd's `--replicas`.
+    pub replicas: usize,
 }
 
 /// A micro service error: code and message.
@@ -107,11 +164,27 @@ impl Lockout {
         l
     }
 
+    /// A fresh 3-node cluster (`deploy/nats/cluster.conf`) and store, with lockoutd as a child
+    /// process keeping 3 replicas of every stream.
+    pub async fn start_process_on_cluster() -> Lockout {
+        let mut l = Self::on(Servers::Cluster(Cluster::start(3)), Encoding::Postcard).await;
+        l.replicas = 3;
+        l.spawn_daemon().await;
+        l
+    }
+
     async fn server_only(notice_encoding: Encoding) -> Lockout {
+        Self::on(Servers::One(NatsServer::start()), notice_encoding).await
+    }
+
+    async fn on(nats: Servers, notice_encoding: Encoding) -> Lockout {
         init_logs();
-        let nats = NatsServer::start();
         let data = tempfile::Builder::new().prefix("lockout-it-").tempdir().unwrap();
-        let client = async_nats::connect(nats.url()).await.unwrap();
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(nats.addrs().as_slice())
+            .await
+            .unwrap();
         let js = jetstream::new(client.clone());
         Lockout {
             nats,
@@ -123,6 +196,7 @@ impl Lockout {
             notice_encoding,
             commit_linger: Duration::from_millis(lockoutd::config::DEFAULT_COMMIT_LINGER_MS),
             clock: Arc::default(),
+            replicas: 1,
         }
     }
 
@@ -130,6 +204,7 @@ impl Lockout {
         let mut c = lockoutd::Config::new(&self.nats.url(), self.data.path().join("store"));
         c.notice_encoding = self.notice_encoding;
         c.commit_linger = self.commit_linger;
+        c.replicas = self.replicas;
         c
     }
 
@@ -170,6 +245,8 @@ impl Lockout {
             .arg(self.notice_encoding.name())
             .arg("--commit-linger-ms")
             .arg(c.commit_linger.as_millis().to_string())
+            .arg("--replicas")
+            .arg(c.replicas.to_string())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

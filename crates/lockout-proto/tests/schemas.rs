@@ -108,7 +108,8 @@ impl Validator<'_> {
             let id = s["$id"].as_str().expect("every schema has an $id");
             options = options.with_resource(id, jsonschema::Resource::from_contents(s.clone()));
         }
-        let validator = options.build(schema).unwrap_or_else(|e| panic!("schema {} does not compile: {e}", schema["$id"]));
+        let validator =
+            options.build(schema).unwrap_or_else(|e| panic!("schema {} does not compile: {e}", schema["$id"]));
         validator.iter_errors(value).map(|e| format!("{}: {e}", e.instance_path())).collect()
     }
 }
@@ -341,8 +342,7 @@ fn readme_nats_examples_send_valid_bodies() {
     for line in &block {
         let words: Vec<&str> = line.split_whitespace().collect();
         let (verb, subject) = (words[1], words[2].trim_matches('\''));
-        let Some(body) = line.rfind(" '").map(|i| &line[i + 2..line.len() - 1]).filter(|b| b.starts_with('{'))
-        else {
+        let Some(body) = line.rfind(" '").map(|i| &line[i + 2..line.len() - 1]).filter(|b| b.starts_with('{')) else {
             continue;
         };
         let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{line}: the body is not JSON: {e}"));
