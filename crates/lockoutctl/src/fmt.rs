@@ -124,7 +124,7 @@ pub fn status_block(s: &Status) -> String {
     out
 }
 
-/// The policy's fields in contract order, as (name, JSON value).
+/// The policy's fields in the order docs/protocol.md lists them, as (name, JSON value).
 pub fn policy_fields(p: &Policy) -> Vec<(String, serde_json::Value)> {
     use serde_json::json;
     [
