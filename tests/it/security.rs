@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_nats::jetstream;
+use futures::StreamExt as _;
 use lockout_proto::codec::{self, Encoding};
 use lockout_proto::event::{Attempt, Outcome};
 use nats_harness::NatsServer;
@@ -42,8 +43,20 @@ fn config_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/lockout.conf")
 }
 
+/// Connects as `user` with its own inbox prefix (`_INBOX_<user>`), as the deploy config wants.
 async fn connect_as(url: &str, user: &str, password: &str, ca: &Path) -> Result<async_nats::Client, String> {
+    connect_with_inbox(url, user, password, ca, &format!("_INBOX_{user}")).await
+}
+
+async fn connect_with_inbox(
+    url: &str,
+    user: &str,
+    password: &str,
+    ca: &Path,
+    inbox: &str,
+) -> Result<async_nats::Client, String> {
     async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .custom_inbox_prefix(inbox)
         .add_root_certificates(ca.to_path_buf())
         .require_tls(true)
         .connect(url)
@@ -112,6 +125,7 @@ async fn every_role_is_confined_and_lockoutd_runs_over_tls_with_its_credentials(
     config.nats.nats_user = Some("lockoutd".into());
     config.nats.nats_password = Some(lockoutd_pw.clone());
     config.nats.tls_ca = Some(p.ca.clone());
+    config.nats.inbox_prefix = Some("_INBOX_lockoutd".into());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let daemon = tokio::spawn(lockoutd::run(config, async move {
         let _ = stopped.await;
@@ -196,8 +210,8 @@ async fn every_role_is_confined_and_lockoutd_runs_over_tls_with_its_credentials(
         let (url, pw, ca) = (url.clone(), admin_pw.clone(), p.ca.display().to_string());
         async move {
             let args = ["lockoutctl", "--nats-url", &url, "--nats-user", "admin_acme", "--nats-password", &pw];
-            let args =
-                args.iter().copied().chain(["--tls-ca", &ca, "--timeout", "2", "--json", "status", tenant, "alice"]);
+            let args = args.iter().copied().chain(["--inbox-prefix", "_INBOX_admin_acme"]);
+            let args = args.chain(["--tls-ca", &ca, "--timeout", "2", "--json", "status", tenant, "alice"]);
             let (mut out, mut err) = (Vec::new(), Vec::new());
             let code = lockoutctl::run_io(args.map(str::to_owned).collect::<Vec<_>>(), &mut out, &mut err).await;
             (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
@@ -210,4 +224,145 @@ async fn every_role_is_confined_and_lockoutd_runs_over_tls_with_its_credentials(
     assert_ne!(code, 0, "another tenant is out of reach: {err}");
     let _ = stop.send(());
     daemon.await.unwrap().unwrap();
+}
+
+/// Durability was overstated: nats-server syncs its files every 2 minutes by default, so a
+/// power loss or an OS crash loses events it had acknowledged. Every deploy configuration
+/// syncs each write before acknowledging it, in the store it names.
+#[test]
+fn durability_every_deploy_config_syncs_each_write_to_its_named_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pki(tmp.path());
+    let env = [
+        ("LOCKOUTD_PASSWORD", "unused-lockoutd"),
+        ("GATEWAY_PASSWORD", "unused-gateway"),
+        ("NOTIFIER_PASSWORD", "unused-notifier"),
+        ("ADMIN_ACME_PASSWORD", "unused-admin"),
+        ("AUDITOR_PASSWORD", "unused-auditor"),
+        ("LOCKOUT_TLS_CERT", p.cert.to_str().unwrap()),
+        ("LOCKOUT_TLS_KEY", p.key.to_str().unwrap()),
+        ("LOCKOUT_TLS_CA", p.ca.to_str().unwrap()),
+    ];
+    let single = NatsServer::start_monitored(Some(&config_path()), &env);
+    let mut cluster = nats_harness::Cluster::start(3);
+    let seen = [
+        ("lockout.conf", single.monitor("/varz"), single.store_dir()),
+        ("cluster.conf", cluster.monitor(0, "/varz"), cluster.node(0).store_dir()),
+    ];
+    for (config, varz, store) in seen {
+        let js = &varz.unwrap_or_else(|| panic!("{config}: no /varz"))["jetstream"]["config"];
+        assert_eq!(js["sync_always"], true, "{config} must sync every write: {js}");
+        let dir = js["store_dir"].as_str().unwrap_or_default();
+        assert!(Path::new(dir).starts_with(&store), "{config} must name its store_dir ({dir} is not in {store:?})");
+    }
+}
+
+/// Every role could read everyone's replies and deliveries: each user could subscribe to
+/// `_INBOX.>`, where requests' replies and pull consumers' batches arrive. Now each credential
+/// has an inbox prefix of its own. A notifier that subscribes to every inbox subject it may
+/// sees nothing while the others work; on the old shared-inbox configuration (the control) the
+/// same eavesdropper reads their traffic.
+#[tokio::test]
+async fn eavesdropping_no_credential_reads_another_credentials_replies_or_deliveries() {
+    assert_eq!(eavesdropped(false).await, 0, "the deploy configuration leaks nothing into another's inbox");
+    assert!(eavesdropped(true).await > 0, "control: with a shared _INBOX.> the eavesdropper reads the others' traffic");
+}
+
+/// Runs lockoutd on the deploy configuration (or, `shared_inbox`, on the old one where every
+/// user subscribes to `_INBOX.>`), has a notifier subscribe to every inbox subject it may, runs
+/// the other roles' work, and returns how many of their messages the notifier received.
+async fn eavesdropped(shared_inbox: bool) -> usize {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pki(tmp.path());
+    let mut config = std::fs::read_to_string(config_path()).unwrap();
+    if shared_inbox {
+        let old = config.clone();
+        for user in ["lockoutd", "gateway", "notifier", "admin_acme", "auditor"] {
+            config = config.replace(&format!("\"_INBOX_{user}.>\""), "\"_INBOX.>\"");
+        }
+        config = config
+            .replace("allow_responses: true", "")
+            .replace("\"$JS.ACK.LOCKOUT_EVENTS.lockoutd.>\"]", "\"$JS.ACK.LOCKOUT_EVENTS.lockoutd.>\", \"_INBOX.>\"]");
+        assert_ne!(config, old, "the control configuration differs");
+    }
+    let config_file = tmp.path().join("lockout.conf");
+    std::fs::write(&config_file, &config).unwrap();
+    let pw = |role: &str| format!("{role}-{}", Uuid::now_v7().simple());
+    let pws: Vec<(&str, String)> =
+        ["lockoutd", "gateway", "notifier", "admin_acme", "auditor"].into_iter().map(|r| (r, pw(r))).collect();
+    let pw_of = |role: &str| pws.iter().find(|(r, _)| *r == role).unwrap().1.clone();
+    let env = [
+        ("LOCKOUTD_PASSWORD", pw_of("lockoutd")),
+        ("GATEWAY_PASSWORD", pw_of("gateway")),
+        ("NOTIFIER_PASSWORD", pw_of("notifier")),
+        ("ADMIN_ACME_PASSWORD", pw_of("admin_acme")),
+        ("AUDITOR_PASSWORD", pw_of("auditor")),
+        ("LOCKOUT_TLS_CERT", p.cert.display().to_string()),
+        ("LOCKOUT_TLS_KEY", p.key.display().to_string()),
+        ("LOCKOUT_TLS_CA", p.ca.display().to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let nats = NatsServer::start_with_config(Some(&config_file), &env);
+    let url = nats.url();
+    // Each client uses its own prefix on the deploy configuration, the default one on the old.
+    let inbox = |user: &str| if shared_inbox { "_INBOX".to_owned() } else { format!("_INBOX_{user}") };
+    let connect = |user: &'static str| {
+        let (url, pw, ca, inbox) = (url.clone(), pw_of(user), p.ca.clone(), inbox(user));
+        async move { connect_with_inbox(&url, user, &pw, &ca, &inbox).await.unwrap() }
+    };
+
+    let mut config = lockoutd::Config::new(&url, tmp.path().join("store"));
+    config.nats.nats_user = Some("lockoutd".into());
+    config.nats.nats_password = Some(pw_of("lockoutd"));
+    config.nats.tls_ca = Some(p.ca.clone());
+    config.nats.inbox_prefix = Some(inbox("lockoutd"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(lockoutd::run(config, async move {
+        let _ = stopped.await;
+    }));
+    let admin = connect("admin_acme").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(codec::CONTENT_TYPE, codec::JSON);
+        let status = admin.request_with_headers("lockout.svc.acme.status", h, br#"{"user":"alice"}"#.as_slice().into());
+        if matches!(tokio::time::timeout(Duration::from_millis(500), status).await, Ok(Ok(_))) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "lockoutd did not become ready over TLS");
+    }
+
+    // The eavesdropper: a notifier subscribed to every inbox subject it is allowed.
+    let spy = connect("notifier").await;
+    let mut heard = futures::stream::select(
+        spy.subscribe("_INBOX.>").await.unwrap(),
+        spy.subscribe(if shared_inbox { "_INBOX.>" } else { "_INBOX_notifier.>" }).await.unwrap(),
+    );
+    spy.flush().await.unwrap();
+
+    // The others' work: a gateway publishes attempts and asks for status, an admin unlocks,
+    // an auditor reads the events stream.
+    let gateway = connect("gateway").await;
+    let gjs = jetstream::new(gateway.clone());
+    for _ in 0..3 {
+        gjs.publish("lockout.events.acme.u.YWxpY2U.attempt", attempt_bytes("acme", "alice").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    allowed(&gateway, "lockout.svc.acme.status", serde_json::json!({"user": "alice"})).await;
+    allowed(&admin, "lockout.svc.acme.unlock", serde_json::json!({"user": "alice", "actor": "admin7"})).await;
+    let auditor = connect("auditor").await;
+    let events = jetstream::new(auditor).get_stream("LOCKOUT_EVENTS").await.unwrap();
+    events.get_raw_message(1).await.unwrap();
+    // The spy's own subscription is flushed after everything above: what it was sent is in.
+    spy.flush().await.unwrap();
+    let mut count = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), heard.next()).await {
+        count += 1;
+    }
+    let _ = stop.send(());
+    daemon.await.unwrap().unwrap();
+    count
 }

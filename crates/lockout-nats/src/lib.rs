@@ -45,6 +45,11 @@ pub struct NatsArgs {
     /// Client key (PEM) for mutual TLS (with --tls-cert).
     #[arg(long, global = true, env = "LOCKOUT_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Subject prefix of this client's reply inboxes (default `_INBOX`). Give every credential
+    /// its own (e.g. `_INBOX_lockoutd`) and let it subscribe to that prefix only, so that no
+    /// one reads another's replies and deliveries (`deploy/nats/lockout.conf`).
+    #[arg(long, global = true, env = "LOCKOUT_INBOX_PREFIX")]
+    pub inbox_prefix: Option<String>,
 }
 
 impl NatsArgs {
@@ -58,6 +63,7 @@ impl NatsArgs {
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
+            inbox_prefix: None,
         }
     }
 
@@ -66,6 +72,14 @@ impl NatsArgs {
     pub fn validate(&self) -> Result<(), String> {
         if self.nats_user.is_some() != self.nats_password.is_some() {
             return Err("--nats-user and --nats-password go together".into());
+        }
+        if let Some(p) = &self.inbox_prefix {
+            let token_ok = |t: &str| !t.is_empty() && t != "*" && t != ">" && !t.contains(char::is_whitespace);
+            if !p.split('.').all(token_ok) {
+                return Err(format!(
+                    "--inbox-prefix {p:?} is not a subject prefix: give dot-separated tokens without wildcards or spaces, e.g. _INBOX_lockoutd"
+                ));
+            }
         }
         self.servers().map(|_| ())
     }
@@ -105,6 +119,9 @@ impl NatsArgs {
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             opts = opts.add_client_certificate(cert.clone(), key.clone());
         }
+        if let Some(prefix) = &self.inbox_prefix {
+            opts = opts.custom_inbox_prefix(prefix);
+        }
         Ok(opts)
     }
 
@@ -131,6 +148,9 @@ impl fmt::Display for NatsArgs {
         }
         if self.tls_ca.is_some() {
             write!(f, " tls=on")?;
+        }
+        if let Some(p) = &self.inbox_prefix {
+            write!(f, " inbox_prefix={p}")?;
         }
         Ok(())
     }
@@ -259,5 +279,15 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("\"nats://b:notaport\""));
+    }
+
+    #[test]
+    fn an_inbox_prefix_is_a_subject_prefix() {
+        let with = |p: &str| super::NatsArgs { inbox_prefix: Some(p.into()), ..super::NatsArgs::new("nats://h:4222") };
+        assert!(with("_INBOX_lockoutd").validate().is_ok());
+        assert!(with("_INBOX.acme.admin").validate().is_ok());
+        for bad in ["", "_INBOX.>", "a..b", "a.*", "has space", "trailing."] {
+            assert!(with(bad).validate().unwrap_err().contains("--inbox-prefix"), "{bad:?} must be refused");
+        }
     }
 }

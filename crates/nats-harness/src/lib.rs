@@ -20,6 +20,7 @@ pub struct NatsServer {
     config: Option<PathBuf>,
     env: Vec<(String, String)>,
     extra_args: Vec<String>,
+    monitor_port: Option<u16>,
 }
 
 /// The nats-server binary tests use.
@@ -45,10 +46,50 @@ impl NatsServer {
     pub fn start_with_config(config: Option<&Path>, env: &[(&str, &str)]) -> NatsServer {
         let dir = tempfile::Builder::new().prefix("nats-harness-").tempdir().expect("temp dir for nats-server");
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        let mut s =
-            NatsServer { child: None, port: 0, dir, config: config.map(Path::to_path_buf), env, extra_args: vec![] };
+        let mut s = NatsServer {
+            child: None,
+            port: 0,
+            dir,
+            config: config.map(Path::to_path_buf),
+            env,
+            extra_args: vec![],
+            monitor_port: None,
+        };
         s.spawn(None);
         s
+    }
+
+    /// [`NatsServer::start_with_config`] with the monitoring endpoint on a free loopback port,
+    /// read with [`NatsServer::monitor`].
+    pub fn start_monitored(config: Option<&Path>, env: &[(&str, &str)]) -> NatsServer {
+        for _ in 0..5 {
+            let dir = tempfile::Builder::new().prefix("nats-harness-").tempdir().expect("temp dir for nats-server");
+            let port = cluster::free_ports(1)[0];
+            let mut s = NatsServer {
+                child: None,
+                port: 0,
+                dir,
+                config: config.map(Path::to_path_buf),
+                env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+                extra_args: vec!["-m".into(), port.to_string()],
+                monitor_port: Some(port),
+            };
+            if s.spawn_checked(None) {
+                return s;
+            }
+        }
+        panic!("nats-server with a monitoring port exited at start five times (ports taken?)");
+    }
+
+    /// `GET path` on the monitoring endpoint (e.g. `/varz`), when started with one.
+    pub fn monitor(&self, path: &str) -> Option<serde_json::Value> {
+        serde_json::from_str(&cluster::http_get(self.monitor_port?, path)?).ok()
+    }
+
+    /// Where this server keeps JetStream's files (`NODE_STORE_DIR` for a config file that
+    /// names its store, `--store_dir` otherwise).
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
     }
 
     /// Starts a server with a config file on a chosen port, with more command-line arguments;
@@ -61,10 +102,8 @@ impl NatsServer {
         extra_args: Vec<String>,
     ) -> Option<NatsServer> {
         let dir = tempfile::Builder::new().prefix("nats-harness-").tempdir().expect("temp dir for nats-server");
-        let store = dir.path().join("store");
-        let mut env = env;
-        env.push(("NODE_STORE_DIR".into(), store.to_string_lossy().into_owned()));
-        let mut s = NatsServer { child: None, port: 0, dir, config: Some(config.to_path_buf()), env, extra_args };
+        let config = Some(config.to_path_buf());
+        let mut s = NatsServer { child: None, port: 0, dir, config, env, extra_args, monitor_port: None };
         s.spawn_checked(Some(port)).then_some(s)
     }
 
@@ -82,16 +121,13 @@ impl NatsServer {
         if let Some(c) = &self.config {
             cmd.arg("-c").arg(c);
         }
-        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).args([
-            "-js",
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &port_arg,
-        ]);
-        // A cluster template names its store itself (nats-server refuses it twice).
-        if !self.env.iter().any(|(k, _)| k == "NODE_STORE_DIR") {
-            cmd.arg("--store_dir").arg(self.dir.path().join("store"));
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("NODE_STORE_DIR", self.store_dir())
+            .args(["-js", "-a", "127.0.0.1", "-p", &port_arg]);
+        // The deploy configurations name their store (`store_dir: $NODE_STORE_DIR`), and
+        // nats-server refuses it twice.
+        if !self.config.as_deref().is_some_and(names_store_dir) {
+            cmd.arg("--store_dir").arg(self.store_dir());
         }
         let child = cmd
             .arg("--ports_file_dir")
@@ -209,6 +245,11 @@ impl NatsServer {
 
 mod cluster;
 pub use cluster::Cluster;
+
+/// Whether a configuration file sets `store_dir` itself.
+fn names_store_dir(config: &Path) -> bool {
+    std::fs::read_to_string(config).is_ok_and(|t| t.lines().any(|l| l.trim_start().starts_with("store_dir")))
+}
 
 fn read_port(dir: &Path, pid: u32) -> Option<u16> {
     for entry in std::fs::read_dir(dir).ok()? {
