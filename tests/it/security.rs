@@ -199,6 +199,7 @@ async fn every_role_is_confined_and_lockoutd_runs_over_tls_with_its_credentials(
     assert_eq!(events.get_raw_message(seq).await.unwrap().subject.as_str(), subject);
     publish_denied(&auditor, subject, attempt_bytes("acme", "alice")).await;
     denied(&auditor, "lockout.svc.acme.unlock").await;
+    auditors_cannot_touch_lockoutds_consumer(&events, &auditor, &url, &lockoutd_pw, &p.ca).await;
 
     // Only the one permitted attempt was folded: the denied writes changed nothing.
     let s = allowed(&admin, "lockout.svc.acme.status", serde_json::json!({"user": "alice"})).await;
@@ -365,4 +366,39 @@ async fn eavesdropped(shared_inbox: bool) -> usize {
     let _ = stop.send(());
     daemon.await.unwrap().unwrap();
     count
+}
+
+/// Auditors could delete or re-filter lockoutd's own consumer (they may create and delete
+/// consumers on `LOCKOUT_EVENTS`): the deploy config denies them its name. They still create
+/// consumers of their own; lockoutd's keeps its filter whatever they try.
+async fn auditors_cannot_touch_lockoutds_consumer(
+    events: &jetstream::stream::Stream,
+    auditor: &async_nats::Client,
+    url: &str,
+    lockoutd_pw: &str,
+    ca: &Path,
+) {
+    use jetstream::consumer::pull;
+    assert!(events.delete_consumer("lockoutd").await.is_err(), "an auditor cannot delete lockoutd's consumer");
+    let refilter = pull::Config {
+        durable_name: Some("lockoutd".into()),
+        filter_subject: "lockout.events.nobody.>".into(),
+        ..Default::default()
+    };
+    assert!(events.create_consumer(refilter).await.is_err(), "an auditor cannot re-create lockoutd's consumer");
+    // The unnamed (legacy) create with lockoutd's name in the body.
+    let body = serde_json::json!({
+        "stream_name": "LOCKOUT_EVENTS",
+        "config": {"name": "lockoutd", "filter_subject": "lockout.events.nobody.>", "deliver_policy": "all", "ack_policy": "explicit"}
+    });
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        auditor.request("$JS.API.CONSUMER.CREATE.LOCKOUT_EVENTS", serde_json::to_vec(&body).unwrap().into()),
+    )
+    .await;
+    events.create_consumer(pull::Config::default()).await.expect("an auditor creates consumers of its own");
+    let owner = connect_as(url, "lockoutd", lockoutd_pw, ca).await.unwrap();
+    let ours = jetstream::new(owner).get_stream("LOCKOUT_EVENTS").await.unwrap();
+    let info = ours.consumer_info("lockoutd").await.expect("lockoutd's consumer still exists");
+    assert_eq!(info.config.filter_subject, "lockout.events.>", "lockoutd's consumer keeps its filter");
 }
