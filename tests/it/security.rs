@@ -100,6 +100,63 @@ async fn publish_denied(c: &async_nats::Client, subject: &str, payload: Vec<u8>)
     assert!(!matches!(r, Ok(Ok(_))), "publishing to {subject} must be denied");
 }
 
+/// The variables `deploy/nats/lockout.conf` reads: each role's password (`pw(role)`) and the
+/// TLS files.
+fn deploy_env(p: &Pki, pw: impl Fn(&str) -> String) -> Vec<(&'static str, String)> {
+    let mut env: Vec<(&'static str, String)> = [
+        ("LOCKOUTD_PASSWORD", "lockoutd"),
+        ("GATEWAY_PASSWORD", "gateway"),
+        ("NOTIFIER_PASSWORD", "notifier"),
+        ("ADMIN_ACME_PASSWORD", "admin_acme"),
+        ("AUDITOR_PASSWORD", "auditor"),
+    ]
+    .into_iter()
+    .map(|(k, role)| (k, pw(role)))
+    .collect();
+    for (k, f) in [("LOCKOUT_TLS_CERT", &p.cert), ("LOCKOUT_TLS_KEY", &p.key), ("LOCKOUT_TLS_CA", &p.ca)] {
+        env.push((k, f.display().to_string()));
+    }
+    env
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// lockoutd in this process with its own user over TLS; send on the sender to stop it.
+fn spawn_lockoutd(
+    url: &str,
+    store: PathBuf,
+    password: String,
+    ca: &Path,
+    inbox: String,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let mut config = lockoutd::Config::new(url, store);
+    config.nats.nats_user = Some("lockoutd".into());
+    config.nats.nats_password = Some(password);
+    config.nats.tls_ca = Some(ca.to_path_buf());
+    config.nats.inbox_prefix = Some(inbox);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(lockoutd::run(config, async move {
+        let _ = stopped.await;
+    }));
+    (stop, daemon)
+}
+
+/// Waits until lockoutd answers `status` to `admin`.
+async fn wait_ready(admin: &async_nats::Client) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(codec::CONTENT_TYPE, codec::JSON);
+        let status = admin.request_with_headers("lockout.svc.acme.status", h, br#"{"user":"alice"}"#.as_slice().into());
+        if matches!(tokio::time::timeout(Duration::from_millis(500), status).await, Ok(Ok(_))) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "lockoutd did not become ready over TLS");
+    }
+}
+
 #[tokio::test]
 async fn every_role_is_confined_and_lockoutd_runs_over_tls_with_its_credentials() {
     let tmp = tempfile::tempdir().unwrap();
@@ -107,46 +164,20 @@ async fn every_role_is_confined_and_lockoutd_runs_over_tls_with_its_credentials(
     let pw = |role: &str| format!("{role}-{}", Uuid::now_v7().simple());
     let (lockoutd_pw, gateway_pw, notifier_pw, admin_pw, auditor_pw) =
         (pw("lockoutd"), pw("gateway"), pw("notifier"), pw("admin"), pw("auditor"));
-    let env = [
-        ("LOCKOUTD_PASSWORD", lockoutd_pw.as_str()),
-        ("GATEWAY_PASSWORD", gateway_pw.as_str()),
-        ("NOTIFIER_PASSWORD", notifier_pw.as_str()),
-        ("ADMIN_ACME_PASSWORD", admin_pw.as_str()),
-        ("AUDITOR_PASSWORD", auditor_pw.as_str()),
-        ("LOCKOUT_TLS_CERT", p.cert.to_str().unwrap()),
-        ("LOCKOUT_TLS_KEY", p.key.to_str().unwrap()),
-        ("LOCKOUT_TLS_CA", p.ca.to_str().unwrap()),
-    ];
-    let nats = NatsServer::start_with_config(Some(&config_path()), &env);
+    let pw_of = |role: &str| match role {
+        "lockoutd" => lockoutd_pw.clone(),
+        "gateway" => gateway_pw.clone(),
+        "notifier" => notifier_pw.clone(),
+        "admin_acme" => admin_pw.clone(),
+        _ => auditor_pw.clone(),
+    };
+    let env = deploy_env(&p, pw_of);
+    let nats = NatsServer::start_with_config(Some(&config_path()), &env_refs(&env));
     let url = nats.url();
-
-    // lockoutd with its own user over TLS.
-    let mut config = lockoutd::Config::new(&url, tmp.path().join("store"));
-    config.nats.nats_user = Some("lockoutd".into());
-    config.nats.nats_password = Some(lockoutd_pw.clone());
-    config.nats.tls_ca = Some(p.ca.clone());
-    config.nats.inbox_prefix = Some("_INBOX_lockoutd".into());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(lockoutd::run(config, async move {
-        let _ = stopped.await;
-    }));
-
+    let (stop, daemon) =
+        spawn_lockoutd(&url, tmp.path().join("store"), lockoutd_pw.clone(), &p.ca, "_INBOX_lockoutd".into());
     let admin = connect_as(&url, "admin_acme", &admin_pw, &p.ca).await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut h = async_nats::HeaderMap::new();
-        h.insert(codec::CONTENT_TYPE, codec::JSON);
-        let r = tokio::time::timeout(
-            Duration::from_millis(500),
-            admin.request_with_headers("lockout.svc.acme.status", h, br#"{"user":"alice"}"#.as_slice().into()),
-        )
-        .await;
-        if matches!(r, Ok(Ok(_))) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "lockoutd did not become ready over TLS");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&admin).await;
 
     // Without our CA, or without credentials, nobody gets in.
     assert!(async_nats::ConnectOptions::with_user_and_password("gateway".into(), gateway_pw.clone())
@@ -234,17 +265,8 @@ async fn every_role_is_confined_and_lockoutd_runs_over_tls_with_its_credentials(
 fn durability_every_deploy_config_syncs_each_write_to_its_named_store() {
     let tmp = tempfile::tempdir().unwrap();
     let p = pki(tmp.path());
-    let env = [
-        ("LOCKOUTD_PASSWORD", "unused-lockoutd"),
-        ("GATEWAY_PASSWORD", "unused-gateway"),
-        ("NOTIFIER_PASSWORD", "unused-notifier"),
-        ("ADMIN_ACME_PASSWORD", "unused-admin"),
-        ("AUDITOR_PASSWORD", "unused-auditor"),
-        ("LOCKOUT_TLS_CERT", p.cert.to_str().unwrap()),
-        ("LOCKOUT_TLS_KEY", p.key.to_str().unwrap()),
-        ("LOCKOUT_TLS_CA", p.ca.to_str().unwrap()),
-    ];
-    let single = NatsServer::start_monitored(Some(&config_path()), &env);
+    let env = deploy_env(&p, |role| format!("unused-{role}"));
+    let single = NatsServer::start_monitored(Some(&config_path()), &env_refs(&env));
     let mut cluster = nats_harness::Cluster::start(3);
     let seen = [
         ("lockout.conf", single.monitor("/varz"), single.store_dir()),
@@ -292,18 +314,8 @@ async fn eavesdropped(shared_inbox: bool) -> usize {
     let pws: Vec<(&str, String)> =
         ["lockoutd", "gateway", "notifier", "admin_acme", "auditor"].into_iter().map(|r| (r, pw(r))).collect();
     let pw_of = |role: &str| pws.iter().find(|(r, _)| *r == role).unwrap().1.clone();
-    let env = [
-        ("LOCKOUTD_PASSWORD", pw_of("lockoutd")),
-        ("GATEWAY_PASSWORD", pw_of("gateway")),
-        ("NOTIFIER_PASSWORD", pw_of("notifier")),
-        ("ADMIN_ACME_PASSWORD", pw_of("admin_acme")),
-        ("AUDITOR_PASSWORD", pw_of("auditor")),
-        ("LOCKOUT_TLS_CERT", p.cert.display().to_string()),
-        ("LOCKOUT_TLS_KEY", p.key.display().to_string()),
-        ("LOCKOUT_TLS_CA", p.ca.display().to_string()),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let nats = NatsServer::start_with_config(Some(&config_file), &env);
+    let env = deploy_env(&p, pw_of);
+    let nats = NatsServer::start_with_config(Some(&config_file), &env_refs(&env));
     let url = nats.url();
     // Each client uses its own prefix on the deploy configuration, the default one on the old.
     let inbox = |user: &str| if shared_inbox { "_INBOX".to_owned() } else { format!("_INBOX_{user}") };
@@ -312,26 +324,9 @@ async fn eavesdropped(shared_inbox: bool) -> usize {
         async move { connect_with_inbox(&url, user, &pw, &ca, &inbox).await.unwrap() }
     };
 
-    let mut config = lockoutd::Config::new(&url, tmp.path().join("store"));
-    config.nats.nats_user = Some("lockoutd".into());
-    config.nats.nats_password = Some(pw_of("lockoutd"));
-    config.nats.tls_ca = Some(p.ca.clone());
-    config.nats.inbox_prefix = Some(inbox("lockoutd"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(lockoutd::run(config, async move {
-        let _ = stopped.await;
-    }));
+    let (stop, daemon) = spawn_lockoutd(&url, tmp.path().join("store"), pw_of("lockoutd"), &p.ca, inbox("lockoutd"));
     let admin = connect("admin_acme").await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut h = async_nats::HeaderMap::new();
-        h.insert(codec::CONTENT_TYPE, codec::JSON);
-        let status = admin.request_with_headers("lockout.svc.acme.status", h, br#"{"user":"alice"}"#.as_slice().into());
-        if matches!(tokio::time::timeout(Duration::from_millis(500), status).await, Ok(Ok(_))) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "lockoutd did not become ready over TLS");
-    }
+    wait_ready(&admin).await;
 
     // The eavesdropper: a notifier subscribed to every inbox subject it is allowed.
     let spy = connect("notifier").await;

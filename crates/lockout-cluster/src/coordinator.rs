@@ -73,13 +73,9 @@ impl Coordinator {
         let (owned_tx, owned) = watch::channel(Owned::default());
         let (drained, drained_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
-        let watcher = self.leases_watch().await?;
+        let watcher = self.leases.watch().await?;
         let task = tokio::spawn(self.run(member_rev, owned_tx, drained_rx, stop_rx, watcher));
         Ok(Handle { owned, drained, stop: Some(stop), task })
-    }
-
-    async fn leases_watch(&self) -> Result<kv::Watch, LeaseError> {
-        self.leases.watch().await
     }
 
     async fn run(
@@ -177,7 +173,7 @@ impl Coordinator {
         let me = self.leases.me().instance.as_str();
         let names: Vec<&str> = members.iter().map(String::as_str).collect();
         let desired: BTreeSet<u32> = rendezvous::assigned(&names, me, self.partitions).into_iter().collect();
-        state.members = members.clone();
+        state.members = members;
         state.releasing = state.fences.keys().copied().filter(|p| !desired.contains(p)).collect();
         if self.auto_drain {
             for p in std::mem::take(&mut state.releasing) {

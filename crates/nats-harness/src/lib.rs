@@ -44,17 +44,7 @@ impl NatsServer {
     /// Starts a server with a config file (`-c`); `env` sets the variables it references.
     /// Port, address and store dir still come from the harness.
     pub fn start_with_config(config: Option<&Path>, env: &[(&str, &str)]) -> NatsServer {
-        let dir = tempfile::Builder::new().prefix("nats-harness-").tempdir().expect("temp dir for nats-server");
-        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        let mut s = NatsServer {
-            child: None,
-            port: 0,
-            dir,
-            config: config.map(Path::to_path_buf),
-            env,
-            extra_args: vec![],
-            monitor_port: None,
-        };
+        let mut s = Self::unstarted(config, owned(env), vec![], None);
         s.spawn(None);
         s
     }
@@ -63,22 +53,24 @@ impl NatsServer {
     /// read with [`NatsServer::monitor`].
     pub fn start_monitored(config: Option<&Path>, env: &[(&str, &str)]) -> NatsServer {
         for _ in 0..5 {
-            let dir = tempfile::Builder::new().prefix("nats-harness-").tempdir().expect("temp dir for nats-server");
             let port = cluster::free_ports(1)[0];
-            let mut s = NatsServer {
-                child: None,
-                port: 0,
-                dir,
-                config: config.map(Path::to_path_buf),
-                env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-                extra_args: vec!["-m".into(), port.to_string()],
-                monitor_port: Some(port),
-            };
+            let mut s = Self::unstarted(config, owned(env), vec!["-m".into(), port.to_string()], Some(port));
             if s.spawn_checked(None) {
                 return s;
             }
         }
         panic!("nats-server with a monitoring port exited at start five times (ports taken?)");
+    }
+
+    fn unstarted(
+        config: Option<&Path>,
+        env: Vec<(String, String)>,
+        extra_args: Vec<String>,
+        monitor_port: Option<u16>,
+    ) -> NatsServer {
+        let dir = tempfile::Builder::new().prefix("nats-harness-").tempdir().expect("temp dir for nats-server");
+        let config = config.map(Path::to_path_buf);
+        NatsServer { child: None, port: 0, dir, config, env, extra_args, monitor_port }
     }
 
     /// `GET path` on the monitoring endpoint (e.g. `/varz`), when started with one.
@@ -101,9 +93,7 @@ impl NatsServer {
         port: u16,
         extra_args: Vec<String>,
     ) -> Option<NatsServer> {
-        let dir = tempfile::Builder::new().prefix("nats-harness-").tempdir().expect("temp dir for nats-server");
-        let config = Some(config.to_path_buf());
-        let mut s = NatsServer { child: None, port: 0, dir, config, env, extra_args, monitor_port: None };
+        let mut s = Self::unstarted(Some(config), env, extra_args, None);
         s.spawn_checked(Some(port)).then_some(s)
     }
 
@@ -245,6 +235,10 @@ impl NatsServer {
 
 mod cluster;
 pub use cluster::Cluster;
+
+fn owned(env: &[(&str, &str)]) -> Vec<(String, String)> {
+    env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
 
 /// Whether a configuration file sets `store_dir` itself.
 fn names_store_dir(config: &Path) -> bool {
