@@ -69,10 +69,10 @@ async fn nats_outage_during_load(outage: Duration) {
     let js = l.js.clone();
     let publisher = tokio::spawn(async move { publish(&js, &load).await });
     wait_published(&l, 1_000).await;
-    l.nats.terminate();
+    l.nats.one().terminate();
     // The fault itself: the server stays down this long (the one deliberate wait).
     tokio::time::sleep(outage).await;
-    l.nats.restart();
+    l.nats.one().restart();
     let last = publisher.await.unwrap();
     l.wait_ready().await;
     l.wait_folded(last).await;

@@ -68,7 +68,7 @@ async fn nats_server_restart_while_running_loses_nothing() {
     for _ in 0..3 {
         l.attempt("acme", "dave", Failure, "192.0.2.1", None).await;
     }
-    l.nats.restart();
+    l.nats.one().restart();
     publish_until_acked(&l).await;
     let seq = publish_until_acked(&l).await;
     l.wait_ready().await;
@@ -87,7 +87,7 @@ async fn nats_server_kill_9_while_running_skips_no_event() {
         l.attempt("acme", "dave", Failure, "192.0.2.1", None).await;
     }
     l.wait_folded(3).await;
-    l.nats.kill_and_restart();
+    l.nats.one().kill_and_restart();
     publish_until_acked(&l).await;
     let seq = publish_until_acked(&l).await;
     l.wait_ready().await;

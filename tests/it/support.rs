@@ -61,18 +61,7 @@ impl Servers {
         }
     }
 
-    pub fn terminate(&mut self) {
-        self.one().terminate();
-    }
-
-    pub fn restart(&mut self) {
-        self.one().restart();
-    }
-
-    pub fn kill_and_restart(&mut self) {
-        self.one().kill_and_restart();
-    }
-
+    /// The single server's [`NatsServer::pause_for`] (callable where the test holds `&Lockout`).
     pub fn pause_for(&self, d: Duration) -> std::thread::JoinHandle<()> {
         match self {
             Servers::One(s) => s.pause_for(d),
