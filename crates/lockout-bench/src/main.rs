@@ -86,6 +86,13 @@ enum Command {
     /// commit lingering; 1000: a full batch, as when catching up); prints the reads' percentiles
     /// in µs for both.
     ReadsUnderCommits(ReadsArgs),
+    /// Bad input alone: lockoutd on the main workload, then on it with 10,000 invalid events.
+    ///
+    /// Publishes the main workload and the mixed one (the same events with 10,000 distinct
+    /// invalid ones among them), then folds each with a fresh lockoutd, alternating, `--repeats`
+    /// times; prints the medians of valid events/s and their ratio
+    /// (`valid_with_invalid_vs_projector`, from single runs rather than the suite's warmed one).
+    Invalid(InvalidArgs),
 }
 
 /// The main workload's size.
@@ -219,6 +226,18 @@ pub struct DiskArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct InvalidArgs {
+    #[command(flatten)]
+    pub scale: Scale,
+    /// Runs of each (the medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// lockoutd's `--cache-mb`.
+    #[arg(long, default_value_t = 256)]
+    pub cache_mb: u64,
+}
+
+#[derive(Args, Debug)]
 pub struct ReadsArgs {
     /// Users in the store.
     #[arg(long, default_value_t = 100_000)]
@@ -242,5 +261,6 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Folder(a)) => offline::folder(&a),
         Some(Command::Disk(a)) => offline::disk(&a),
         Some(Command::ReadsUnderCommits(a)) => offline::reads_under_commits(&a),
+        Some(Command::Invalid(a)) => suite::invalid(&a).await,
     }
 }

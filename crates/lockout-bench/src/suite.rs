@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use crate::daemons::{fold_run, Nats, Stream};
 use crate::probes::{latencies, Plan};
-use crate::report::{self, Figures};
-use crate::workload::{publish_all, workload};
-use crate::{offline, phases, LatencyArgs, SuiteArgs};
+use crate::report::{self, median, Figures};
+use crate::workload::{mixed_workload, publish_all, publish_on, workload};
+use crate::{offline, phases, InvalidArgs, LatencyArgs, SuiteArgs};
 
 /// The full suite; writes `a.out` and prints it as a table.
 pub async fn full(a: &SuiteArgs) -> anyhow::Result<()> {
@@ -71,5 +71,49 @@ pub async fn latency(a: &LatencyArgs) -> anyhow::Result<()> {
     let lat = latencies(&nats.url, &nats.client, &nats.js, &plan).await?;
     d.stop()?;
     report::print_latencies(&lat);
+    Ok(())
+}
+
+/// `lockout-bench invalid`: the main workload and the mixed one (10,000 invalid events among
+/// the same valid ones), each folded by a fresh lockoutd, alternating; prints the medians.
+/// Every run publishes all its notices and dead letters (their streams are purged before it;
+/// the server drops the copies of later runs as duplicates by id, after their acks).
+pub async fn invalid(a: &InvalidArgs) -> anyhow::Result<()> {
+    let (n, users) = a.scale.sizes();
+    let nats = Nats::start().await?;
+    eprintln!("publishing {n} events for {users} users, and them with 10,000 invalid ones …");
+    let valid = workload("lockout", n, users);
+    let last = publish_all(&nats.js, &valid).await?;
+    let mixed = mixed_workload("mixed", workload("mixed", n, users));
+    let mixed_last = publish_on(&nats.js, &nats.url, "mixed", &mixed).await?;
+    let (mut plain_eps, mut mixed_eps) = (Vec::new(), Vec::new());
+    for r in 0..a.repeats {
+        for (prefix, last, len, out) in
+            [("lockout", last, valid.len(), &mut plain_eps), ("mixed", mixed_last, mixed.len(), &mut mixed_eps)]
+        {
+            for stream in ["NOTICES", "DEAD"] {
+                let name = format!("{}_{stream}", prefix.to_uppercase());
+                if let Ok(s) = nats.js.get_stream(&name).await {
+                    s.purge().await?;
+                }
+            }
+            let stream = Stream { prefix, last, env: &[], cache_mb: a.cache_mb };
+            let (eps, d) =
+                fold_run(&nats.client, &nats.url, &nats.dir(&format!("{prefix}-{r}")), &stream, None).await?;
+            d.stop()?;
+            if r == 0 && prefix == "mixed" {
+                // Later runs publish the same dead letters again, dropped as duplicates by id.
+                let dead = nats.js.get_stream("MIXED_DEAD").await?.get_info().await?.state.messages;
+                anyhow::ensure!(dead == 10_000, "the mixed stream's 10,000 invalid events gave {dead} dead letters");
+            }
+            let valid_eps = eps * n as f64 / len as f64;
+            eprintln!("run {r}: {prefix} {valid_eps:.0} valid events/s");
+            out.push(valid_eps);
+        }
+    }
+    let (plain, mixed) = (median(plain_eps), median(mixed_eps));
+    println!("projector_eps {plain:.0}");
+    println!("valid_with_invalid_eps {mixed:.0}");
+    println!("valid_with_invalid_vs_projector {:.3}", mixed / plain);
     Ok(())
 }
