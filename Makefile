@@ -15,7 +15,7 @@ FUZZ_SANITIZER ?= none
 FUZZ := RUSTC_BOOTSTRAP=1 $(CARGO_FUZZ) fuzz
 FUZZ_FLAGS := --fuzz-dir fuzz --sanitizer $(FUZZ_SANITIZER)
 
-.PHONY: all run test soak nats-server bench bench-quick bench-fold cargo-fuzz fuzz fuzz-smoke lint fmt clean
+.PHONY: all run run-secure test soak nats-server bench bench-quick bench-fold cargo-fuzz fuzz fuzz-smoke lint fmt clean
 
 all: test
 
@@ -30,6 +30,12 @@ $(NATS_BIN):
 run: $(NATS_BIN)
 	cargo build --release -p lockoutd
 	NATS_SERVER_BIN=$(NATS_SERVER_BIN) deploy/run-local.sh
+
+## The deploy configuration locally: a user per role, mutual TLS, every write synced; generates
+## certificates and passwords into data/secure/pki on first run and prints how each role connects.
+run-secure: $(NATS_BIN)
+	cargo build --release -p lockoutd -p lockoutctl
+	NATS_SERVER_BIN=$(NATS_SERVER_BIN) deploy/run-secure.sh
 
 ## Every test: unit, property, golden, and integration tests against real nats-server and sled.
 test: $(NATS_BIN)

@@ -9,11 +9,14 @@ use async_nats::jetstream;
 use futures::StreamExt as _;
 use lockout_proto::codec::{self, Encoding};
 use lockout_proto::event::{Attempt, Outcome};
+use lockout_proto::notice::How;
+use lockout_proto::Notice;
 use nats_harness::NatsServer;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use serde_json::json;
 use uuid::Uuid;
 
-use crate::support::attempt_body;
+use crate::support::{attempt_body, next_notice, Lockout};
 
 struct Pki {
     ca: PathBuf,
@@ -32,11 +35,22 @@ fn pki(dir: &Path) -> Pki {
         .unwrap()
         .signed_by(&key, &issuer)
         .unwrap();
+    // The clients' certificate (the deploy configuration wants mutual TLS), beside the CA.
+    let client_key = KeyPair::generate().unwrap();
+    let client = CertificateParams::new(Vec::<String>::new()).unwrap().signed_by(&client_key, &issuer).unwrap();
     let p = Pki { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server-key.pem") };
     std::fs::write(&p.ca, ca_cert.pem()).unwrap();
     std::fs::write(&p.cert, cert.pem()).unwrap();
     std::fs::write(&p.key, key.serialize_pem()).unwrap();
+    let (client_pem, client_key_pem) = client_cert(&p.ca);
+    std::fs::write(client_pem, client.pem()).unwrap();
+    std::fs::write(client_key_pem, client_key.serialize_pem()).unwrap();
     p
+}
+
+/// The client certificate and key [`pki`] writes beside the CA `ca`.
+fn client_cert(ca: &Path) -> (PathBuf, PathBuf) {
+    (ca.with_file_name("client.pem"), ca.with_file_name("client-key.pem"))
 }
 
 fn config_path() -> PathBuf {
@@ -55,9 +69,11 @@ async fn connect_with_inbox(
     ca: &Path,
     inbox: &str,
 ) -> Result<async_nats::Client, String> {
+    let (cert, key) = client_cert(ca);
     async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
         .custom_inbox_prefix(inbox)
         .add_root_certificates(ca.to_path_buf())
+        .add_client_certificate(cert, key)
         .require_tls(true)
         .connect(url)
         .await
@@ -135,6 +151,8 @@ fn spawn_lockoutd(
     config.nats.nats_user = Some("lockoutd".into());
     config.nats.nats_password = Some(password);
     config.nats.tls_ca = Some(ca.to_path_buf());
+    let (cert, key) = client_cert(ca);
+    (config.nats.tls_cert, config.nats.tls_key) = (Some(cert), Some(key));
     config.nats.inbox_prefix = Some(inbox);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let daemon = tokio::spawn(lockoutd::run(config, async move {
@@ -240,10 +258,13 @@ async fn every_role_is_confined_and_lockoutd_runs_over_tls_with_its_credentials(
     // confined like any client of that user.
     let ctl = |tenant: &'static str| {
         let (url, pw, ca) = (url.clone(), admin_pw.clone(), p.ca.display().to_string());
+        let (cert, key) = client_cert(&p.ca);
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
         async move {
             let args = ["lockoutctl", "--nats-url", &url, "--nats-user", "admin_acme", "--nats-password", &pw];
-            let args = args.iter().copied().chain(["--inbox-prefix", "_INBOX_admin_acme"]);
-            let args = args.chain(["--tls-ca", &ca, "--timeout", "2", "--json", "status", tenant, "alice"]);
+            let args = args.iter().copied().chain(["--inbox-prefix", "_INBOX_admin_acme", "--tls-cert", &cert]);
+            let args =
+                args.chain(["--tls-key", &key, "--tls-ca", &ca, "--timeout", "2", "--json", "status", tenant, "alice"]);
             let (mut out, mut err) = (Vec::new(), Vec::new());
             let code = lockoutctl::run_io(args.map(str::to_owned).collect::<Vec<_>>(), &mut out, &mut err).await;
             (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
@@ -396,4 +417,206 @@ async fn auditors_cannot_touch_lockoutds_consumer(
     let ours = jetstream::new(owner).get_stream("LOCKOUT_EVENTS").await.unwrap();
     let info = ours.consumer_info("lockoutd").await.expect("lockoutd's consumer still exists");
     assert_eq!(info.config.filter_subject, "lockout.events.>", "lockoutd's consumer keeps its filter");
+}
+
+/// Hole 9: the deploy configuration (what `make run-secure` starts) wants mutual TLS: the right
+/// password over TLS without a client certificate is refused; with one, accepted.
+#[tokio::test]
+async fn run_secure_mutual_tls_refuses_a_client_without_a_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pki(tmp.path());
+    let env = deploy_env(&p, |role| format!("{role}-{}", Uuid::now_v7().simple()));
+    let gateway_pw = env.iter().find(|(k, _)| *k == "GATEWAY_PASSWORD").unwrap().1.clone();
+    let nats = NatsServer::start_with_config(Some(&config_path()), &env_refs(&env));
+    let url = nats.url();
+    let no_cert = async_nats::ConnectOptions::with_user_and_password("gateway".into(), gateway_pw.clone())
+        .custom_inbox_prefix("_INBOX_gateway")
+        .add_root_certificates(p.ca.clone())
+        .require_tls(true)
+        .connect(&url)
+        .await;
+    assert!(no_cert.is_err(), "a client without a certificate must be refused");
+    let with_cert = connect_as(&url, "gateway", &gateway_pw, &p.ca).await;
+    assert!(with_cert.is_ok(), "{:?}", with_cert.err());
+}
+
+/// Hole 7: the dead letters are bounded (`--dead-max-messages`, the oldest dropped), the events
+/// stream's limits are opt-in and applied to the stream, and the deploy configuration's
+/// `max_payload` fits the largest reply lockoutd can send (a `locked` page of 1,000 users with
+/// every field at its longest and escaped).
+#[tokio::test]
+async fn unbounded_growth_dead_letters_are_bounded_and_the_largest_reply_fits_max_payload() {
+    use lockout_bench::invalid::invalid_event;
+    let mut l = Lockout::start().await;
+    let events = l.js.get_stream("LOCKOUT_EVENTS").await.unwrap().get_info().await.unwrap().config;
+    assert_eq!((events.max_age, events.max_bytes), (Duration::ZERO, -1), "the history is kept forever by default");
+    l.stop_daemon().await.unwrap();
+    l.limits.dead_max_messages = 5;
+    l.limits.events_max_bytes = 10_000_000;
+    l.start_daemon().await;
+    let mut last = 0;
+    for i in 0..8 {
+        let bad = invalid_event("lockout", i);
+        last = l.publish_raw(&bad.subject, bad.headers, bad.payload).await;
+    }
+    l.wait_folded(last).await;
+    let dead = l.js.get_stream("LOCKOUT_DEAD").await.unwrap().get_info().await.unwrap();
+    assert_eq!(
+        (dead.state.messages, dead.state.first_sequence, dead.state.last_sequence),
+        (5, 4, 8),
+        "the five newest dead letters are kept"
+    );
+    // `health` reports the limits and the disk.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let h = loop {
+        let h = l.health().await;
+        if h["disk"].is_object() || std::time::Instant::now() > deadline {
+            break h;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        h["retention"],
+        json!({"events_max_age_days": 0, "events_max_bytes": 10_000_000, "dead_max_messages": 5})
+    );
+    let disk = &h["disk"];
+    assert!(
+        disk["store_bytes"].as_u64() > Some(0) && disk["free_bytes"].as_u64() <= disk["total_bytes"].as_u64(),
+        "{h}"
+    );
+    let events = l.js.get_stream("LOCKOUT_EVENTS").await.unwrap().get_info().await.unwrap().config;
+    assert_eq!(
+        (events.max_bytes, events.discard),
+        (10_000_000, jetstream::stream::DiscardPolicy::Old),
+        "--events-max-bytes applies to the stream"
+    );
+
+    // The largest reply: a `locked` page of 1,000 statuses, every string at its longest and made
+    // of characters JSON escapes as \u00XX.
+    let long = |n: usize| "\u{1}".repeat(n);
+    let status = lockout_proto::Status {
+        tenant: "t".repeat(lockout_proto::ids::TENANT_MAX).into(),
+        user: long(lockout_proto::ids::USER_MAX_BYTES).into(),
+        locked: true,
+        reason: Some(lockout_proto::status::LockReason::Failures),
+        locked_at: Some(u64::MAX),
+        locked_until: Some(u64::MAX),
+        failures: u32::MAX,
+        max_failures: u32::MAX,
+        last_failure_at: Some(u64::MAX),
+        last_source_ip: Some("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".into()),
+        unlocked_at: Some(u64::MAX),
+        unlocked_by: Some(long(lockout_proto::event::ACTOR_MAX).into()),
+        mfa_reset_at: Some(u64::MAX),
+        mfa_reset_by: Some(long(lockout_proto::event::ACTOR_MAX).into()),
+        mfa_reenrol: true,
+        lock_count: u32::MAX,
+    };
+    let page = lockout_proto::command::LockedReply {
+        users: vec![status; lockout_proto::command::LOCKED_MAX_LIMIT as usize],
+        next: Some("x".repeat(2 * lockout_proto::ids::USER_MAX_BYTES)),
+    };
+    let largest = codec::encode(Encoding::Json, &page).len();
+    let conf = std::fs::read_to_string(config_path()).unwrap();
+    let max_payload = conf
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("max_payload:"))
+        .and_then(|v| v.trim().strip_suffix("MB"))
+        .and_then(|mb| mb.parse::<usize>().ok())
+        .expect("lockout.conf sets max_payload in MB")
+        << 20;
+    assert!(largest <= max_payload, "the largest reply ({largest} bytes) exceeds max_payload ({max_payload})");
+    assert!(lockout_proto::codec::MAX_PAYLOAD <= max_payload);
+}
+
+// ---------------------------------------------------------------------------------------
+// Hole 8: lockoutd's clock ends locks.
+// ---------------------------------------------------------------------------------------
+
+/// The `expired` event lockoutd would append for `user`'s lock `lock_event`, published now.
+async fn publish_expired(l: &Lockout, user: &str, lock_event: Uuid) -> u64 {
+    let (tenant, uid) = (lockout_proto::Tenant::parse("acme").unwrap(), lockout_proto::UserId::parse(user).unwrap());
+    let id = lockout_core::ids::expired_event_id("acme", user, lock_event);
+    let e = lockout_proto::event::Expired {
+        id,
+        at: lockout_nats::clock::now_ms(),
+        tenant: "acme".into(),
+        user: user.into(),
+        lock_event,
+    };
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(codec::NATS_MSG_ID, id.to_string().as_str());
+    let subject = l.subjects.user_event(&tenant, &uid, lockout_proto::event::EventKind::Expired);
+    l.publish_raw(&subject, h, codec::encode(Encoding::Postcard, &e)).await
+}
+
+/// Hole 8: an `expired` event stored well before its lock's `locked_until` (appended by a
+/// lockoutd whose clock ran ahead of the server's) must not end the lock early; the first
+/// event at or after `locked_until` ends it, with the one `unlocked` notice.
+#[tokio::test]
+async fn early_expired_event_stored_before_locked_until_does_not_end_the_lock() {
+    let l = Lockout::start().await;
+    let mut live = l.notice_consumer().await;
+    let r = l.call("acme", "lock", json!({"user": "dora", "actor": "ops", "seconds": 2})).await.unwrap();
+    let until = r["locked_until"].as_u64().unwrap();
+    let lock_event = Uuid::parse_str(r["event_id"].as_str().unwrap()).unwrap();
+    assert!(matches!(next_notice(&mut live, 10).await.0, Notice::Locked(_)));
+
+    // lockoutd's own `expired` event, as a clock 2 s ahead would have appended it now (its
+    // retry on time is then a duplicate JetStream drops for two minutes).
+    let seq = publish_expired(&l, "dora", lock_event).await;
+    l.wait_folded(seq).await;
+    let stored =
+        l.stream_messages("LOCKOUT_EVENTS").await.last().map(|m| (m.time.unix_timestamp_nanos() / 1_000_000) as u64);
+    assert!(stored.is_some_and(|t| t + 1_000 < until), "the test's expired event was not early");
+    let s = l.status("acme", "dora").await;
+    assert_eq!((s["locked"].as_bool(), s["locked_until"].as_u64()), (Some(true), Some(until)), "{s}");
+
+    // The next event at or after locked_until ends it, with the expiry's one notice.
+    let left = until.saturating_sub(lockout_nats::clock::now_ms());
+    tokio::time::sleep(Duration::from_millis(left + 100)).await;
+    l.attempt("acme", "dora", Outcome::Success, "192.0.2.7", None).await;
+    let (n, _) = next_notice(&mut live, 10).await;
+    let Notice::Unlocked(u) = n else { panic!("expected unlocked, got {n:?}") };
+    assert_eq!((u.how, u.at), (How::Expired, until));
+    assert_eq!(l.status("acme", "dora").await["locked"], false);
+}
+
+/// Hole 8: lockoutd measures its clock against the server's (`health`'s `clock_skew_ms`) and
+/// decides expiries by the server's time: with its clock 5 s ahead, the `expired` event of a
+/// 2 s lock is stored at `locked_until` (not at once, which the fold would ignore) and the lock
+/// ends with its notice.
+#[tokio::test]
+async fn early_expired_lockoutd_with_a_clock_ahead_appends_expiries_by_the_servers_time() {
+    let l = Lockout::start_with_clock_ahead(5_000).await;
+    let mut live = l.notice_consumer().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let skew = loop {
+        if let Some(s) = l.health().await["clock_skew_ms"].as_i64() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "health reports no clock_skew_ms");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!((4_900..6_000).contains(&skew), "clock_skew_ms {skew}, the clock is 5 s ahead");
+
+    let r = l.call("acme", "lock", json!({"user": "ed", "actor": "ops", "seconds": 2})).await.unwrap();
+    let until = r["locked_until"].as_u64().unwrap();
+    assert!(matches!(next_notice(&mut live, 10).await.0, Notice::Locked(_)));
+    let (n, _) = next_notice(&mut live, 15).await;
+    let Notice::Unlocked(u) = n else { panic!("expected unlocked, got {n:?}") };
+    assert_eq!((u.how, u.at), (How::Expired, until));
+    let expired: Vec<u64> = l
+        .stream_messages("LOCKOUT_EVENTS")
+        .await
+        .into_iter()
+        .filter(|m| m.subject.ends_with(".expired"))
+        .map(|m| (m.time.unix_timestamp_nanos() / 1_000_000) as u64)
+        .collect();
+    assert_eq!(expired.len(), 1, "one expired event");
+    assert!(
+        expired[0] + lockout_core::EXPIRED_EARLY_ALLOWANCE_MS >= until,
+        "stored {} ms before locked_until",
+        until - expired[0]
+    );
 }

@@ -84,6 +84,8 @@ pub struct Lockout {
     pub clock: Arc<lockout_nats::clock::ManualClock>,
     /// lockoutd's `--replicas`.
     pub replicas: usize,
+    /// lockoutd's stream limits (`--dead-max-messages`, `--events-max-*`).
+    pub limits: lockoutd::config::StreamLimits,
 }
 
 /// A micro service error: code and message.
@@ -162,6 +164,14 @@ impl Lockout {
         l
     }
 
+    /// [`Lockout::start`] with lockoutd's clock `ms` ahead of the server's from its start.
+    pub async fn start_with_clock_ahead(ms: u64) -> Lockout {
+        let mut l = Self::server_only(Encoding::Postcard).await;
+        l.advance_clock(ms);
+        l.start_daemon().await;
+        l
+    }
+
     async fn server_only(notice_encoding: Encoding) -> Lockout {
         Self::on(Servers::One(NatsServer::start()), notice_encoding).await
     }
@@ -186,6 +196,7 @@ impl Lockout {
             commit_linger: Duration::from_millis(lockoutd::config::DEFAULT_COMMIT_LINGER_MS),
             clock: Arc::default(),
             replicas: 1,
+            limits: Default::default(),
         }
     }
 
@@ -194,6 +205,7 @@ impl Lockout {
         c.notice_encoding = self.notice_encoding;
         c.commit_linger = self.commit_linger;
         c.replicas = self.replicas;
+        c.limits = self.limits;
         c
     }
 
@@ -236,6 +248,12 @@ impl Lockout {
             .arg(c.commit_linger.as_millis().to_string())
             .arg("--replicas")
             .arg(c.replicas.to_string())
+            .arg("--dead-max-messages")
+            .arg(c.limits.dead_max_messages.to_string())
+            .arg("--events-max-age-days")
+            .arg((c.limits.events_max_age.as_secs() / 86_400).to_string())
+            .arg("--events-max-bytes")
+            .arg(c.limits.events_max_bytes.to_string())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -15,7 +15,7 @@ use lockout_proto::status::LockReason;
 use lockout_proto::{Millis, Policy};
 use uuid::Uuid;
 
-use crate::ids::{notice_id, NoticeKind};
+use crate::ids::{expired_event_id, notice_id, NoticeKind};
 use crate::message;
 use crate::state::{
     BlockedSource, CountedCredential, LockState, StreakSource, UserState, BLOCKED_SOURCES_MAX, CREDENTIALS_MAX,
@@ -67,7 +67,16 @@ pub enum Effect {
     /// An `expired` event: it ended the timed lock it names (at that lock's `locked_until`),
     /// or `None`: that lock had already ended.
     Expired { ended: Option<Millis> },
+    /// An `expired` event (with the id [`expired_event_id`] gives) stored more than
+    /// [`EXPIRED_EARLY_ALLOWANCE_MS`] before the `locked_until` of the lock it names: the clock
+    /// of whoever wrote it ran ahead of the server's, and the lock stays in force until then.
+    ExpiredEarly { until: Millis },
 }
+
+/// How long before a lock's `locked_until` an `expired` event naming it may be stored and
+/// still end it (at `locked_until`): the skew allowed between lockoutd's clock, which decides
+/// when to append it, and the server's, which stamps it.
+pub const EXPIRED_EARLY_ALLOWANCE_MS: Millis = 1_000;
 
 /// Why a failure was not counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +116,8 @@ impl Effect {
             | Effect::Blocked
             | Effect::Succeeded { reset: false, .. }
             | Effect::Locked { .. }
-            | Effect::Expired { ended: None } => StreakChange::Kept,
+            | Effect::Expired { ended: None }
+            | Effect::ExpiredEarly { .. } => StreakChange::Kept,
         }
     }
 }
@@ -380,13 +390,22 @@ impl Folder<'_> {
         Effect::MfaReset { removed }
     }
 
-    /// An `expired` event ends the timed lock it names, even when folded a little before
-    /// `locked_until` (clock skew between lockoutd and the server); otherwise it does nothing.
+    /// An `expired` event ends the timed lock it names, even when folded a little (up to
+    /// [`EXPIRED_EARLY_ALLOWANCE_MS`]) before `locked_until`; one stored earlier than that
+    /// (lockoutd's clock running ahead of the server's) leaves the lock in force. Otherwise it
+    /// does nothing. An `expired` event whose id is not [`expired_event_id`]'s (those written
+    /// before it, with [`crate::ids::expired_event_id_v1`]) ends the lock it names whenever it
+    /// is folded, as it always did: stored history folds the same.
     fn expired(&mut self, x: &Expired) -> Effect {
-        let names_current =
-            self.state.lock.as_ref().is_some_and(|l| l.event_id == x.lock_event && l.locked_until.is_some());
-        let ended = if names_current { self.end_by_expiry(&x.tenant, &x.user) } else { None };
-        Effect::Expired { ended }
+        let until = self.state.lock.as_ref().filter(|l| l.event_id == x.lock_event).and_then(|l| l.locked_until);
+        let held_to_until = || x.id == expired_event_id(&x.tenant, &x.user, x.lock_event);
+        match until {
+            Some(until) if self.now.saturating_add(EXPIRED_EARLY_ALLOWANCE_MS) < until && held_to_until() => {
+                Effect::ExpiredEarly { until }
+            }
+            Some(_) => Effect::Expired { ended: self.end_by_expiry(&x.tenant, &x.user) },
+            None => Effect::Expired { ended: None },
+        }
     }
 }
 

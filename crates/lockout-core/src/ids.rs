@@ -40,9 +40,29 @@ pub fn notice_id(event_id: Uuid, kind: NoticeKind) -> Uuid {
     Uuid::new_v5(&NOTICE_NAMESPACE, &name)
 }
 
-/// The id of the `expired` event the service appends for the lock started by `lock_event`;
-/// also its `Nats-Msg-Id`, so restarts and duplicates collapse.
-pub fn expired_event_id(lock_event: Uuid) -> Uuid {
+/// The id of the `expired` event the service appends for `user`'s lock started by
+/// `lock_event` in `tenant`; also its `Nats-Msg-Id`, so restarts and duplicates collapse.
+///
+/// UUID v5 in [`NOTICE_NAMESPACE`] of: the tenant's bytes, a zero byte, the user's bytes, a
+/// zero byte, the lock event id's 16 bytes, `expired-event/v2`. The tenant and user are in it
+/// so that an event id reused for another user gives that user's expiry an id of its own; the
+/// fold knows an `expired` event written this way and holds it to the `locked_until` rule
+/// (see [`crate::fold`]). lockoutd before it wrote [`expired_event_id_v1`].
+pub fn expired_event_id(tenant: &str, user: &str, lock_event: Uuid) -> Uuid {
+    let mut name = Vec::with_capacity(tenant.len() + user.len() + 2 + 16 + 16);
+    name.extend_from_slice(tenant.as_bytes());
+    name.push(0);
+    name.extend_from_slice(user.as_bytes());
+    name.push(0);
+    name.extend_from_slice(lock_event.as_bytes());
+    name.extend_from_slice(b"expired-event/v2");
+    Uuid::new_v5(&NOTICE_NAMESPACE, &name)
+}
+
+/// The id lockoutd gave the `expired` events it appended before [`expired_event_id`]: UUID v5
+/// of the lock event id's 16 bytes followed by `expired-event`. Such events in the stream fold
+/// as they always did.
+pub fn expired_event_id_v1(lock_event: Uuid) -> Uuid {
     let mut name = Vec::with_capacity(16 + 13);
     name.extend_from_slice(lock_event.as_bytes());
     name.extend_from_slice(b"expired-event");
@@ -62,7 +82,13 @@ mod tests {
             notice_id(e, NoticeKind::Unlocked),
             notice_id(e, NoticeKind::Expired),
             notice_id(e, NoticeKind::MfaReset),
-            expired_event_id(e),
+            expired_event_id("acme", "alice", e),
+            expired_event_id("acme", "bob", e),
+            expired_event_id("other", "alice", e),
+            // the separator keeps ("ab", "c") and ("a", "bc") apart
+            expired_event_id("ab", "c", e),
+            expired_event_id("a", "bc", e),
+            expired_event_id_v1(e),
             notice_id(Uuid::from_u128(43), NoticeKind::Locked),
         ];
         for (i, a) in all.iter().enumerate() {

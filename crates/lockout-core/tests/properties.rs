@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use lockout_core::fold::fold_policy;
 use lockout_core::ids::expired_event_id;
-use lockout_core::{fold, status, UserState};
+use lockout_core::{fold, status, UserState, EXPIRED_EARLY_ALLOWANCE_MS};
 use lockout_proto::event::{Attempt, Event, Expired, Factor, Lock, MfaReset, Outcome, PolicyChange, Unlock};
 use lockout_proto::notice::{How, Notice};
 use lockout_proto::status::LockReason;
@@ -397,7 +397,7 @@ proptest! {
                         let until = lock.and_then(|l| l.locked_until).unwrap_or_default();
                         let user = event.user().expect("user event");
                         let service = Event::Expired(Expired {
-                            id: expired_event_id(lock_id),
+                            id: expired_event_id(TENANT, user, lock_id),
                             at: until,
                             tenant: TENANT.into(),
                             user: user.into(),
@@ -533,10 +533,13 @@ impl Model {
                 }
                 self.end_lock();
             }
-            MStep::Expire => {
-                if let Some((_, Some(_), _)) = self.lock {
-                    self.end_lock();
-                    out.push("unlocked:expired");
+            MStep::Expire | MStep::ExpireEarly => {
+                // it ends the timed lock it names unless stored more than the allowance early
+                if let Some((_, Some(until), _)) = self.lock {
+                    if t + EXPIRED_EARLY_ALLOWANCE_MS >= until {
+                        self.end_lock();
+                        out.push("unlocked:expired");
+                    }
                 }
             }
         }
@@ -576,6 +579,9 @@ enum MStep {
     /// The service's `expired` event for the current timed lock, folded at `locked_until`
     /// or later.
     Expire,
+    /// The same, folded whenever the step comes (a clock running ahead: often before
+    /// `locked_until`).
+    ExpireEarly,
 }
 
 fn simple_policy() -> impl Strategy<Value = Simple> {
@@ -595,6 +601,7 @@ fn mstep() -> impl Strategy<Value = MStep> {
         4 => (0..IPS.len()).prop_map(|ip| MStep::Success { ip }),
         1 => Just(MStep::Unlock),
         2 => Just(MStep::Expire),
+        1 => Just(MStep::ExpireEarly),
     ]
 }
 
@@ -656,17 +663,20 @@ proptest! {
                 MStep::Fail { ip, factor } => attempt(Outcome::Failure, *ip, FACTORS[*factor], time),
                 MStep::Success { ip } => attempt(Outcome::Success, *ip, Factor::Password, time),
                 MStep::Unlock => Event::Unlock(Unlock { id, at: time, tenant: tenant.into(), user: user.into(), actor: "admin".into(), reason: None }),
-                MStep::Expire => {
-                    // the service appends it for the current timed lock, at or after locked_until
+                MStep::Expire | MStep::ExpireEarly => {
+                    // the service appends it for the current timed lock, at or after
+                    // locked_until (early: whenever it comes)
                     let lock_event = match state.lock.as_ref() {
                         Some(l) => {
-                            if let Some(until) = l.locked_until {
+                            if let (Some(until), MStep::Expire) = (l.locked_until, step) {
                                 time = time.max(until);
                             }
                             l.event_id
                         }
                         None => Uuid::from_u128(99),
                     };
+                    // with the service's id: held to locked_until
+                    let id = expired_event_id(TENANT, user, lock_event);
                     Event::Expired(Expired { id, at: time, tenant: tenant.into(), user: user.into(), lock_event })
                 }
             };

@@ -9,9 +9,9 @@
 //! sections "Policy", "Lockout semantics" and "Notices", is the judge.
 
 use lockout_core::fold::fold_policy;
-use lockout_core::ids::{expired_event_id, notice_id, NoticeKind};
+use lockout_core::ids::{expired_event_id, expired_event_id_v1, notice_id, NoticeKind};
 use lockout_core::state::BlockedSource;
-use lockout_core::{fold, status, UserState};
+use lockout_core::{fold, status, UserState, EXPIRED_EARLY_ALLOWANCE_MS};
 use lockout_proto::event::{Attempt, Event, Expired, Factor, Lock, MfaReset, Outcome, PolicyChange, Unlock};
 use lockout_proto::notice::{How, LockedNotice, MfaResetNotice, Notice, Source, UnlockedNotice};
 use lockout_proto::status::LockReason;
@@ -101,9 +101,13 @@ fn ev(n: u32, time: Millis, what: What<'_>) -> Step {
             Event::MfaReset(MfaReset { id: eid, at: time, tenant, user, actor: actor.into(), reason: None })
         }
         // The service writes `expired` events with an id derived from the lock's event.
-        What::Expired { lock_event } => {
-            Event::Expired(Expired { id: expired_event_id(lock_event), at: time, tenant, user, lock_event })
-        }
+        What::Expired { lock_event } => Event::Expired(Expired {
+            id: expired_event_id(&tenant, &user, lock_event),
+            at: time,
+            tenant,
+            user,
+            lock_event,
+        }),
     };
     (time, event)
 }
@@ -999,6 +1003,50 @@ fn expiry_notice_is_the_same_whichever_event_ends_the_lock() {
         assert!(none.is_empty(), "{name}: {none:?}");
         assert_eq!(again, state, "{name}");
     }
+}
+
+/// `docs/protocol.md`: "A timed lock ends at `locked_until`": an `expired` event stored well
+/// before that (the clock of lockoutd, which appends it, running ahead of the server's, which
+/// stamps it) leaves the lock in force; one stored within the allowance ends it at
+/// `locked_until`. The next event at or after `locked_until` still ends it, with the same notice.
+#[test]
+fn an_expired_event_stored_well_before_locked_until_does_not_end_the_lock() {
+    let (policy, state, _, t5) = locked_by_failures();
+    let until = t5 + 30 * MIN;
+    let want = Notice::Unlocked(expiry_notice(id(5), until));
+    let table = [
+        ("a minute early", until - MIN, false),
+        ("1 ms past the allowance", until - EXPIRED_EARLY_ALLOWANCE_MS - 1, false),
+        ("at the allowance", until - EXPIRED_EARLY_ALLOWANCE_MS, true),
+        ("on time", until, true),
+    ];
+    for (name, time, ends) in table {
+        let (after, notices) = run_from(&policy, state.clone(), &[ev(6, time, What::Expired { lock_event: id(5) })]);
+        if ends {
+            assert_eq!(notices, vec![want.clone()], "{name}");
+            assert!(!after.is_locked(), "{name}");
+        } else {
+            assert!(notices.is_empty(), "{name}: {notices:?}");
+            assert_eq!(after, state, "{name}: the early expired event changed the state");
+            assert!(st(&policy, &after, time).locked, "{name}");
+            // the service's retry on time (or any later event) ends it, with the same notice
+            let (_, later) = run_from(&policy, after, &[ev(7, until, What::Expired { lock_event: id(5) })]);
+            assert_eq!(later, vec![want.clone()], "{name}");
+        }
+    }
+    // History: an `expired` event lockoutd wrote before this rule (its id the v1 derivation)
+    // still ends the lock it names a minute early, as it did when it was written.
+    let early = until - MIN;
+    let v1 = Event::Expired(Expired {
+        id: expired_event_id_v1(id(5)),
+        at: early,
+        tenant: TENANT.into(),
+        user: USER.into(),
+        lock_event: id(5),
+    });
+    let folded = fold(&policy, state.clone(), &v1, early);
+    assert_eq!(folded.notices, vec![want]);
+    assert!(!folded.state.is_locked());
 }
 
 /// `docs/protocol.md`: "`status` never reports a lock past its `locked_until`." — even before

@@ -161,6 +161,15 @@ pub fn stored_time(info: &jetstream::message::Info<'_>) -> Millis {
     u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
 
+/// The server's clock now, as JetStream states it in the info of `stream` (`ts`, sent by
+/// nats-server 2.10 and later), ms; `None` when the request fails or the server sends none.
+pub async fn server_time_ms(js: &jetstream::Context, stream: &str) -> Option<u64> {
+    let info: serde_json::Value = js.request(format!("STREAM.INFO.{stream}"), &()).await.ok()?;
+    let ts = info.get("ts")?.as_str()?;
+    let t = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 /// The first value of header `name` in one pass over the map, names matched exactly as
 /// `HeaderMap::get` matches them. (`get` builds a `HeaderName`, allocating for a
 /// non-standard name, and hashes it with SipHash: more than the rest of an event's header

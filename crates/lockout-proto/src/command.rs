@@ -127,7 +127,11 @@ pub enum HealthStatus {
 pub const LAGGING_AFTER: u64 = 10_000;
 
 /// The reply of `health`. An extension of the protocol (`docs/protocol.md`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// In JSON it has every field; in postcard the first five (the layout of
+/// `schemas/postcard.md`, unchanged until a v2 layout: a postcard reader of the five fields
+/// must not meet trailing bytes), so the later ones decode from postcard as `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthReply {
     pub status: HealthStatus,
     /// `LOCKOUT_EVENTS` sequence of the last folded event.
@@ -138,6 +142,87 @@ pub struct HealthReply {
     pub last_commit_at: Option<u64>,
     /// The store's error while unhealthy.
     pub error: Option<String>,
+    /// How far lockoutd's clock runs ahead of the NATS server's, ms (negative: behind),
+    /// estimated from the stored times of live events; null before the first. JSON only.
+    pub clock_skew_ms: Option<i64>,
+    /// The store's disk, as last read (every 10 s); null before the first. JSON only.
+    pub disk: Option<DiskUse>,
+    /// What the streams keep. JSON only.
+    pub retention: Option<Retention>,
+}
+
+/// The disk lockoutd's store lives on (`health`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DiskUse {
+    /// Bytes of the store.
+    pub store_bytes: u64,
+    /// Bytes free on its filesystem (for unprivileged writers).
+    pub free_bytes: u64,
+    /// Size of its filesystem.
+    pub total_bytes: u64,
+}
+
+/// What the streams keep (`health`); 0 is no bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Retention {
+    pub events_max_age_days: u64,
+    pub events_max_bytes: u64,
+    pub dead_max_messages: u64,
+}
+
+/// [`HealthReply`] on the wire: every field in JSON, the v1 five in postcard.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "HealthReply")]
+struct HealthWire {
+    status: HealthStatus,
+    seq: u64,
+    lag: u64,
+    last_commit_at: Option<u64>,
+    error: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "HealthReply")]
+struct HealthWireJson {
+    #[serde(flatten)]
+    v1: HealthWire,
+    #[serde(default)]
+    clock_skew_ms: Option<i64>,
+    #[serde(default)]
+    disk: Option<DiskUse>,
+    #[serde(default)]
+    retention: Option<Retention>,
+}
+
+impl Serialize for HealthReply {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let v1 = HealthWire {
+            status: self.status,
+            seq: self.seq,
+            lag: self.lag,
+            last_commit_at: self.last_commit_at,
+            error: self.error.clone(),
+        };
+        if s.is_human_readable() {
+            HealthWireJson { v1, clock_skew_ms: self.clock_skew_ms, disk: self.disk, retention: self.retention }
+                .serialize(s)
+        } else {
+            v1.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HealthReply {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (v1, clock_skew_ms, disk, retention) = if d.is_human_readable() {
+            let w = HealthWireJson::deserialize(d)?;
+            (w.v1, w.clock_skew_ms, w.disk, w.retention)
+        } else {
+            (HealthWire::deserialize(d)?, None, None, None)
+        };
+        let HealthWire { status, seq, lag, last_commit_at, error } = v1;
+        Ok(HealthReply { status, seq, lag, last_commit_at, error, clock_skew_ms, disk, retention })
+    }
 }
 
 /// Any JSON value, refusing an object that names a key twice at any depth (serde_json keeps

@@ -389,6 +389,9 @@ fn cases() -> Vec<Case> {
                 lag: 0,
                 last_commit_at: Some(1_700_000_000_000),
                 error: None,
+                clock_skew_ms: None,
+                disk: None,
+                retention: None,
             },
         ),
         // Notices.

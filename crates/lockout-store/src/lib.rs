@@ -521,4 +521,30 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db()?.size_on_disk()?)
     }
+
+    /// The filesystem the store lives on: (bytes free for unprivileged writers, total bytes);
+    /// `None` where it cannot be read.
+    pub fn filesystem_space(&self) -> Option<(u64, u64)> {
+        filesystem_space(&self.inner.dir)
+    }
+}
+
+#[cfg(unix)]
+// `c_ulong` and `fsblkcnt_t` are `u64` on 64-bit Linux, narrower elsewhere.
+#[allow(clippy::useless_conversion)]
+fn filesystem_space(dir: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `statvfs` fills the zeroed struct we pass; the path is a valid C string.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    let block = u64::from(s.f_frsize);
+    Some((u64::from(s.f_bavail).saturating_mul(block), u64::from(s.f_blocks).saturating_mul(block)))
+}
+
+#[cfg(not(unix))]
+fn filesystem_space(_dir: &std::path::Path) -> Option<(u64, u64)> {
+    None
 }

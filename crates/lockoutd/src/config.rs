@@ -9,6 +9,9 @@ use lockout_proto::{Encoding, Subjects};
 /// shape in a busy deployment at a small cost (`make bench` measures it).
 pub const DEFAULT_TRACE_EVENTS_RATIO: f64 = 0.01;
 
+/// Default `--dead-max-messages`.
+pub const DEFAULT_DEAD_MAX_MESSAGES: u64 = 1_000_000;
+
 /// Default `--commit-linger-ms`.
 pub const DEFAULT_COMMIT_LINGER_MS: u64 = 5;
 
@@ -41,6 +44,18 @@ pub struct Args {
     /// be committed together with the next ones, in ms; 0 commits every fetch on its own.
     #[arg(long, env = "LOCKOUT_COMMIT_LINGER_MS", default_value_t = DEFAULT_COMMIT_LINGER_MS)]
     pub commit_linger_ms: u64,
+    /// Most dead letters kept in <PREFIX>_DEAD; beyond it the oldest are dropped (0: no bound).
+    #[arg(long, env = "LOCKOUT_DEAD_MAX_MESSAGES", default_value_t = DEFAULT_DEAD_MAX_MESSAGES)]
+    pub dead_max_messages: u64,
+    /// Opt-in: <PREFIX>_EVENTS drops events older than this many days (0, the default: the
+    /// history is kept forever). Audits and rebuilds then see only what is left (README,
+    /// "Retention").
+    #[arg(long, env = "LOCKOUT_EVENTS_MAX_AGE_DAYS", default_value_t = 0)]
+    pub events_max_age_days: u64,
+    /// Opt-in: <PREFIX>_EVENTS keeps at most this many bytes, the oldest events dropped (0, the
+    /// default: no bound). Same losses as --events-max-age-days.
+    #[arg(long, env = "LOCKOUT_EVENTS_MAX_BYTES", default_value_t = 0)]
+    pub events_max_bytes: u64,
     /// Log format.
     #[arg(long, env = "LOCKOUT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -90,6 +105,29 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Share of folded events traced with their own span (0 to 1).
     pub trace_events_ratio: f64,
+    /// The stream limits: dead letters kept, and the opt-in ones of the events stream.
+    pub limits: StreamLimits,
+}
+
+/// What the streams keep (0: no bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Most messages of `<PREFIX>_DEAD`, the oldest dropped beyond it.
+    pub dead_max_messages: u64,
+    /// Oldest event `<PREFIX>_EVENTS` keeps (`ZERO`: forever).
+    pub events_max_age: std::time::Duration,
+    /// Most bytes of `<PREFIX>_EVENTS`, the oldest dropped beyond it.
+    pub events_max_bytes: u64,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            dead_max_messages: DEFAULT_DEAD_MAX_MESSAGES,
+            events_max_age: std::time::Duration::ZERO,
+            events_max_bytes: 0,
+        }
+    }
 }
 
 impl Config {
@@ -106,6 +144,7 @@ impl Config {
             commit_linger: std::time::Duration::from_millis(DEFAULT_COMMIT_LINGER_MS),
             log_format: LogFormat::Human,
             trace_events_ratio: DEFAULT_TRACE_EVENTS_RATIO,
+            limits: StreamLimits::default(),
         }
     }
 }
@@ -152,6 +191,11 @@ impl TryFrom<Args> for Config {
             commit_linger: std::time::Duration::from_millis(a.commit_linger_ms),
             log_format: a.log_format,
             trace_events_ratio: a.trace_events_ratio,
+            limits: StreamLimits {
+                dead_max_messages: a.dead_max_messages,
+                events_max_age: std::time::Duration::from_secs(a.events_max_age_days.saturating_mul(86_400)),
+                events_max_bytes: a.events_max_bytes,
+            },
         })
     }
 }
@@ -161,7 +205,7 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} data_dir={} prefix={} notice_encoding={} replicas={} cache_mb={} batch={} commit_linger_ms={} trace_events_ratio={}",
+            "{} data_dir={} prefix={} notice_encoding={} replicas={} cache_mb={} batch={} commit_linger_ms={} trace_events_ratio={} dead_max_messages={} events_max_age_days={} events_max_bytes={}",
             self.nats,
             self.data_dir.display(),
             self.subjects.prefix(),
@@ -170,7 +214,10 @@ impl fmt::Display for Config {
             self.cache_bytes >> 20,
             self.batch,
             self.commit_linger.as_millis(),
-            self.trace_events_ratio
+            self.trace_events_ratio,
+            self.limits.dead_max_messages,
+            self.limits.events_max_age.as_secs() / 86_400,
+            self.limits.events_max_bytes
         )
     }
 }
@@ -193,6 +240,16 @@ mod tests {
         assert_eq!((c.batch, c.replicas, c.cache_bytes), (1000, 1, 256 << 20));
         assert_eq!(c.subjects.prefix(), "lockout");
         assert!(c.to_string().contains(" commit_linger_ms=5 "), "{c}");
+        assert_eq!(c.limits, super::StreamLimits::default());
+        assert!(c.to_string().ends_with(" dead_max_messages=1000000 events_max_age_days=0 events_max_bytes=0"), "{c}");
+        let l =
+            parse(&["--events-max-age-days", "400", "--events-max-bytes", "1000000000", "--dead-max-messages", "0"])
+                .unwrap()
+                .limits;
+        assert_eq!(
+            (l.events_max_age.as_secs(), l.events_max_bytes, l.dead_max_messages),
+            (400 * 86_400, 1_000_000_000, 0)
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Expiry: appends an `expired` event for each timed lock that ran out.
 //!
-//! Every 250 ms the store's expiry index is read up to now. For each due lock, an `expired`
+//! Every 250 ms the store's expiry index is read up to the server's time as lockoutd knows
+//! it (`Shared::server_now_ms`: its clock corrected by the skew seen in live events' stored
+//! times; an `expired` event stored more than a second before its lock's `locked_until` does
+//! not end the lock, so a clock running ahead must not decide). For each due lock, an `expired`
 //! event is published whose id and `Nats-Msg-Id` derive from the lock's event id, so
 //! restarts and repeats collapse in JetStream's duplicate window and the fold ignores any
 //! later copy. Locks that ran out while lockoutd was down are due once the projector has
@@ -23,6 +26,8 @@ use uuid::Uuid;
 use crate::Shared;
 
 const TICK: Duration = Duration::from_millis(250);
+/// How often the server's time is asked for (the skew estimate's window).
+const SKEW_SAMPLE_EVERY: Duration = Duration::from_millis(lockout_nats::clock::SkewEstimate::WINDOW_MS);
 /// How long to wait for a published `expired` event to be folded before publishing it again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
@@ -32,15 +37,25 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut sent: HashMap<Uuid, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let events_stream = shared.config.subjects.events_stream();
+    let mut sampled: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tick.tick() => {}
         }
+        // The server's time, once per skew window, so expiries are decided by it even when
+        // no live event comes.
+        if sampled.is_none_or(|t| t.elapsed() >= SKEW_SAMPLE_EVERY) {
+            if let Some(server) = lockout_nats::server_time_ms(&shared.js, &events_stream).await {
+                shared.health.clock_skew.observe(shared.clock.now_ms(), server);
+            }
+            sampled = Some(Instant::now());
+        }
         if !shared.health.caught_up.load(std::sync::atomic::Ordering::Acquire) {
             continue;
         }
-        let due = match shared.store.due_expiries(shared.clock.now_ms(), 1000) {
+        let due = match shared.store.due_expiries(shared.server_now_ms(), 1000) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "Reading due lock expiries failed.");
@@ -55,7 +70,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             let (Ok(tenant), Ok(user)) = (Tenant::parse(&d.tenant), UserId::parse(&d.user)) else {
                 continue;
             };
-            let id = expired_event_id(d.lock_event);
+            let id = expired_event_id(&d.tenant, &d.user, d.lock_event);
             let body = Expired {
                 id,
                 at: shared.clock.now_ms(),

@@ -17,6 +17,7 @@
 
 pub use lockout_nats::clock;
 pub mod config;
+pub mod disk;
 pub mod expiry;
 pub mod observe;
 pub mod outbox;
@@ -47,6 +48,12 @@ pub struct Health {
     /// (re)started; until then the expiry timer waits, as the store may hold locks whose
     /// `expired` events are still to be folded.
     pub caught_up: std::sync::atomic::AtomicBool,
+    /// How far the clock runs ahead of the server's, from live events' stored times.
+    pub clock_skew: clock::SkewEstimate,
+    /// The store's disk as `disk::run` last read it.
+    pub disk: std::sync::Mutex<Option<lockout_proto::command::DiskUse>>,
+    /// What the streams keep (lockoutd's flags).
+    pub retention: lockout_proto::command::Retention,
 }
 
 impl Health {
@@ -62,7 +69,16 @@ impl Health {
             (None, false) => HealthStatus::Ready,
         };
         let last = self.last_commit_at.load(Relaxed);
-        lockout_proto::command::HealthReply { status, seq, lag, last_commit_at: (last > 0).then_some(last), error }
+        lockout_proto::command::HealthReply {
+            status,
+            seq,
+            lag,
+            last_commit_at: (last > 0).then_some(last),
+            error,
+            clock_skew_ms: self.clock_skew.skew_ms(),
+            disk: *self.disk.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+            retention: Some(self.retention),
+        }
     }
 
     pub(crate) fn set_store_error(&self, e: Option<String>) {
@@ -84,8 +100,19 @@ pub struct Shared {
     pub health: Arc<Health>,
     /// Metrics, from the global meter provider at start (no-ops when none is installed).
     pub metrics: Arc<telemetry::Metrics>,
-    /// The wall clock: `at` of the events the service writes, due expiries, `status` now.
+    /// The wall clock: `at` of the events the service writes; corrected by the skew
+    /// estimate, due expiries and `status` now ([`Shared::server_now_ms`]).
     pub clock: Arc<dyn clock::Clock>,
+}
+
+impl Shared {
+    /// The server's time now, as near as lockoutd knows it: its clock corrected by the skew
+    /// it has seen in live events' stored times. The fold's clock is the server's, so this is
+    /// what a lock's `locked_until` is compared with: when an `expired` event is due, and
+    /// whether `status` still reports a lock.
+    pub fn server_now_ms(&self) -> u64 {
+        self.health.clock_skew.server_now_ms(self.clock.as_ref())
+    }
 }
 
 /// Connects to NATS with the configured options.
@@ -119,7 +146,14 @@ pub async fn run_with_clock(
     let checkpoint = store.checkpoint()?;
     let (folded_tx, folded) = watch::channel(checkpoint);
     let metrics = Arc::new(telemetry::Metrics::new());
-    let shared = Arc::new(Shared { config, store, js, client, folded, health: Arc::default(), metrics, clock });
+    let limits = config.limits;
+    let retention = lockout_proto::command::Retention {
+        events_max_age_days: limits.events_max_age.as_secs() / 86_400,
+        events_max_bytes: limits.events_max_bytes,
+        dead_max_messages: limits.dead_max_messages,
+    };
+    let health = Arc::new(Health { retention, ..Health::default() });
+    let shared = Arc::new(Shared { config, store, js, client, folded, health, metrics, clock });
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Publish what an earlier run committed but did not publish, then start folding.
@@ -134,6 +168,7 @@ pub async fn run_with_clock(
     };
     let projector = tokio::spawn(projector::supervise(shared.clone(), session, folded_tx, stop_rx.clone()));
     let expiry = tokio::spawn(expiry::run(shared.clone(), stop_rx.clone()));
+    let disk = tokio::spawn(disk::run(shared.clone(), stop_rx.clone()));
     let service = service::start(shared.clone()).await?;
 
     tracing::info!(
@@ -163,6 +198,7 @@ pub async fn run_with_clock(
         }
     }
     let _ = expiry.await;
+    let _ = disk.await;
     shared.store.flush()?;
     shared.client.flush().await.ok();
     tracing::info!("lockoutd stopped");

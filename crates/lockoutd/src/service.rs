@@ -277,11 +277,11 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
     }
 }
 
-/// The user's status now, by the local clock.
+/// The user's status now, by the server's clock as lockoutd knows it.
 fn current_status(shared: &Shared, tenant: &Tenant, user: &UserId) -> Result<lockout_proto::Status, Fail> {
     let policy = shared.store.policy_or_default(tenant.as_str())?;
     let state = shared.store.user(tenant.as_str(), user.as_str())?.unwrap_or_default();
-    Ok(lockout_core::status(tenant.as_str(), user.as_str(), &policy, &state, shared.clock.now_ms()))
+    Ok(lockout_core::status(tenant.as_str(), user.as_str(), &policy, &state, shared.server_now_ms()))
 }
 
 /// One page of locked users; the cursor is the base64url of the last user listed.
@@ -299,7 +299,7 @@ fn locked_page(shared: &Shared, tenant: &Tenant, r: &LockedRequest) -> Result<Lo
         })?),
     };
     let policy = shared.store.policy_or_default(tenant.as_str())?;
-    let now = shared.clock.now_ms();
+    let now = shared.server_now_ms();
     let mut users = Vec::with_capacity(limit.min(128));
     let mut more = false;
     for item in shared.store.locked_after(tenant.as_str(), after.as_deref()) {

@@ -27,23 +27,46 @@ fn stream_config(name: String, subjects: String, description: &str, replicas: us
     }
 }
 
-/// Creates or updates `<P>_EVENTS`, `<P>_NOTICES` and `<P>_DEAD`.
+/// A limit of the stream config: 0 is no bound (JetStream's -1).
+fn limit(n: u64) -> i64 {
+    if n == 0 {
+        -1
+    } else {
+        i64::try_from(n).unwrap_or(i64::MAX)
+    }
+}
+
+/// Creates or updates `<P>_EVENTS`, `<P>_NOTICES` and `<P>_DEAD` (with `config.limits`: the
+/// events stream keeps its history forever unless told otherwise; the dead letters are bounded,
+/// the oldest dropped).
 pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> anyhow::Result<()> {
     let s = &config.subjects;
-    for cfg in [
-        stream_config(
+    let limits = config.limits;
+    let events = stream::Config {
+        max_age: limits.events_max_age,
+        max_bytes: limit(limits.events_max_bytes),
+        discard: stream::DiscardPolicy::Old,
+        ..stream_config(
             s.events_stream(),
             s.events_all(),
             "Lockout event history: the source of truth.",
             config.replicas,
-        ),
-        stream_config(s.notices_stream(), s.notices_all(), "Lockout notices for notifier services.", config.replicas),
-        stream_config(
+        )
+    };
+    let dead = stream::Config {
+        max_messages: limit(limits.dead_max_messages),
+        discard: stream::DiscardPolicy::Old,
+        ..stream_config(
             s.dead_stream(),
             s.dead_all(),
             "Messages lockoutd could not accept, with the reason.",
             config.replicas,
-        ),
+        )
+    };
+    for cfg in [
+        events,
+        stream_config(s.notices_stream(), s.notices_all(), "Lockout notices for notifier services.", config.replicas),
+        dead,
     ] {
         let name = cfg.name.clone();
         js.create_or_update_stream(cfg).await.with_context(|| format!("creating or updating stream {name}"))?;

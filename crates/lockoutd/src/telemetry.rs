@@ -40,6 +40,7 @@ pub struct Metrics {
     locks: Counter<u64>,
     unlocks: Counter<u64>,
     consumer_lag: Gauge<u64>,
+    clock_skew: Gauge<i64>,
     batch_commit: Histogram<f64>,
     outbox_depth: UpDownCounter<i64>,
     request_duration: Histogram<f64>,
@@ -85,6 +86,11 @@ impl Metrics {
                 .with_description("Events pending for the durable consumer after the last fetched batch.")
                 .with_unit("{event}")
                 .build(),
+            clock_skew: m
+                .i64_gauge("lockout.clock.skew")
+                .with_description("How far lockoutd's clock runs ahead of the NATS server's (negative: behind), from live events' stored times.")
+                .with_unit("ms")
+                .build(),
             batch_commit: m
                 .f64_histogram("lockout.batch.commit.duration")
                 .with_description("Time of one sled commit of a folded batch.")
@@ -119,6 +125,10 @@ impl Metrics {
                 Stat::Unlock { how } => self.unlocks.add(n, &[KeyValue::new("how", how)]),
             }
         }
+    }
+
+    pub fn clock_skew(&self, ms: i64) {
+        self.clock_skew.record(ms, &[]);
     }
 
     pub fn consumer_lag(&self, lag: u64) {

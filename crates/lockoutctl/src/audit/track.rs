@@ -187,6 +187,12 @@ impl Track {
                 Some(u) => format!("expired: the lock ended at {}", fmt::time(u)),
                 None => format!("expired (lock event {}): no effect, that lock had already ended", x.lock_event),
             },
+            (Effect::ExpiredEarly { until }, Event::Expired(_)) => format!(
+                "expired: stored {} ms before the lock's end at {}, more than the {} ms allowed: ignored, the lock stays (the clock of whoever wrote it ran ahead of the server's)",
+                until.saturating_sub(now),
+                fmt::time(until),
+                lockout_core::EXPIRED_EARLY_ALLOWANCE_MS
+            ),
             (Effect::TenantEvent, _) => "policy change".to_owned(),
             (effect, event) => unreachable!("the fold gave {effect:?} for a {:?} event", event.kind()),
         };

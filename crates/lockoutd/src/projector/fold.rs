@@ -85,6 +85,7 @@ pub(super) async fn fold_loop(
     receiver.spawn(super::receive::receive_loop(messages, cfg.batch, gtx));
     let mut linger = Linger::new(cfg.commit_linger, cfg.batch);
     let mut next_delivery = None;
+    let mut skew_warned = None;
     loop {
         let due = linger.due();
         let batch = tokio::select! {
@@ -117,6 +118,9 @@ pub(super) async fn fold_loop(
         let Some(last) = batch.last() else { continue };
         let (pending, stream_last) =
             last.msg.info().map_or((u64::MAX, 0), |i| (i.pending, i.stream_sequence.saturating_add(i.pending)));
+        if pending == 0 {
+            watch_skew(shared, last.time, &mut skew_warned);
+        }
         let span = observer.batch_span(batch.len());
         // A failing store (disk full) must not lose or skip events: retry the same batch.
         let mut fold = loop {
@@ -213,6 +217,29 @@ async fn send_held(linger: &mut Linger<FoldedBatch>, tx: &mpsc::Sender<FoldedBat
     match linger.take() {
         Some(held) => tx.send(held).await.map_err(|_| anyhow::anyhow!("the committer stopped")),
         None => Ok(()),
+    }
+}
+
+/// Skew above which lockoutd warns: half of what an `expired` event may be early.
+const SKEW_WARN_MS: i64 = (lockout_core::EXPIRED_EARLY_ALLOWANCE_MS / 2) as i64;
+/// How often at most the skew warning is repeated.
+const SKEW_WARN_EVERY: Duration = Duration::from_secs(600);
+
+/// Offers the stored time of a batch's last event, delivered live (nothing pending behind it),
+/// to the clock-skew estimate; records the metric and warns while the skew is large.
+fn watch_skew(shared: &Shared, stored: u64, warned: &mut Option<std::time::Instant>) {
+    let skew = &shared.health.clock_skew;
+    skew.observe(shared.clock.now_ms(), stored);
+    let Some(ms) = skew.skew_ms() else { return };
+    shared.metrics.clock_skew(ms);
+    if ms.abs() > SKEW_WARN_MS && warned.is_none_or(|t| t.elapsed() >= SKEW_WARN_EVERY) {
+        tracing::warn!(
+            skew_ms = ms,
+            "lockoutd's clock is {} ms {} the NATS server's (from live events' stored times). Locks end by the server's clock: lockoutd corrects for it when it appends `expired` events and answers `status`, but the `at` of the events it writes carries its own clock. Check NTP on both machines.",
+            ms.abs(),
+            if ms > 0 { "ahead of" } else { "behind" }
+        );
+        *warned = Some(std::time::Instant::now());
     }
 }
 
