@@ -620,3 +620,74 @@ async fn early_expired_lockoutd_with_a_clock_ahead_appends_expiries_by_the_serve
         until - expired[0]
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Hole 5: gateways choose event ids.
+// ---------------------------------------------------------------------------------------
+
+/// Publishes `a` to its user's attempt subject with exactly `headers` (JSON body).
+async fn publish_attempt_with(l: &Lockout, a: &Attempt, mut headers: async_nats::HeaderMap) -> u64 {
+    let subject = l.subjects.user_event(
+        &lockout_proto::Tenant::parse(&a.tenant).unwrap(),
+        &lockout_proto::UserId::parse(&a.user).unwrap(),
+        lockout_proto::event::EventKind::Attempt,
+    );
+    headers.insert(codec::CONTENT_TYPE, Encoding::Json.content_type());
+    l.publish_raw(&subject, headers, codec::encode(Encoding::Json, a)).await
+}
+
+/// Hole 5: an event id reused for another user (no `Nats-Msg-Id`, so JetStream stores both)
+/// must not give that user's `locked` notice the first user's id, which the notices stream
+/// would drop as a duplicate: both users are locked and both are told, by two notices.
+#[tokio::test]
+async fn reused_event_ids_another_users_lock_still_gets_its_own_notice() {
+    let l = Lockout::start().await;
+    let shared = Uuid::now_v7();
+    let mut last = 0;
+    for user in ["fay", "gus"] {
+        for _ in 1..lockout_proto::Policy::default().max_failures {
+            l.attempt("acme", user, Outcome::Failure, "192.0.2.9", None).await;
+        }
+        let a = Attempt { id: shared, ..attempt_body("acme", user, Outcome::Failure, "192.0.2.9") };
+        last = publish_attempt_with(&l, &a, async_nats::HeaderMap::new()).await;
+    }
+    l.wait_folded(last).await;
+    for user in ["fay", "gus"] {
+        assert_eq!(l.status("acme", user).await["locked"], true, "{user} is locked");
+    }
+    let notices = l.wait_notices(2).await;
+    let locked: Vec<(String, Uuid, Uuid)> = notices
+        .iter()
+        .filter_map(|(n, _)| match n {
+            Notice::Locked(x) => Some((x.user.to_string(), x.event_id, x.id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(locked.len(), 2, "{locked:?}");
+    assert_eq!((locked[0].1, locked[1].1), (shared, shared), "both caused by the shared event id");
+    assert_ne!(locked[0].2, locked[1].2, "two notice ids");
+}
+
+/// Hole 5: an event whose `Nats-Msg-Id` is not its body's `id` is dead-lettered
+/// (`msg_id_mismatch`) and changes nothing: JetStream deduplicated it under one id while its
+/// notices would derive from another.
+#[tokio::test]
+async fn reused_event_ids_a_msg_id_other_than_the_body_id_is_dead_lettered() {
+    let l = Lockout::start().await;
+    let a = attempt_body("acme", "hal", Outcome::Failure, "192.0.2.10");
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(codec::NATS_MSG_ID, Uuid::now_v7().to_string().as_str());
+    let seq = publish_attempt_with(&l, &a, h).await;
+    l.wait_folded(seq).await;
+    assert_eq!(l.status("acme", "hal").await["failures"], 0, "nothing counted");
+    let dead = l.stream_messages("LOCKOUT_DEAD").await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].subject.as_str(), "lockout.dead.acme.msg_id_mismatch");
+    let why = dead[0].headers.get("Lockout-Error").unwrap().as_str();
+    assert!(why.contains(&a.id.to_string()), "{why}");
+    // the same event with its own id as Nats-Msg-Id is counted
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(codec::NATS_MSG_ID, a.id.to_string().as_str());
+    l.wait_folded(publish_attempt_with(&l, &a, h).await).await;
+    assert_eq!(l.status("acme", "hal").await["failures"], 1);
+}

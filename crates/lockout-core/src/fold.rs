@@ -184,7 +184,7 @@ impl Folder<'_> {
         self.state.unlocked_at = Some(until);
         self.state.unlocked_by = None;
         self.notices.push(Notice::Unlocked(UnlockedNotice {
-            id: notice_id(lock.event_id, NoticeKind::Expired),
+            id: notice_id(tenant, user, lock.event_id, NoticeKind::Expired),
             event_id: lock.event_id,
             tenant: tenant.into(),
             user: user.into(),
@@ -295,7 +295,7 @@ impl Folder<'_> {
         let text = message::auto_locked(seconds, &sources);
         self.start_lock(LockReason::Failures, seconds);
         self.notices.push(Notice::Locked(LockedNotice {
-            id: notice_id(self.event_id, NoticeKind::Locked),
+            id: notice_id(&a.tenant, &a.user, self.event_id, NoticeKind::Locked),
             event_id: self.event_id,
             tenant: a.tenant.clone(),
             user: a.user.clone(),
@@ -329,7 +329,7 @@ impl Folder<'_> {
         self.start_lock(LockReason::Admin, seconds);
         let sources = self.state.ranked_sources();
         self.notices.push(Notice::Locked(LockedNotice {
-            id: notice_id(self.event_id, NoticeKind::Locked),
+            id: notice_id(&l.tenant, &l.user, self.event_id, NoticeKind::Locked),
             event_id: self.event_id,
             tenant: l.tenant.clone(),
             user: l.user.clone(),
@@ -354,7 +354,7 @@ impl Folder<'_> {
         self.state.unlocked_by = Some(u.actor.clone());
         if was_locked {
             self.notices.push(Notice::Unlocked(UnlockedNotice {
-                id: notice_id(self.event_id, NoticeKind::Unlocked),
+                id: notice_id(&u.tenant, &u.user, self.event_id, NoticeKind::Unlocked),
                 event_id: self.event_id,
                 tenant: u.tenant.clone(),
                 user: u.user.clone(),
@@ -380,7 +380,7 @@ impl Folder<'_> {
         st.mfa_reset_by = Some(m.actor.clone());
         st.mfa_reenrol = true;
         self.notices.push(Notice::MfaReset(MfaResetNotice {
-            id: notice_id(self.event_id, NoticeKind::MfaReset),
+            id: notice_id(&m.tenant, &m.user, self.event_id, NoticeKind::MfaReset),
             event_id: self.event_id,
             tenant: m.tenant.clone(),
             user: m.user.clone(),

@@ -188,7 +188,7 @@ fn expect_rows(policy: &Policy, state: &UserState, table: &[(Millis, Row)]) {
 /// The unlocked notice an expiry of the lock started by `lock_event` must produce.
 fn expiry_notice(lock_event: Uuid, until: Millis) -> UnlockedNotice {
     UnlockedNotice {
-        id: notice_id(lock_event, NoticeKind::Expired),
+        id: notice_id(TENANT, USER, lock_event, NoticeKind::Expired),
         event_id: lock_event,
         tenant: TENANT.into(),
         user: USER.into(),
@@ -238,7 +238,7 @@ fn bms_defaults_lock_after_five_failures_for_thirty_minutes() {
     assert_eq!(
         notices,
         vec![Notice::Locked(LockedNotice {
-            id: notice_id(id(5), NoticeKind::Locked),
+            id: notice_id(TENANT, USER, id(5), NoticeKind::Locked),
             event_id: id(5),
             tenant: TENANT.into(),
             user: USER.into(),
@@ -459,7 +459,7 @@ fn business_system_admin_unlock_records_unlocked_by() {
     assert_eq!(
         notices,
         vec![Notice::Unlocked(UnlockedNotice {
-            id: notice_id(id(6), NoticeKind::Unlocked),
+            id: notice_id(TENANT, USER, id(6), NoticeKind::Unlocked),
             event_id: id(6),
             tenant: TENANT.into(),
             user: USER.into(),
@@ -515,7 +515,7 @@ fn admin_lock_of_a_locked_user_replaces_the_lock() {
     assert_eq!(
         notices,
         vec![Notice::Locked(LockedNotice {
-            id: notice_id(id(6), NoticeKind::Locked),
+            id: notice_id(TENANT, USER, id(6), NoticeKind::Locked),
             event_id: id(6),
             tenant: TENANT.into(),
             user: USER.into(),
@@ -607,7 +607,7 @@ fn bms_mfa_reset_removes_second_factor_failures_and_asks_for_reenrolment() {
     assert_eq!(
         notices,
         vec![Notice::MfaReset(MfaResetNotice {
-            id: notice_id(id(5), NoticeKind::MfaReset),
+            id: notice_id(TENANT, USER, id(5), NoticeKind::MfaReset),
             event_id: id(5),
             tenant: TENANT.into(),
             user: USER.into(),
@@ -1146,4 +1146,30 @@ fn a_streak_lists_at_most_64_sources_and_counts_the_rest() {
     let l = locked(&notices);
     assert_eq!(l.len(), 1);
     assert_eq!((l[0].failures, l[0].sources.len()), (100, STREAK_SOURCES_MAX));
+}
+
+/// Gateways choose event ids. One reused for another user (a gateway's bug, or someone who
+/// read it) must not give that user's `locked` notice the first user's id, which JetStream
+/// would drop as a duplicate: notice ids derive from the tenant and user too.
+#[test]
+fn an_event_id_reused_for_another_user_gives_that_users_notice_an_id_of_its_own() {
+    let policy = Policy::default();
+    let alice: Vec<Step> = (1..=policy.max_failures).map(|n| ev(n, hms(9, 0, n.into()), fail(IP, None))).collect();
+    let bob: Vec<Step> = alice
+        .iter()
+        .cloned()
+        .map(|(t, mut e)| {
+            if let Event::Attempt(a) = &mut e {
+                a.user = "bob@acme.com".into();
+            }
+            (t, e)
+        })
+        .collect();
+    let (_, alice_notices) = run(&policy, &alice);
+    let (_, bob_notices) = run(&policy, &bob);
+    assert_eq!((alice_notices.len(), bob_notices.len()), (1, 1), "each is locked once");
+    let (a, b) = (&alice_notices[0], &bob_notices[0]);
+    assert_eq!(a.event_id(), b.event_id(), "caused by events with the same id");
+    assert_ne!(a.id(), b.id(), "yet two notices");
+    assert_eq!(b.id(), notice_id(TENANT, "bob@acme.com", b.event_id(), NoticeKind::Locked));
 }

@@ -26,6 +26,9 @@ pub enum RejectReason {
     BadSubject,
     /// The `Content-Type` header names an encoding the service does not speak.
     Encoding,
+    /// The `Nats-Msg-Id` header is not the body's `id`: JetStream deduplicated it under
+    /// another id than the one its notices would derive from.
+    MsgIdMismatch,
 }
 
 impl RejectReason {
