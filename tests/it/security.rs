@@ -691,3 +691,46 @@ async fn reused_event_ids_a_msg_id_other_than_the_body_id_is_dead_lettered() {
     l.wait_folded(publish_attempt_with(&l, &a, h).await).await;
     assert_eq!(l.status("acme", "hal").await["failures"], 1);
 }
+
+// ---------------------------------------------------------------------------------------
+// Hole 4: consumers changed by someone else.
+// ---------------------------------------------------------------------------------------
+
+/// Narrows lockoutd's consumer to one tenant, as a client with the rights to change it could.
+async fn narrow_lockoutds_consumer(l: &Lockout) {
+    let stream = l.js.get_stream("LOCKOUT_EVENTS").await.unwrap();
+    let mut config = stream.consumer_info("lockoutd").await.unwrap().config;
+    config.filter_subject = "lockout.events.acme.>".into();
+    stream.update_consumer(config).await.expect("the test's client may change the consumer");
+}
+
+/// Hole 4: whoever narrows lockoutd's consumer (an operator's credential, or a role a
+/// deployment left too wide) must not make it fold a part of the events unnoticed. Under
+/// traffic, the first event delivered past one the stream still holds makes lockoutd start
+/// over from its checkpoint with a consumer of its own, so the passed-over event is folded;
+/// while idle, its periodic check restores the consumer.
+#[tokio::test]
+async fn consumer_tampering_a_narrowed_filter_loses_no_event() {
+    let l = Lockout::start().await;
+    l.wait_folded(l.attempt("acme", "ivy", Outcome::Failure, "192.0.2.11", None).await).await;
+
+    narrow_lockoutds_consumer(&l).await;
+    l.attempt("globex", "jo", Outcome::Failure, "192.0.2.12", None).await;
+    l.wait_folded(l.attempt("acme", "ivy", Outcome::Failure, "192.0.2.11", None).await).await;
+    assert_eq!(l.status("globex", "jo").await["failures"], 1, "the event outside the narrowed filter is folded");
+    assert_eq!(l.status("acme", "ivy").await["failures"], 2);
+    let events = l.js.get_stream("LOCKOUT_EVENTS").await.unwrap();
+    assert_eq!(events.consumer_info("lockoutd").await.unwrap().config.filter_subject, "lockout.events.>");
+
+    // Idle: the check after 10 s without events recreates it.
+    narrow_lockoutds_consumer(&l).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while events.consumer_info("lockoutd").await.map(|i| i.config.filter_subject).ok().as_deref()
+        != Some("lockout.events.>")
+    {
+        assert!(std::time::Instant::now() < deadline, "lockoutd did not restore its consumer within 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    l.wait_folded(l.attempt("globex", "jo", Outcome::Failure, "192.0.2.12", None).await).await;
+    assert_eq!(l.status("globex", "jo").await["failures"], 2);
+}

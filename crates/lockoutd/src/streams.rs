@@ -96,6 +96,7 @@ pub async fn ensure_consumer(
         Err(e) if e.to_string().contains("not found") => {}
         Err(e) => return Err(anyhow::Error::new(e).context("replacing the durable consumer")),
     }
+    let filter = config.subjects.events_all();
     let cfg = consumer::pull::Config {
         durable_name: Some(CONSUMER.to_owned()),
         description: Some("lockoutd's projector; positioned from the store's checkpoint at each start".to_owned()),
@@ -103,8 +104,54 @@ pub async fn ensure_consumer(
         ack_policy: consumer::AckPolicy::All,
         ack_wait: Duration::from_secs(60),
         max_ack_pending: 100_000,
-        filter_subject: config.subjects.events_all(),
+        filter_subject: filter.clone(),
         ..Default::default()
     };
-    stream.create_consumer(cfg).await.context("creating the durable consumer")
+    let created = stream.create_consumer(cfg).await.context("creating the durable consumer")?;
+    if let Some(wrong) = foreign_change(&created.cached_info().config, &filter) {
+        anyhow::bail!(
+            "the durable consumer {CONSUMER} is not as lockoutd created it ({wrong}): another client changed it; only lockoutd may create, change or delete it (deploy/nats/lockout.conf)"
+        );
+    }
+    Ok(created)
+}
+
+/// How the consumer's configuration differs from lockoutd's, if it does. Someone else's change
+/// (a narrower filter, another ack policy) would make the projector fold a part of the events
+/// without noticing, so lockoutd checks at every (re)creation and while idle, and recreates it
+/// at its checkpoint.
+pub fn foreign_change(c: &consumer::Config, filter: &str) -> Option<String> {
+    let mut wrong = Vec::new();
+    if c.filter_subject != filter || !c.filter_subjects.is_empty() {
+        wrong.push(format!("filter {:?} {:?} instead of {filter:?}", c.filter_subject, c.filter_subjects));
+    }
+    if c.ack_policy != consumer::AckPolicy::All {
+        wrong.push(format!("ack policy {:?} instead of all", c.ack_policy));
+    }
+    if c.durable_name.as_deref() != Some(CONSUMER) {
+        wrong.push(format!("durable name {:?}", c.durable_name));
+    }
+    (!wrong.is_empty()).then(|| wrong.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_changed_by_someone_else_is_told_apart() {
+        let ours = consumer::Config {
+            durable_name: Some(CONSUMER.into()),
+            ack_policy: consumer::AckPolicy::All,
+            filter_subject: "lockout.events.>".into(),
+            ..Default::default()
+        };
+        assert_eq!(foreign_change(&ours, "lockout.events.>"), None);
+        let narrower = consumer::Config { filter_subject: "lockout.events.acme.>".into(), ..ours.clone() };
+        assert!(foreign_change(&narrower, "lockout.events.>").is_some_and(|w| w.contains("lockout.events.acme.>")));
+        let several = consumer::Config { filter_subjects: vec!["lockout.events.acme.>".into()], ..ours.clone() };
+        assert!(foreign_change(&several, "lockout.events.>").is_some());
+        let explicit = consumer::Config { ack_policy: consumer::AckPolicy::Explicit, ..ours };
+        assert!(foreign_change(&explicit, "lockout.events.>").is_some_and(|w| w.contains("ack policy")));
+    }
 }

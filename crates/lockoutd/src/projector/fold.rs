@@ -17,7 +17,8 @@ use super::ConsumerStalled;
 use crate::observe::{FoldObserver, FoldStats, Stat};
 use crate::Shared;
 
-/// How long the projector waits for events before it checks that its consumer still delivers.
+/// How long the projector waits for events before it checks that its consumer still delivers
+/// and is still configured as lockoutd created it.
 const STALL_CHECK_AFTER: Duration = Duration::from_secs(10);
 
 /// A folded batch on its way to the store and the streams.
@@ -85,6 +86,7 @@ pub(super) async fn fold_loop(
     receiver.spawn(super::receive::receive_loop(messages, cfg.batch, gtx));
     let mut linger = Linger::new(cfg.commit_linger, cfg.batch);
     let mut next_delivery = None;
+    let mut folded_to = shared.store.checkpoint()?;
     let mut skew_warned = None;
     loop {
         let due = linger.due();
@@ -101,7 +103,7 @@ pub(super) async fn fold_loop(
                 continue;
             }
             () = tokio::time::sleep(STALL_CHECK_AFTER) => {
-                check_delivering(&consumer).await?;
+                check_delivering(&consumer, &cfg.subjects.events_all()).await?;
                 continue;
             }
         };
@@ -114,6 +116,14 @@ pub(super) async fn fold_loop(
         if batch.is_empty() {
             let _ = send_held(&mut linger, &tx).await;
             return Err(lost.expect("an empty batch lost deliveries").into());
+        }
+        for seq in skipped(&mut folded_to, batch.iter().map(|m| m.seq)) {
+            if let Err(e) = check_skipped(shared, seq).await {
+                // Folded so far is committed; the next run starts after it, with a consumer
+                // lockoutd created.
+                send_held(&mut linger, &tx).await?;
+                return Err(e);
+            }
         }
         let Some(last) = batch.last() else { continue };
         let (pending, stream_last) =
@@ -185,10 +195,45 @@ fn first_jump(next: &mut Option<u64>, deliveries: impl Iterator<Item = u64>) -> 
     None
 }
 
-/// After a quiet spell: fine when the consumer has nothing more, a pull that stopped after a
-/// reconnect otherwise (its events wait or sit unacknowledged at the server).
-async fn check_delivering(consumer: &PullConsumer) -> anyhow::Result<()> {
-    match consumer.get_info().await {
+/// The stream sequences a batch passes over: for each jump past the next expected sequence,
+/// the first one missing. Advances `folded_to`; redeliveries at or below it are no jump.
+fn skipped(folded_to: &mut u64, seqs: impl Iterator<Item = u64>) -> Vec<u64> {
+    let mut missing = Vec::new();
+    for seq in seqs {
+        if seq > *folded_to + 1 {
+            missing.push(*folded_to + 1);
+        }
+        *folded_to = (*folded_to).max(seq);
+    }
+    missing
+}
+
+/// A sequence the consumer passed over must be gone from the stream (deleted, purged, dropped
+/// by a limit). One the stream still holds means the consumer no longer delivers every event
+/// (another client narrowed its filter): the projector starts over, before folding past it,
+/// with a consumer it creates.
+async fn check_skipped(shared: &Shared, seq: u64) -> anyhow::Result<()> {
+    use async_nats::jetstream::stream::RawMessageErrorKind;
+    let stream = shared.js.get_stream_no_info(shared.config.subjects.events_stream()).await?;
+    match stream.get_raw_message(seq).await {
+        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(()),
+        Ok(_) => Err(ConsumerStalled(format!(
+            "the consumer passed over event {seq}, which the stream holds: another client changed its configuration"
+        ))
+        .into()),
+        Err(e) => Err(ConsumerStalled(format!("checking event {seq}, which the consumer passed over: {e}")).into()),
+    }
+}
+
+/// After a quiet spell: fine when the consumer has nothing more and is configured as lockoutd
+/// created it; a pull that stopped after a reconnect (its events wait or sit unacknowledged
+/// at the server) or a configuration someone else changed otherwise.
+async fn check_delivering(consumer: &PullConsumer, filter: &str) -> anyhow::Result<()> {
+    let info = consumer.get_info().await;
+    if let Some(wrong) = info.as_ref().ok().and_then(|i| crate::streams::foreign_change(&i.config, filter)) {
+        return Err(ConsumerStalled(format!("another client changed the consumer's configuration: {wrong}")).into());
+    }
+    match info {
         Ok(i) if i.num_pending > 0 || i.num_ack_pending > 0 => Err(ConsumerStalled(format!(
             "nothing delivered for {} s while {} events wait and {} are unacknowledged",
             STALL_CHECK_AFTER.as_secs(),
@@ -245,7 +290,16 @@ fn watch_skew(shared: &Shared, stored: u64, warned: &mut Option<std::time::Insta
 
 #[cfg(test)]
 mod tests {
-    use super::first_jump;
+    use super::{first_jump, skipped};
+
+    #[test]
+    fn passed_over_sequences_are_the_first_of_each_jump() {
+        let mut at = 4;
+        assert_eq!(skipped(&mut at, [3, 4, 5, 6].into_iter()), Vec::<u64>::new(), "redeliveries, then in order");
+        assert_eq!(skipped(&mut at, [9, 10, 12].into_iter()), vec![7, 11]);
+        assert_eq!(at, 12);
+        assert_eq!(skipped(&mut at, [13].into_iter()), Vec::<u64>::new(), "across batches");
+    }
 
     #[test]
     fn a_jump_in_delivery_sequences_is_found_where_it_happens() {
