@@ -10,7 +10,8 @@ NATS_PORT="${NATS_PORT:-4222}"
 NATS_BIN="${NATS_SERVER_BIN:-.tools/nats/bin/nats-server}"
 DIR=data/secure
 PKI="$DIR/pki"
-ROLES="lockoutd gateway notifier admin_acme auditor"
+# The users of deploy/nats/lockout.conf (the per-tenant ones for its example tenant, acme).
+ROLES="lockoutd gateway_acme notifier_acme idp_acme admin_acme auditor"
 mkdir -p "$PKI" "$DIR/nats" "$DIR/lockout"
 chmod 700 "$PKI"
 
@@ -24,22 +25,23 @@ issue() {
   rm -f "$PKI/$1.csr" "$PKI/$1.ext"
 }
 
-if [ ! -f "$PKI/passwords.env" ]; then
-  echo "generating a CA, certificates and passwords into $PKI …"
+if [ ! -f "$PKI/ca.pem" ]; then
+  echo "generating a CA and a server certificate into $PKI …"
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
     -subj "/CN=lockout local CA" -addext "basicConstraints=critical,CA:TRUE" \
     -keyout "$PKI/ca-key.pem" -out "$PKI/ca.pem" 2>/dev/null
   issue server "subjectAltName=DNS:localhost,IP:127.0.0.1
 extendedKeyUsage=serverAuth"
-  for role in $ROLES; do
-    issue "$role" "extendedKeyUsage=clientAuth"
-  done
-  umask 077
-  for role in $ROLES; do
-    echo "$(echo "$role" | tr a-z A-Z)_PASSWORD=$(openssl rand -hex 24)"
-  done > "$PKI/passwords.env.tmp"
-  mv "$PKI/passwords.env.tmp" "$PKI/passwords.env"
 fi
+# A certificate and a password for every user that has none yet (users added to the
+# configuration since the last run get theirs).
+touch "$PKI/passwords.env"
+chmod 600 "$PKI/passwords.env"
+for role in $ROLES; do
+  [ -f "$PKI/$role.pem" ] || issue "$role" "extendedKeyUsage=clientAuth"
+  var="$(echo "$role" | tr a-z A-Z)_PASSWORD"
+  grep -q "^$var=" "$PKI/passwords.env" || echo "$var=$(openssl rand -hex 24)" >> "$PKI/passwords.env"
+done
 set -a
 # shellcheck disable=SC1091
 . "$PKI/passwords.env"

@@ -116,19 +116,21 @@ async fn publish_denied(c: &async_nats::Client, subject: &str, payload: Vec<u8>)
     assert!(!matches!(r, Ok(Ok(_))), "publishing to {subject} must be denied");
 }
 
-/// The variables `deploy/nats/lockout.conf` reads: each role's password (`pw(role)`) and the
+/// The users of `deploy/nats/lockout.conf` (the per-tenant ones for tenant acme) and the
+/// variable holding each one's password.
+const USERS: [(&str, &str); 6] = [
+    ("lockoutd", "LOCKOUTD_PASSWORD"),
+    ("gateway_acme", "GATEWAY_ACME_PASSWORD"),
+    ("notifier_acme", "NOTIFIER_ACME_PASSWORD"),
+    ("idp_acme", "IDP_ACME_PASSWORD"),
+    ("admin_acme", "ADMIN_ACME_PASSWORD"),
+    ("auditor", "AUDITOR_PASSWORD"),
+];
+
+/// The variables `deploy/nats/lockout.conf` reads: each user's password (`pw(user)`) and the
 /// TLS files.
 fn deploy_env(p: &Pki, pw: impl Fn(&str) -> String) -> Vec<(&'static str, String)> {
-    let mut env: Vec<(&'static str, String)> = [
-        ("LOCKOUTD_PASSWORD", "lockoutd"),
-        ("GATEWAY_PASSWORD", "gateway"),
-        ("NOTIFIER_PASSWORD", "notifier"),
-        ("ADMIN_ACME_PASSWORD", "admin_acme"),
-        ("AUDITOR_PASSWORD", "auditor"),
-    ]
-    .into_iter()
-    .map(|(k, role)| (k, pw(role)))
-    .collect();
+    let mut env: Vec<(&'static str, String)> = USERS.into_iter().map(|(user, k)| (k, pw(user))).collect();
     for (k, f) in [("LOCKOUT_TLS_CERT", &p.cert), ("LOCKOUT_TLS_KEY", &p.key), ("LOCKOUT_TLS_CA", &p.ca)] {
         env.push((k, f.display().to_string()));
     }
@@ -175,37 +177,66 @@ async fn wait_ready(admin: &async_nats::Client) {
     }
 }
 
+/// nats-server on `deploy/nats/lockout.conf` with a password per user and lockoutd in this
+/// process over TLS with its own credentials, answering.
+struct Deploy {
+    _tmp: tempfile::TempDir,
+    p: Pki,
+    _nats: NatsServer,
+    url: String,
+    pws: Vec<(&'static str, String)>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    daemon: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Deploy {
+    async fn start() -> Deploy {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = pki(tmp.path());
+        let pws: Vec<(&str, String)> =
+            USERS.iter().map(|(u, _)| (*u, format!("{u}-{}", Uuid::now_v7().simple()))).collect();
+        let pw_of = |user: &str| pws.iter().find(|(u, _)| *u == user).unwrap().1.clone();
+        let env = deploy_env(&p, pw_of);
+        let nats = NatsServer::start_with_config(Some(&config_path()), &env_refs(&env));
+        let url = nats.url();
+        let (stop, daemon) =
+            spawn_lockoutd(&url, tmp.path().join("store"), pw_of("lockoutd"), &p.ca, "_INBOX_lockoutd".into());
+        let d = Deploy { _tmp: tmp, p, _nats: nats, url, pws, stop, daemon };
+        wait_ready(&d.connect("admin_acme").await).await;
+        d
+    }
+
+    fn pw(&self, user: &str) -> String {
+        self.pws.iter().find(|(u, _)| *u == user).unwrap().1.clone()
+    }
+
+    /// `user` connected with its password, certificate and inbox prefix.
+    async fn connect(&self, user: &str) -> async_nats::Client {
+        connect_as(&self.url, user, &self.pw(user), &self.p.ca).await.unwrap()
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.daemon.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test]
 async fn every_role_is_confined_and_lockoutd_runs_over_tls_with_its_credentials() {
-    let tmp = tempfile::tempdir().unwrap();
-    let p = pki(tmp.path());
-    let pw = |role: &str| format!("{role}-{}", Uuid::now_v7().simple());
-    let (lockoutd_pw, gateway_pw, notifier_pw, admin_pw, auditor_pw) =
-        (pw("lockoutd"), pw("gateway"), pw("notifier"), pw("admin"), pw("auditor"));
-    let pw_of = |role: &str| match role {
-        "lockoutd" => lockoutd_pw.clone(),
-        "gateway" => gateway_pw.clone(),
-        "notifier" => notifier_pw.clone(),
-        "admin_acme" => admin_pw.clone(),
-        _ => auditor_pw.clone(),
-    };
-    let env = deploy_env(&p, pw_of);
-    let nats = NatsServer::start_with_config(Some(&config_path()), &env_refs(&env));
-    let url = nats.url();
-    let (stop, daemon) =
-        spawn_lockoutd(&url, tmp.path().join("store"), lockoutd_pw.clone(), &p.ca, "_INBOX_lockoutd".into());
-    let admin = connect_as(&url, "admin_acme", &admin_pw, &p.ca).await.unwrap();
-    wait_ready(&admin).await;
+    let d = Deploy::start().await;
+    let (url, p) = (d.url.clone(), &d.p);
+    let (lockoutd_pw, gateway_pw, admin_pw) = (d.pw("lockoutd"), d.pw("gateway_acme"), d.pw("admin_acme"));
+    let admin = d.connect("admin_acme").await;
 
     // Without our CA, or without credentials, nobody gets in.
-    assert!(async_nats::ConnectOptions::with_user_and_password("gateway".into(), gateway_pw.clone())
+    assert!(async_nats::ConnectOptions::with_user_and_password("gateway_acme".into(), gateway_pw.clone())
         .connect(&url)
         .await
         .is_err());
-    assert!(connect_as(&url, "gateway", "wrong", &p.ca).await.is_err());
+    assert!(connect_as(&url, "gateway_acme", "wrong", &p.ca).await.is_err());
 
-    // Gateways publish attempts and ask for status; nothing else.
-    let gateway = connect_as(&url, "gateway", &gateway_pw, &p.ca).await.unwrap();
+    // A tenant's gateways publish that tenant's attempts and ask its status; nothing else.
+    let gateway = d.connect("gateway_acme").await;
     let gjs = jetstream::new(gateway.clone());
     let subject = "lockout.events.acme.u.YWxpY2U.attempt";
     let seq = gjs.publish(subject, attempt_bytes("acme", "alice").into()).await.unwrap().await.unwrap().sequence;
@@ -230,19 +261,12 @@ async fn every_role_is_confined_and_lockoutd_runs_over_tls_with_its_credentials(
     denied(&admin, "lockout.svc.globex.unlock").await;
     publish_denied(&admin, subject, attempt_bytes("acme", "alice")).await;
 
-    // Notifiers read notices and cannot publish events.
-    let notifier = connect_as(&url, "notifier", &notifier_pw, &p.ca).await.unwrap();
-    let njs = jetstream::new(notifier.clone());
-    let notices = njs.get_stream("LOCKOUT_NOTICES").await.unwrap();
-    notices
-        .create_consumer(jetstream::consumer::pull::Config::default())
-        .await
-        .expect("a notifier can create a consumer on LOCKOUT_NOTICES");
-    assert!(njs.get_stream("LOCKOUT_EVENTS").await.is_err(), "a notifier cannot read events");
+    // Notifiers cannot publish events.
+    let notifier = d.connect("notifier_acme").await;
     publish_denied(&notifier, subject, attempt_bytes("acme", "alice")).await;
 
     // Auditors read the events stream and write nothing.
-    let auditor = connect_as(&url, "auditor", &auditor_pw, &p.ca).await.unwrap();
+    let auditor = d.connect("auditor").await;
     let ajs = jetstream::new(auditor.clone());
     let events = ajs.get_stream("LOCKOUT_EVENTS").await.unwrap();
     assert_eq!(events.get_raw_message(seq).await.unwrap().subject.as_str(), subject);
@@ -275,8 +299,63 @@ async fn every_role_is_confined_and_lockoutd_runs_over_tls_with_its_credentials(
     assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["unlocked_by"], "admin7");
     let (code, _, err) = ctl("globex").await;
     assert_ne!(code, 0, "another tenant is out of reach: {err}");
-    let _ = stop.send(());
-    daemon.await.unwrap().unwrap();
+    d.stop().await;
+}
+
+/// Hole 3: a tenant's gateway, notifier and identity provider reach that tenant only: a
+/// gateway publishes its tenant's attempts and asks its status; an identity provider asks
+/// status and reports password resets; a notifier reads its tenant's notices through one
+/// consumer of its own (hole 4: it cannot widen, rename or delete consumers).
+#[tokio::test]
+async fn per_tenant_credentials_reach_only_their_tenant() {
+    let d = Deploy::start().await;
+    let gateway = d.connect("gateway_acme").await;
+    let gjs = jetstream::new(gateway.clone());
+    let ours = "lockout.events.acme.u.YWxpY2U.attempt";
+    gjs.publish(ours, attempt_bytes("acme", "alice").into()).await.unwrap().await.expect("its tenant's attempts");
+    allowed(&gateway, "lockout.svc.acme.status", json!({"user": "alice"})).await;
+    publish_denied(&gateway, "lockout.events.globex.u.YWxpY2U.attempt", attempt_bytes("globex", "alice")).await;
+    denied(&gateway, "lockout.svc.globex.status").await;
+
+    let idp = d.connect("idp_acme").await;
+    allowed(&idp, "lockout.svc.acme.status", json!({"user": "alice"})).await;
+    denied(&idp, "lockout.svc.acme.unlock").await;
+    denied(&idp, "lockout.svc.globex.status").await;
+    publish_denied(&idp, ours, attempt_bytes("acme", "alice")).await;
+
+    notifiers_are_confined_to_their_consumer(&d.connect("notifier_acme").await).await;
+    d.stop().await;
+}
+
+/// A notifier of tenant acme: its own durable consumer, `notifier_acme` filtered to acme's
+/// notices, works; a wider filter, another name, another tenant's consumer or the events
+/// stream do not.
+async fn notifiers_are_confined_to_their_consumer(notifier: &async_nats::Client) {
+    use jetstream::consumer::pull;
+    let njs = jetstream::new(notifier.clone());
+    let notices = njs.get_stream("LOCKOUT_NOTICES").await.unwrap();
+    let own = |filter: &str| pull::Config {
+        durable_name: Some("notifier_acme".into()),
+        filter_subject: filter.into(),
+        ..Default::default()
+    };
+    for (what, config) in [
+        ("every tenant's notices", own("lockout.notices.>")),
+        ("another tenant's notices", own("lockout.notices.globex.>")),
+        ("no filter", own("")),
+        (
+            "another name",
+            pull::Config { durable_name: Some("notifier_globex".into()), ..own("lockout.notices.acme.>") },
+        ),
+    ] {
+        let r = tokio::time::timeout(Duration::from_secs(1), notices.create_consumer(config)).await;
+        assert!(!matches!(r, Ok(Ok(_))), "a notifier of acme must not create a consumer with {what}");
+    }
+    let mut c = notices.create_consumer(own("lockout.notices.acme.>")).await.expect("its own consumer");
+    assert_eq!(c.info().await.unwrap().config.filter_subject, "lockout.notices.acme.>");
+    let r = tokio::time::timeout(Duration::from_secs(1), notices.delete_consumer("notifier_globex")).await;
+    assert!(!matches!(r, Ok(Ok(_))), "a notifier must not delete another's consumer");
+    assert!(njs.get_stream("LOCKOUT_EVENTS").await.is_err(), "a notifier cannot read events");
 }
 
 /// Durability was overstated: nats-server syncs its files every 2 minutes by default, so a
@@ -321,7 +400,7 @@ async fn eavesdropped(shared_inbox: bool) -> usize {
     let mut config = std::fs::read_to_string(config_path()).unwrap();
     if shared_inbox {
         let old = config.clone();
-        for user in ["lockoutd", "gateway", "notifier", "admin_acme", "auditor"] {
+        for (user, _) in USERS {
             config = config.replace(&format!("\"_INBOX_{user}.>\""), "\"_INBOX.>\"");
         }
         config = config
@@ -332,8 +411,7 @@ async fn eavesdropped(shared_inbox: bool) -> usize {
     let config_file = tmp.path().join("lockout.conf");
     std::fs::write(&config_file, &config).unwrap();
     let pw = |role: &str| format!("{role}-{}", Uuid::now_v7().simple());
-    let pws: Vec<(&str, String)> =
-        ["lockoutd", "gateway", "notifier", "admin_acme", "auditor"].into_iter().map(|r| (r, pw(r))).collect();
+    let pws: Vec<(&str, String)> = USERS.into_iter().map(|(u, _)| (u, pw(u))).collect();
     let pw_of = |role: &str| pws.iter().find(|(r, _)| *r == role).unwrap().1.clone();
     let env = deploy_env(&p, pw_of);
     let nats = NatsServer::start_with_config(Some(&config_file), &env_refs(&env));
@@ -350,16 +428,16 @@ async fn eavesdropped(shared_inbox: bool) -> usize {
     wait_ready(&admin).await;
 
     // The eavesdropper: a notifier subscribed to every inbox subject it is allowed.
-    let spy = connect("notifier").await;
+    let spy = connect("notifier_acme").await;
     let mut heard = futures::stream::select(
         spy.subscribe("_INBOX.>").await.unwrap(),
-        spy.subscribe(if shared_inbox { "_INBOX.>" } else { "_INBOX_notifier.>" }).await.unwrap(),
+        spy.subscribe(if shared_inbox { "_INBOX.>" } else { "_INBOX_notifier_acme.>" }).await.unwrap(),
     );
     spy.flush().await.unwrap();
 
     // The others' work: a gateway publishes attempts and asks for status, an admin unlocks,
     // an auditor reads the events stream.
-    let gateway = connect("gateway").await;
+    let gateway = connect("gateway_acme").await;
     let gjs = jetstream::new(gateway.clone());
     for _ in 0..3 {
         gjs.publish("lockout.events.acme.u.YWxpY2U.attempt", attempt_bytes("acme", "alice").into())
@@ -426,17 +504,17 @@ async fn run_secure_mutual_tls_refuses_a_client_without_a_certificate() {
     let tmp = tempfile::tempdir().unwrap();
     let p = pki(tmp.path());
     let env = deploy_env(&p, |role| format!("{role}-{}", Uuid::now_v7().simple()));
-    let gateway_pw = env.iter().find(|(k, _)| *k == "GATEWAY_PASSWORD").unwrap().1.clone();
+    let gateway_pw = env.iter().find(|(k, _)| *k == "GATEWAY_ACME_PASSWORD").unwrap().1.clone();
     let nats = NatsServer::start_with_config(Some(&config_path()), &env_refs(&env));
     let url = nats.url();
-    let no_cert = async_nats::ConnectOptions::with_user_and_password("gateway".into(), gateway_pw.clone())
-        .custom_inbox_prefix("_INBOX_gateway")
+    let no_cert = async_nats::ConnectOptions::with_user_and_password("gateway_acme".into(), gateway_pw.clone())
+        .custom_inbox_prefix("_INBOX_gateway_acme")
         .add_root_certificates(p.ca.clone())
         .require_tls(true)
         .connect(&url)
         .await;
     assert!(no_cert.is_err(), "a client without a certificate must be refused");
-    let with_cert = connect_as(&url, "gateway", &gateway_pw, &p.ca).await;
+    let with_cert = connect_as(&url, "gateway_acme", &gateway_pw, &p.ca).await;
     assert!(with_cert.is_ok(), "{:?}", with_cert.err());
 }
 

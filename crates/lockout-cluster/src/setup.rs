@@ -27,7 +27,7 @@ pub struct Buckets {
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error(
-        "this deployment was set up with {stored} (in KV bucket {bucket}, key `config`) and this process was started with {given}: start it with the deployment's values (changing the partition count is a migration: README, \"Running a cluster\")"
+        "this deployment was set up with {stored} (in KV bucket {bucket}, key `config`) and this process was started with {given}: start it with the deployment's values (changing the partition count means setting up a new deployment and replaying the history into it)"
     )]
     Mismatch { bucket: String, stored: String, given: String },
     #[error("KV bucket {bucket}: {message}")]
