@@ -23,13 +23,24 @@ use crate::Delivery;
 /// Default budget of the state cache.
 pub const DEFAULT_STATE_CACHE_BYTES: usize = 64 << 20;
 
+/// Most tenants remembered as using the default policy (about 4 MB); beyond it the set starts
+/// over. Events for ever new tenants (a flood of made-up tenant tokens) so never grow memory
+/// without bound; tenants with a policy of their own are all held (admins set those).
+pub const DEFAULT_POLICY_TENANTS_MAX: usize = 65_536;
+
 /// Folds batches into commits; keeps the tenants' policies and recent user states between
 /// batches.
 pub struct BatchFolder {
     store: Store,
     subjects: Subjects,
     outbox: OutboxMode,
+    /// Every tenant's policy other than the default that this folder has read or folded
+    /// (including those whose commit has not landed: never evicted).
     policies: HashMap<String, Policy>,
+    /// Tenants the store had no policy (or the default) for; bounded by
+    /// [`DEFAULT_POLICY_TENANTS_MAX`], safe to forget since a policy folded since is in
+    /// `policies`, which is asked first.
+    default_policy: std::collections::HashSet<String>,
     checkpoint: u64,
     checkpoint_time: Millis,
     /// The latest state of recently folded users (the store's, or newer while in flight).
@@ -125,6 +136,7 @@ impl BatchFolder {
             subjects,
             outbox,
             policies: HashMap::default(),
+            default_policy: Default::default(),
             checkpoint,
             checkpoint_time,
             cache: StateCache::new(DEFAULT_STATE_CACHE_BYTES),
@@ -142,12 +154,28 @@ impl BatchFolder {
         self.checkpoint
     }
 
+    /// How many tenants' policies are held in memory: (own policies, tenants known to use the
+    /// default).
+    pub fn policies_held(&self) -> (usize, usize) {
+        (self.policies.len(), self.default_policy.len())
+    }
+
     fn policy(&mut self, tenant: &str) -> Result<Policy, lockout_store::Error> {
         if let Some(p) = self.policies.get(tenant) {
             return Ok(*p);
         }
+        if self.default_policy.contains(tenant) {
+            return Ok(Policy::default());
+        }
         let p = self.store.policy_or_default(tenant)?;
-        self.policies.insert(tenant.to_owned(), p);
+        if p == Policy::default() {
+            if self.default_policy.len() >= DEFAULT_POLICY_TENANTS_MAX {
+                self.default_policy.clear();
+            }
+            self.default_policy.insert(tenant.to_owned());
+        } else {
+            self.policies.insert(tenant.to_owned(), p);
+        }
         Ok(p)
     }
 
@@ -175,6 +203,7 @@ impl BatchFolder {
                     self.cache.put(key, p.original);
                 }
                 self.policies.clear();
+                self.default_policy.clear();
             }
         }
         r

@@ -26,5 +26,8 @@ pub mod outbox;
 pub mod rebuild;
 
 pub use delivery::{accept, Delivery, Incoming};
-pub use folder::{BatchFold, BatchFolder, EventReport, Handling, NoticeReport, NoticeWhat, DEFAULT_STATE_CACHE_BYTES};
+pub use folder::{
+    BatchFold, BatchFolder, EventReport, Handling, NoticeReport, NoticeWhat, DEFAULT_POLICY_TENANTS_MAX,
+    DEFAULT_STATE_CACHE_BYTES,
+};
 pub use outbox::{Floors, OutboxMode};

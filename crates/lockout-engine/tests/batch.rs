@@ -227,3 +227,49 @@ fn a_rebuild_queues_nothing_to_publish() {
     let Handling::Folded { notices, .. } = &fold.events[4].handling else { panic!("{:?}", fold.events[4]) };
     assert_eq!((notices.len(), notices[0].outbox), (1, None), "the notice is reported, not queued");
 }
+
+/// Hole 7 of issue 20: events for ever new tenants (made-up tenant tokens) must not grow the
+/// policies held in memory without bound, and a tenant's own policy still applies after the
+/// set of default-policy tenants started over.
+#[test]
+fn the_policies_held_in_memory_are_bounded() {
+    use lockout_engine::DEFAULT_POLICY_TENANTS_MAX;
+    use lockout_proto::event::{EventKind, PolicyChange};
+    use lockout_proto::{Policy, Tenant, UserId};
+    let (_dir, store, mut folder) = fresh();
+    let subjects = Subjects::default();
+    let own = Policy { max_failures: 1, ..Policy::default() };
+    let change =
+        PolicyChange { id: Uuid::from_u128(1), at: 0, tenant: "acme".into(), actor: "ops".into(), policy: own };
+    let policy_msg = (
+        subjects.tenant_event(&Tenant::parse("acme").unwrap(), EventKind::Policy),
+        1,
+        codec::encode(Encoding::Postcard, &change),
+    );
+    let mut seq = 2;
+    let mut msgs = vec![policy_msg];
+    for t in 0..DEFAULT_POLICY_TENANTS_MAX + 100 {
+        let tenant = format!("t{t}");
+        let mut a: Attempt =
+            codec::decode(Encoding::Postcard, &attempt_of(u128::from(seq), "alice", Outcome::Failure), "attempt")
+                .unwrap();
+        a.tenant = tenant.as_str().into();
+        let subject =
+            subjects.user_event(&Tenant::parse(&tenant).unwrap(), &UserId::parse("alice").unwrap(), EventKind::Attempt);
+        msgs.push((subject, seq, codec::encode(Encoding::Postcard, &a)));
+        seq += 1;
+    }
+    for chunk in msgs.chunks(1000) {
+        let commit = folder.fold_batch(&incoming(chunk)).unwrap().commit.unwrap();
+        store.commit(&commit).unwrap();
+    }
+    let (own_held, default_held) = folder.policies_held();
+    assert_eq!(own_held, 1, "acme's own policy");
+    assert!(default_held <= DEFAULT_POLICY_TENANTS_MAX, "{default_held} default-policy tenants held");
+    assert!(default_held < 1000, "the set started over once: {default_held}");
+    // acme's policy (one failure locks) still applies.
+    let fail = (subject_of("bob"), seq, attempt_of(u128::from(seq), "bob", Outcome::Failure));
+    let commit = folder.fold_batch(&incoming(&[fail])).unwrap().commit.unwrap();
+    store.commit(&commit).unwrap();
+    assert!(store.user("acme", "bob").unwrap().unwrap().lock.is_some(), "locked by acme's policy");
+}
