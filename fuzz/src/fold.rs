@@ -396,7 +396,7 @@ fn materialize(i: usize, at: Millis, op: &Op, users: &BTreeMap<&'static str, Use
                 (Which::Stale(_), _) => return None,
                 (Which::Random(n), _) => Uuid::from_u128(*n),
             };
-            let id = if matches!(which, Which::Current) { expired_event_id(lock_event) } else { id };
+            let id = if matches!(which, Which::Current) { expired_event_id(&tenant, user, lock_event) } else { id };
             Event::Expired(Expired { id, at, tenant: tenant.into(), user: user.into(), lock_event })
         }
         Op::SetPolicy(p) => {
@@ -584,7 +584,7 @@ fn check_notices(
                         assert_eq!((u.event_id, u.at, u.actor.as_deref()), (lock.event_id, until, None));
                         // The same notice as the service's `expired` event folded at locked_until.
                         let service = Event::Expired(Expired {
-                            id: expired_event_id(lock.event_id),
+                            id: expired_event_id(TENANT, user, lock.event_id),
                             at: until,
                             tenant: TENANT.into(),
                             user: user.into(),
