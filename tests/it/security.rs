@@ -299,6 +299,10 @@ async fn every_role_is_confined_and_lockoutd_runs_over_tls_with_its_credentials(
     assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["unlocked_by"], "admin7");
     let (code, _, err) = ctl("globex").await;
     assert_ne!(code, 0, "another tenant is out of reach: {err}");
+    assert!(
+        err.contains("may this NATS user publish to lockout.svc.globex.status"),
+        "the error names the likely cause: {err}"
+    );
     d.stop().await;
 }
 

@@ -61,17 +61,24 @@ impl Ctx {
             Err(_) => {
                 return Err(Exit::new(
                     exit::UNAVAILABLE,
-                    format!("no reply from {subject} within {} s: is lockoutd running?", self.timeout.as_secs()),
+                    format!(
+                        "no reply from {subject} within {} s: is lockoutd running, and may this NATS user publish to {subject} (a denied request is dropped by the server, not refused)?",
+                        self.timeout.as_secs()
+                    ),
                 )
                 .into())
             }
             Ok(Err(e)) => {
                 use async_nats::client::RequestErrorKind;
-                let code = match e.kind() {
-                    RequestErrorKind::NoResponders | RequestErrorKind::TimedOut => exit::UNAVAILABLE,
-                    _ => exit::FAILURE,
+                let (code, hint) = match e.kind() {
+                    RequestErrorKind::NoResponders => (exit::UNAVAILABLE, "is lockoutd running?".to_owned()),
+                    RequestErrorKind::TimedOut => (
+                        exit::UNAVAILABLE,
+                        format!("is lockoutd running, and may this NATS user publish to {subject}? A denied request is dropped by the server, not refused"),
+                    ),
+                    _ => (exit::FAILURE, "is lockoutd running?".to_owned()),
                 };
-                return Err(Exit::new(code, format!("request to {subject} failed: {e} (is lockoutd running?)")).into());
+                return Err(Exit::new(code, format!("request to {subject} failed: {e} ({hint})")).into());
             }
             Ok(Ok(r)) => r,
         };
