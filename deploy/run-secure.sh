@@ -11,7 +11,7 @@ NATS_BIN="${NATS_SERVER_BIN:-.tools/nats/bin/nats-server}"
 DIR=data/secure
 PKI="$DIR/pki"
 # The users of deploy/nats/lockout.conf (the per-tenant ones for its example tenant, acme).
-ROLES="lockoutd gateway_acme notifier_acme idp_acme admin_acme auditor"
+ROLES="lockoutd gateway_acme notifier_acme idp_acme admin_acme_alice admin_acme_bob auditor"
 mkdir -p "$PKI" "$DIR/nats" "$DIR/lockout"
 chmod 700 "$PKI"
 
@@ -66,14 +66,14 @@ for role in $ROLES; do
   echo "  $role: LOCKOUT_NATS_PASSWORD=\$$var, --nats-url $url --nats-user $role" \
     "--tls-ca $PKI/ca.pem --tls-cert $PKI/$role.pem --tls-key $PKI/$role-key.pem --inbox-prefix _INBOX_$role"
 done
-echo "e.g.: . $PKI/passwords.env; LOCKOUT_NATS_PASSWORD=\$ADMIN_ACME_PASSWORD target/release/lockoutctl \\"
-echo "  --nats-url $url --nats-user admin_acme --tls-ca $PKI/ca.pem --tls-cert $PKI/admin_acme.pem \\"
-echo "  --tls-key $PKI/admin_acme-key.pem --inbox-prefix _INBOX_admin_acme status acme alice"
+echo "e.g.: . $PKI/passwords.env; LOCKOUT_NATS_PASSWORD=\$ADMIN_ACME_ALICE_PASSWORD target/release/lockoutctl \\"
+echo "  --nats-url $url --nats-user admin_acme_alice --tls-ca $PKI/ca.pem --tls-cert $PKI/admin_acme_alice.pem \\"
+echo "  --tls-key $PKI/admin_acme_alice-key.pem --inbox-prefix _INBOX_admin_acme_alice status acme alice"
 echo "lockoutd storing in $DIR/lockout; Ctrl-C stops both"
 env -u LOCKOUT_TLS_CERT -u LOCKOUT_TLS_KEY -u LOCKOUT_TLS_CA LOCKOUT_NATS_PASSWORD="$LOCKOUTD_PASSWORD" \
   target/release/lockoutd --nats-url "$url" --nats-user lockoutd \
   --tls-ca "$PKI/ca.pem" --tls-cert "$PKI/lockoutd.pem" --tls-key "$PKI/lockoutd-key.pem" \
-  --inbox-prefix _INBOX_lockoutd --data-dir "$DIR/lockout" "$@" &
+  --inbox-prefix _INBOX_lockoutd --require-caller --data-dir "$DIR/lockout" "$@" &
 lockoutd_pid=$!
 trap 'kill -TERM "$lockoutd_pid" 2>/dev/null; wait "$lockoutd_pid" 2>/dev/null || true; kill "$nats_pid" 2>/dev/null; wait "$nats_pid" 2>/dev/null || true' EXIT
 trap 'exit 0' INT TERM

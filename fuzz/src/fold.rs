@@ -44,7 +44,7 @@ use lockout_proto::event::{
 use lockout_proto::notice::{How, Notice};
 use lockout_proto::status::LockReason;
 use lockout_proto::subject::EventSubject;
-use lockout_proto::{Encoding, Millis, Policy, Subjects, Tenant, UserId};
+use lockout_proto::{CompactString, Encoding, Millis, Policy, Subjects, Tenant, UserId};
 use uuid::Uuid;
 
 /// The latest fold time: JetStream stores times as nanoseconds in an `i64`.
@@ -230,6 +230,11 @@ fn user_of(i: u8) -> &'static str {
     USERS[usize::from(i) % USERS.len()]
 }
 
+/// The authenticated caller of an admin event: the first pooled actor has one, others none.
+fn caller(t: &Text) -> Option<CompactString> {
+    (actor(t) == "admin-0").then(|| "ADMIN_ACME/admin_acme_0".into())
+}
+
 fn actor(t: &Text) -> String {
     let a = t.get(&["admin-0", "admin-1"], ACTOR_MAX);
     if a.is_empty() {
@@ -368,6 +373,7 @@ fn materialize(i: usize, at: Millis, op: &Op, users: &BTreeMap<&'static str, Use
             user: user_of(*user).into(),
             actor: actor(a).into(),
             reason: reason.as_ref().map(|r| r.get(&["called the help desk"], REASON_MAX).into()),
+            caller: caller(a),
         }),
         Op::Lock { user, actor: a, reason, seconds } => Event::Lock(Lock {
             id,
@@ -377,6 +383,7 @@ fn materialize(i: usize, at: Millis, op: &Op, users: &BTreeMap<&'static str, Use
             actor: actor(a).into(),
             reason: reason.as_ref().map(|r| r.get(&["offboarding"], REASON_MAX).into()),
             seconds: seconds.map(|s| s.get().max(1)),
+            caller: caller(a),
         }),
         Op::MfaReset { user, actor: a } => Event::MfaReset(MfaReset {
             id,
@@ -385,6 +392,7 @@ fn materialize(i: usize, at: Millis, op: &Op, users: &BTreeMap<&'static str, Use
             user: user_of(*user).into(),
             actor: actor(a).into(),
             reason: None,
+            caller: caller(a),
         }),
         Op::Expire { user, which } => {
             let user = user_of(*user);
@@ -400,7 +408,7 @@ fn materialize(i: usize, at: Millis, op: &Op, users: &BTreeMap<&'static str, Use
             Event::Expired(Expired { id, at, tenant: tenant.into(), user: user.into(), lock_event })
         }
         Op::SetPolicy(p) => {
-            Event::Policy(PolicyChange { id, at, tenant: tenant.into(), actor: "admin".into(), policy: p.get() })
+            Event::Policy(PolicyChange { id, at, tenant: tenant.into(), actor: "admin".into(), policy: p.get(), caller: None })
         }
         Op::Burst { .. } => unreachable!("bursts are expanded by `check`"),
     })
@@ -530,7 +538,7 @@ fn check_notices(
     for n in notices {
         assert!(seen.notice_ids.insert(n.id()), "(g) notice id {} twice", n.id());
         assert_eq!(n.tenant(), TENANT);
-        for enc in [Encoding::Json, Encoding::Postcard] {
+        for enc in [Encoding::Json, Encoding::PostcardV2] {
             let bytes = n.encode(enc);
             if bytes.len() <= MAX_PAYLOAD {
                 assert_eq!(Notice::decode(n.kind(), enc, &bytes).as_ref(), Ok(n), "(g) notice round trip");

@@ -137,6 +137,7 @@ async fn a_rebuild_appends_no_expired_event_the_history_already_has() {
         actor: "ops".into(),
         reason: None,
         seconds: Some(60),
+        caller: None,
     };
     let mut h = async_nats::HeaderMap::new();
     h.insert(codec::NATS_MSG_ID, lock.id.to_string().as_str());

@@ -118,12 +118,13 @@ async fn publish_denied(c: &async_nats::Client, subject: &str, payload: Vec<u8>)
 
 /// The users of `deploy/nats/lockout.conf` (the per-tenant ones for tenant acme) and the
 /// variable holding each one's password.
-const USERS: [(&str, &str); 6] = [
+const USERS: [(&str, &str); 7] = [
     ("lockoutd", "LOCKOUTD_PASSWORD"),
     ("gateway_acme", "GATEWAY_ACME_PASSWORD"),
     ("notifier_acme", "NOTIFIER_ACME_PASSWORD"),
     ("idp_acme", "IDP_ACME_PASSWORD"),
-    ("admin_acme", "ADMIN_ACME_PASSWORD"),
+    ("admin_acme_alice", "ADMIN_ACME_ALICE_PASSWORD"),
+    ("admin_acme_bob", "ADMIN_ACME_BOB_PASSWORD"),
     ("auditor", "AUDITOR_PASSWORD"),
 ];
 
@@ -141,7 +142,8 @@ fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
-/// lockoutd in this process with its own user over TLS; send on the sender to stop it.
+/// lockoutd in this process with its own user over TLS and `--require-caller` (as the deploy
+/// configuration is meant to be run); send on the sender to stop it.
 fn spawn_lockoutd(
     url: &str,
     store: PathBuf,
@@ -156,6 +158,7 @@ fn spawn_lockoutd(
     let (cert, key) = client_cert(ca);
     (config.nats.tls_cert, config.nats.tls_key) = (Some(cert), Some(key));
     config.nats.inbox_prefix = Some(inbox);
+    config.require_caller = true;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let daemon = tokio::spawn(lockoutd::run(config, async move {
         let _ = stopped.await;
@@ -202,7 +205,7 @@ impl Deploy {
         let (stop, daemon) =
             spawn_lockoutd(&url, tmp.path().join("store"), pw_of("lockoutd"), &p.ca, "_INBOX_lockoutd".into());
         let d = Deploy { _tmp: tmp, p, _nats: nats, url, pws, stop, daemon };
-        wait_ready(&d.connect("admin_acme").await).await;
+        wait_ready(&d.connect("admin_acme_alice").await).await;
         d
     }
 
@@ -225,8 +228,8 @@ impl Deploy {
 async fn every_role_is_confined_and_lockoutd_runs_over_tls_with_its_credentials() {
     let d = Deploy::start().await;
     let (url, p) = (d.url.clone(), &d.p);
-    let (lockoutd_pw, gateway_pw, admin_pw) = (d.pw("lockoutd"), d.pw("gateway_acme"), d.pw("admin_acme"));
-    let admin = d.connect("admin_acme").await;
+    let (lockoutd_pw, gateway_pw, admin_pw) = (d.pw("lockoutd"), d.pw("gateway_acme"), d.pw("admin_acme_alice"));
+    let admin = d.connect("admin_acme_alice").await;
 
     // Without our CA, or without credentials, nobody gets in.
     assert!(async_nats::ConnectOptions::with_user_and_password("gateway_acme".into(), gateway_pw.clone())
@@ -285,8 +288,8 @@ async fn every_role_is_confined_and_lockoutd_runs_over_tls_with_its_credentials(
         let (cert, key) = client_cert(&p.ca);
         let (cert, key) = (cert.display().to_string(), key.display().to_string());
         async move {
-            let args = ["lockoutctl", "--nats-url", &url, "--nats-user", "admin_acme", "--nats-password", &pw];
-            let args = args.iter().copied().chain(["--inbox-prefix", "_INBOX_admin_acme", "--tls-cert", &cert]);
+            let args = ["lockoutctl", "--nats-url", &url, "--nats-user", "admin_acme_alice", "--nats-password", &pw];
+            let args = args.iter().copied().chain(["--inbox-prefix", "_INBOX_admin_acme_alice", "--tls-cert", &cert]);
             let args =
                 args.chain(["--tls-key", &key, "--tls-ca", &ca, "--timeout", "2", "--json", "status", tenant, "alice"]);
             let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -328,6 +331,116 @@ async fn per_tenant_credentials_reach_only_their_tenant() {
     publish_denied(&idp, ours, attempt_bytes("acme", "alice")).await;
 
     notifiers_are_confined_to_their_consumer(&d.connect("notifier_acme").await).await;
+    d.stop().await;
+}
+
+/// Hole 2: the actor is whatever the caller typed. Each admin has a user of their own in the
+/// tenant's admin account, which imports the service with `share: true`; lockoutd records the
+/// authenticated caller beside the typed actor, on the event, its notice and Status. An admin
+/// who types another admin's name is recorded as itself.
+#[tokio::test]
+async fn actor_spoofing_an_admin_typing_another_admins_name_is_recorded_as_itself() {
+    let d = Deploy::start().await;
+    let (alice, bob) = (d.connect("admin_acme_alice").await, d.connect("admin_acme_bob").await);
+    allowed(&alice, "lockout.svc.acme.lock", json!({"user": "carol", "actor": "bob", "reason": "test"})).await;
+    let r = allowed(&alice, "lockout.svc.acme.unlock", json!({"user": "carol", "actor": "bob"})).await;
+    assert_eq!(r["unlocked_by"], "bob", "the typed actor is kept");
+    assert_eq!(r["unlocked_caller"], "ADMIN_ACME/admin_acme_alice", "the caller is who connected");
+    let r = allowed(&bob, "lockout.svc.acme.mfa_reset", json!({"user": "carol", "actor": "bob"})).await;
+    assert_eq!(r["mfa_reset_caller"], "ADMIN_ACME/admin_acme_bob");
+    assert_eq!(r["unlocked_caller"], "ADMIN_ACME/admin_acme_alice");
+
+    // The events as stored (what replay and audits see) and the notices carry it too.
+    let lockoutd = d.connect("lockoutd").await;
+    let js = jetstream::new(lockoutd);
+    let events = js.get_stream("LOCKOUT_EVENTS").await.unwrap();
+    let mut callers = Vec::new();
+    for seq in 1..=3 {
+        let m = events.get_raw_message(seq).await.unwrap();
+        let enc = Encoding::from_content_type(m.headers.get(codec::CONTENT_TYPE).map(|v| v.as_str())).unwrap();
+        assert_eq!(enc, Encoding::PostcardV2, "the service writes the v2 layout by default");
+        let kind = m.subject.rsplit('.').next().unwrap().parse().unwrap();
+        let e = lockout_proto::Event::decode(kind, enc, &m.payload).unwrap();
+        callers.push(match e {
+            lockout_proto::Event::Lock(e) => e.caller,
+            lockout_proto::Event::Unlock(e) => e.caller,
+            lockout_proto::Event::MfaReset(e) => e.caller,
+            other => panic!("unexpected {other:?}"),
+        });
+    }
+    let want = ["ADMIN_ACME/admin_acme_alice", "ADMIN_ACME/admin_acme_alice", "ADMIN_ACME/admin_acme_bob"];
+    assert_eq!(callers, want.map(|c| Some(c.into())));
+    let notices = js.get_stream("LOCKOUT_NOTICES").await.unwrap();
+    let m = notices.get_last_raw_message_by_subject("lockout.notices.acme.unlocked").await.unwrap();
+    let enc = Encoding::from_content_type(m.headers.get(codec::CONTENT_TYPE).map(|v| v.as_str())).unwrap();
+    let lockout_proto::Notice::Unlocked(n) = lockout_proto::Notice::decode("unlocked", enc, &m.payload).unwrap() else {
+        panic!("an unlocked notice")
+    };
+    assert_eq!((n.actor.as_deref(), n.caller.as_deref()), (Some("bob"), Some("ADMIN_ACME/admin_acme_alice")));
+
+    // The identity provider's account imports status (and password_reset) only.
+    let idp = d.connect("idp_acme").await;
+    allowed(&idp, "lockout.svc.acme.status", json!({"user": "carol"})).await;
+    denied(&idp, "lockout.svc.acme.unlock").await;
+    d.stop().await;
+}
+
+/// `--require-caller`: a write the server does not vouch for (here: no accounts, no
+/// `Nats-Request-Info`) is refused with a 503 that says what to fix, and changes nothing;
+/// reads still work. A forged header from a client in lockoutd's own account is what the
+/// deploy configuration rules out (no user there may publish a write op).
+#[tokio::test]
+async fn actor_spoofing_require_caller_refuses_writes_without_a_caller() {
+    let l = Lockout::start_requiring_caller().await;
+    let e = l.call("acme", "unlock", json!({"user": "carol", "actor": "bob"})).await.unwrap_err();
+    assert_eq!(e.code, 503, "{e:?}");
+    assert!(e.message.contains("--require-caller") && e.message.contains("share: true"), "{}", e.message);
+    let e = l.call("acme", "policy_set", json!({"actor": "bob", "policy": {}})).await.unwrap_err();
+    assert_eq!(e.code, 503, "{e:?}");
+    let s = l.call("acme", "status", json!({"user": "carol"})).await.unwrap();
+    assert_eq!((s["unlocked_by"].as_str(), s["unlocked_caller"].as_str()), (None, None));
+    assert!(l.stream_messages("LOCKOUT_EVENTS").await.is_empty(), "nothing was appended");
+}
+
+/// Hole 4: auditors could delete each other's consumers (they shared the right to delete any
+/// consumer of `LOCKOUT_EVENTS` but lockoutd's). Now they delete none: an auditor's consumer
+/// survives another auditor's delete, and `lockoutctl history` (ordered consumers, which end
+/// by going idle) still works with the auditor's credentials.
+#[tokio::test]
+async fn consumer_tampering_an_auditor_cannot_delete_another_auditors_consumer() {
+    use jetstream::consumer::pull;
+    let d = Deploy::start().await;
+    let gateway = d.connect("gateway_acme").await;
+    let seq = jetstream::new(gateway)
+        .publish("lockout.events.acme.u.YWxpY2U.attempt", attempt_bytes("acme", "alice").into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    let (first, second) = (d.connect("auditor").await, d.connect("auditor").await);
+    let events = jetstream::new(first).get_stream("LOCKOUT_EVENTS").await.unwrap();
+    // Kept well past the denied delete's timeout (an ephemeral consumer goes after 5 s idle).
+    let idle = Duration::from_secs(120);
+    let config = pull::Config { name: Some("audit-one".into()), inactive_threshold: idle, ..Default::default() };
+    events.create_consumer(config).await.expect("an auditor creates a consumer");
+    let theirs = jetstream::new(second).get_stream("LOCKOUT_EVENTS").await.unwrap();
+    assert!(theirs.delete_consumer("audit-one").await.is_err(), "another auditor cannot delete it");
+    let owner = jetstream::new(d.connect("lockoutd").await).get_stream("LOCKOUT_EVENTS").await.unwrap();
+    owner.consumer_info("audit-one").await.expect("the consumer is still there");
+
+    // lockoutctl reads the history as an auditor: ordered consumers need no delete.
+    let (cert, key) = client_cert(&d.p.ca);
+    let (url, pw, ca) = (d.url.clone(), d.pw("auditor"), d.p.ca.display().to_string());
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let args = ["lockoutctl", "--nats-url", &url, "--nats-user", "auditor", "--nats-password", &pw];
+    let args = args.iter().copied().chain(["--inbox-prefix", "_INBOX_auditor", "--tls-cert", &cert, "--tls-key", &key]);
+    let args = args.chain(["--tls-ca", &ca, "--timeout", "5", "--json", "history", "acme", "alice"]);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = lockoutctl::run_io(args.map(str::to_owned).collect::<Vec<_>>(), &mut out, &mut err).await;
+    let (out, err) = (String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("\"seq\":{seq}")) || out.contains(&format!("\"seq\": {seq}")), "{out}");
     d.stop().await;
 }
 
@@ -407,8 +520,9 @@ async fn eavesdropped(shared_inbox: bool) -> usize {
         for (user, _) in USERS {
             config = config.replace(&format!("\"_INBOX_{user}.>\""), "\"_INBOX.>\"");
         }
+        // lockoutd answered on every inbox (`allow_responses` stays: admins' replies cross
+        // their import as `_R_` subjects).
         config = config
-            .replace("allow_responses: true", "")
             .replace("\"$JS.ACK.LOCKOUT_EVENTS.lockoutd.>\"]", "\"$JS.ACK.LOCKOUT_EVENTS.lockoutd.>\", \"_INBOX.>\"]");
         assert_ne!(config, old, "the control configuration differs");
     }
@@ -428,7 +542,7 @@ async fn eavesdropped(shared_inbox: bool) -> usize {
     };
 
     let (stop, daemon) = spawn_lockoutd(&url, tmp.path().join("store"), pw_of("lockoutd"), &p.ca, inbox("lockoutd"));
-    let admin = connect("admin_acme").await;
+    let admin = connect("admin_acme_alice").await;
     wait_ready(&admin).await;
 
     // The eavesdropper: a notifier subscribed to every inbox subject it is allowed.
@@ -593,6 +707,14 @@ async fn unbounded_growth_dead_letters_are_bounded_and_the_largest_reply_fits_ma
         mfa_reset_by: Some(long(lockout_proto::event::ACTOR_MAX).into()),
         mfa_reenrol: true,
         lock_count: u32::MAX,
+        allowed: false,
+        blocked_by: Some(lockout_proto::status::BlockedBy::Account),
+        unfamiliar_failures: u32::MAX,
+        // No scope locks yet: the fold makes none before source-aware locks (issue 21).
+        scope_locks: Vec::new(),
+        // Callers are account and user names from the server's configuration: plain ASCII.
+        unlocked_caller: Some("a".repeat(lockout_proto::event::CALLER_MAX).into()),
+        mfa_reset_caller: Some("a".repeat(lockout_proto::event::CALLER_MAX).into()),
     };
     let page = lockout_proto::command::LockedReply {
         users: vec![status; lockout_proto::command::LOCKED_MAX_LIMIT as usize],

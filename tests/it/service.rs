@@ -143,7 +143,16 @@ async fn postcard_requests_get_postcard_replies() {
     assert_eq!(s.reason, Some(LockReason::Admin));
     let unknown: Status =
         l.call_typed("acme", "status", Encoding::Postcard, &StatusRequest { user: "nobody".into() }).await.unwrap();
+    // A v1 reply has no `allowed` (the Rust type reads it as false there: schemas/README.md).
+    assert_eq!(unknown, Status { allowed: false, ..Status::unknown("acme", "nobody", 5) });
+
+    // A v2 request gets a v2 reply, contract v2's fields included.
+    let unknown: Status =
+        l.call_typed("acme", "status", Encoding::PostcardV2, &StatusRequest { user: "nobody".into() }).await.unwrap();
     assert_eq!(unknown, Status::unknown("acme", "nobody", 5));
+    let s: Status =
+        l.call_typed("acme", "status", Encoding::PostcardV2, &StatusRequest { user: "carol".into() }).await.unwrap();
+    assert_eq!((s.allowed, s.blocked_by), (false, Some(lockout_proto::status::BlockedBy::Account)));
 }
 
 #[tokio::test]

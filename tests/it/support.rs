@@ -86,6 +86,8 @@ pub struct Lockout {
     pub replicas: usize,
     /// lockoutd's stream limits (`--dead-max-messages`, `--events-max-*`).
     pub limits: lockoutd::config::StreamLimits,
+    /// lockoutd's `--require-caller`.
+    pub require_caller: bool,
 }
 
 /// A micro service error: code and message.
@@ -164,6 +166,14 @@ impl Lockout {
         l
     }
 
+    /// [`Lockout::start`] with `--require-caller`.
+    pub async fn start_requiring_caller() -> Lockout {
+        let mut l = Self::server_only(Encoding::Postcard).await;
+        l.require_caller = true;
+        l.start_daemon().await;
+        l
+    }
+
     /// [`Lockout::start`] with lockoutd's clock `ms` ahead of the server's from its start.
     pub async fn start_with_clock_ahead(ms: u64) -> Lockout {
         let mut l = Self::server_only(Encoding::Postcard).await;
@@ -197,6 +207,7 @@ impl Lockout {
             clock: Arc::default(),
             replicas: 1,
             limits: Default::default(),
+            require_caller: false,
         }
     }
 
@@ -206,6 +217,7 @@ impl Lockout {
         c.commit_linger = self.commit_linger;
         c.replicas = self.replicas;
         c.limits = self.limits;
+        c.require_caller = self.require_caller;
         c
     }
 

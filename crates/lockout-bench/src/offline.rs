@@ -33,9 +33,9 @@ fn fold_eps(events: &[Msg], enc: Encoding, work: FoldWork) -> f64 {
         .iter()
         .map(|(subject, _, p)| match enc {
             Encoding::Postcard => (subject.as_str(), p.clone()),
-            Encoding::Json => {
+            Encoding::Json | Encoding::PostcardV2 => {
                 let e = Event::decode(EventKind::Attempt, Encoding::Postcard, p).unwrap();
-                (subject.as_str(), e.encode(Encoding::Json))
+                (subject.as_str(), e.encode(enc))
             }
         })
         .collect();

@@ -11,7 +11,7 @@
 
 use lockout_proto::event::{Attempt, Event, Expired, Lock, MfaReset, Outcome, PolicyChange, Unlock};
 use lockout_proto::notice::{How, LockedNotice, MfaResetNotice, Notice, UnlockedNotice};
-use lockout_proto::status::LockReason;
+use lockout_proto::status::{LockReason, Scope};
 use lockout_proto::{Millis, Policy};
 use uuid::Uuid;
 
@@ -183,6 +183,7 @@ impl Folder<'_> {
         self.state.restart_streak();
         self.state.unlocked_at = Some(until);
         self.state.unlocked_by = None;
+        self.state.unlocked_caller = None;
         self.notices.push(Notice::Unlocked(UnlockedNotice {
             id: notice_id(tenant, user, lock.event_id, NoticeKind::Expired),
             event_id: lock.event_id,
@@ -191,6 +192,9 @@ impl Folder<'_> {
             at: until,
             how: How::Expired,
             actor: None,
+            scope: Scope::Account,
+            client: None,
+            caller: None,
         }));
         Some(until)
     }
@@ -309,6 +313,8 @@ impl Folder<'_> {
             sources,
             actor: None,
             message: text,
+            scope: Scope::Account,
+            caller: None,
         }));
     }
 
@@ -343,6 +349,8 @@ impl Folder<'_> {
             sources,
             actor: Some(l.actor.clone()),
             message: message::admin_locked(seconds, l.reason.as_deref()),
+            scope: Scope::Account,
+            caller: l.caller.clone(),
         }));
         Effect::Locked { replaced }
     }
@@ -352,6 +360,7 @@ impl Folder<'_> {
         self.state.restart_streak();
         self.state.unlocked_at = Some(self.now);
         self.state.unlocked_by = Some(u.actor.clone());
+        self.state.unlocked_caller = u.caller.clone();
         if was_locked {
             self.notices.push(Notice::Unlocked(UnlockedNotice {
                 id: notice_id(&u.tenant, &u.user, self.event_id, NoticeKind::Unlocked),
@@ -361,6 +370,9 @@ impl Folder<'_> {
                 at: self.now,
                 how: How::Admin,
                 actor: Some(u.actor.clone()),
+                scope: Scope::Account,
+                client: None,
+                caller: u.caller.clone(),
             }));
         }
         Effect::Unlocked { was_locked }
@@ -378,6 +390,7 @@ impl Folder<'_> {
         let removed = before.saturating_sub(st.failures());
         st.mfa_reset_at = Some(self.now);
         st.mfa_reset_by = Some(m.actor.clone());
+        st.mfa_reset_caller = m.caller.clone();
         st.mfa_reenrol = true;
         self.notices.push(Notice::MfaReset(MfaResetNotice {
             id: notice_id(&m.tenant, &m.user, self.event_id, NoticeKind::MfaReset),
@@ -386,6 +399,7 @@ impl Folder<'_> {
             user: m.user.clone(),
             at: self.now,
             actor: m.actor.clone(),
+            caller: m.caller.clone(),
         }));
         Effect::MfaReset { removed }
     }

@@ -102,6 +102,13 @@ pub struct UserState {
     pub lock_count: u32,
     /// Times of recent automatic locks, oldest first (for progressive and permanent locks).
     pub recent_locks: Vec<Millis>,
+    /// The authenticated caller of the last unlock (contract v2, "Who the caller is"). Not in
+    /// the plain-postcard state of store format 1, which predates it.
+    #[serde(default, with = "lockout_proto::layout::v2")]
+    pub unlocked_caller: Option<CompactString>,
+    /// The authenticated caller of the last MFA reset.
+    #[serde(default, with = "lockout_proto::layout::v2")]
+    pub mfa_reset_caller: Option<CompactString>,
 }
 
 impl UserState {

@@ -1,5 +1,6 @@
 //! The user-facing view of a state.
 
+use lockout_proto::status::BlockedBy;
 use lockout_proto::{Millis, Policy, Status};
 
 use crate::state::UserState;
@@ -17,8 +18,10 @@ pub fn status(tenant: &str, user: &str, policy: &Policy, state: &UserState, now:
     s.last_source_ip = state.last_source_ip.clone();
     s.unlocked_at = state.unlocked_at;
     s.unlocked_by = state.unlocked_by.clone();
+    s.unlocked_caller = state.unlocked_caller.clone();
     s.mfa_reset_at = state.mfa_reset_at;
     s.mfa_reset_by = state.mfa_reset_by.clone();
+    s.mfa_reset_caller = state.mfa_reset_caller.clone();
     s.mfa_reenrol = state.mfa_reenrol;
     s.lock_count = state.lock_count;
     match &state.lock {
@@ -26,9 +29,12 @@ pub fn status(tenant: &str, user: &str, policy: &Policy, state: &UserState, now:
             s.failures = 0;
             s.unlocked_at = lock.locked_until;
             s.unlocked_by = None;
+            s.unlocked_caller = None;
         }
         Some(lock) => {
             s.locked = true;
+            s.allowed = false;
+            s.blocked_by = Some(BlockedBy::Account);
             s.reason = Some(lock.reason);
             s.locked_at = Some(lock.locked_at);
             s.locked_until = lock.locked_until;

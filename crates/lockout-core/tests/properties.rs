@@ -184,6 +184,11 @@ impl World {
     }
 }
 
+/// The authenticated caller of an admin event: some have one, some (v1 deployments) none.
+fn caller(n: usize) -> Option<CompactString> {
+    (n % 2 == 0).then(|| format!("ADMIN_ACME/admin-{n}").into())
+}
+
 fn event_id(i: usize) -> Uuid {
     Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 | (i as u128 + 1))
 }
@@ -220,6 +225,7 @@ fn materialize(policy: Policy, steps: &[(Millis, Op)]) -> Vec<(Millis, Event)> {
                 user: user(*u),
                 actor: format!("admin-{actor}").into(),
                 reason: None,
+                caller: caller(*actor),
             }),
             Op::Lock { user: u, seconds } => Event::Lock(Lock {
                 id,
@@ -229,6 +235,7 @@ fn materialize(policy: Policy, steps: &[(Millis, Op)]) -> Vec<(Millis, Event)> {
                 actor: "sec".into(),
                 reason: Some("test".into()),
                 seconds: *seconds,
+                caller: caller(i),
             }),
             Op::MfaReset { user: u, actor } => Event::MfaReset(MfaReset {
                 id,
@@ -237,6 +244,7 @@ fn materialize(policy: Policy, steps: &[(Millis, Op)]) -> Vec<(Millis, Event)> {
                 user: user(*u),
                 actor: format!("admin-{actor}").into(),
                 reason: None,
+                caller: caller(*actor),
             }),
             Op::Expire { user: u, stale } => {
                 let current =
@@ -248,7 +256,9 @@ fn materialize(policy: Policy, steps: &[(Millis, Op)]) -> Vec<(Millis, Event)> {
                 };
                 Event::Expired(Expired { id, at, tenant, user: user(*u), lock_event })
             }
-            Op::SetPolicy(p) => Event::Policy(PolicyChange { id, at, tenant, actor: "admin".into(), policy: *p }),
+            Op::SetPolicy(p) => {
+                Event::Policy(PolicyChange { id, at, tenant, actor: "admin".into(), policy: *p, caller: caller(i) })
+            }
         };
         world.apply(&event, time);
         out.push((time, event));
@@ -445,6 +455,42 @@ proptest! {
                 return Err(TestCaseError::fail(format!("id {} twice: {first:?} and {n:?}", n.id())));
             }
             prop_assert!(events.iter().any(|(_, e)| e.id() == notice_event_id(n)), "notice names an unknown event");
+        }
+    }
+
+    /// (h) The authenticated caller of an admin event is on its notices and in the state, the
+    /// typed actor beside it; what no admin did has no caller.
+    #[test]
+    fn h_callers_reach_notices_and_status((policy, steps) in script(true)) {
+        let events = materialize(policy, &steps);
+        let mut world = World::new(policy);
+        for (time, event) in &events {
+            let (_, after, notices) = world.apply(event, *time);
+            let caller = match event {
+                Event::Unlock(e) => {
+                    prop_assert_eq!(&after.unlocked_caller, &e.caller);
+                    prop_assert_eq!(after.unlocked_by.as_ref(), Some(&e.actor));
+                    e.caller.clone()
+                }
+                Event::MfaReset(e) => {
+                    prop_assert_eq!(&after.mfa_reset_caller, &e.caller);
+                    e.caller.clone()
+                }
+                Event::Lock(e) => e.caller.clone(),
+                _ => None,
+            };
+            for n in &notices {
+                let (on_notice, by_admin) = match n {
+                    Notice::Locked(l) => (&l.caller, l.actor.is_some()),
+                    Notice::Unlocked(u) => (&u.caller, u.how == How::Admin),
+                    Notice::MfaReset(m) => (&m.caller, true),
+                };
+                let want = if by_admin { caller.clone() } else { None };
+                prop_assert_eq!(on_notice, &want, "{:?} from {:?}", n, event);
+            }
+            if after.unlocked_by.is_none() {
+                prop_assert_eq!(&after.unlocked_caller, &None, "an expiry leaves no caller");
+            }
         }
     }
 }
@@ -662,7 +708,7 @@ proptest! {
             let event = match step {
                 MStep::Fail { ip, factor } => attempt(Outcome::Failure, *ip, FACTORS[*factor], time),
                 MStep::Success { ip } => attempt(Outcome::Success, *ip, Factor::Password, time),
-                MStep::Unlock => Event::Unlock(Unlock { id, at: time, tenant: tenant.into(), user: user.into(), actor: "admin".into(), reason: None }),
+                MStep::Unlock => Event::Unlock(Unlock { id, at: time, tenant: tenant.into(), user: user.into(), actor: "admin".into(), reason: None, caller: None }),
                 MStep::Expire | MStep::ExpireEarly => {
                     // the service appends it for the current timed lock, at or after
                     // locked_until (early: whenever it comes)

@@ -14,7 +14,7 @@ use lockout_core::state::BlockedSource;
 use lockout_core::{fold, status, UserState, EXPIRED_EARLY_ALLOWANCE_MS};
 use lockout_proto::event::{Attempt, Event, Expired, Factor, Lock, MfaReset, Outcome, PolicyChange, Unlock};
 use lockout_proto::notice::{How, LockedNotice, MfaResetNotice, Notice, Source, UnlockedNotice};
-use lockout_proto::status::LockReason;
+use lockout_proto::status::{LockReason, Scope};
 use lockout_proto::{CompactString, Millis, Policy, Status};
 use uuid::Uuid;
 
@@ -86,7 +86,7 @@ fn ev(n: u32, time: Millis, what: What<'_>) -> Step {
             account: None,
         }),
         What::Unlock { actor } => {
-            Event::Unlock(Unlock { id: eid, at: time, tenant, user, actor: actor.into(), reason: None })
+            Event::Unlock(Unlock { id: eid, at: time, tenant, user, actor: actor.into(), reason: None, caller: None })
         }
         What::Lock { actor, seconds, reason } => Event::Lock(Lock {
             id: eid,
@@ -96,10 +96,17 @@ fn ev(n: u32, time: Millis, what: What<'_>) -> Step {
             actor: actor.into(),
             reason: reason.map(Into::into),
             seconds,
+            caller: None,
         }),
-        What::MfaReset { actor } => {
-            Event::MfaReset(MfaReset { id: eid, at: time, tenant, user, actor: actor.into(), reason: None })
-        }
+        What::MfaReset { actor } => Event::MfaReset(MfaReset {
+            id: eid,
+            at: time,
+            tenant,
+            user,
+            actor: actor.into(),
+            reason: None,
+            caller: None,
+        }),
         // The service writes `expired` events with an id derived from the lock's event.
         What::Expired { lock_event } => Event::Expired(Expired {
             id: expired_event_id(&tenant, &user, lock_event),
@@ -195,6 +202,9 @@ fn expiry_notice(lock_event: Uuid, until: Millis) -> UnlockedNotice {
         at: until,
         how: How::Expired,
         actor: None,
+        scope: Scope::Account,
+        client: None,
+        caller: None,
     }
 }
 
@@ -251,7 +261,7 @@ fn bms_defaults_lock_after_five_failures_for_thirty_minutes() {
             client: Some("IT Glue".into()),
             sources: vec![source(IP, IT_GLUE, 5)],
             actor: None,
-            message: "Your account has been locked for 30 minutes due to an excessive number of unsuccessful log in attempts from 203.0.113.7 (IT Glue).".to_owned(),
+            message: "Your account has been locked for 30 minutes due to an excessive number of unsuccessful log in attempts from 203.0.113.7 (IT Glue).".to_owned(), scope: Scope::Account, caller: None,
         })]
     );
 }
@@ -466,6 +476,9 @@ fn business_system_admin_unlock_records_unlocked_by() {
             at: t,
             how: How::Admin,
             actor: Some("admin.jones".into()),
+            scope: Scope::Account,
+            client: None,
+            caller: None,
         })]
     );
     // and when the old lock's time runs out, nothing more happens
@@ -529,6 +542,8 @@ fn admin_lock_of_a_locked_user_replaces_the_lock() {
             sources: locked(&first)[0].sources.clone(),
             actor: Some("admin.jones".into()),
             message: "Your account has been locked by an administrator for 2 hours (reason: offboarding).".to_owned(),
+            scope: Scope::Account,
+            caller: None,
         })]
     );
     assert_ne!(notices[0].id(), first[0].id());
@@ -613,6 +628,7 @@ fn bms_mfa_reset_removes_second_factor_failures_and_asks_for_reenrolment() {
             user: USER.into(),
             at: t,
             actor: "admin.jones".into(),
+            caller: None,
         })]
     );
 
@@ -1080,7 +1096,14 @@ fn policy_change_by_itself_never_changes_state() {
     let (old, state, _, t5) = locked_by_failures();
     let until = t5 + 30 * MIN;
     let new = Policy { max_failures: 2, lock_seconds: 60, window_seconds: 10, ..Policy::default() };
-    let change = PolicyChange { id: id(90), at: t5 + MIN, tenant: TENANT.into(), actor: "admin".into(), policy: new };
+    let change = PolicyChange {
+        id: id(90),
+        at: t5 + MIN,
+        tenant: TENANT.into(),
+        actor: "admin".into(),
+        policy: new,
+        caller: None,
+    };
     // fold_policy gives the new policy, whatever the old one was
     assert_eq!(fold_policy(&old, &change), new);
     assert_eq!(fold_policy(&new, &change), new);

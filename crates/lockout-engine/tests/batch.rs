@@ -239,8 +239,14 @@ fn the_policies_held_in_memory_are_bounded() {
     let (_dir, store, mut folder) = fresh();
     let subjects = Subjects::default();
     let own = Policy { max_failures: 1, ..Policy::default() };
-    let change =
-        PolicyChange { id: Uuid::from_u128(1), at: 0, tenant: "acme".into(), actor: "ops".into(), policy: own };
+    let change = PolicyChange {
+        id: Uuid::from_u128(1),
+        at: 0,
+        tenant: "acme".into(),
+        actor: "ops".into(),
+        policy: own,
+        caller: None,
+    };
     let policy_msg = (
         subjects.tenant_event(&Tenant::parse("acme").unwrap(), EventKind::Policy),
         1,

@@ -1,6 +1,7 @@
 //! The two encodings and the headers that go with them.
 //!
-//! `Content-Type: application/json` or `application/postcard`; no header means postcard.
+//! `Content-Type: application/json` or `application/postcard` (`; v=2` for the v2 layout of
+//! [`layout`](crate::layout)); no header means postcard in the v1 layout.
 //! Decoding refuses payloads over [`MAX_PAYLOAD`], trailing postcard bytes and unknown
 //! enum values, each with a [`Rejection`] that says what to fix.
 
@@ -8,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{RejectReason, Rejection};
+use crate::layout::{self, Layout};
 
 /// Largest payload the service accepts, in bytes.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
@@ -15,6 +17,8 @@ pub const MAX_PAYLOAD: usize = 64 * 1024;
 pub const CONTENT_TYPE: &str = "Content-Type";
 pub const JSON: &str = "application/json";
 pub const POSTCARD: &str = "application/postcard";
+/// The `Content-Type` of a postcard body in the v2 layout.
+pub const POSTCARD_V2: &str = "application/postcard; v=2";
 pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
 pub const EVENT_SEQ: &str = "Lockout-Event-Seq";
 /// A notice's position among the notices of its event (an extension).
@@ -31,20 +35,38 @@ pub const SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Encoding {
     Json,
+    /// Postcard, v1 layout.
     #[default]
     Postcard,
+    /// Postcard, v2 layout (v1 followed by the fields contract v2 added).
+    PostcardV2,
 }
 
 impl Encoding {
-    /// Picks the encoding from a `Content-Type` value; `None` (no header) is postcard.
-    /// Parameters such as `; charset=utf-8` are ignored and the media type is case-insensitive.
+    /// Picks the encoding from a `Content-Type` value; `None` (no header) is postcard v1.
+    /// The media type is case-insensitive; a postcard body's `v` parameter (`1` or `2`,
+    /// absent: 1) picks the layout; other parameters such as `; charset=utf-8` are ignored.
     pub fn from_content_type(value: Option<&str>) -> Result<Encoding, Rejection> {
         let Some(value) = value else { return Ok(Encoding::Postcard) };
-        let media = value.split(';').next().unwrap_or("").trim();
+        let mut parts = value.split(';');
+        let media = parts.next().unwrap_or("").trim();
         if media.eq_ignore_ascii_case(JSON) {
             Ok(Encoding::Json)
         } else if media.eq_ignore_ascii_case(POSTCARD) {
-            Ok(Encoding::Postcard)
+            let version = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("v"))
+                .map(|(_, v)| v.trim().trim_matches('"'));
+            match version {
+                None | Some("1") => Ok(Encoding::Postcard),
+                Some("2") => Ok(Encoding::PostcardV2),
+                Some(other) => Err(Rejection::new(
+                    RejectReason::Encoding,
+                    format!(
+                        "Content-Type {value:?} names postcard layout v={other}, which this service does not know: send `{POSTCARD}` (v1) or `{POSTCARD_V2}`"
+                    ),
+                )),
+            }
         } else {
             Err(Rejection::new(
                 RejectReason::Encoding,
@@ -60,6 +82,7 @@ impl Encoding {
         match self {
             Encoding::Json => JSON,
             Encoding::Postcard => POSTCARD,
+            Encoding::PostcardV2 => POSTCARD_V2,
         }
     }
 
@@ -67,6 +90,25 @@ impl Encoding {
         match self {
             Encoding::Json => "json",
             Encoding::Postcard => "postcard",
+            Encoding::PostcardV2 => "postcard-v2",
+        }
+    }
+
+    /// The postcard layout, `None` for JSON.
+    pub fn layout(self) -> Option<Layout> {
+        match self {
+            Encoding::Json => None,
+            Encoding::Postcard => Some(Layout::V1),
+            Encoding::PostcardV2 => Some(Layout::V2),
+        }
+    }
+
+    /// The encoding of the same kind in `layout`: postcard picks it, JSON has only one.
+    pub fn with_layout(self, layout: Layout) -> Encoding {
+        match (self, layout) {
+            (Encoding::Json, _) => Encoding::Json,
+            (_, Layout::V1) => Encoding::Postcard,
+            (_, Layout::V2) => Encoding::PostcardV2,
         }
     }
 }
@@ -77,7 +119,8 @@ impl std::str::FromStr for Encoding {
         match s {
             "json" => Ok(Encoding::Json),
             "postcard" => Ok(Encoding::Postcard),
-            other => Err(format!("unknown encoding {other:?}: use `json` or `postcard`")),
+            "postcard-v2" => Ok(Encoding::PostcardV2),
+            other => Err(format!("unknown encoding {other:?}: use `json`, `postcard` or `postcard-v2`")),
         }
     }
 }
@@ -87,7 +130,9 @@ impl std::str::FromStr for Encoding {
 pub fn encode<T: Serialize>(enc: Encoding, value: &T) -> Vec<u8> {
     match enc {
         Encoding::Json => serde_json::to_vec(value).expect("wire types always encode to JSON"),
-        Encoding::Postcard => postcard::to_allocvec(value).expect("wire types always encode to postcard"),
+        Encoding::Postcard | Encoding::PostcardV2 => layout::with(enc.layout().unwrap_or_default(), || {
+            postcard::to_allocvec(value).expect("wire types always encode to postcard")
+        }),
     }
 }
 
@@ -98,8 +143,9 @@ pub fn decode<T: DeserializeOwned>(enc: Encoding, bytes: &[u8], what: &str) -> R
         Encoding::Json => serde_json::from_slice(bytes).map_err(|e| {
             Rejection::new(RejectReason::Undecodable, format!("{what} is not valid JSON for its type: {e}"))
         }),
-        Encoding::Postcard => {
-            let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| {
+        Encoding::Postcard | Encoding::PostcardV2 => {
+            let layout = enc.layout().unwrap_or_default();
+            let (value, rest) = layout::with(layout, || postcard::take_from_bytes::<T>(bytes)).map_err(|e| {
                 Rejection::new(
                     RejectReason::Undecodable,
                     format!(
@@ -142,6 +188,13 @@ mod tests {
         assert_eq!(Encoding::from_content_type(Some("application/json")).unwrap(), Encoding::Json);
         assert_eq!(Encoding::from_content_type(Some("Application/JSON; charset=utf-8")).unwrap(), Encoding::Json);
         assert_eq!(Encoding::from_content_type(Some("application/postcard")).unwrap(), Encoding::Postcard);
+        assert_eq!(Encoding::from_content_type(Some("application/postcard; v=1")).unwrap(), Encoding::Postcard);
+        assert_eq!(Encoding::from_content_type(Some("application/postcard; v=2")).unwrap(), Encoding::PostcardV2);
+        assert_eq!(Encoding::from_content_type(Some("Application/Postcard;V=\"2\"")).unwrap(), Encoding::PostcardV2);
+        assert_eq!(Encoding::from_content_type(Some(POSTCARD_V2)).unwrap(), Encoding::PostcardV2);
+        let e = Encoding::from_content_type(Some("application/postcard; v=3")).unwrap_err();
+        assert_eq!(e.reason, RejectReason::Encoding);
+        assert!(e.message.contains("v=3") && e.message.contains(POSTCARD_V2), "{}", e.message);
         let e = Encoding::from_content_type(Some("text/plain")).unwrap_err();
         assert_eq!(e.reason, RejectReason::Encoding);
         assert!(e.message.contains("application/json"), "{}", e.message);

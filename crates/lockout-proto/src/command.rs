@@ -278,7 +278,7 @@ impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
 /// that differs from the subject's tenant is refused, and so is a key given twice.
 pub fn decode_request<T: DeserializeOwned>(enc: Encoding, bytes: &[u8], tenant: &Tenant) -> Result<T, Rejection> {
     match enc {
-        Encoding::Postcard => decode(enc, bytes, "the request"),
+        Encoding::Postcard | Encoding::PostcardV2 => decode(enc, bytes, "the request"),
         Encoding::Json => {
             check_size(bytes)?;
             let bytes = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { bytes };

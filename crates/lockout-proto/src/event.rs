@@ -21,6 +21,8 @@ use crate::Millis;
 pub const CLIENT_MAX: usize = 200;
 /// Longest `credential` fingerprint, in characters.
 pub const CREDENTIAL_MAX: usize = 64;
+/// Longest `caller`, in characters (an extension: `<account>/<user>` as nats-server names them).
+pub const CALLER_MAX: usize = 256;
 /// Longest `actor`, in characters (an extension: `docs/protocol.md` sets no bound).
 pub const ACTOR_MAX: usize = 256;
 /// Longest `reason`, in characters (an extension: `docs/protocol.md` sets no bound).
@@ -150,6 +152,10 @@ pub struct Unlock {
     pub user: CompactString,
     pub actor: CompactString,
     pub reason: Option<CompactString>,
+    /// Contract v2: the authenticated caller (`<account>/<user>`) the server vouched for
+    /// (`Nats-Request-Info`), null where the deployment does not tell (v1 layout: absent).
+    #[serde(default, with = "crate::layout::v2")]
+    pub caller: Option<CompactString>,
 }
 
 /// An admin lock, written by the service; `seconds` absent = until unlocked.
@@ -163,6 +169,10 @@ pub struct Lock {
     pub actor: CompactString,
     pub reason: Option<CompactString>,
     pub seconds: Option<u32>,
+    /// Contract v2: the authenticated caller (`<account>/<user>`) the server vouched for
+    /// (`Nats-Request-Info`), null where the deployment does not tell (v1 layout: absent).
+    #[serde(default, with = "crate::layout::v2")]
+    pub caller: Option<CompactString>,
 }
 
 /// An admin MFA reset, written by the service.
@@ -175,6 +185,10 @@ pub struct MfaReset {
     pub user: CompactString,
     pub actor: CompactString,
     pub reason: Option<CompactString>,
+    /// Contract v2: the authenticated caller (`<account>/<user>`) the server vouched for
+    /// (`Nats-Request-Info`), null where the deployment does not tell (v1 layout: absent).
+    #[serde(default, with = "crate::layout::v2")]
+    pub caller: Option<CompactString>,
 }
 
 /// A timed lock ran out; written by the service.
@@ -199,6 +213,10 @@ pub struct PolicyChange {
     pub tenant: CompactString,
     pub actor: CompactString,
     pub policy: Policy,
+    /// Contract v2: the authenticated caller (`<account>/<user>`) the server vouched for
+    /// (`Nats-Request-Info`), null where the deployment does not tell (v1 layout: absent).
+    #[serde(default, with = "crate::layout::v2")]
+    pub caller: Option<CompactString>,
 }
 
 /// Any event body.
@@ -328,15 +346,23 @@ impl Event {
                 check_len("credential", a.credential.as_deref(), 0, CREDENTIAL_MAX)?;
                 check_ip(&a.source_ip)?;
             }
-            Event::Unlock(e) => check_admin(&e.actor, e.reason.as_deref())?,
-            Event::MfaReset(e) => check_admin(&e.actor, e.reason.as_deref())?,
+            Event::Unlock(e) => {
+                check_admin(&e.actor, e.reason.as_deref())?;
+                check_len("caller", e.caller.as_deref(), 1, CALLER_MAX)?;
+            }
+            Event::MfaReset(e) => {
+                check_admin(&e.actor, e.reason.as_deref())?;
+                check_len("caller", e.caller.as_deref(), 1, CALLER_MAX)?;
+            }
             Event::Lock(e) => {
                 check_admin(&e.actor, e.reason.as_deref())?;
+                check_len("caller", e.caller.as_deref(), 1, CALLER_MAX)?;
                 check_seconds(e.seconds)?;
             }
             Event::Expired(_) => {}
             Event::Policy(p) => {
                 check_len("actor", Some(&p.actor), 1, ACTOR_MAX)?;
+                check_len("caller", p.caller.as_deref(), 1, CALLER_MAX)?;
                 p.policy.validate()?;
             }
         }

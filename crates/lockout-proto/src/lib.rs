@@ -9,6 +9,7 @@
 //! - [`ids`]: `Tenant` and `UserId`, validated once, and the base64url user token.
 //! - [`subject`]: building and parsing subjects for a root prefix.
 //! - [`codec`]: `Encoding` from `Content-Type`, `encode` and `decode`, the header names.
+//! - [`layout`]: the v1 and v2 postcard layouts of one type (fields contract v2 appended).
 //! - [`event`]: the six event bodies, their validation against the subject.
 //! - [`policy`]: the tenant `Policy` with its defaults and ranges.
 //! - [`status`]: `Status`, the per-user answer, and `WriteReply`.
@@ -24,6 +25,7 @@ pub mod command;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod layout;
 pub mod notice;
 pub mod partition;
 pub mod policy;

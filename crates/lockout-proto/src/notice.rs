@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::codec::{encode, Encoding};
-use crate::status::LockReason;
+use crate::status::{LockReason, Scope};
 use crate::Millis;
 
 /// One source of counted failures: an (`ip`, `client`) pair and how many failures it sent.
@@ -53,6 +53,12 @@ pub struct LockedNotice {
     pub actor: Option<CompactString>,
     /// One sentence for a person.
     pub message: String,
+    /// Contract v2: what the lock covers.
+    #[serde(default, with = "crate::layout::v2")]
+    pub scope: Scope,
+    /// Contract v2: the authenticated caller of the admin action, null otherwise.
+    #[serde(default, with = "crate::layout::v2")]
+    pub caller: Option<CompactString>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +73,15 @@ pub struct UnlockedNotice {
     pub how: How,
     /// `None` when the lock expired.
     pub actor: Option<CompactString>,
+    /// Contract v2: what the lock covers.
+    #[serde(default, with = "crate::layout::v2")]
+    pub scope: Scope,
+    /// Contract v2: the client of a client-scope lock.
+    #[serde(default, with = "crate::layout::v2")]
+    pub client: Option<CompactString>,
+    /// Contract v2: the authenticated caller of the admin action, null otherwise.
+    #[serde(default, with = "crate::layout::v2")]
+    pub caller: Option<CompactString>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +94,9 @@ pub struct MfaResetNotice {
     pub user: CompactString,
     pub at: Millis,
     pub actor: CompactString,
+    /// Contract v2: the authenticated caller of the admin action, null otherwise.
+    #[serde(default, with = "crate::layout::v2")]
+    pub caller: Option<CompactString>,
 }
 
 /// Any notice.

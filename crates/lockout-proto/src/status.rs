@@ -18,10 +18,45 @@ pub enum LockReason {
     Admin,
 }
 
-/// Declares a struct with the Status fields in protocol order (`docs/protocol.md`), followed by
-/// `extra` fields.
-/// One list of fields keeps `Status` and `WriteReply` identical where they overlap, which the
-/// postcard layout requires.
+/// What a lock covers (contract v2, "Locks by scope"): the whole account (v1's only kind),
+/// sign-ins from unfamiliar IPs, or one API client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Scope {
+    #[default]
+    Account,
+    Unfamiliar,
+    Client,
+}
+
+/// What refuses the attempt a `status` request describes (contract v2, "Status additions"),
+/// the first that applies in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum BlockedBy {
+    Account,
+    Ip,
+    Unfamiliar,
+    Client,
+}
+
+/// A lock of one scope other than the account (contract v2, `scope_locks`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeLock {
+    pub scope: Scope,
+    pub client: Option<CompactString>,
+    pub locked_at: Millis,
+    /// `None`: until unlocked.
+    pub locked_until: Option<Millis>,
+    pub failures: u32,
+}
+
+/// Declares a struct with the Status fields in protocol order (`docs/protocol.md`), then
+/// `extra` fields, then the fields contract v2 added (absent from the v1 postcard layout, see
+/// [`layout`](crate::layout)). One list of fields keeps `Status` and `WriteReply` identical
+/// where they overlap, which the postcard layout requires.
 macro_rules! status_struct {
     ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ty),* $(,)? }) => {
         $(#[$meta])*
@@ -47,6 +82,26 @@ macro_rules! status_struct {
             /// Automatic locks so far.
             pub lock_count: u32,
             $($(#[$fmeta])* pub $field: $ty,)*
+            /// Contract v2: whether the attempt described may go ahead (without a source in
+            /// the request: not locked). A v1 postcard body has no such field; it decodes as
+            /// false there, so read `locked`.
+            #[serde(default, with = "crate::layout::v2")]
+            pub allowed: bool,
+            /// Contract v2: what refuses it, null when allowed.
+            #[serde(default, with = "crate::layout::v2")]
+            pub blocked_by: Option<BlockedBy>,
+            /// Contract v2: the counter of failures from unfamiliar IPs.
+            #[serde(default, with = "crate::layout::v2")]
+            pub unfamiliar_failures: u32,
+            /// Contract v2: locks of a scope other than the account.
+            #[serde(default, with = "crate::layout::v2")]
+            pub scope_locks: Vec<ScopeLock>,
+            /// Contract v2: the authenticated caller of the last unlock.
+            #[serde(default, with = "crate::layout::v2")]
+            pub unlocked_caller: Option<CompactString>,
+            /// Contract v2: the authenticated caller of the last MFA reset.
+            #[serde(default, with = "crate::layout::v2")]
+            pub mfa_reset_caller: Option<CompactString>,
         }
     };
 }
@@ -84,6 +139,12 @@ impl Status {
             mfa_reset_by: None,
             mfa_reenrol: false,
             lock_count: 0,
+            allowed: true,
+            blocked_by: None,
+            unfamiliar_failures: 0,
+            scope_locks: Vec::new(),
+            unlocked_caller: None,
+            mfa_reset_caller: None,
         }
     }
 
@@ -105,6 +166,12 @@ impl Status {
             mfa_reset_by,
             mfa_reenrol,
             lock_count,
+            allowed,
+            blocked_by,
+            unfamiliar_failures,
+            scope_locks,
+            unlocked_caller,
+            mfa_reset_caller,
         } = self;
         WriteReply {
             tenant,
@@ -124,6 +191,12 @@ impl Status {
             mfa_reenrol,
             lock_count,
             event_id,
+            allowed,
+            blocked_by,
+            unfamiliar_failures,
+            scope_locks,
+            unlocked_caller,
+            mfa_reset_caller,
         }
     }
 }

@@ -57,6 +57,7 @@ fn unlock() -> Unlock {
         user: "alice@acme.com".into(),
         actor: "admin@acme.com".into(),
         reason: None,
+        caller: None,
     }
 }
 
@@ -69,6 +70,7 @@ fn lock() -> Lock {
         actor: "admin@acme.com".into(),
         reason: Some("offboarding".into()),
         seconds: Some(60),
+        caller: None,
     }
 }
 
@@ -80,11 +82,19 @@ fn mfa_reset() -> MfaReset {
         user: "alice@acme.com".into(),
         actor: "admin@acme.com".into(),
         reason: None,
+        caller: None,
     }
 }
 
 fn policy_change() -> PolicyChange {
-    PolicyChange { id: id(), at: T0, tenant: "acme".into(), actor: "admin@acme.com".into(), policy: Policy::default() }
+    PolicyChange {
+        id: id(),
+        at: T0,
+        tenant: "acme".into(),
+        actor: "admin@acme.com".into(),
+        policy: Policy::default(),
+        caller: None,
+    }
 }
 
 /// What the projector does with one message.

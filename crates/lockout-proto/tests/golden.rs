@@ -1,6 +1,8 @@
 //! Golden vectors: one representative value of every wire message, pinned as committed
-//! fixtures in `schemas/golden/` (`<name>.json`, pretty JSON, and `<name>.postcard.hex`, the
-//! postcard bytes as one line of lower-case hex).
+//! fixtures in `schemas/golden/` (`<name>.json`, pretty JSON, `<name>.postcard.hex`, the
+//! postcard bytes of the v1 layout as one line of lower-case hex, and `<name>.postcard-v2.hex`,
+//! those of the v2 layout). The v1 files predate contract v2 and must never change: a v1
+//! body decodes to the vector with the fields v2 added at their defaults ([`v1_of`]).
 //!
 //! Each vector is checked both ways and in both encodings: the value built here must encode to
 //! exactly the file's bytes (JSON compared as a `serde_json::Value`), and the file's bytes must
@@ -28,12 +30,14 @@ use lockout_proto::command::{
 };
 use lockout_proto::event::{Account, Attempt, Event, Expired, Factor, Lock, MfaReset, Outcome, PolicyChange, Unlock};
 use lockout_proto::notice::{How, LockedNotice, MfaResetNotice, Notice, Source, UnlockedNotice};
-use lockout_proto::status::LockReason;
+use lockout_proto::status::{BlockedBy, LockReason, Scope};
 use lockout_proto::{Policy, Status, Subjects, Tenant};
 
 const TENANT: &str = "acme";
 const ALICE: &str = "alice@acme.com";
 const ADMIN: &str = "admin@acme.com";
+/// The authenticated caller nats-server vouched for (contract v2, "Who the caller is").
+const CALLER: &str = "ADMIN_ACME/admin_acme_alice";
 /// 2024-07-27T19:54:38.539Z, the time in the version-7 UUIDs below.
 const T0: u64 = 1_722_110_078_539;
 
@@ -60,9 +64,48 @@ fn write_fixtures(dir: &Path) {
     for case in cases() {
         let (_, encoder) = &case.encoders[0];
         std::fs::write(dir.join(format!("{}.json", case.name)), format!("{}\n", case.pretty)).unwrap();
-        let hex = hex::encode(encoder(Encoding::Postcard));
-        std::fs::write(dir.join(format!("{}.postcard.hex", case.name)), format!("{hex}\n")).unwrap();
+        for (suffix, enc) in LAYOUTS {
+            let hex = hex::encode(encoder(enc));
+            std::fs::write(dir.join(format!("{}.{suffix}.hex", case.name)), format!("{hex}\n")).unwrap();
+        }
     }
+}
+
+/// The postcard fixtures: file suffix and encoding.
+const LAYOUTS: [(&str, Encoding); 2] = [("postcard", Encoding::Postcard), ("postcard-v2", Encoding::PostcardV2)];
+
+/// The JSON keys contract v2 added to the message a vector's name starts with (nested Status
+/// items of a `locked` page included): absent from the v1 layout.
+fn v2_keys(name: &str) -> &'static [&'static str] {
+    const STATUS: &[&str] =
+        &["allowed", "blocked_by", "unfamiliar_failures", "scope_locks", "unlocked_caller", "mfa_reset_caller"];
+    match name.split('.').take(2).collect::<Vec<_>>()[..] {
+        ["event", "unlock" | "lock" | "mfa_reset" | "policy"] => &["caller"],
+        ["notice", "locked"] => &["scope", "caller"],
+        ["notice", "unlocked"] => &["scope", "client", "caller"],
+        ["notice", "mfa_reset"] => &["caller"],
+        ["status"] | ["write_reply"] | ["reply", "status" | "unlock" | "lock" | "mfa_reset" | "locked"] => STATUS,
+        _ => &[],
+    }
+}
+
+/// What a v1 postcard body of `value` decodes to: the v2 fields at their defaults.
+fn v1_of<T: Serialize + DeserializeOwned>(name: &str, value: &T) -> T {
+    let keys = v2_keys(name);
+    let strip = |v: &mut Value| {
+        if let Some(o) = v.as_object_mut() {
+            for k in keys {
+                // `client` of a locked notice is v1's; only the unlocked notice added one.
+                o.remove(*k);
+            }
+        }
+    };
+    let mut json = serde_json::to_value(value).unwrap();
+    strip(&mut json);
+    if let Some(users) = json.get_mut("users").and_then(Value::as_array_mut) {
+        users.iter_mut().for_each(strip);
+    }
+    serde_json::from_value(json).unwrap()
 }
 
 type Encoder = Box<dyn Fn(Encoding) -> Vec<u8>>;
@@ -95,6 +138,7 @@ impl Case {
         T: Serialize + DeserializeOwned + PartialEq + Debug + Clone + 'static,
     {
         let pretty = serde_json::to_string_pretty(&value).unwrap();
+        let v1 = v1_of(name, &value);
         let (enc_value, dec_value) = (value.clone(), value);
         Case {
             name: name.to_owned(),
@@ -102,7 +146,10 @@ impl Case {
             encoders: vec![("codec::encode", Box::new(move |enc| encode(enc, &enc_value)))],
             decoders: vec![(
                 "codec::decode",
-                Box::new(move |enc, bytes| same(decode::<T>(enc, bytes, "golden").map_err(|e| e.message)?, &dec_value)),
+                Box::new(move |enc, bytes| {
+                    let want = if enc == Encoding::Postcard { &v1 } else { &dec_value };
+                    same(decode::<T>(enc, bytes, "golden").map_err(|e| e.message)?, want)
+                }),
             )],
             accepts_json: Box::new(|bytes| decode::<T>(Encoding::Json, bytes, "golden").is_ok()),
         }
@@ -126,6 +173,7 @@ where
     T: Serialize + DeserializeOwned + PartialEq + Debug + Clone + 'static,
 {
     let event = wrap(value.clone());
+    let v1 = wrap(v1_of(name, &value));
     let subjects = Subjects::default();
     let tenant = Tenant::parse(event.tenant()).unwrap();
     let subject = match event.user() {
@@ -137,7 +185,8 @@ where
         "Event::decode_checked",
         move |enc, bytes| {
             let parsed = Subjects::default().parse_event(&subject).map_err(|e| e.message)?;
-            same(Event::decode_checked(&parsed, enc, bytes).map_err(|e| e.message)?, &dec_event)
+            let want = if enc == Encoding::Postcard { &v1 } else { &dec_event };
+            same(Event::decode_checked(&parsed, enc, bytes).map_err(|e| e.message)?, want)
         },
     )
 }
@@ -160,12 +209,15 @@ where
     T: Serialize + DeserializeOwned + PartialEq + Debug + Clone + 'static,
 {
     let notice = wrap(value.clone());
+    let v1 = wrap(v1_of(name, &value));
     let (enc_notice, dec_notice) = (notice.clone(), notice);
-    Case::new(name, value)
-        .encoder("Notice::encode", move |enc| enc_notice.encode(enc))
-        .decoder("Notice::decode", move |enc, bytes| {
-            same(Notice::decode(dec_notice.kind(), enc, bytes).map_err(|e| e.message)?, &dec_notice)
-        })
+    Case::new(name, value).encoder("Notice::encode", move |enc| enc_notice.encode(enc)).decoder(
+        "Notice::decode",
+        move |enc, bytes| {
+            let want = if enc == Encoding::Postcard { &v1 } else { &dec_notice };
+            same(Notice::decode(dec_notice.kind(), enc, bytes).map_err(|e| e.message)?, want)
+        },
+    )
 }
 
 fn attempt_minimal() -> Attempt {
@@ -217,6 +269,12 @@ fn status_locked() -> Status {
         mfa_reset_by: None,
         mfa_reenrol: false,
         lock_count: 1,
+        allowed: false,
+        blocked_by: Some(BlockedBy::Account),
+        unfamiliar_failures: 0,
+        scope_locks: vec![],
+        unlocked_caller: None,
+        mfa_reset_caller: None,
     }
 }
 
@@ -234,6 +292,9 @@ fn cases() -> Vec<Case> {
         failures: 0,
         unlocked_at: Some(T0 + 60_000),
         unlocked_by: Some(admin().into()),
+        unlocked_caller: Some(CALLER.into()),
+        allowed: true,
+        blocked_by: None,
         ..status_locked()
     };
     let status_locked_by_admin = Status {
@@ -249,6 +310,7 @@ fn cases() -> Vec<Case> {
         failures: 2,
         mfa_reset_at: Some(T0 + 180_000),
         mfa_reset_by: Some(admin().into()),
+        mfa_reset_caller: Some(CALLER.into()),
         mfa_reenrol: true,
         ..status_unlocked_by_admin.clone()
     };
@@ -260,6 +322,8 @@ fn cases() -> Vec<Case> {
         failures: 0,
         unlocked_at: Some(locked_at + 1_800_000),
         unlocked_by: None,
+        allowed: true,
+        blocked_by: None,
         ..status_locked()
     };
     let status_bob = Status {
@@ -301,6 +365,7 @@ fn cases() -> Vec<Case> {
                 user: alice().into(),
                 actor: admin().into(),
                 reason: Some("user called the help desk".into()),
+                caller: Some(CALLER.into()),
             },
             Event::Unlock,
         ),
@@ -314,6 +379,7 @@ fn cases() -> Vec<Case> {
                 actor: admin().into(),
                 reason: Some("offboarding".into()),
                 seconds: Some(3_600),
+                caller: Some(CALLER.into()),
             },
             Event::Lock,
         ),
@@ -326,6 +392,7 @@ fn cases() -> Vec<Case> {
                 user: alice().into(),
                 actor: admin().into(),
                 reason: Some("phone lost".into()),
+                caller: None,
             },
             Event::MfaReset,
         ),
@@ -336,7 +403,7 @@ fn cases() -> Vec<Case> {
         ),
         event_case(
             "event.policy",
-            PolicyChange { id: id(0x07), at: T0 - 3_600_000, tenant: tenant().into(), actor: admin().into(), policy: pms_policy() },
+            PolicyChange { id: id(0x07), at: T0 - 3_600_000, tenant: tenant().into(), actor: admin().into(), policy: pms_policy(), caller: Some(CALLER.into()) },
             Event::Policy,
         ),
         // Shared structs.
@@ -414,6 +481,8 @@ fn cases() -> Vec<Case> {
                     Source { ip: "198.51.100.23".into(), client: None, failures: 2 },
                 ],
                 actor: None,
+                scope: Scope::Account,
+                caller: None,
                 message: "Your account has been locked for 30 minutes due to an excessive number of unsuccessful log in attempts from 203.0.113.7 (IT Glue) and 1 other source.".into(),
             },
             Notice::Locked,
@@ -434,6 +503,8 @@ fn cases() -> Vec<Case> {
                 client: None,
                 sources: vec![],
                 actor: Some(admin().into()),
+                scope: Scope::Account,
+                caller: Some(CALLER.into()),
                 message: "Your account has been locked by an administrator until an administrator unlocks it (reason: offboarding).".into(),
             },
             Notice::Locked,
@@ -448,6 +519,9 @@ fn cases() -> Vec<Case> {
                 at: T0 + 60_000,
                 how: How::Admin,
                 actor: Some(admin().into()),
+                scope: Scope::Account,
+                client: None,
+                caller: Some(CALLER.into()),
             },
             Notice::Unlocked,
         ),
@@ -461,6 +535,9 @@ fn cases() -> Vec<Case> {
                 at: locked_at + 1_800_000,
                 how: How::Expired,
                 actor: None,
+                scope: Scope::Account,
+                client: None,
+                caller: None,
             },
             Notice::Unlocked,
         ),
@@ -473,6 +550,7 @@ fn cases() -> Vec<Case> {
                 user: alice().into(),
                 at: T0 + 180_000,
                 actor: admin().into(),
+                caller: Some(CALLER.into()),
             },
             Notice::MfaReset,
         ),
@@ -493,13 +571,10 @@ fn check(case: &Case, dir: &Path) -> Vec<String> {
     let mut errors = Vec::new();
     let mut fail = |what: String| errors.push(format!("{}: {what}", case.name));
     let json_path = dir.join(format!("{}.json", case.name));
-    let hex_path = dir.join(format!("{}.postcard.hex", case.name));
-    let (json_text, hex_text) = match (read(&json_path), read(&hex_path)) {
-        (Ok(j), Ok(h)) => (j, h),
-        (j, h) => {
-            for e in [j.err(), h.err()].into_iter().flatten() {
-                fail(e);
-            }
+    let json_text = match read(&json_path) {
+        Ok(j) => j,
+        Err(e) => {
+            fail(e);
             return errors;
         }
     };
@@ -510,29 +585,7 @@ fn check(case: &Case, dir: &Path) -> Vec<String> {
             return errors;
         }
     };
-    if hex_text.lines().count() != 1 || hex_text.trim() != hex_text.trim_end_matches('\n') {
-        fail(format!("{} must be exactly one line of hex", hex_path.display()));
-    }
-    let file_postcard = match hex::decode(hex_text.trim_end_matches('\n')) {
-        Ok(b) => b,
-        Err(e) => {
-            fail(format!("{} is not hex: {e}", hex_path.display()));
-            return errors;
-        }
-    };
-    if hex_text.trim_end_matches('\n') != hex::encode(&file_postcard) {
-        fail(format!("{} must be lower-case hex", hex_path.display()));
-    }
-
     for (label, encoder) in &case.encoders {
-        let postcard = encoder(Encoding::Postcard);
-        if postcard != file_postcard {
-            fail(format!(
-                "{label} writes postcard {} but the fixture holds {}",
-                hex::encode(&postcard),
-                hex::encode(&file_postcard)
-            ));
-        }
         match serde_json::from_slice::<Value>(&encoder(Encoding::Json)) {
             Ok(json) if json == file_json => {}
             Ok(json) => fail(format!("{label} writes JSON {json} but the fixture holds {file_json}")),
@@ -540,11 +593,47 @@ fn check(case: &Case, dir: &Path) -> Vec<String> {
         }
     }
     for (label, decoder) in &case.decoders {
-        if let Err(e) = decoder(Encoding::Postcard, &file_postcard) {
-            fail(format!("{label} of the postcard fixture: {e}"));
-        }
         if let Err(e) = decoder(Encoding::Json, json_text.as_bytes()) {
             fail(format!("{label} of the JSON fixture: {e}"));
+        }
+    }
+    for (suffix, enc) in LAYOUTS {
+        let hex_path = dir.join(format!("{}.{suffix}.hex", case.name));
+        let hex_text = match read(&hex_path) {
+            Ok(h) => h,
+            Err(e) => {
+                fail(e);
+                continue;
+            }
+        };
+        if hex_text.lines().count() != 1 || hex_text.trim() != hex_text.trim_end_matches('\n') {
+            fail(format!("{} must be exactly one line of hex", hex_path.display()));
+        }
+        let file_postcard = match hex::decode(hex_text.trim_end_matches('\n')) {
+            Ok(b) => b,
+            Err(e) => {
+                fail(format!("{} is not hex: {e}", hex_path.display()));
+                continue;
+            }
+        };
+        if hex_text.trim_end_matches('\n') != hex::encode(&file_postcard) {
+            fail(format!("{} must be lower-case hex", hex_path.display()));
+        }
+        for (label, encoder) in &case.encoders {
+            let postcard = encoder(enc);
+            if postcard != file_postcard {
+                fail(format!(
+                    "{label} writes {} {} but the fixture holds {}",
+                    enc.name(),
+                    hex::encode(&postcard),
+                    hex::encode(&file_postcard)
+                ));
+            }
+        }
+        for (label, decoder) in &case.decoders {
+            if let Err(e) = decoder(enc, &file_postcard) {
+                fail(format!("{label} of the {} fixture: {e}", enc.name()));
+            }
         }
     }
     errors
@@ -566,8 +655,10 @@ fn fixture_files_are_exactly_the_cases() {
     for entry in std::fs::read_dir(golden_dir()).unwrap() {
         files.insert(entry.unwrap().file_name().into_string().unwrap());
     }
-    let expected: BTreeSet<String> =
-        names.iter().flat_map(|n| [format!("{n}.json"), format!("{n}.postcard.hex")]).collect();
+    let expected: BTreeSet<String> = names
+        .iter()
+        .flat_map(|n| [format!("{n}.json"), format!("{n}.postcard.hex"), format!("{n}.postcard-v2.hex")])
+        .collect();
     let stray: Vec<_> = files.difference(&expected).collect();
     let missing: Vec<_> = expected.difference(&files).collect();
     assert!(stray.is_empty() && missing.is_empty(), "stray fixtures {stray:?}, missing fixtures {missing:?}");
@@ -615,6 +706,19 @@ fn write_reply_is_status_then_event_id() {
     let mut expected = encode(Encoding::Postcard, &status);
     expected.extend_from_slice(id(0x04).as_bytes());
     assert_eq!(encode(Encoding::Postcard, &reply), expected);
+
+    // v2: the v1 layout (Status v1, event_id), then the Status fields v2 added.
+    let v2 = encode(Encoding::PostcardV2, &reply);
+    assert_eq!(&v2[..expected.len()], &expected[..]);
+    let added = (
+        status.allowed,
+        status.blocked_by,
+        status.unfamiliar_failures,
+        &status.scope_locks,
+        &status.unlocked_caller,
+        &status.mfa_reset_caller,
+    );
+    assert_eq!(&v2[expected.len()..], &postcard::to_allocvec(&added).unwrap()[..]);
 
     let mut json = serde_json::to_value(&status).unwrap();
     json.as_object_mut().unwrap().insert("event_id".into(), Value::String(id(0x04).to_string()));

@@ -22,6 +22,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lockout_core::state::{CountedCredential, LockState, StreakSource, Unlisted};
 use lockout_core::UserState;
+use lockout_proto::layout::{self, Layout};
 use serde::{Deserialize, Serialize};
 
 /// First byte of a format-2 state.
@@ -41,7 +42,9 @@ const MFA_RESET_BY: u16 = 1 << 9;
 const MFA_REENROL: u16 = 1 << 10;
 const LOCK_COUNT: u16 = 1 << 11;
 const RECENT_LOCKS: u16 = 1 << 12;
-const KNOWN: u16 = (1 << 13) - 1;
+const UNLOCKED_CALLER: u16 = 1 << 13;
+const MFA_RESET_CALLER: u16 = 1 << 14;
+const KNOWN: u16 = (1 << 15) - 1;
 
 /// An IP address as stored: 4 or 16 bytes when the text is an address in canonical form,
 /// else the text itself.
@@ -127,6 +130,8 @@ pub fn encode(s: &UserState) -> Vec<u8> {
         (s.mfa_reenrol, MFA_REENROL),
         (s.lock_count != 0, LOCK_COUNT),
         (!s.recent_locks.is_empty(), RECENT_LOCKS),
+        (s.unlocked_caller.is_some(), UNLOCKED_CALLER),
+        (s.mfa_reset_caller.is_some(), MFA_RESET_CALLER),
     ] {
         if present {
             flags |= flag;
@@ -175,6 +180,12 @@ pub fn encode(s: &UserState) -> Vec<u8> {
     if flags & RECENT_LOCKS != 0 {
         out = put(&s.recent_locks, out);
     }
+    if let Some(caller) = &s.unlocked_caller {
+        out = put(caller, out);
+    }
+    if let Some(caller) = &s.mfa_reset_caller {
+        out = put(caller, out);
+    }
     out
 }
 
@@ -185,7 +196,8 @@ fn put<T: Serialize + ?Sized>(value: &T, out: Vec<u8>) -> Vec<u8> {
 /// A stored state, in either format.
 pub fn decode(bytes: &[u8]) -> Result<UserState, DecodeError> {
     let Some((&COMPACT, mut rest)) = bytes.split_first() else {
-        return Ok(postcard::from_bytes(bytes)?);
+        // Format 1 predates the callers: the state's v1 layout.
+        return Ok(layout::with(Layout::V1, || postcard::from_bytes(bytes))?);
     };
     let flags: u16 = take(&mut rest)?;
     if flags & !KNOWN != 0 {
@@ -232,6 +244,12 @@ pub fn decode(bytes: &[u8]) -> Result<UserState, DecodeError> {
     }
     if flags & RECENT_LOCKS != 0 {
         s.recent_locks = take(&mut rest)?;
+    }
+    if flags & UNLOCKED_CALLER != 0 {
+        s.unlocked_caller = Some(take(&mut rest)?);
+    }
+    if flags & MFA_RESET_CALLER != 0 {
+        s.mfa_reset_caller = Some(take(&mut rest)?);
     }
     if !rest.is_empty() {
         return Err(DecodeError::Trailing(rest.len()));

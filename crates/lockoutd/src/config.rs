@@ -30,6 +30,16 @@ pub struct Args {
     /// Encoding of notices and of the events the service writes.
     #[arg(long, env = "LOCKOUT_NOTICE_ENCODING", value_enum, default_value_t = NoticeEncoding::Postcard)]
     pub notice_encoding: NoticeEncoding,
+    /// Postcard layout of notices and of the events the service writes (contract,
+    /// "Compatibility"): 2 (the default) adds contract v2's fields; 1 leaves them out, for
+    /// postcard notifiers that do not read v2 yet. JSON carries every field either way.
+    #[arg(long, env = "LOCKOUT_WIRE_VERSION", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub wire_version: u8,
+    /// Refuse writes whose caller the server does not vouch for (no `Nats-Request-Info`: the
+    /// service must be imported from another account with `share: true`), and refuse to start
+    /// against a nats-server that lets clients forge that header (before 2.11.15 / 2.12.6).
+    #[arg(long, env = "LOCKOUT_REQUIRE_CALLER")]
+    pub require_caller: bool,
     /// Stream replicas (1 for a single server, 3 for a cluster).
     #[arg(long, env = "LOCKOUT_REPLICAS", default_value_t = 1)]
     pub replicas: usize,
@@ -96,7 +106,10 @@ pub struct Config {
     pub nats: lockout_nats::NatsArgs,
     pub data_dir: PathBuf,
     pub subjects: Subjects,
+    /// Encoding of notices and service-written events, layout included (`--wire-version`).
     pub notice_encoding: Encoding,
+    /// `--require-caller`.
+    pub require_caller: bool,
     pub replicas: usize,
     pub cache_bytes: u64,
     pub batch: usize,
@@ -137,7 +150,8 @@ impl Config {
             nats: lockout_nats::NatsArgs::new(nats_url),
             data_dir,
             subjects: Subjects::default(),
-            notice_encoding: Encoding::Postcard,
+            notice_encoding: Encoding::PostcardV2,
+            require_caller: false,
             replicas: 1,
             cache_bytes: 64 << 20,
             batch: 1000,
@@ -184,7 +198,11 @@ impl TryFrom<Args> for Config {
             nats: a.nats,
             data_dir: a.data_dir,
             subjects,
-            notice_encoding: a.notice_encoding.into(),
+            notice_encoding: Encoding::from(a.notice_encoding).with_layout(match a.wire_version {
+                1 => lockout_proto::layout::Layout::V1,
+                _ => lockout_proto::layout::Layout::V2,
+            }),
+            require_caller: a.require_caller,
             replicas: a.replicas,
             cache_bytes: a.cache_mb << 20,
             batch: a.batch,
@@ -205,11 +223,12 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} data_dir={} prefix={} notice_encoding={} replicas={} cache_mb={} batch={} commit_linger_ms={} trace_events_ratio={} dead_max_messages={} events_max_age_days={} events_max_bytes={}",
+            "{} data_dir={} prefix={} notice_encoding={} require_caller={} replicas={} cache_mb={} batch={} commit_linger_ms={} trace_events_ratio={} dead_max_messages={} events_max_age_days={} events_max_bytes={}",
             self.nats,
             self.data_dir.display(),
             self.subjects.prefix(),
             self.notice_encoding.name(),
+            self.require_caller,
             self.replicas,
             self.cache_bytes >> 20,
             self.batch,
@@ -284,5 +303,20 @@ mod tests {
         assert_eq!(parse(&["--commit-linger-ms", "0"]).unwrap().commit_linger, std::time::Duration::ZERO);
         assert_eq!(parse(&["--commit-linger-ms", "1000"]).unwrap().commit_linger.as_millis(), 1000);
         assert_eq!(parse(&["--batch", "10000"]).unwrap().batch, 10_000);
+    }
+
+    #[test]
+    fn wire_version_picks_the_postcard_layout_of_what_lockoutd_writes() {
+        use lockout_proto::Encoding;
+        assert_eq!(parse(&[]).unwrap().notice_encoding, Encoding::PostcardV2);
+        assert_eq!(parse(&["--wire-version", "1"]).unwrap().notice_encoding, Encoding::Postcard);
+        assert_eq!(
+            parse(&["--notice-encoding", "json", "--wire-version", "1"]).unwrap().notice_encoding,
+            Encoding::Json
+        );
+        let e = parse(&["--wire-version", "3"]).unwrap_err();
+        assert!(e.to_string().contains("3 is not in 1..=2"), "{e}");
+        assert!(!parse(&[]).unwrap().require_caller);
+        assert!(parse(&["--require-caller"]).unwrap().require_caller);
     }
 }

@@ -16,6 +16,7 @@
 //! - [`telemetry`]: OpenTelemetry metrics, trace context over NATS headers, OTLP setup.
 
 pub use lockout_nats::clock;
+pub mod caller;
 pub mod config;
 pub mod disk;
 pub mod expiry;
@@ -142,6 +143,9 @@ pub async fn run_with_clock(
     let client = connect(&config).await?;
     let js = async_nats::jetstream::new(client.clone());
     streams::ensure_streams(&js, &config).await?;
+    if config.require_caller {
+        caller::check_server_version(&client.server_info().version).map_err(anyhow::Error::msg)?;
+    }
 
     let checkpoint = store.checkpoint()?;
     let (folded_tx, folded) = watch::channel(checkpoint);

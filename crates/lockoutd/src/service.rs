@@ -223,25 +223,25 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
         "unlock" => {
             let r: UnlockRequest = decode_request(enc, body, &tenant)?;
             let t: CompactString = tenant.as_str().into();
-            write_user(shared, enc, msg, &tenant, |id, at| {
-                Event::Unlock(Unlock { id, at, tenant: t, user: r.user, actor: r.actor, reason: r.reason })
+            write_user(shared, enc, msg, &tenant, |id, at, caller| {
+                Event::Unlock(Unlock { id, at, tenant: t, user: r.user, actor: r.actor, reason: r.reason, caller })
             })
             .await
         }
         "lock" => {
             let r: LockRequest = decode_request(enc, body, &tenant)?;
             let t: CompactString = tenant.as_str().into();
-            write_user(shared, enc, msg, &tenant, |id, at| {
+            write_user(shared, enc, msg, &tenant, |id, at, caller| {
                 let (user, actor, reason, seconds) = (r.user, r.actor, r.reason, r.seconds);
-                Event::Lock(Lock { id, at, tenant: t, user, actor, reason, seconds })
+                Event::Lock(Lock { id, at, tenant: t, user, actor, reason, seconds, caller })
             })
             .await
         }
         "mfa_reset" => {
             let r: MfaResetRequest = decode_request(enc, body, &tenant)?;
             let t: CompactString = tenant.as_str().into();
-            write_user(shared, enc, msg, &tenant, |id, at| {
-                Event::MfaReset(MfaReset { id, at, tenant: t, user: r.user, actor: r.actor, reason: r.reason })
+            write_user(shared, enc, msg, &tenant, |id, at, caller| {
+                Event::MfaReset(MfaReset { id, at, tenant: t, user: r.user, actor: r.actor, reason: r.reason, caller })
             })
             .await
         }
@@ -257,6 +257,7 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
                 tenant: tenant.as_str().into(),
                 actor: r.actor,
                 policy: r.policy,
+                caller: write_caller(shared, msg)?,
             });
             let target = EventSubject { tenant: tenant.clone(), target: Target::Tenant, kind: EventKind::Policy };
             e.check(&target)?;
@@ -334,16 +335,24 @@ fn event_id(msg: &async_nats::Message) -> Result<Uuid, Fail> {
     }
 }
 
-/// Builds a user command's event (id from the request, `at` now), checks it exactly as the
+/// The authenticated caller a write records; under `--require-caller`, a 503 without one.
+fn write_caller(shared: &Shared, msg: &async_nats::Message) -> Result<Option<CompactString>, Fail> {
+    match crate::caller::of(msg.headers.as_ref()) {
+        None if shared.config.require_caller => Err(Fail::new(503, crate::caller::required_message())),
+        caller => Ok(caller),
+    }
+}
+
+/// Builds a user command's event (id from the request, `at` now, the caller), checks it exactly as the
 /// projector will, appends it, waits until it is folded and replies with the new state.
 async fn write_user(
     shared: &Shared,
     enc: Encoding,
     msg: &async_nats::Message,
     tenant: &Tenant,
-    make: impl FnOnce(Uuid, u64) -> Event,
+    make: impl FnOnce(Uuid, u64, Option<CompactString>) -> Event,
 ) -> Result<Vec<u8>, Fail> {
-    let e = make(event_id(msg)?, shared.clock.now_ms());
+    let e = make(event_id(msg)?, shared.clock.now_ms(), write_caller(shared, msg)?);
     let user = user_id(e.user().unwrap_or_default())?;
     let target = EventSubject { tenant: tenant.clone(), target: Target::User(user.clone()), kind: e.kind() };
     e.check(&target)?;

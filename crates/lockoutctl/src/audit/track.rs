@@ -148,17 +148,18 @@ impl Track {
             }
             (Effect::Unlocked { was_locked: true }, Event::Unlock(u)) => {
                 self.close_lock(now, Some(u.actor.to_string()));
-                with_reason(format!("unlocked by {}", u.actor), u.reason.as_deref())
+                with_reason(format!("unlocked by {}", by(&u.actor, &u.caller)), u.reason.as_deref())
             }
-            (Effect::Unlocked { was_locked: false }, Event::Unlock(u)) => {
-                with_reason(format!("unlock by {} while not locked: counter reset", u.actor), u.reason.as_deref())
-            }
+            (Effect::Unlocked { was_locked: false }, Event::Unlock(u)) => with_reason(
+                format!("unlock by {} while not locked: counter reset", by(&u.actor, &u.caller)),
+                u.reason.as_deref(),
+            ),
             (Effect::Locked { replaced }, Event::Lock(l)) => {
                 if replaced {
                     self.close_lock(now, Some(l.actor.to_string()));
                 }
                 let until = self.state.lock.as_ref().and_then(|x| x.locked_until);
-                let mut t = format!("LOCKED by {} {}", l.actor, fmt::until(until));
+                let mut t = format!("LOCKED by {} {}", by(&l.actor, &l.caller), fmt::until(until));
                 if replaced {
                     t.push_str(", replacing the lock in force");
                 }
@@ -176,7 +177,10 @@ impl Track {
                 with_reason(t, l.reason.as_deref())
             }
             (Effect::MfaReset { removed }, Event::MfaReset(m)) => with_reason(
-                format!("MFA reset by {}: {removed} MFA failure(s) removed, re-enrolment required", m.actor),
+                format!(
+                    "MFA reset by {}: {removed} MFA failure(s) removed, re-enrolment required",
+                    by(&m.actor, &m.caller)
+                ),
                 m.reason.as_deref(),
             ),
             (Effect::Expired { ended: Some(until) }, Event::Expired(_)) => {
@@ -230,4 +234,13 @@ impl Track {
 
 fn src(a: &Attempt) -> String {
     fmt::source(&a.source_ip, a.client.as_deref())
+}
+
+/// Who did an admin action: the typed actor, and the authenticated caller when the server
+/// vouched for one (`alice [ADMIN_ACME/admin_acme_alice]`).
+fn by(actor: &str, caller: &Option<lockout_proto::CompactString>) -> String {
+    match caller {
+        Some(c) => format!("{actor} [{c}]"),
+        None => actor.to_owned(),
+    }
 }

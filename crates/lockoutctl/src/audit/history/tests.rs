@@ -43,6 +43,7 @@ fn policy(n: u128, policy: Policy) -> Event {
         tenant: "acme".into(),
         actor: "sec-team".into(),
         policy,
+        caller: None,
     })
 }
 
@@ -162,11 +163,29 @@ fn psa_stale_integration_blocked_attempts_admin_lock_unlock_and_mfa_reset() {
     };
     let admin = |n: u128| (Uuid::from_u128(n), 0, "acme".into(), "alice@acme.com".into(), "helpdesk-7".into());
     let (id, at, tenant, user, actor) = admin(9);
-    let lock = Event::Lock(Lock { id, at, tenant, user, actor, reason: Some("investigating".into()), seconds: None });
+    let lock = Event::Lock(Lock {
+        id,
+        at,
+        tenant,
+        user,
+        actor,
+        reason: Some("investigating".into()),
+        seconds: None,
+        caller: None,
+    });
     let (id, at, tenant, user, actor) = admin(10);
-    let unlock = Event::Unlock(Unlock { id, at, tenant, user, actor, reason: None });
+    let unlock = Event::Unlock(Unlock {
+        id,
+        at,
+        tenant,
+        user,
+        actor,
+        reason: None,
+        caller: Some("ADMIN_ACME/helpdesk-7".into()),
+    });
     let (id, at, tenant, user, actor) = admin(11);
-    let reset = Event::MfaReset(MfaReset { id, at, tenant, user, actor, reason: Some("new phone".into()) });
+    let reset =
+        Event::MfaReset(MfaReset { id, at, tenant, user, actor, reason: Some("new phone".into()), caller: None });
     let refused = Rejection::new(
         lockout_proto::error::RejectReason::BadIp,
         "`source_ip` \"nope\" is not an IPv4 or IPv6 address",
@@ -188,30 +207,30 @@ fn psa_stale_integration_blocked_attempts_admin_lock_unlock_and_mfa_reset() {
         &h,
         11.0,
         expect![[r#"
-        history of alice@acme.com in tenant acme (11 events shown; stored times, UTC)
-        #1      2025-06-01T16:00:00.000Z  policy    policy set by sec-team: max_failures 5 -> 2, count_mfa_failures true -> false, dedupe_credential false -> true
-                state: unlocked, failures 0/2
-        #2      2025-06-01T16:01:00.000Z  attempt   failure 1/2 from 192.0.2.10 (IT Glue)
-                state: unlocked, failures 1/2
-        #3      2025-06-01T16:02:00.000Z  attempt   failure from 192.0.2.10 (IT Glue) not counted: its credential was already counted in this streak (dedupe_credential)
-                state: unlocked, failures 1/2
-        #4      2025-06-01T16:03:00.000Z  attempt   mfa failure from 192.0.2.20 not counted: count_mfa_failures is off
-                state: unlocked, failures 1/2
-        #5      2025-06-01T16:04:00.000Z  attempt   refused by lockoutd (bad_ip), no effect: `source_ip` "nope" is not an IPv4 or IPv6 address
-                state: unlocked, failures 1/2
-        #6      2025-06-01T16:05:00.000Z  attempt   failure 2/2 from 198.51.100.9 → LOCKED until 2025-06-01T16:35:00.000Z — 2 failures from 2 sources: 192.0.2.10 (IT Glue) ×1, 198.51.100.9 ×1 (automatic lock #1)
-                state: LOCKED (failures) since 2025-06-01T16:05:00.000Z until 2025-06-01T16:35:00.000Z, failures 2/2
-        #7      2025-06-01T16:06:00.000Z  attempt   blocked while locked: failure from 192.0.2.10 (IT Glue)
-                state: LOCKED (failures) since 2025-06-01T16:05:00.000Z until 2025-06-01T16:35:00.000Z, failures 2/2
-        #8      2025-06-01T16:07:00.000Z  attempt   blocked while locked: success from 192.0.2.10
-                state: LOCKED (failures) since 2025-06-01T16:05:00.000Z until 2025-06-01T16:35:00.000Z, failures 2/2
-        #9      2025-06-01T16:08:00.000Z  lock      LOCKED by helpdesk-7 until an admin unlocks, replacing the lock in force (reason: investigating)
-                state: LOCKED (admin) since 2025-06-01T16:08:00.000Z until an admin unlocks, failures 2/2
-        #10     2025-06-01T16:09:00.000Z  unlock    unlocked by helpdesk-7
-                state: unlocked, failures 0/2
-        #11     2025-06-01T16:10:00.000Z  mfa_reset MFA reset by helpdesk-7: 0 MFA failure(s) removed, re-enrolment required (reason: new phone)
-                state: unlocked, failures 0/2, MFA re-enrolment pending
-    "#]],
+            history of alice@acme.com in tenant acme (11 events shown; stored times, UTC)
+            #1      2025-06-01T16:00:00.000Z  policy    policy set by sec-team: max_failures 5 -> 2, count_mfa_failures true -> false, dedupe_credential false -> true
+                    state: unlocked, failures 0/2
+            #2      2025-06-01T16:01:00.000Z  attempt   failure 1/2 from 192.0.2.10 (IT Glue)
+                    state: unlocked, failures 1/2
+            #3      2025-06-01T16:02:00.000Z  attempt   failure from 192.0.2.10 (IT Glue) not counted: its credential was already counted in this streak (dedupe_credential)
+                    state: unlocked, failures 1/2
+            #4      2025-06-01T16:03:00.000Z  attempt   mfa failure from 192.0.2.20 not counted: count_mfa_failures is off
+                    state: unlocked, failures 1/2
+            #5      2025-06-01T16:04:00.000Z  attempt   refused by lockoutd (bad_ip), no effect: `source_ip` "nope" is not an IPv4 or IPv6 address
+                    state: unlocked, failures 1/2
+            #6      2025-06-01T16:05:00.000Z  attempt   failure 2/2 from 198.51.100.9 → LOCKED until 2025-06-01T16:35:00.000Z — 2 failures from 2 sources: 192.0.2.10 (IT Glue) ×1, 198.51.100.9 ×1 (automatic lock #1)
+                    state: LOCKED (failures) since 2025-06-01T16:05:00.000Z until 2025-06-01T16:35:00.000Z, failures 2/2
+            #7      2025-06-01T16:06:00.000Z  attempt   blocked while locked: failure from 192.0.2.10 (IT Glue)
+                    state: LOCKED (failures) since 2025-06-01T16:05:00.000Z until 2025-06-01T16:35:00.000Z, failures 2/2
+            #8      2025-06-01T16:07:00.000Z  attempt   blocked while locked: success from 192.0.2.10
+                    state: LOCKED (failures) since 2025-06-01T16:05:00.000Z until 2025-06-01T16:35:00.000Z, failures 2/2
+            #9      2025-06-01T16:08:00.000Z  lock      LOCKED by helpdesk-7 until an admin unlocks, replacing the lock in force (reason: investigating)
+                    state: LOCKED (admin) since 2025-06-01T16:08:00.000Z until an admin unlocks, failures 2/2
+            #10     2025-06-01T16:09:00.000Z  unlock    unlocked by helpdesk-7 [ADMIN_ACME/helpdesk-7]
+                    state: unlocked, failures 0/2
+            #11     2025-06-01T16:10:00.000Z  mfa_reset MFA reset by helpdesk-7: 0 MFA failure(s) removed, re-enrolment required (reason: new phone)
+                    state: unlocked, failures 0/2, MFA re-enrolment pending
+        "#]],
         expect![[r#"
         acme / alice@acme.com: unlocked, failures 0/2, MFA re-enrolment pending
         Why not locked: no counted failures in the current streak.
