@@ -61,13 +61,14 @@ def main():
                 subjects.add(f"lockout.events.{tenant}.t.{kind}")
         if name.startswith("request."):
             subjects.add(f"lockout.svc.acme.{name.split('.', 1)[1]}")
-    for value in sorted(subjects) + ["application/json", "Application/JSON; charset=utf-8", "application/postcard"]:
+    content_types = ["application/json", "Application/JSON; charset=utf-8", "application/postcard", "application/postcard; v=2"]
+    for value in sorted(subjects) + content_types:
         write(out / "parse_subject", value.encode())
     (out / "fold").mkdir(parents=True, exist_ok=True)
     # Inputs that once failed a target (fuzz/regressions/<target>/) run first in every fuzz run.
     for path in sorted((FUZZ / "regressions").glob("*/*")):
         write(out / path.parent.name, path.read_bytes())
-    print(f"seed corpora in {out}: {count} golden vectors per decoder, {len(subjects) + 3} subjects")
+    print(f"seed corpora in {out}: {count} golden vectors per decoder, {len(subjects) + len(content_types)} subjects")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ use lockout_proto::command::{
     decode_request, DigestReply, DigestRequest, HealthReply, HealthRequest, LockRequest, LockedReply, LockedRequest,
     MfaResetRequest, PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockRequest,
 };
-use lockout_proto::event::{Attempt, Event, EventKind, Expired, Lock, MfaReset, PolicyChange, Unlock};
+use lockout_proto::event::{Attempt, Event, EventKind, Expired, Forget, Lock, MfaReset, PolicyChange, Unlock};
 use lockout_proto::notice::{LockedNotice, MfaResetNotice, Notice, Source, UnlockedNotice};
 use lockout_proto::subject::{EventSubject, Target};
 use lockout_proto::{Encoding, Policy, RejectReason, Rejection, Status, Subjects, Tenant, UserId, WriteReply};
@@ -57,6 +57,7 @@ pub fn check_message(name: &str, enc: Encoding, body: &[u8]) {
         "event.mfa_reset" => check_event(EventKind::MfaReset, enc, body),
         "event.expired" => check_event(EventKind::Expired, enc, body),
         "event.policy" => check_event(EventKind::Policy, enc, body),
+        "event.forget" => check_event(EventKind::Forget, enc, body),
         "policy" | "reply.policy_get" | "reply.policy_set" => {
             if let Some(p) = check_plain::<Policy>(enc, body) {
                 // Validation is a refusal, never a panic.
@@ -223,6 +224,7 @@ fn event_unbounded(kind: EventKind, enc: Encoding, bytes: &[u8]) -> Result<Event
         EventKind::MfaReset => Event::MfaReset(decode_unbounded::<MfaReset>(enc, bytes)?),
         EventKind::Expired => Event::Expired(decode_unbounded::<Expired>(enc, bytes)?),
         EventKind::Policy => Event::Policy(decode_unbounded::<PolicyChange>(enc, bytes)?),
+        EventKind::Forget => Event::Forget(decode_unbounded::<Forget>(enc, bytes)?),
     })
 }
 

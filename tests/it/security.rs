@@ -444,6 +444,43 @@ async fn consumer_tampering_an_auditor_cannot_delete_another_auditors_consumer()
     d.stop().await;
 }
 
+/// Hole 7: a flood of distinct users grew the store without bound. With a state TTL, an idle
+/// unlocked user's state is dropped by a `forget` event in the history (so a replay drops it
+/// too); a locked user never is, and the state of a user active since stays.
+#[tokio::test]
+async fn unbounded_growth_idle_states_are_forgotten_by_an_event_and_replay_agrees() {
+    let l = Lockout::start_with_state_ttl(Duration::from_secs(2)).await;
+    let seq = l.attempt("acme", "alice", Outcome::Failure, "203.0.113.7", None).await;
+    l.wait_folded(seq).await;
+    l.call("acme", "lock", json!({"user": "bob", "actor": "ops"})).await.unwrap();
+    assert_eq!(l.call("acme", "digest", json!({})).await.unwrap()["users"], 2);
+    let forgets = |msgs: &[jetstream::message::StreamMessage]| {
+        msgs.iter().filter(|m| m.subject.ends_with(".forget")).map(|m| m.subject.to_string()).collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let digest = l.call("acme", "digest", json!({})).await.unwrap();
+        if digest["users"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "alice's idle state was not dropped: {digest}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(l.status("acme", "alice").await["failures"], 0);
+    assert_eq!(l.status("acme", "bob").await["locked"], true, "a locked user is never forgotten");
+    let events = l.stream_messages("LOCKOUT_EVENTS").await;
+    let alice = lockout_proto::UserId::parse("alice").unwrap();
+    assert_eq!(forgets(&events), vec![format!("lockout.events.acme.u.{}.forget", alice.token())]);
+
+    // The history replays to the same store.
+    let url = l.nats.url();
+    let args = vec!["lockoutctl", "--nats-url", url.as_str(), "--json", "verify"];
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = lockoutctl::run_io(args, &mut out, &mut err).await;
+    let (out, err) = (String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap());
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 /// A notifier of tenant acme: its own durable consumer, `notifier_acme` filtered to acme's
 /// notices, works; a wider filter, another name, another tenant's consumer or the events
 /// stream do not.
@@ -673,7 +710,7 @@ async fn unbounded_growth_dead_letters_are_bounded_and_the_largest_reply_fits_ma
     };
     assert_eq!(
         h["retention"],
-        json!({"events_max_age_days": 0, "events_max_bytes": 10_000_000, "dead_max_messages": 5})
+        json!({"events_max_age_days": 0, "events_max_bytes": 10_000_000, "dead_max_messages": 5, "state_ttl_days": 0})
     );
     let disk = &h["disk"];
     assert!(

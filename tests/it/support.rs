@@ -88,6 +88,8 @@ pub struct Lockout {
     pub limits: lockoutd::config::StreamLimits,
     /// lockoutd's `--require-caller`.
     pub require_caller: bool,
+    /// lockoutd's state TTL (`--state-ttl-days`, here any length; swept every 200 ms).
+    pub state_ttl: Duration,
 }
 
 /// A micro service error: code and message.
@@ -166,6 +168,14 @@ impl Lockout {
         l
     }
 
+    /// [`Lockout::start`] dropping states idle for `ttl` (`--state-ttl-days` in seconds).
+    pub async fn start_with_state_ttl(ttl: Duration) -> Lockout {
+        let mut l = Self::server_only(Encoding::Postcard).await;
+        l.state_ttl = ttl;
+        l.start_daemon().await;
+        l
+    }
+
     /// [`Lockout::start`] with `--require-caller`.
     pub async fn start_requiring_caller() -> Lockout {
         let mut l = Self::server_only(Encoding::Postcard).await;
@@ -208,6 +218,7 @@ impl Lockout {
             replicas: 1,
             limits: Default::default(),
             require_caller: false,
+            state_ttl: Duration::ZERO,
         }
     }
 
@@ -218,6 +229,10 @@ impl Lockout {
         c.replicas = self.replicas;
         c.limits = self.limits;
         c.require_caller = self.require_caller;
+        if !self.state_ttl.is_zero() {
+            c.state_ttl = self.state_ttl;
+            c.state_sweep_every = Duration::from_millis(200);
+        }
         c
     }
 

@@ -9,7 +9,7 @@
 //! Policy events are tenant events: the caller replaces the tenant's policy with
 //! [`fold_policy`]; a policy change never touches a user state by itself.
 
-use lockout_proto::event::{Attempt, Event, Expired, Lock, MfaReset, Outcome, PolicyChange, Unlock};
+use lockout_proto::event::{Attempt, Event, Expired, Forget, Lock, MfaReset, Outcome, PolicyChange, Unlock};
 use lockout_proto::notice::{How, LockedNotice, MfaResetNotice, Notice, UnlockedNotice};
 use lockout_proto::status::{LockReason, Scope};
 use lockout_proto::{Millis, Policy};
@@ -71,6 +71,21 @@ pub enum Effect {
     /// [`EXPIRED_EARLY_ALLOWANCE_MS`] before the `locked_until` of the lock it names: the clock
     /// of whoever wrote it ran ahead of the server's, and the lock stays in force until then.
     ExpiredEarly { until: Millis },
+    /// A `forget` event (`--state-ttl-days`): the idle state was dropped, or kept and why.
+    Forget(Forgot),
+}
+
+/// What a `forget` event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forgot {
+    /// The state was dropped (it is the default state now).
+    Dropped,
+    /// Nothing was stored: nothing to drop.
+    Nothing,
+    /// Kept: the user is locked.
+    Locked,
+    /// Kept: the state recorded something after the event's `last_activity`.
+    ActiveSince(Millis),
 }
 
 /// How long before a lock's `locked_until` an `expired` event naming it may be stored and
@@ -117,7 +132,9 @@ impl Effect {
             | Effect::Succeeded { reset: false, .. }
             | Effect::Locked { .. }
             | Effect::Expired { ended: None }
-            | Effect::ExpiredEarly { .. } => StreakChange::Kept,
+            | Effect::ExpiredEarly { .. }
+            | Effect::Forget(Forgot::Nothing | Forgot::Locked | Forgot::ActiveSince(_)) => StreakChange::Kept,
+            Effect::Forget(Forgot::Dropped) => StreakChange::Cleared,
         }
     }
 }
@@ -148,6 +165,7 @@ pub fn fold_into(policy: &Policy, state: &mut UserState, event: &Event, now: Mil
         Event::Lock(l) => f.lock(l),
         Event::MfaReset(m) => f.mfa_reset(m),
         Event::Expired(x) => f.expired(x),
+        Event::Forget(x) => f.forget(x),
         Event::Policy(_) => Effect::TenantEvent,
     };
     (f.notices, Why { expired_first, effect })
@@ -402,6 +420,24 @@ impl Folder<'_> {
             caller: m.caller.clone(),
         }));
         Effect::MfaReset { removed }
+    }
+
+    /// A `forget` event drops the state unless the user is locked or the state recorded
+    /// something after the event's `last_activity` (see [`UserState::last_activity`]).
+    fn forget(&mut self, x: &Forget) -> Effect {
+        let forgot = if self.state.lock.is_some() {
+            Forgot::Locked
+        } else {
+            match self.state.last_activity() {
+                Some(t) if t > x.last_activity => Forgot::ActiveSince(t),
+                _ if *self.state == UserState::default() => Forgot::Nothing,
+                _ => {
+                    *self.state = UserState::default();
+                    Forgot::Dropped
+                }
+            }
+        };
+        Effect::Forget(forgot)
     }
 
     /// An `expired` event ends the timed lock it names, even when folded a little (up to

@@ -104,6 +104,22 @@ pub fn expired_event_id(tenant: &str, user: &str, lock_event: Uuid) -> Uuid {
     Uuid::new_v5(&NOTICE_NAMESPACE, &name)
 }
 
+/// The id of the `forget` event lockoutd appends to drop an idle state whose latest recorded
+/// time is `last_activity` (`--state-ttl-days`): UUID v5 in [`NOTICE_NAMESPACE`] of the tenant's
+/// bytes, a zero byte, the user's bytes, a zero byte, `last_activity` as 8 big-endian bytes,
+/// `forget-event/v1`. The same idle state gives the same id however often it is found, so
+/// repeats collapse in JetStream's duplicate window (and fold to nothing after it).
+pub fn forget_event_id(tenant: &str, user: &str, last_activity: u64) -> Uuid {
+    let mut name = Vec::with_capacity(tenant.len() + user.len() + 2 + 8 + 15);
+    name.extend_from_slice(tenant.as_bytes());
+    name.push(0);
+    name.extend_from_slice(user.as_bytes());
+    name.push(0);
+    name.extend_from_slice(&last_activity.to_be_bytes());
+    name.extend_from_slice(b"forget-event/v1");
+    Uuid::new_v5(&NOTICE_NAMESPACE, &name)
+}
+
 /// The id lockoutd gave the `expired` events it appended before [`expired_event_id`]: UUID v5
 /// of the lock event id's 16 bytes followed by `expired-event`. Such events in the stream fold
 /// as they always did.

@@ -19,6 +19,6 @@ pub mod message;
 pub mod state;
 pub mod view;
 
-pub use fold::{fold, fold_into, Effect, Folded, NotCounted, StreakChange, Why, EXPIRED_EARLY_ALLOWANCE_MS};
+pub use fold::{fold, fold_into, Effect, Folded, Forgot, NotCounted, StreakChange, Why, EXPIRED_EARLY_ALLOWANCE_MS};
 pub use state::{LockState, UserState};
 pub use view::status;

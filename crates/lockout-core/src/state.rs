@@ -122,6 +122,23 @@ impl UserState {
         self.lock.is_some()
     }
 
+    /// The latest time the state recorded: a counted failure, a lock (automatic or admin), an
+    /// unlock or expiry, an MFA reset. `None` for a state that recorded none (the default).
+    /// What `--state-ttl-days` measures idleness by: an attempt that changes nothing does not
+    /// renew it.
+    pub fn last_activity(&self) -> Option<Millis> {
+        [
+            self.last_failure_at,
+            self.lock.as_ref().map(|l| l.locked_at),
+            self.unlocked_at,
+            self.mfa_reset_at,
+            self.recent_locks.last().copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+    }
+
     /// The streak's sources ranked as the protocol (`docs/protocol.md`) wants: most failures
     /// first, ties by first occurrence.
     pub fn ranked_sources(&self) -> Vec<Source> {

@@ -7,9 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use lockout_core::fold::fold_policy;
-use lockout_core::ids::expired_event_id;
+use lockout_core::ids::{expired_event_id, forget_event_id};
 use lockout_core::{fold, status, UserState, EXPIRED_EARLY_ALLOWANCE_MS};
-use lockout_proto::event::{Attempt, Event, Expired, Factor, Lock, MfaReset, Outcome, PolicyChange, Unlock};
+use lockout_proto::event::{Attempt, Event, Expired, Factor, Forget, Lock, MfaReset, Outcome, PolicyChange, Unlock};
 use lockout_proto::notice::{How, Notice};
 use lockout_proto::status::LockReason;
 use lockout_proto::{CompactString, Millis, Policy};
@@ -108,6 +108,12 @@ enum Op {
         user: usize,
         stale: usize,
     },
+    /// The service's `forget` naming the user's last activity as it is now, or `earlier` ms
+    /// before it (a state that changed after the sweep found it idle).
+    Forget {
+        user: usize,
+        earlier: u64,
+    },
     SetPolicy(Policy),
 }
 
@@ -128,7 +134,8 @@ fn op(with_policy_changes: bool) -> BoxedStrategy<Op> {
         2 => (u.clone(), 0..2usize).prop_map(|(user, actor)| Op::Unlock { user, actor }),
         1 => (u.clone(), prop::option::of(1u32..=900)).prop_map(|(user, seconds)| Op::Lock { user, seconds }),
         1 => (u.clone(), 0..2usize).prop_map(|(user, actor)| Op::MfaReset { user, actor }),
-        3 => (u, any::<usize>()).prop_map(|(user, stale)| Op::Expire { user, stale }),
+        3 => (u.clone(), any::<usize>()).prop_map(|(user, stale)| Op::Expire { user, stale }),
+        1 => (u, prop_oneof![Just(0u64), 1u64..100_000]).prop_map(|(user, earlier)| Op::Forget { user, earlier }),
     ];
     if with_policy_changes {
         prop_oneof![27 => user_ops, 1 => policy().prop_map(Op::SetPolicy)].boxed()
@@ -255,6 +262,12 @@ fn materialize(policy: Policy, steps: &[(Millis, Op)]) -> Vec<(Millis, Event)> {
                     None => Uuid::from_u128(7),
                 };
                 Event::Expired(Expired { id, at, tenant, user: user(*u), lock_event })
+            }
+            Op::Forget { user: u, earlier } => {
+                let last = world.users.get(USERS[*u]).and_then(UserState::last_activity).unwrap_or(0);
+                let last_activity = last.saturating_sub(*earlier);
+                let id = forget_event_id(TENANT, USERS[*u], last_activity);
+                Event::Forget(Forget { id, at, tenant, user: user(*u), last_activity })
             }
             Op::SetPolicy(p) => {
                 Event::Policy(PolicyChange { id, at, tenant, actor: "admin".into(), policy: *p, caller: caller(i) })
@@ -455,6 +468,29 @@ proptest! {
                 return Err(TestCaseError::fail(format!("id {} twice: {first:?} and {n:?}", n.id())));
             }
             prop_assert!(events.iter().any(|(_, e)| e.id() == notice_event_id(n)), "notice names an unknown event");
+        }
+    }
+
+    /// (i) A `forget` drops the state exactly when the user is unlocked (after any lock that
+    /// ran out) and nothing was recorded after the time it names; otherwise it changes nothing
+    /// but that expiry.
+    #[test]
+    fn i_forget_drops_exactly_the_idle_unlocked_states((policy, steps) in script(true)) {
+        let events = materialize(policy, &steps);
+        let mut world = World::new(policy);
+        for (time, event) in &events {
+            let (before, after, _) = world.apply(event, *time);
+            let Event::Forget(x) = event else { continue };
+            // the state as the forget saw it: any lock that ran out ended first
+            let seen = fold(&world.policy, before, &Event::Expired(Expired {
+                id: Uuid::nil(), at: *time, tenant: TENANT.into(), user: x.user.clone(), lock_event: Uuid::nil(),
+            }), *time).state;
+            let idle = !seen.is_locked() && seen.last_activity().is_none_or(|t| t <= x.last_activity);
+            if idle {
+                prop_assert_eq!(&after, &UserState::default());
+            } else {
+                prop_assert_eq!(&after, &seen);
+            }
         }
     }
 

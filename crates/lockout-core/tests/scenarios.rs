@@ -1196,3 +1196,91 @@ fn an_event_id_reused_for_another_user_gives_that_users_notice_an_id_of_its_own(
     assert_ne!(a.id(), b.id(), "yet two notices");
     assert_eq!(b.id(), notice_id(TENANT, "bob@acme.com", b.event_id(), NoticeKind::Locked));
 }
+
+// ---------------------------------------------------------------------------------------
+// forget (--state-ttl-days, an extension)
+// ---------------------------------------------------------------------------------------
+
+/// A `forget` event naming `last_activity`, as lockoutd writes it.
+fn forget(time: Millis, last_activity: Millis) -> Step {
+    let e = lockout_proto::event::Forget {
+        id: lockout_core::ids::forget_event_id(TENANT, USER, last_activity),
+        at: time,
+        tenant: TENANT.into(),
+        user: USER.into(),
+        last_activity,
+    };
+    (time, Event::Forget(e))
+}
+
+/// Each row: the script before the `forget` (at DAY + 10 days, naming `named`), what the fold
+/// reports, and whether the state is the default afterwards. The behaviour each pins is its
+/// name.
+#[test]
+fn forget_drops_only_an_unlocked_state_unchanged_since_it_was_found_idle() {
+    use lockout_core::{Effect, Forgot};
+    let p = Policy::default();
+    let day = 24 * HOUR;
+    let t1 = DAY + MIN;
+    let cases: Vec<(&str, Vec<Step>, Millis, Forgot, bool)> = vec![
+        (
+            "idle failures are dropped",
+            vec![ev(1, t1, fail(IP, None)), ev(2, t1 + 1, fail(IP, IT_GLUE))],
+            t1 + 1,
+            Forgot::Dropped,
+            true,
+        ),
+        ("nothing stored: no effect", vec![], 0, Forgot::Nothing, true),
+        (
+            "a failure after the scan keeps the state",
+            vec![ev(1, t1, fail(IP, None)), ev(2, DAY + 9 * day, fail(IP, None))],
+            t1,
+            Forgot::ActiveSince(DAY + 9 * day),
+            false,
+        ),
+        (
+            "a locked user is never forgotten",
+            vec![ev(1, t1, What::Lock { actor: "ops", seconds: None, reason: None })],
+            t1,
+            Forgot::Locked,
+            false,
+        ),
+        (
+            "an unlock, a lock history and an MFA reset are dropped once idle",
+            vec![
+                ev(1, t1, What::Lock { actor: "ops", seconds: None, reason: None }),
+                ev(2, t1 + 1, What::Unlock { actor: "ops" }),
+                ev(3, t1 + 2, What::MfaReset { actor: "ops" }),
+            ],
+            t1 + 2,
+            Forgot::Dropped,
+            true,
+        ),
+    ];
+    for (name, script, named, want, dropped) in cases {
+        let (state, _) = run(&p, &script);
+        let (time, event) = forget(DAY + 10 * day, named);
+        let folded = fold(&p, state.clone(), &event, time);
+        assert_eq!(folded.why.effect, Effect::Forget(want), "{name}");
+        assert_eq!(folded.state == UserState::default(), dropped, "{name}");
+        if !dropped {
+            assert_eq!(folded.state, state, "{name}: a kept state is unchanged");
+        }
+        assert!(folded.notices.is_empty(), "{name}: forgetting sends no notice");
+    }
+}
+
+/// A timed lock that ran out before the `forget` is ended first (its `unlocked` notice goes
+/// out as for any event), then the state is judged: idle since the expiry, it stays.
+#[test]
+fn forget_after_a_timed_lock_ran_out_ends_the_lock_and_keeps_the_fresh_unlock() {
+    let p = Policy::default();
+    let script: Vec<Step> = (1..=5).map(|n| ev(n, DAY + u64::from(n), fail(IP, None))).collect();
+    let (state, _) = run(&p, &script);
+    let until = state.lock.as_ref().unwrap().locked_until.unwrap();
+    let (time, event) = forget(until + MIN, DAY + 5);
+    let folded = fold(&p, state, &event, time);
+    assert_eq!(unlocked(&folded.notices).len(), 1, "the lock's expiry notice");
+    assert_eq!(folded.why.effect, lockout_core::Effect::Forget(lockout_core::Forgot::ActiveSince(until)));
+    assert_eq!(folded.state.unlocked_at, Some(until));
+}

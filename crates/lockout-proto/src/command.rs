@@ -162,12 +162,16 @@ pub struct DiskUse {
     pub total_bytes: u64,
 }
 
-/// What the streams keep (`health`); 0 is no bound.
+/// What the streams and the store keep (`health`); 0 is no bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Retention {
     pub events_max_age_days: u64,
     pub events_max_bytes: u64,
     pub dead_max_messages: u64,
+    /// `--state-ttl-days`: an unlocked user whose state recorded nothing for this many days
+    /// is dropped by a `forget` event (0: never).
+    #[serde(default)]
+    pub state_ttl_days: u64,
 }
 
 /// [`HealthReply`] on the wire: every field in JSON, the v1 five in postcard.

@@ -40,6 +40,8 @@ pub enum EventKind {
     MfaReset,
     Expired,
     Policy,
+    /// An extension: the service drops an idle user's state (`--state-ttl-days`).
+    Forget,
 }
 
 impl EventKind {
@@ -67,6 +69,7 @@ impl EventKind {
             Self::MfaReset => "the `mfa_reset` event body",
             Self::Expired => "the `expired` event body",
             Self::Policy => "the `policy` event body",
+            Self::Forget => "the `forget` event body",
         }
     }
 
@@ -204,6 +207,21 @@ pub struct Expired {
     pub lock_event: Uuid,
 }
 
+/// An idle user's state is dropped (`lockoutd --state-ttl-days`, an extension); written by the
+/// service. The fold drops it only if the user is not locked and nothing changed the state
+/// after `last_activity`, so replay agrees with live whatever came in between.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forget {
+    #[serde(with = "crate::uuid16")]
+    pub id: Uuid,
+    pub at: Millis,
+    pub tenant: CompactString,
+    pub user: CompactString,
+    /// The latest time the state recorded (a failure, a lock, an unlock, an MFA reset) when
+    /// the service decided to drop it.
+    pub last_activity: Millis,
+}
+
 /// A tenant's new policy; written by the service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyChange {
@@ -228,6 +246,7 @@ pub enum Event {
     MfaReset(MfaReset),
     Expired(Expired),
     Policy(PolicyChange),
+    Forget(Forget),
 }
 
 /// Evaluates `$body` with `$e` bound to the body of `$event`, whatever its type: one place
@@ -241,6 +260,7 @@ macro_rules! with_body {
             Event::MfaReset($e) => $body,
             Event::Expired($e) => $body,
             Event::Policy($e) => $body,
+            Event::Forget($e) => $body,
         }
     };
 }
@@ -254,6 +274,7 @@ impl Event {
             Event::MfaReset(_) => EventKind::MfaReset,
             Event::Expired(_) => EventKind::Expired,
             Event::Policy(_) => EventKind::Policy,
+            Event::Forget(_) => EventKind::Forget,
         }
     }
 
@@ -277,6 +298,7 @@ impl Event {
             Event::Lock(e) => Some(&e.user),
             Event::MfaReset(e) => Some(&e.user),
             Event::Expired(e) => Some(&e.user),
+            Event::Forget(e) => Some(&e.user),
             Event::Policy(_) => None,
         }
     }
@@ -291,6 +313,7 @@ impl Event {
             EventKind::MfaReset => Event::MfaReset(decode(enc, bytes, what)?),
             EventKind::Expired => Event::Expired(decode(enc, bytes, what)?),
             EventKind::Policy => Event::Policy(decode(enc, bytes, what)?),
+            EventKind::Forget => Event::Forget(decode(enc, bytes, what)?),
         })
     }
 
@@ -359,7 +382,7 @@ impl Event {
                 check_len("caller", e.caller.as_deref(), 1, CALLER_MAX)?;
                 check_seconds(e.seconds)?;
             }
-            Event::Expired(_) => {}
+            Event::Expired(_) | Event::Forget(_) => {}
             Event::Policy(p) => {
                 check_len("actor", Some(&p.actor), 1, ACTOR_MAX)?;
                 check_len("caller", p.caller.as_deref(), 1, CALLER_MAX)?;

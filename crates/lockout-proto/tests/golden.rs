@@ -28,7 +28,9 @@ use lockout_proto::command::{
     decode_request, DigestReply, DigestRequest, HealthReply, HealthRequest, HealthStatus, LockRequest, LockedReply,
     LockedRequest, MfaResetRequest, PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockRequest,
 };
-use lockout_proto::event::{Account, Attempt, Event, Expired, Factor, Lock, MfaReset, Outcome, PolicyChange, Unlock};
+use lockout_proto::event::{
+    Account, Attempt, Event, Expired, Factor, Forget, Lock, MfaReset, Outcome, PolicyChange, Unlock,
+};
 use lockout_proto::notice::{How, LockedNotice, MfaResetNotice, Notice, Source, UnlockedNotice};
 use lockout_proto::status::{BlockedBy, LockReason, Scope};
 use lockout_proto::{Policy, Status, Subjects, Tenant};
@@ -400,6 +402,11 @@ fn cases() -> Vec<Case> {
             "event.expired",
             Expired { id: id(0x06), at: locked_at + 1_800_250, tenant: tenant().into(), user: alice().into(), lock_event: id(0x02) },
             Event::Expired,
+        ),
+        event_case(
+            "event.forget",
+            Forget { id: id(0x08), at: T0 + 90 * 86_400_000, tenant: tenant().into(), user: alice().into(), last_activity: T0 + 180_000 },
+            Event::Forget,
         ),
         event_case(
             "event.policy",

@@ -39,9 +39,10 @@ fn schemas() -> BTreeMap<String, Value> {
 }
 
 /// Every message of the protocol (`docs/protocol.md`), one schema file each (sorted by name).
-const MESSAGES: [&str; 31] = [
+const MESSAGES: [&str; 32] = [
     "event.attempt",
     "event.expired",
+    "event.forget",
     "event.lock",
     "event.mfa_reset",
     "event.policy",

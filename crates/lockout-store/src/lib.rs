@@ -383,7 +383,13 @@ impl Store {
                     None => b.remove(prefixed(b'l', &ukey)),
                 }
             }
-            b.insert(prefixed(b'u', &ukey), state_codec::encode(&s.state));
+            if s.state == UserState::default() {
+                // Nothing to remember (a `forget` event dropped it): not stored, as for a
+                // user never seen.
+                b.remove(prefixed(b'u', &ukey));
+            } else {
+                b.insert(prefixed(b'u', &ukey), state_codec::encode(&s.state));
+            }
         }
         for (tenant, policy) in &c.policies {
             b.insert(prefixed(b'p', tenant.as_bytes()), postcard::to_allocvec(policy).expect("policies always encode"));
@@ -471,9 +477,11 @@ impl Store {
 
     /// Number of users of `tenant` with a state, and a SHA-256 over their (user, state) pairs
     /// in key order, each state in the current [`state_codec`] format (one still stored in an
-    /// older one is re-encoded): equal on stores that folded the same events.
+    /// older one is re-encoded), default states left out: equal on stores that folded the same
+    /// events.
     pub fn digest(&self, tenant: &str) -> Result<(u64, String)> {
         let prefix = tenant_prefix(b'u', tenant);
+        let default_state = state_codec::encode(&UserState::default());
         let mut h = Sha256::new();
         let mut n = 0u64;
         for kv in self.db()?.scan_prefix(&prefix) {
@@ -481,6 +489,10 @@ impl Store {
             if v.first() != Some(&state_codec::COMPACT) {
                 let state = state_codec::decode(&v).map_err(|e| corrupt("user state", e))?;
                 v = state_codec::encode(&state).into();
+            }
+            if v[..] == default_state[..] {
+                // Stored by a lockoutd before default states were deleted: the same as none.
+                continue;
             }
             let user = &k[prefix.len()..];
             h.update((user.len() as u64).to_be_bytes());

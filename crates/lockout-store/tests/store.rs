@@ -96,7 +96,9 @@ fn commit_writes_states_indexes_outbox_and_checkpoint() {
     let store = support::when_released(dir.path(), || Store::open(dir.path(), 16 << 20));
     assert_eq!(store.checkpoint().unwrap(), 8);
     assert_eq!(store.user("acme", "alice").unwrap(), Some(locked(None, 2)));
-    assert_eq!(store.all_users().count(), 4);
+    // A state back at the default (bob's, here) is not stored, as for a user never seen.
+    assert_eq!(store.user("acme", "bob").unwrap(), None);
+    assert_eq!(store.all_users().count(), 2);
 }
 
 #[test]
@@ -271,4 +273,22 @@ mod absorb {
             prop_assert_eq!(dump(&one), dump(&two));
         }
     }
+}
+
+/// A default state stored by a lockoutd from before default states were deleted digests as no
+/// state at all: an upgraded store still verifies against a rebuild.
+#[test]
+fn a_stored_default_state_digests_as_none() {
+    let old_dir = tempfile::tempdir().unwrap();
+    {
+        let db = support::raw_sled(old_dir.path(), lockout_store::SEGMENT_SIZE);
+        let mut k = vec![b'u'];
+        k.extend(lockout_store::user_key("acme", "ghost"));
+        db.insert(k, lockout_store::state_codec::encode(&UserState::default())).unwrap();
+        db.flush().unwrap();
+    }
+    let old = support::when_released(old_dir.path(), || Store::open(old_dir.path(), 16 << 20));
+    let (_d, empty) = open();
+    assert_eq!(old.all_users().count(), 1, "the key is there");
+    assert_eq!(old.digest("acme").unwrap(), empty.digest("acme").unwrap());
 }

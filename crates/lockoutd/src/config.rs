@@ -66,6 +66,12 @@ pub struct Args {
     /// default: no bound). Same losses as --events-max-age-days.
     #[arg(long, env = "LOCKOUT_EVENTS_MAX_BYTES", default_value_t = 0)]
     pub events_max_bytes: u64,
+    /// Opt-in: an unlocked user whose state recorded nothing (no counted failure, lock,
+    /// unlock or MFA reset) for this many days is dropped by a `forget` event, so that replay
+    /// agrees; locked users never are (0, the default: states are kept forever). Bounds the
+    /// store under a flood of distinct users; what is lost: README, "Retention".
+    #[arg(long, env = "LOCKOUT_STATE_TTL_DAYS", default_value_t = 0)]
+    pub state_ttl_days: u64,
     /// Log format.
     #[arg(long, env = "LOCKOUT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -120,7 +126,17 @@ pub struct Config {
     pub trace_events_ratio: f64,
     /// The stream limits: dead letters kept, and the opt-in ones of the events stream.
     pub limits: StreamLimits,
+    /// `--state-ttl-days` (`ZERO`: off); a `Duration` so tests can use seconds.
+    pub state_ttl: std::time::Duration,
+    /// How often idle states are looked for (an hour; tests use less).
+    pub state_sweep_every: std::time::Duration,
 }
+
+/// Default of [`Config::state_sweep_every`].
+pub const STATE_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Longest `--state-ttl-days` (100 years).
+pub const STATE_TTL_DAYS_MAX: u64 = 36_500;
 
 /// What the streams keep (0: no bound).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +175,8 @@ impl Config {
             log_format: LogFormat::Human,
             trace_events_ratio: DEFAULT_TRACE_EVENTS_RATIO,
             limits: StreamLimits::default(),
+            state_ttl: std::time::Duration::ZERO,
+            state_sweep_every: STATE_SWEEP_EVERY,
         }
     }
 }
@@ -190,6 +208,11 @@ impl TryFrom<Args> for Config {
         );
         a.nats.validate().map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
+            a.state_ttl_days <= STATE_TTL_DAYS_MAX,
+            "--state-ttl-days must be 0 (off) to {STATE_TTL_DAYS_MAX} (got {})",
+            a.state_ttl_days
+        );
+        anyhow::ensure!(
             (0.0..=1.0).contains(&a.trace_events_ratio),
             "--trace-events-ratio must be 0 to 1 (got {})",
             a.trace_events_ratio
@@ -214,6 +237,8 @@ impl TryFrom<Args> for Config {
                 events_max_age: std::time::Duration::from_secs(a.events_max_age_days.saturating_mul(86_400)),
                 events_max_bytes: a.events_max_bytes,
             },
+            state_ttl: std::time::Duration::from_secs(a.state_ttl_days * 86_400),
+            state_sweep_every: STATE_SWEEP_EVERY,
         })
     }
 }
@@ -223,7 +248,7 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} data_dir={} prefix={} notice_encoding={} require_caller={} replicas={} cache_mb={} batch={} commit_linger_ms={} trace_events_ratio={} dead_max_messages={} events_max_age_days={} events_max_bytes={}",
+            "{} data_dir={} prefix={} notice_encoding={} require_caller={} replicas={} cache_mb={} batch={} commit_linger_ms={} trace_events_ratio={} dead_max_messages={} events_max_age_days={} events_max_bytes={} state_ttl_days={}",
             self.nats,
             self.data_dir.display(),
             self.subjects.prefix(),
@@ -236,7 +261,8 @@ impl fmt::Display for Config {
             self.trace_events_ratio,
             self.limits.dead_max_messages,
             self.limits.events_max_age.as_secs() / 86_400,
-            self.limits.events_max_bytes
+            self.limits.events_max_bytes,
+            self.state_ttl.as_secs() / 86_400
         )
     }
 }
@@ -260,7 +286,13 @@ mod tests {
         assert_eq!(c.subjects.prefix(), "lockout");
         assert!(c.to_string().contains(" commit_linger_ms=5 "), "{c}");
         assert_eq!(c.limits, super::StreamLimits::default());
-        assert!(c.to_string().ends_with(" dead_max_messages=1000000 events_max_age_days=0 events_max_bytes=0"), "{c}");
+        assert!(
+            c.to_string()
+                .ends_with(" dead_max_messages=1000000 events_max_age_days=0 events_max_bytes=0 state_ttl_days=0"),
+            "{c}"
+        );
+        assert_eq!(c.state_ttl, std::time::Duration::ZERO);
+        assert_eq!(parse(&["--state-ttl-days", "400"]).unwrap().state_ttl.as_secs(), 400 * 86_400);
         let l =
             parse(&["--events-max-age-days", "400", "--events-max-bytes", "1000000000", "--dead-max-messages", "0"])
                 .unwrap()
@@ -280,6 +312,7 @@ mod tests {
             (&["--cache-mb", "0"], "--cache-mb must be at least 1"),
             (&["--trace-events-ratio", "1.5"], "--trace-events-ratio must be 0 to 1 (got 1.5)"),
             (&["--nats-user", "u"], "--nats-user and --nats-password go together"),
+            (&["--state-ttl-days", "36501"], "--state-ttl-days must be 0 (off) to 36500 (got 36501)"),
         ];
         for (flags, want) in cases {
             let e = parse(flags).expect_err(want);

@@ -20,6 +20,7 @@ pub mod caller;
 pub mod config;
 pub mod disk;
 pub mod expiry;
+pub mod forget;
 pub mod observe;
 pub mod outbox;
 pub mod projector;
@@ -155,6 +156,7 @@ pub async fn run_with_clock(
         events_max_age_days: limits.events_max_age.as_secs() / 86_400,
         events_max_bytes: limits.events_max_bytes,
         dead_max_messages: limits.dead_max_messages,
+        state_ttl_days: config.state_ttl.as_secs() / 86_400,
     };
     let health = Arc::new(Health { retention, ..Health::default() });
     let shared = Arc::new(Shared { config, store, js, client, folded, health, metrics, clock });
@@ -172,6 +174,7 @@ pub async fn run_with_clock(
     };
     let projector = tokio::spawn(projector::supervise(shared.clone(), session, folded_tx, stop_rx.clone()));
     let expiry = tokio::spawn(expiry::run(shared.clone(), stop_rx.clone()));
+    let forget = tokio::spawn(forget::run(shared.clone(), stop_rx.clone()));
     let disk = tokio::spawn(disk::run(shared.clone(), stop_rx.clone()));
     let service = service::start(shared.clone()).await?;
 
@@ -202,6 +205,7 @@ pub async fn run_with_clock(
         }
     }
     let _ = expiry.await;
+    let _ = forget.await;
     let _ = disk.await;
     shared.store.flush()?;
     shared.client.flush().await.ok();

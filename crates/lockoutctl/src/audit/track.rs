@@ -3,7 +3,7 @@
 //! state changed. The rules are the fold's: every sentence is built from the
 //! [`lockout_core::Why`] the fold returns, never by comparing states.
 
-use lockout_core::{Effect, NotCounted, StreakChange, UserState};
+use lockout_core::{Effect, Forgot, NotCounted, StreakChange, UserState};
 use lockout_proto::event::{Attempt, Event, Factor};
 use lockout_proto::notice::Source;
 use lockout_proto::status::LockReason;
@@ -197,6 +197,15 @@ impl Track {
                 fmt::time(until),
                 lockout_core::EXPIRED_EARLY_ALLOWANCE_MS
             ),
+            (Effect::Forget(forgot), Event::Forget(x)) => match forgot {
+                Forgot::Dropped => format!(
+                    "forgotten: idle since {} (--state-ttl-days), the state is dropped: counters, lock history and MFA reset",
+                    fmt::time(x.last_activity)
+                ),
+                Forgot::Nothing => "forget: nothing stored, no effect".to_owned(),
+                Forgot::Locked => "forget: no effect, the user is locked".to_owned(),
+                Forgot::ActiveSince(t) => format!("forget: no effect, the state changed at {} since", fmt::time(t)),
+            },
             (Effect::TenantEvent, _) => "policy change".to_owned(),
             (effect, event) => unreachable!("the fold gave {effect:?} for a {:?} event", event.kind()),
         };
