@@ -66,6 +66,9 @@ for role in $ROLES; do
   echo "  $role: LOCKOUT_NATS_PASSWORD=\$$var, --nats-url $url --nats-user $role" \
     "--tls-ca $PKI/ca.pem --tls-cert $PKI/$role.pem --tls-key $PKI/$role-key.pem --inbox-prefix _INBOX_$role"
 done
+echo "Notifiers and auditors reach the streams under the JetStream API prefix JS.lockout.API"
+echo "(lockoutctl --js-api-prefix JS.lockout.API; nats CLI --js-api-prefix)."
+
 echo "e.g.: . $PKI/passwords.env; LOCKOUT_NATS_PASSWORD=\$ADMIN_ACME_ALICE_PASSWORD target/release/lockoutctl \\"
 echo "  --nats-url $url --nats-user admin_acme_alice --tls-ca $PKI/ca.pem --tls-cert $PKI/admin_acme_alice.pem \\"
 echo "  --tls-key $PKI/admin_acme_alice-key.pem --inbox-prefix _INBOX_admin_acme_alice status acme alice"

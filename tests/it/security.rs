@@ -106,6 +106,16 @@ fn attempt_bytes(tenant: &str, user: &str) -> Vec<u8> {
     codec::encode(Encoding::Postcard, &a)
 }
 
+/// The JetStream API prefix under which the deploy config imports the streams into the
+/// notifiers' and auditors' accounts.
+const JS_API_PREFIX: &str = "JS.lockout.API";
+
+/// A JetStream context for a notifier or an auditor: the streams are imported into their
+/// accounts under [`JS_API_PREFIX`].
+fn imported_js(c: async_nats::Client) -> jetstream::Context {
+    jetstream::with_prefix(c, JS_API_PREFIX)
+}
+
 /// A JetStream publish that must not be stored.
 async fn publish_denied(c: &async_nats::Client, subject: &str, payload: Vec<u8>) {
     let js = jetstream::new(c.clone());
@@ -142,7 +152,7 @@ fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
-/// lockoutd in this process with its own user over TLS and `--require-caller` (as the deploy
+/// lockoutd in this process with its own user over TLS (with `--require-caller`, as the deploy
 /// configuration is meant to be run); send on the sender to stop it.
 fn spawn_lockoutd(
     url: &str,
@@ -150,6 +160,7 @@ fn spawn_lockoutd(
     password: String,
     ca: &Path,
     inbox: String,
+    require_caller: bool,
 ) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let mut config = lockoutd::Config::new(url, store);
     config.nats.nats_user = Some("lockoutd".into());
@@ -158,7 +169,7 @@ fn spawn_lockoutd(
     let (cert, key) = client_cert(ca);
     (config.nats.tls_cert, config.nats.tls_key) = (Some(cert), Some(key));
     config.nats.inbox_prefix = Some(inbox);
-    config.require_caller = true;
+    config.require_caller = require_caller;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let daemon = tokio::spawn(lockoutd::run(config, async move {
         let _ = stopped.await;
@@ -203,7 +214,7 @@ impl Deploy {
         let nats = NatsServer::start_with_config(Some(&config_path()), &env_refs(&env));
         let url = nats.url();
         let (stop, daemon) =
-            spawn_lockoutd(&url, tmp.path().join("store"), pw_of("lockoutd"), &p.ca, "_INBOX_lockoutd".into());
+            spawn_lockoutd(&url, tmp.path().join("store"), pw_of("lockoutd"), &p.ca, "_INBOX_lockoutd".into(), true);
         let d = Deploy { _tmp: tmp, p, _nats: nats, url, pws, stop, daemon };
         wait_ready(&d.connect("admin_acme_alice").await).await;
         d
@@ -270,7 +281,7 @@ async fn every_role_is_confined_and_lockoutd_runs_over_tls_with_its_credentials(
 
     // Auditors read the events stream and write nothing.
     let auditor = d.connect("auditor").await;
-    let ajs = jetstream::new(auditor.clone());
+    let ajs = imported_js(auditor.clone());
     let events = ajs.get_stream("LOCKOUT_EVENTS").await.unwrap();
     assert_eq!(events.get_raw_message(seq).await.unwrap().subject.as_str(), subject);
     publish_denied(&auditor, subject, attempt_bytes("acme", "alice")).await;
@@ -419,12 +430,12 @@ async fn consumer_tampering_an_auditor_cannot_delete_another_auditors_consumer()
         .unwrap()
         .sequence;
     let (first, second) = (d.connect("auditor").await, d.connect("auditor").await);
-    let events = jetstream::new(first).get_stream("LOCKOUT_EVENTS").await.unwrap();
+    let events = imported_js(first).get_stream("LOCKOUT_EVENTS").await.unwrap();
     // Kept well past the denied delete's timeout (an ephemeral consumer goes after 5 s idle).
     let idle = Duration::from_secs(120);
     let config = pull::Config { name: Some("audit-one".into()), inactive_threshold: idle, ..Default::default() };
     events.create_consumer(config).await.expect("an auditor creates a consumer");
-    let theirs = jetstream::new(second).get_stream("LOCKOUT_EVENTS").await.unwrap();
+    let theirs = imported_js(second).get_stream("LOCKOUT_EVENTS").await.unwrap();
     assert!(theirs.delete_consumer("audit-one").await.is_err(), "another auditor cannot delete it");
     let owner = jetstream::new(d.connect("lockoutd").await).get_stream("LOCKOUT_EVENTS").await.unwrap();
     owner.consumer_info("audit-one").await.expect("the consumer is still there");
@@ -435,7 +446,8 @@ async fn consumer_tampering_an_auditor_cannot_delete_another_auditors_consumer()
     let (cert, key) = (cert.display().to_string(), key.display().to_string());
     let args = ["lockoutctl", "--nats-url", &url, "--nats-user", "auditor", "--nats-password", &pw];
     let args = args.iter().copied().chain(["--inbox-prefix", "_INBOX_auditor", "--tls-cert", &cert, "--tls-key", &key]);
-    let args = args.chain(["--tls-ca", &ca, "--timeout", "5", "--json", "history", "acme", "alice"]);
+    let args = args.chain(["--tls-ca", &ca, "--js-api-prefix", JS_API_PREFIX, "--timeout", "5", "--json"]);
+    let args = args.chain(["history", "acme", "alice"]);
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = lockoutctl::run_io(args.map(str::to_owned).collect::<Vec<_>>(), &mut out, &mut err).await;
     let (out, err) = (String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap());
@@ -486,7 +498,7 @@ async fn unbounded_growth_idle_states_are_forgotten_by_an_event_and_replay_agree
 /// stream do not.
 async fn notifiers_are_confined_to_their_consumer(notifier: &async_nats::Client) {
     use jetstream::consumer::pull;
-    let njs = jetstream::new(notifier.clone());
+    let njs = imported_js(notifier.clone());
     let notices = njs.get_stream("LOCKOUT_NOTICES").await.unwrap();
     let own = |filter: &str| pull::Config {
         durable_name: Some("notifier_acme".into()),
@@ -551,18 +563,12 @@ async fn eavesdropping_no_credential_reads_another_credentials_replies_or_delive
 async fn eavesdropped(shared_inbox: bool) -> usize {
     let tmp = tempfile::tempdir().unwrap();
     let p = pki(tmp.path());
-    let mut config = std::fs::read_to_string(config_path()).unwrap();
-    if shared_inbox {
-        let old = config.clone();
-        for (user, _) in USERS {
-            config = config.replace(&format!("\"_INBOX_{user}.>\""), "\"_INBOX.>\"");
-        }
-        // lockoutd answered on every inbox (`allow_responses` stays: admins' replies cross
-        // their import as `_R_` subjects).
-        config = config
-            .replace("\"$JS.ACK.LOCKOUT_EVENTS.lockoutd.>\"]", "\"$JS.ACK.LOCKOUT_EVENTS.lockoutd.>\", \"_INBOX.>\"]");
-        assert_ne!(config, old, "the control configuration differs");
-    }
+    // The control is the layout before issue 20: one account, a shared `_INBOX.>`.
+    let config = match shared_inbox {
+        false => config_path(),
+        true => Path::new(env!("CARGO_MANIFEST_DIR")).join("it/fixtures/single-account-shared-inbox.conf"),
+    };
+    let config = std::fs::read_to_string(config).unwrap();
     let config_file = tmp.path().join("lockout.conf");
     std::fs::write(&config_file, &config).unwrap();
     let pw = |role: &str| format!("{role}-{}", Uuid::now_v7().simple());
@@ -578,7 +584,8 @@ async fn eavesdropped(shared_inbox: bool) -> usize {
         async move { connect_with_inbox(&url, user, &pw, &ca, &inbox).await.unwrap() }
     };
 
-    let (stop, daemon) = spawn_lockoutd(&url, tmp.path().join("store"), pw_of("lockoutd"), &p.ca, inbox("lockoutd"));
+    let (stop, daemon) =
+        spawn_lockoutd(&url, tmp.path().join("store"), pw_of("lockoutd"), &p.ca, inbox("lockoutd"), !shared_inbox);
     let admin = connect("admin_acme_alice").await;
     wait_ready(&admin).await;
 
@@ -604,7 +611,8 @@ async fn eavesdropped(shared_inbox: bool) -> usize {
     allowed(&gateway, "lockout.svc.acme.status", serde_json::json!({"user": "alice"})).await;
     allowed(&admin, "lockout.svc.acme.unlock", serde_json::json!({"user": "alice", "actor": "admin7"})).await;
     let auditor = connect("auditor").await;
-    let events = jetstream::new(auditor).get_stream("LOCKOUT_EVENTS").await.unwrap();
+    let auditor_js = if shared_inbox { jetstream::new(auditor) } else { imported_js(auditor) };
+    let events = auditor_js.get_stream("LOCKOUT_EVENTS").await.unwrap();
     events.get_raw_message(1).await.unwrap();
     // The spy's own subscription is flushed after everything above: what it was sent is in.
     spy.flush().await.unwrap();
@@ -642,7 +650,10 @@ async fn auditors_cannot_touch_lockoutds_consumer(
     });
     let _ = tokio::time::timeout(
         Duration::from_secs(2),
-        auditor.request("$JS.API.CONSUMER.CREATE.LOCKOUT_EVENTS", serde_json::to_vec(&body).unwrap().into()),
+        auditor.request(
+            format!("{JS_API_PREFIX}.CONSUMER.CREATE.LOCKOUT_EVENTS"),
+            serde_json::to_vec(&body).unwrap().into(),
+        ),
     )
     .await;
     events.create_consumer(pull::Config::default()).await.expect("an auditor creates consumers of its own");

@@ -35,6 +35,10 @@ pub struct Cli {
     /// Machine-readable JSON instead of text for people.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The JetStream API prefix where the streams are imported from another account (the
+    /// deploy config gives auditors `JS.lockout.API`); default `$JS.API`.
+    #[arg(long, global = true, env = "LOCKOUT_JS_API_PREFIX", value_name = "PREFIX")]
+    pub js_api_prefix: Option<String>,
     #[command(subcommand)]
     pub cmd: Cmd,
 }

@@ -36,7 +36,10 @@ impl Ctx {
             .connection_timeout(timeout)
             .request_timeout(Some(timeout));
         let client = cli.nats.connect(opts).await?;
-        let mut js = jetstream::new(client.clone());
+        let mut js = match &cli.js_api_prefix {
+            Some(prefix) => jetstream::with_prefix(client.clone(), prefix),
+            None => jetstream::new(client.clone()),
+        };
         js.set_timeout(timeout);
         Ok(Ctx { client, js, subjects, json: cli.json, timeout })
     }
