@@ -101,6 +101,15 @@ pub fn status_line(s: &Status) -> String {
     line
 }
 
+/// Who did an admin action: the typed actor, and the authenticated caller when the server
+/// vouched for one (`bob [ADMIN_ACME/admin_acme_alice]`).
+pub fn who(actor: &str, caller: Option<&str>) -> String {
+    match caller {
+        Some(c) => format!("{actor} [{c}]"),
+        None => actor.to_owned(),
+    }
+}
+
 /// The full status block of `status` and `state-at`.
 pub fn status_block(s: &Status) -> String {
     let mut out = format!("{} / {}: {}\n", s.tenant, s.user, status_line(s));
@@ -114,12 +123,15 @@ pub fn status_block(s: &Status) -> String {
     out.push_str(&format!("  automatic locks so far: {}\n", s.lock_count));
     if let Some(t) = s.unlocked_at {
         match &s.unlocked_by {
-            Some(by) => out.push_str(&format!("  last unlocked: {} by {by}\n", time(t))),
+            Some(by) => {
+                out.push_str(&format!("  last unlocked: {} by {}\n", time(t), who(by, s.unlocked_caller.as_deref())))
+            }
             None => out.push_str(&format!("  last unlocked: {} (expired)\n", time(t))),
         }
     }
     if let Some(t) = s.mfa_reset_at {
-        out.push_str(&format!("  MFA reset: {} by {}\n", time(t), s.mfa_reset_by.as_deref().unwrap_or("-")));
+        let by = who(s.mfa_reset_by.as_deref().unwrap_or("-"), s.mfa_reset_caller.as_deref());
+        out.push_str(&format!("  MFA reset: {} by {by}\n", time(t)));
     }
     out
 }
@@ -178,5 +190,23 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].0, "max_failures");
         assert_eq!(c[1].0, "reset_on_success");
+    }
+
+    #[test]
+    fn the_status_block_names_the_caller_beside_the_typed_actor() {
+        let s = Status {
+            unlocked_at: Some(0),
+            unlocked_by: Some("bob".into()),
+            unlocked_caller: Some("ADMIN_ACME/admin_acme_alice".into()),
+            mfa_reset_at: Some(0),
+            mfa_reset_by: Some("carol".into()),
+            ..Status::unknown("acme", "alice", 5)
+        };
+        let block = status_block(&s);
+        assert!(
+            block.contains("last unlocked: 1970-01-01T00:00:00.000Z by bob [ADMIN_ACME/admin_acme_alice]"),
+            "{block}"
+        );
+        assert!(block.contains("MFA reset: 1970-01-01T00:00:00.000Z by carol\n"), "no caller, none shown: {block}");
     }
 }

@@ -148,10 +148,10 @@ impl Track {
             }
             (Effect::Unlocked { was_locked: true }, Event::Unlock(u)) => {
                 self.close_lock(now, Some(u.actor.to_string()));
-                with_reason(format!("unlocked by {}", by(&u.actor, &u.caller)), u.reason.as_deref())
+                with_reason(format!("unlocked by {}", fmt::who(&u.actor, u.caller.as_deref())), u.reason.as_deref())
             }
             (Effect::Unlocked { was_locked: false }, Event::Unlock(u)) => with_reason(
-                format!("unlock by {} while not locked: counter reset", by(&u.actor, &u.caller)),
+                format!("unlock by {} while not locked: counter reset", fmt::who(&u.actor, u.caller.as_deref())),
                 u.reason.as_deref(),
             ),
             (Effect::Locked { replaced }, Event::Lock(l)) => {
@@ -159,7 +159,7 @@ impl Track {
                     self.close_lock(now, Some(l.actor.to_string()));
                 }
                 let until = self.state.lock.as_ref().and_then(|x| x.locked_until);
-                let mut t = format!("LOCKED by {} {}", by(&l.actor, &l.caller), fmt::until(until));
+                let mut t = format!("LOCKED by {} {}", fmt::who(&l.actor, l.caller.as_deref()), fmt::until(until));
                 if replaced {
                     t.push_str(", replacing the lock in force");
                 }
@@ -179,7 +179,7 @@ impl Track {
             (Effect::MfaReset { removed }, Event::MfaReset(m)) => with_reason(
                 format!(
                     "MFA reset by {}: {removed} MFA failure(s) removed, re-enrolment required",
-                    by(&m.actor, &m.caller)
+                    fmt::who(&m.actor, m.caller.as_deref())
                 ),
                 m.reason.as_deref(),
             ),
@@ -243,13 +243,4 @@ impl Track {
 
 fn src(a: &Attempt) -> String {
     fmt::source(&a.source_ip, a.client.as_deref())
-}
-
-/// Who did an admin action: the typed actor, and the authenticated caller when the server
-/// vouched for one (`alice [ADMIN_ACME/admin_acme_alice]`).
-fn by(actor: &str, caller: &Option<lockout_proto::CompactString>) -> String {
-    match caller {
-        Some(c) => format!("{actor} [{c}]"),
-        None => actor.to_owned(),
-    }
 }
