@@ -389,6 +389,15 @@ async fn actor_spoofing_an_admin_typing_another_admins_name_is_recorded_as_itsel
     };
     assert_eq!((n.actor.as_deref(), n.caller.as_deref()), (Some("bob"), Some("ADMIN_ACME/admin_acme_alice")));
 
+    // Admins see every lockoutd's health through `$SRV.STATS` (a stream of replies).
+    let stats = tokio::time::timeout(Duration::from_secs(5), bob.request("$SRV.STATS.lockout", "".into()))
+        .await
+        .expect("a $SRV.STATS reply in time")
+        .expect("admins may ask $SRV.STATS");
+    let stats: serde_json::Value = serde_json::from_slice(&stats.payload).unwrap();
+    assert_eq!(stats["name"], "lockout", "{stats}");
+    assert!(stats["endpoints"].as_array().is_some_and(|e| !e.is_empty()), "{stats}");
+
     // The identity provider's account imports status (and password_reset) only.
     let idp = d.connect("idp_acme").await;
     allowed(&idp, "lockout.svc.acme.status", json!({"user": "carol"})).await;
