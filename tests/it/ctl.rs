@@ -307,7 +307,13 @@ async fn replay_verify_export() {
         let checkpoint = store.checkpoint_at().unwrap();
         store
             .commit(&Commit {
-                states: vec![StateChange { tenant: "globex".into(), user: "carol".into(), before: None, state }],
+                states: vec![StateChange {
+                    tenant: "globex".into(),
+                    user: "carol".into(),
+                    before: None,
+                    before_scoped: Vec::new(),
+                    state,
+                }],
                 checkpoint: checkpoint.0,
                 checkpoint_time: checkpoint.1,
                 ..Commit::default()

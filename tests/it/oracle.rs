@@ -58,6 +58,7 @@ pub fn load(n: usize, users: usize) -> Vec<Attempt> {
             client: Some(["IT Glue", "VSA", "Outlook"][i % 3].into()),
             credential: None,
             account: None,
+            is_final: true,
         })
         .collect()
 }

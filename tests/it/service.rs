@@ -137,21 +137,44 @@ async fn postcard_requests_get_postcard_replies() {
     let lock = LockRequest { user: "carol".into(), actor: "ops".into(), reason: None, seconds: None };
     let w: WriteReply = l.call_typed("acme", "lock", Encoding::Postcard, &lock).await.unwrap();
     assert!(w.locked && w.locked_until.is_none(), "no seconds = until an admin unlocks");
-    let s: Status =
-        l.call_typed("acme", "status", Encoding::Postcard, &StatusRequest { user: "carol".into() }).await.unwrap();
+    let s: Status = l
+        .call_typed("acme", "status", Encoding::Postcard, &StatusRequest { user: "carol".into(), ..Default::default() })
+        .await
+        .unwrap();
     assert!(s.locked);
     assert_eq!(s.reason, Some(LockReason::Admin));
-    let unknown: Status =
-        l.call_typed("acme", "status", Encoding::Postcard, &StatusRequest { user: "nobody".into() }).await.unwrap();
+    let unknown: Status = l
+        .call_typed(
+            "acme",
+            "status",
+            Encoding::Postcard,
+            &StatusRequest { user: "nobody".into(), ..Default::default() },
+        )
+        .await
+        .unwrap();
     // A v1 reply has no `allowed` (the Rust type reads it as false there: schemas/README.md).
     assert_eq!(unknown, Status { allowed: false, ..Status::unknown("acme", "nobody", 5) });
 
     // A v2 request gets a v2 reply, contract v2's fields included.
-    let unknown: Status =
-        l.call_typed("acme", "status", Encoding::PostcardV2, &StatusRequest { user: "nobody".into() }).await.unwrap();
+    let unknown: Status = l
+        .call_typed(
+            "acme",
+            "status",
+            Encoding::PostcardV2,
+            &StatusRequest { user: "nobody".into(), ..Default::default() },
+        )
+        .await
+        .unwrap();
     assert_eq!(unknown, Status::unknown("acme", "nobody", 5));
-    let s: Status =
-        l.call_typed("acme", "status", Encoding::PostcardV2, &StatusRequest { user: "carol".into() }).await.unwrap();
+    let s: Status = l
+        .call_typed(
+            "acme",
+            "status",
+            Encoding::PostcardV2,
+            &StatusRequest { user: "carol".into(), ..Default::default() },
+        )
+        .await
+        .unwrap();
     assert_eq!((s.allowed, s.blocked_by), (false, Some(lockout_proto::status::BlockedBy::Account)));
 }
 

@@ -113,6 +113,7 @@ pub fn attempt_body(tenant: &str, user: &str, outcome: Outcome, ip: &str) -> Att
         client: None,
         credential: None,
         account: None,
+        is_final: true,
     }
 }
 

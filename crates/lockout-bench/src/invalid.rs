@@ -46,6 +46,7 @@ pub fn invalid_event(prefix: &str, i: usize) -> InvalidEvent {
         client: None,
         credential: None,
         account: None,
+        is_final: true,
     };
     let subject = |token: &str, kind: &str| format!("{prefix}.events.{tenant}.u.{token}.{kind}");
     let reason = REASONS[i % REASONS.len()];

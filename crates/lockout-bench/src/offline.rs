@@ -228,7 +228,13 @@ pub fn reads_under_commits(a: &ReadsArgs) -> anyhow::Result<()> {
                         seq += 1;
                         let (tenant, user) = &keys[(seq as usize).wrapping_mul(7_919) % keys.len()];
                         let state = UserState { last_failure_at: Some(seq), ..UserState::default() };
-                        lockout_store::StateChange { tenant: tenant.into(), user: user.into(), before: None, state }
+                        lockout_store::StateChange {
+                            tenant: tenant.into(),
+                            user: user.into(),
+                            before: None,
+                            before_scoped: Vec::new(),
+                            state,
+                        }
                     })
                     .collect();
                 store.commit(&lockout_store::Commit { states, checkpoint: seq, ..Default::default() })?;

@@ -28,6 +28,7 @@ pub fn attempt(user: String, outcome: Outcome, i: usize) -> Attempt {
         client: Some(["Outlook", "IT Glue", "VSA sync", "Mozilla/5.0 (X11; Linux x86_64)"][i % 4].into()),
         credential: None,
         account: None,
+        is_final: true,
     }
 }
 

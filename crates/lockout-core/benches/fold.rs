@@ -68,6 +68,7 @@ fn stream() -> Vec<Event> {
                 client: client.map(Into::into),
                 credential: failure.then(|| format!("{:016x}", if stale { user } else { rng.u64(..) }).into()),
                 account: None,
+                is_final: true,
             })
         })
         .collect()

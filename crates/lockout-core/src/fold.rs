@@ -9,16 +9,21 @@
 //! Policy events are tenant events: the caller replaces the tenant's policy with
 //! [`fold_policy`]; a policy change never touches a user state by itself.
 
-use lockout_proto::event::{Attempt, Event, Expired, Forget, Lock, MfaReset, Outcome, PolicyChange, Unlock};
+use lockout_proto::event::{
+    Account, Attempt, Event, Expired, Forget, Lock, MfaReset, Outcome, PasswordReset, PolicyChange, Unlock,
+};
 use lockout_proto::notice::{How, LockedNotice, MfaResetNotice, Notice, UnlockedNotice};
+use lockout_proto::policy::ResetScope;
 use lockout_proto::status::{LockReason, Scope};
+use lockout_proto::CompactString;
 use lockout_proto::{Millis, Policy};
 use uuid::Uuid;
 
-use crate::ids::{expired_event_id, notice_id, NoticeKind};
+use crate::ids::{expired_event_id, notice_id, scoped_notice_id, NoticeKind};
 use crate::message;
 use crate::state::{
-    BlockedSource, CountedCredential, LockState, StreakSource, UserState, BLOCKED_SOURCES_MAX, CREDENTIALS_MAX,
+    familiar_key, ranked, BlockedSource, CountedCredential, FamiliarIp, KnownClient, LockState, ScopeCounter,
+    StreakSource, Unlisted, UserState, BLOCKED_SOURCES_MAX, CREDENTIALS_MAX, FAMILIAR_MAX, KNOWN_CLIENTS_MAX,
     RECENT_LOCKS_MAX, STREAK_SOURCES_MAX,
 };
 
@@ -50,16 +55,26 @@ pub enum Effect {
     /// A failure counted: the counter is now `failures`. `new_streak`: `window_seconds`
     /// had passed since the last counted failure, so the count restarted at 1. `locked`: it
     /// reached `max_failures` and locked the account.
-    Counted { failures: u32, new_streak: bool, locked: bool },
+    /// `counter`: which counter it went to (contract v2; `account` under a v1 policy).
+    Counted { failures: u32, new_streak: bool, locked: bool, counter: Scope },
     /// A failure the policy does not count.
     NotCounted(NotCounted),
-    /// An attempt while locked: remembered as blocked; it neither counts nor extends the lock.
-    Blocked,
+    /// An attempt while a lock that covers it is in force (the account's, or the scope's
+    /// its source falls in): remembered as blocked; it neither counts nor extends the lock.
+    Blocked { scope: Scope },
+    /// A `rejected` attempt (contract v2): recorded in the history, changes nothing.
+    Rejected,
     /// A success. `failures` were on the counter before it; `reset`: it cleared them
     /// (`reset_on_success`); `reenrolled`: an MFA success ended `mfa_reenrol`.
     Succeeded { failures: u32, reset: bool, reenrolled: bool },
-    /// An admin unlock; it restarts the counter either way.
+    /// An admin unlock; it ends every lock and restarts every counter either way.
+    /// `was_locked`: some lock was in force.
     Unlocked { was_locked: bool },
+    /// An admin unlock naming a `lock_event` that started no lock in force: nothing changed.
+    UnlockRefused,
+    /// A `password_reset` (contract v2): `ended` locks ended; `kept`: a lock stayed (an admin
+    /// or permanent account lock, or any lock without `unlock_on_password_reset`).
+    PasswordReset { ended: u32, kept: bool },
     /// An admin lock; `replaced`: a lock was in force and this one replaced it.
     Locked { replaced: bool },
     /// An MFA reset removed `removed` second-factor failures from the counter.
@@ -122,13 +137,17 @@ impl Effect {
         match self {
             Effect::Counted { new_streak: true, .. } => StreakChange::Restarted,
             Effect::Counted { .. } => StreakChange::Added,
-            Effect::Succeeded { reset: true, .. } | Effect::Unlocked { .. } | Effect::Expired { ended: Some(_) } => {
-                StreakChange::Cleared
-            }
+            Effect::Succeeded { reset: true, .. }
+            | Effect::Unlocked { .. }
+            | Effect::Expired { ended: Some(_) }
+            | Effect::PasswordReset { kept: false, .. } => StreakChange::Cleared,
             Effect::MfaReset { .. } => StreakChange::MfaRemoved,
             Effect::TenantEvent
             | Effect::NotCounted(_)
-            | Effect::Blocked
+            | Effect::Blocked { .. }
+            | Effect::Rejected
+            | Effect::UnlockRefused
+            | Effect::PasswordReset { kept: true, .. }
             | Effect::Succeeded { reset: false, .. }
             | Effect::Locked { .. }
             | Effect::Expired { ended: None }
@@ -157,6 +176,11 @@ pub fn fold_into(policy: &Policy, state: &mut UserState, event: &Event, now: Mil
     let Some(user) = event.user() else {
         return (Vec::new(), Why { expired_first: None, effect: Effect::TenantEvent });
     };
+    // A rejected attempt is recorded in the history and changes nothing, not even a lock that
+    // ran out (contract v2; a v1 history never folded one: it was a dead letter then).
+    if matches!(event, Event::Attempt(a) if a.outcome == Outcome::Rejected) {
+        return (Vec::new(), Why { expired_first: None, effect: Effect::Rejected });
+    }
     let mut f = Folder { policy, state, notices: Vec::new(), now, event_id: event.id() };
     let expired_first = f.expire_if_due(event.tenant(), user);
     let effect = match event {
@@ -166,6 +190,7 @@ pub fn fold_into(policy: &Policy, state: &mut UserState, event: &Event, now: Mil
         Event::MfaReset(m) => f.mfa_reset(m),
         Event::Expired(x) => f.expired(x),
         Event::Forget(x) => f.forget(x),
+        Event::PasswordReset(r) => f.password_reset(r),
         Event::Policy(_) => Effect::TenantEvent,
     };
     (f.notices, Why { expired_first, effect })
@@ -185,57 +210,330 @@ struct Folder<'a> {
     event_id: Uuid,
 }
 
-impl Folder<'_> {
-    /// Ends a timed lock that ran out at or before `now`; returns its `locked_until`.
-    fn expire_if_due(&mut self, tenant: &str, user: &str) -> Option<Millis> {
-        let until = self.state.lock.as_ref().and_then(|l| l.locked_until).filter(|&u| u <= self.now)?;
-        self.end_by_expiry(tenant, user)?;
-        Some(until)
+/// Which counter a failure goes to, or which lock refuses an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Account,
+    Unfamiliar,
+    /// Index into `UserState::clients`.
+    Client(usize),
+}
+
+/// One counter, wherever its fields live (the account's are `UserState`'s own, from v1).
+struct CounterMut<'a> {
+    streak: &'a mut Vec<StreakSource>,
+    unlisted: &'a mut Unlisted,
+    credentials: &'a mut Vec<CountedCredential>,
+    last_failure_at: &'a mut Option<Millis>,
+}
+
+impl CounterMut<'_> {
+    fn failures(&self) -> u32 {
+        let n = self.unlisted.password.saturating_add(self.unlisted.mfa);
+        self.streak.iter().fold(n, |n, s| n.saturating_add(s.total()))
     }
 
-    /// Ends the current lock as an expiry: `unlocked_at` = `locked_until`, no actor. Returns
-    /// when it ended, or `None` when no lock was in force.
+    fn restart(&mut self) {
+        self.streak.clear();
+        *self.unlisted = Unlisted::default();
+        self.credentials.clear();
+    }
+
+    /// Drops the failures from `ip` (`reset_scope: same_ip`).
+    fn remove_ip(&mut self, ip: &str) {
+        self.streak.retain(|s| s.ip != ip);
+    }
+
+    /// Drops the second-factor failures; returns how many.
+    fn remove_mfa(&mut self) -> u32 {
+        let before = self.failures();
+        for s in self.streak.iter_mut() {
+            s.mfa = 0;
+        }
+        self.unlisted.mfa = 0;
+        self.streak.retain(|s| s.total() > 0);
+        self.credentials.retain(|c| !c.mfa);
+        before.saturating_sub(self.failures())
+    }
+
+    /// Adds one counted failure: to its source's entry, or, once [`STREAK_SOURCES_MAX`]
+    /// sources are listed, to the unlisted count.
+    fn count(&mut self, a: &Attempt, mfa: bool, now: Millis) {
+        let (password_count, mfa_count) =
+            match self.streak.iter_mut().position(|s| s.ip == a.source_ip && s.client == a.client) {
+                Some(i) => {
+                    let s = &mut self.streak[i];
+                    (&mut s.password, &mut s.mfa)
+                }
+                None if self.streak.len() >= STREAK_SOURCES_MAX => {
+                    (&mut self.unlisted.password, &mut self.unlisted.mfa)
+                }
+                None => {
+                    self.streak.push(StreakSource {
+                        ip: a.source_ip.clone(),
+                        client: a.client.clone(),
+                        password: 0,
+                        mfa: 0,
+                    });
+                    let s = self.streak.last_mut().expect("just pushed");
+                    (&mut s.password, &mut s.mfa)
+                }
+            };
+        let counter = if mfa { mfa_count } else { password_count };
+        *counter = counter.saturating_add(1);
+        if let Some(fp) = &a.credential {
+            if self.credentials.len() < CREDENTIALS_MAX && !self.credentials.iter().any(|c| c.fingerprint == fp) {
+                self.credentials.push(CountedCredential { fingerprint: fp.clone(), mfa });
+            }
+        }
+        *self.last_failure_at = Some(now);
+    }
+}
+
+fn scope_counter(c: &mut ScopeCounter) -> CounterMut<'_> {
+    CounterMut {
+        streak: &mut c.streak,
+        unlisted: &mut c.unlisted,
+        credentials: &mut c.credentials,
+        last_failure_at: &mut c.last_failure_at,
+    }
+}
+
+impl Folder<'_> {
+    fn counter(&mut self, t: Target) -> CounterMut<'_> {
+        let st = &mut *self.state;
+        match t {
+            Target::Account => CounterMut {
+                streak: &mut st.streak,
+                unlisted: &mut st.unlisted,
+                credentials: &mut st.credentials,
+                last_failure_at: &mut st.last_failure_at,
+            },
+            Target::Unfamiliar => scope_counter(&mut st.unfamiliar),
+            Target::Client(i) => scope_counter(&mut st.clients[i].counter),
+        }
+    }
+
+    fn lock_of(&mut self, t: Target) -> &mut Option<Box<LockState>> {
+        match t {
+            Target::Account => &mut self.state.lock,
+            Target::Unfamiliar => &mut self.state.unfamiliar.lock,
+            Target::Client(i) => &mut self.state.clients[i].counter.lock,
+        }
+    }
+
+    fn scope(&self, t: Target) -> (Scope, Option<CompactString>) {
+        match t {
+            Target::Account => (Scope::Account, None),
+            Target::Unfamiliar => (Scope::Unfamiliar, None),
+            Target::Client(i) => (Scope::Client, Some(self.state.clients[i].client.clone())),
+        }
+    }
+
+    /// Every scope counter, in a fixed order: unfamiliar, then the clients in list order.
+    fn scope_targets(&self) -> impl Iterator<Item = Target> {
+        std::iter::once(Target::Unfamiliar).chain((0..self.state.clients.len()).map(Target::Client))
+    }
+
+    /// Ends the timed locks that ran out at or before `now`: the account's (returned, its
+    /// `locked_until`), then each scope's.
+    fn expire_if_due(&mut self, tenant: &str, user: &str) -> Option<Millis> {
+        let now = self.now;
+        let due = |l: &Option<Box<LockState>>| l.as_ref().and_then(|l| l.locked_until).filter(|&u| u <= now);
+        let account = due(&self.state.lock).and_then(|until| self.end_by_expiry(tenant, user).map(|_| until));
+        let scoped: Vec<Target> = self.scope_targets().collect();
+        for t in scoped {
+            if due(self.lock_of(t)).is_some() {
+                self.end_scope(tenant, user, t, How::Expired, None, None);
+            }
+        }
+        account
+    }
+
+    /// Ends the current account lock as an expiry: `unlocked_at` = `locked_until`, no actor.
+    /// Returns when it ended, or `None` when no lock was in force.
     fn end_by_expiry(&mut self, tenant: &str, user: &str) -> Option<Millis> {
         let lock = self.state.lock.take()?;
+        self.state.lock_permanent = false;
         let until = lock.locked_until.unwrap_or(self.now);
         self.state.restart_streak();
         self.state.unlocked_at = Some(until);
         self.state.unlocked_by = None;
         self.state.unlocked_caller = None;
-        self.notices.push(Notice::Unlocked(UnlockedNotice {
-            id: notice_id(tenant, user, lock.event_id, NoticeKind::Expired),
-            event_id: lock.event_id,
-            tenant: tenant.into(),
-            user: user.into(),
-            at: until,
-            how: How::Expired,
-            actor: None,
-            scope: Scope::Account,
-            client: None,
-            caller: None,
-        }));
+        self.unlocked_notice(tenant, user, Target::Account, &lock, How::Expired, None, None);
         Some(until)
     }
 
+    /// Ends the lock of scope `t` (not the account), if one is in force, restarting its
+    /// counter; the `unlocked` notice says `how`. Returns whether a lock ended.
+    fn end_scope(
+        &mut self,
+        tenant: &str,
+        user: &str,
+        t: Target,
+        how: How,
+        actor: Option<&CompactString>,
+        caller: Option<&CompactString>,
+    ) -> bool {
+        let Some(lock) = self.lock_of(t).take() else { return false };
+        let mut c = self.counter(t);
+        c.restart();
+        *c.last_failure_at = None;
+        self.unlocked_notice(tenant, user, t, &lock, how, actor, caller);
+        true
+    }
+
+    /// The `unlocked` notice of `lock` (of scope `t`) ended `how`. An expiry is keyed by the
+    /// lock's event and dated `locked_until`, so whichever event ends it, it is the same
+    /// notice; any other end by the event folded now.
+    #[allow(clippy::too_many_arguments)]
+    fn unlocked_notice(
+        &mut self,
+        tenant: &str,
+        user: &str,
+        t: Target,
+        lock: &LockState,
+        how: How,
+        actor: Option<&CompactString>,
+        caller: Option<&CompactString>,
+    ) {
+        let (scope, client) = self.scope(t);
+        let (kind, event_id, at) = match how {
+            How::Expired => (NoticeKind::Expired, lock.event_id, lock.locked_until.unwrap_or(self.now)),
+            How::Admin | How::PasswordReset => (NoticeKind::Unlocked, self.event_id, self.now),
+        };
+        self.notices.push(Notice::Unlocked(UnlockedNotice {
+            id: scoped_notice_id(tenant, user, event_id, kind, scope.into(), client.as_deref()),
+            event_id,
+            tenant: tenant.into(),
+            user: user.into(),
+            at,
+            how,
+            actor: actor.cloned(),
+            scope,
+            client,
+            caller: caller.cloned(),
+        }));
+    }
+
+    /// The lock that refuses attempt `a`, if any: the account's, then the unfamiliar IPs',
+    /// then its client's (contract v2, `blocked_by`'s order).
+    fn blocked_by(&self, a: &Attempt) -> Option<Target> {
+        let st = &*self.state;
+        if st.lock.is_some() {
+            return Some(Target::Account);
+        }
+        let familiar_days = self.policy.familiar_days;
+        if st.unfamiliar.lock.is_some() && familiar_days > 0 && !st.is_familiar(&a.source_ip, familiar_days, self.now) {
+            return Some(Target::Unfamiliar);
+        }
+        if a.account == Some(Account::Api) {
+            if let Some(c) = &a.client {
+                if let Some(i) = st.clients.iter().position(|k| k.client == c && k.counter.lock.is_some()) {
+                    return Some(Target::Client(i));
+                }
+            }
+        }
+        None
+    }
+
+    /// The counter a failure from `a`'s source goes to: its known client's (under
+    /// `api_client_scope`), else the unfamiliar IPs' (under `familiar_days`), else the account's.
+    fn route(&self, a: &Attempt) -> Target {
+        let st = &*self.state;
+        if self.policy.api_client_scope && a.account == Some(Account::Api) {
+            if let Some(i) = a.client.as_deref().and_then(|c| st.known_client(c, self.now)) {
+                return Target::Client(i);
+            }
+        }
+        if self.policy.familiar_days > 0 && !st.is_familiar(&a.source_ip, self.policy.familiar_days, self.now) {
+            return Target::Unfamiliar;
+        }
+        Target::Account
+    }
+
     fn attempt(&mut self, a: &Attempt) -> Effect {
-        if let Some(lock) = &mut self.state.lock {
-            block(lock, a);
-            return Effect::Blocked;
+        if let Some(t) = self.blocked_by(a) {
+            let (scope, _) = self.scope(t);
+            block(self.lock_of(t).as_mut().expect("a lock refuses it"), a);
+            return Effect::Blocked { scope };
         }
         match a.outcome {
-            Outcome::Success => {
-                let reenrolled = a.factor == lockout_proto::event::Factor::Mfa && self.state.mfa_reenrol;
-                if reenrolled {
-                    self.state.mfa_reenrol = false;
-                }
-                let failures = self.state.failures();
-                let reset = self.policy.reset_on_success;
-                if reset {
-                    self.state.restart_streak();
-                }
-                Effect::Succeeded { failures, reset, reenrolled }
-            }
+            Outcome::Success => self.success(a),
             Outcome::Failure => self.failure(a),
+            // Rejected attempts never reach here (`fold_into`).
+            Outcome::Rejected => Effect::Rejected,
+        }
+    }
+
+    fn success(&mut self, a: &Attempt) -> Effect {
+        let reenrolled = a.factor == lockout_proto::event::Factor::Mfa && self.state.mfa_reenrol;
+        if reenrolled {
+            self.state.mfa_reenrol = false;
+        }
+        let target = self.route(a);
+        let reset = self.policy.reset_on_success;
+        let same_ip = self.policy.reset_scope == ResetScope::SameIp;
+        let mut c = self.counter(target);
+        let failures = c.failures();
+        if reset {
+            if same_ip {
+                c.remove_ip(&a.source_ip);
+            } else {
+                c.restart();
+            }
+        }
+        if a.is_final {
+            self.remember(a);
+        }
+        Effect::Succeeded { failures, reset, reenrolled }
+    }
+
+    /// A final success: its IP becomes familiar (under `familiar_days`), its API client known
+    /// (under `api_client_scope`); the oldest is forgotten beyond the bounds.
+    fn remember(&mut self, a: &Attempt) {
+        let now = self.now;
+        let st = &mut *self.state;
+        if self.policy.familiar_days > 0 {
+            let span = u64::from(self.policy.familiar_days) * 86_400_000;
+            st.familiar.retain(|f| now.saturating_sub(f.at) < span);
+            let key = familiar_key(&a.source_ip);
+            match st.familiar.iter_mut().find(|f| f.ip == key) {
+                Some(f) => f.at = now,
+                None => {
+                    if st.familiar.len() >= FAMILIAR_MAX {
+                        let oldest = (0..st.familiar.len()).min_by_key(|&i| st.familiar[i].at).expect("not empty");
+                        st.familiar.remove(oldest);
+                    }
+                    st.familiar.push(FamiliarIp { ip: key, at: now });
+                }
+            }
+        }
+        if self.policy.api_client_scope && a.account == Some(Account::Api) {
+            if let Some(client) = &a.client {
+                match st.clients.iter_mut().find(|c| c.client == client) {
+                    Some(c) => c.at = now,
+                    None => {
+                        // Forget the least recently successful unlocked client beyond the bound.
+                        if st.clients.len() >= KNOWN_CLIENTS_MAX {
+                            let victim = (0..st.clients.len())
+                                .filter(|&i| st.clients[i].counter.lock.is_none())
+                                .min_by_key(|&i| st.clients[i].at);
+                            match victim {
+                                Some(i) => {
+                                    st.clients.remove(i);
+                                }
+                                None => return,
+                            }
+                        }
+                        st.clients.push(KnownClient {
+                            client: client.clone(),
+                            at: now,
+                            counter: ScopeCounter::default(),
+                        });
+                    }
+                }
+            }
         }
     }
 
@@ -244,59 +542,39 @@ impl Folder<'_> {
         if mfa && !self.policy.count_mfa_failures {
             return Effect::NotCounted(NotCounted::MfaNotCounted);
         }
+        let target = self.route(a);
         let window_ms = u64::from(self.policy.window_seconds) * 1000;
+        let dedupe = self.policy.dedupe_credential;
+        let now = self.now;
+        let mut c = self.counter(target);
         let mut new_streak = false;
-        if let Some(last) = self.state.last_failure_at {
-            if window_ms > 0 && self.now.saturating_sub(last) >= window_ms {
-                new_streak = self.state.failures() > 0;
-                self.state.restart_streak();
+        if let Some(last) = *c.last_failure_at {
+            if window_ms > 0 && now.saturating_sub(last) >= window_ms {
+                new_streak = c.failures() > 0;
+                c.restart();
             }
         }
-        if self.policy.dedupe_credential {
+        if dedupe {
             if let Some(fp) = &a.credential {
-                if self.state.credentials.iter().any(|c| c.fingerprint == fp) {
+                if c.credentials.iter().any(|x| x.fingerprint == fp) {
                     return Effect::NotCounted(NotCounted::CredentialAlreadyCounted);
                 }
             }
         }
-        self.count(a, mfa);
-        let failures = self.state.failures();
+        c.count(a, mfa, now);
+        let failures = c.failures();
+        if target == Target::Account {
+            self.state.last_source_ip = Some(a.source_ip.clone());
+        }
         let locked = self.policy.max_failures > 0 && failures >= self.policy.max_failures;
         if locked {
-            self.auto_lock(a, failures);
-        }
-        Effect::Counted { failures, new_streak, locked }
-    }
-
-    /// Adds one counted failure to the streak: to its source's entry, or, once
-    /// [`STREAK_SOURCES_MAX`] sources are listed, to the unlisted count.
-    fn count(&mut self, a: &Attempt, mfa: bool) {
-        let st = &mut self.state;
-        let (password_count, mfa_count) = match st
-            .streak
-            .iter_mut()
-            .position(|s| s.ip == a.source_ip && s.client == a.client)
-        {
-            Some(i) => {
-                let s = &mut st.streak[i];
-                (&mut s.password, &mut s.mfa)
-            }
-            None if st.streak.len() >= STREAK_SOURCES_MAX => (&mut st.unlisted.password, &mut st.unlisted.mfa),
-            None => {
-                st.streak.push(StreakSource { ip: a.source_ip.clone(), client: a.client.clone(), password: 0, mfa: 0 });
-                let s = st.streak.last_mut().expect("just pushed");
-                (&mut s.password, &mut s.mfa)
-            }
-        };
-        let counter = if mfa { mfa_count } else { password_count };
-        *counter = counter.saturating_add(1);
-        if let Some(fp) = &a.credential {
-            if st.credentials.len() < CREDENTIALS_MAX && !st.credentials.iter().any(|c| c.fingerprint == fp) {
-                st.credentials.push(CountedCredential { fingerprint: fp.clone(), mfa });
+            match target {
+                Target::Account => self.auto_lock(a, failures),
+                t => self.scope_lock(a, t, failures),
             }
         }
-        st.last_failure_at = Some(self.now);
-        st.last_source_ip = Some(a.source_ip.clone());
+        let (counter, _) = self.scope(target);
+        Effect::Counted { failures, new_streak, locked, counter }
     }
 
     /// Locks after the failure `a` reached `max_failures`.
@@ -308,6 +586,7 @@ impl Folder<'_> {
         st.recent_locks.retain(|&t| t <= now && now - t < history_ms);
         let earlier = u32::try_from(st.recent_locks.len()).unwrap_or(u32::MAX);
         let seconds = lock_length(p, earlier);
+        st.lock_permanent = p.lock_seconds > 0 && seconds.is_none();
         st.recent_locks.push(now);
         if st.recent_locks.len() > RECENT_LOCKS_MAX {
             st.recent_locks.remove(0);
@@ -315,7 +594,7 @@ impl Folder<'_> {
         st.lock_count = st.lock_count.saturating_add(1);
         let sources = st.ranked_sources();
         let text = message::auto_locked(seconds, &sources);
-        self.start_lock(LockReason::Failures, seconds);
+        self.state.lock = Some(self.new_lock(LockReason::Failures, seconds));
         self.notices.push(Notice::Locked(LockedNotice {
             id: notice_id(&a.tenant, &a.user, self.event_id, NoticeKind::Locked),
             event_id: self.event_id,
@@ -336,21 +615,59 @@ impl Folder<'_> {
         }));
     }
 
-    fn start_lock(&mut self, reason: LockReason, seconds: Option<u64>) {
-        self.state.lock = Some(Box::new(LockState {
+    /// Locks scope `t` (unfamiliar IPs or one client) after the failure `a` reached
+    /// `max_failures` on its counter: for `lock_seconds` (0: until unlocked); progressive and
+    /// permanent locks concern the account only.
+    fn scope_lock(&mut self, a: &Attempt, t: Target, failures: u32) {
+        let seconds = (self.policy.lock_seconds > 0).then_some(u64::from(self.policy.lock_seconds));
+        let lock = self.new_lock(LockReason::Failures, seconds);
+        *self.lock_of(t) = Some(lock);
+        let (scope, client) = self.scope(t);
+        let sources = ranked(self.counter(t).streak);
+        let now = self.now;
+        self.notices.push(Notice::Locked(LockedNotice {
+            id: scoped_notice_id(
+                &a.tenant,
+                &a.user,
+                self.event_id,
+                NoticeKind::Locked,
+                scope.into(),
+                client.as_deref(),
+            ),
+            event_id: self.event_id,
+            tenant: a.tenant.clone(),
+            user: a.user.clone(),
+            at: now,
+            reason: LockReason::Failures,
+            locked_until: seconds.map(|s| until(now, s)),
+            lock_seconds: seconds,
+            failures,
+            source_ip: Some(a.source_ip.clone()),
+            client: a.client.clone(),
+            message: message::scope_locked(&a.user, scope, client.as_deref(), seconds, &sources),
+            sources,
+            actor: None,
+            scope,
+            caller: None,
+        }));
+    }
+
+    fn new_lock(&self, reason: LockReason, seconds: Option<u64>) -> Box<LockState> {
+        Box::new(LockState {
             reason,
             locked_at: self.now,
             locked_until: seconds.map(|s| until(self.now, s)),
             event_id: self.event_id,
             blocked: 0,
             blocked_sources: Vec::new(),
-        }));
+        })
     }
 
     fn lock(&mut self, l: &Lock) -> Effect {
         let replaced = self.state.lock.is_some();
         let seconds = l.seconds.map(u64::from);
-        self.start_lock(LockReason::Admin, seconds);
+        self.state.lock = Some(self.new_lock(LockReason::Admin, seconds));
+        self.state.lock_permanent = false;
         let sources = self.state.ranked_sources();
         self.notices.push(Notice::Locked(LockedNotice {
             id: notice_id(&l.tenant, &l.user, self.event_id, NoticeKind::Locked),
@@ -373,39 +690,105 @@ impl Folder<'_> {
         Effect::Locked { replaced }
     }
 
+    /// The event that started a lock in force: the account's, or a scope's.
+    fn lock_started_by(&self, event: Uuid) -> bool {
+        let st = &*self.state;
+        std::iter::once(&st.lock)
+            .chain(std::iter::once(&st.unfamiliar.lock))
+            .chain(st.clients.iter().map(|c| &c.counter.lock))
+            .any(|l| l.as_ref().is_some_and(|l| l.event_id == event))
+    }
+
     fn unlock(&mut self, u: &Unlock) -> Effect {
-        let was_locked = self.state.lock.take().is_some();
+        if let Some(want) = u.lock_event {
+            if !self.lock_started_by(want) {
+                return Effect::UnlockRefused;
+            }
+        }
+        let account = self.state.lock.take();
+        self.state.lock_permanent = false;
         self.state.restart_streak();
         self.state.unlocked_at = Some(self.now);
         self.state.unlocked_by = Some(u.actor.clone());
         self.state.unlocked_caller = u.caller.clone();
-        if was_locked {
-            self.notices.push(Notice::Unlocked(UnlockedNotice {
-                id: notice_id(&u.tenant, &u.user, self.event_id, NoticeKind::Unlocked),
-                event_id: self.event_id,
-                tenant: u.tenant.clone(),
-                user: u.user.clone(),
-                at: self.now,
-                how: How::Admin,
-                actor: Some(u.actor.clone()),
-                scope: Scope::Account,
-                client: None,
-                caller: u.caller.clone(),
-            }));
+        let mut was_locked = false;
+        if let Some(lock) = account {
+            self.unlocked_notice(
+                &u.tenant,
+                &u.user,
+                Target::Account,
+                &lock,
+                How::Admin,
+                Some(&u.actor),
+                u.caller.as_ref(),
+            );
+            was_locked = true;
+        }
+        let scoped: Vec<Target> = self.scope_targets().collect();
+        for t in scoped {
+            was_locked |= self.end_scope(&u.tenant, &u.user, t, How::Admin, Some(&u.actor), u.caller.as_ref());
+            self.counter(t).restart();
         }
         Effect::Unlocked { was_locked }
     }
 
-    fn mfa_reset(&mut self, m: &MfaReset) -> Effect {
-        let st = &mut self.state;
-        let before = st.failures();
-        for s in &mut st.streak {
-            s.mfa = 0;
+    fn password_reset(&mut self, r: &PasswordReset) -> Effect {
+        let st = &*self.state;
+        if !self.policy.unlock_on_password_reset {
+            if st.any_lock() {
+                return Effect::PasswordReset { ended: 0, kept: true };
+            }
+            self.clear_counters();
+            return Effect::PasswordReset { ended: 0, kept: false };
         }
-        st.unlisted.mfa = 0;
-        st.streak.retain(|s| s.total() > 0);
-        st.credentials.retain(|c| !c.mfa);
-        let removed = before.saturating_sub(st.failures());
+        let kept = st.lock.as_ref().is_some_and(|l| l.reason == LockReason::Admin || st.lock_permanent);
+        let mut ended = 0;
+        if !kept {
+            if let Some(lock) = self.state.lock.take() {
+                self.state.unlocked_at = Some(self.now);
+                self.state.unlocked_by = r.actor.clone();
+                self.state.unlocked_caller = r.caller.clone();
+                let how = How::PasswordReset;
+                self.unlocked_notice(
+                    &r.tenant,
+                    &r.user,
+                    Target::Account,
+                    &lock,
+                    how,
+                    r.actor.as_ref(),
+                    r.caller.as_ref(),
+                );
+                ended += 1;
+            }
+            self.state.restart_streak();
+        }
+        let scoped: Vec<Target> = self.scope_targets().collect();
+        for t in scoped {
+            let how = How::PasswordReset;
+            ended += u32::from(self.end_scope(&r.tenant, &r.user, t, how, r.actor.as_ref(), r.caller.as_ref()));
+            self.counter(t).restart();
+        }
+        Effect::PasswordReset { ended, kept }
+    }
+
+    /// Restarts every counter (no lock is in force).
+    fn clear_counters(&mut self) {
+        self.state.restart_streak();
+        let scoped: Vec<Target> = self.scope_targets().collect();
+        for t in scoped {
+            self.counter(t).restart();
+        }
+    }
+
+    fn mfa_reset(&mut self, m: &MfaReset) -> Effect {
+        let mut removed = self.counter(Target::Account).remove_mfa();
+        let scoped: Vec<Target> = self.scope_targets().collect();
+        for t in scoped {
+            if self.lock_of(t).is_none() {
+                removed = removed.saturating_add(self.counter(t).remove_mfa());
+            }
+        }
+        let st = &mut self.state;
         st.mfa_reset_at = Some(self.now);
         st.mfa_reset_by = Some(m.actor.clone());
         st.mfa_reset_caller = m.caller.clone();
@@ -422,10 +805,10 @@ impl Folder<'_> {
         Effect::MfaReset { removed }
     }
 
-    /// A `forget` event drops the state unless the user is locked or the state recorded
+    /// A `forget` event drops the state unless a lock is in force or the state recorded
     /// something after the event's `last_activity` (see [`UserState::last_activity`]).
     fn forget(&mut self, x: &Forget) -> Effect {
-        let forgot = if self.state.lock.is_some() {
+        let forgot = if self.state.any_lock() {
             Forgot::Locked
         } else {
             match self.state.last_activity() {
@@ -440,22 +823,32 @@ impl Folder<'_> {
         Effect::Forget(forgot)
     }
 
-    /// An `expired` event ends the timed lock it names, even when folded a little (up to
-    /// [`EXPIRED_EARLY_ALLOWANCE_MS`]) before `locked_until`; one stored earlier than that
-    /// (lockoutd's clock running ahead of the server's) leaves the lock in force. Otherwise it
-    /// does nothing. An `expired` event whose id is not [`expired_event_id`]'s (those written
-    /// before it, with [`crate::ids::expired_event_id_v1`]) ends the lock it names whenever it
-    /// is folded, as it always did: stored history folds the same.
+    /// An `expired` event ends the timed lock it names (the account's or a scope's), even when
+    /// folded a little (up to [`EXPIRED_EARLY_ALLOWANCE_MS`]) before `locked_until`; one stored
+    /// earlier than that (lockoutd's clock running ahead of the server's) leaves the lock in
+    /// force. Otherwise it does nothing. An `expired` event whose id is not
+    /// [`expired_event_id`]'s (those written before it, with
+    /// [`crate::ids::expired_event_id_v1`]) ends the lock it names whenever it is folded, as it
+    /// always did: stored history folds the same.
     fn expired(&mut self, x: &Expired) -> Effect {
-        let until = self.state.lock.as_ref().filter(|l| l.event_id == x.lock_event).and_then(|l| l.locked_until);
+        let targets: Vec<Target> = std::iter::once(Target::Account).chain(self.scope_targets()).collect();
+        let Some(t) =
+            targets.into_iter().find(|&t| self.lock_of(t).as_ref().is_some_and(|l| l.event_id == x.lock_event))
+        else {
+            return Effect::Expired { ended: None };
+        };
+        let Some(until) = self.lock_of(t).as_ref().and_then(|l| l.locked_until) else {
+            return Effect::Expired { ended: None };
+        };
         let held_to_until = || x.id == expired_event_id(&x.tenant, &x.user, x.lock_event);
-        match until {
-            Some(until) if self.now.saturating_add(EXPIRED_EARLY_ALLOWANCE_MS) < until && held_to_until() => {
-                Effect::ExpiredEarly { until }
-            }
-            Some(_) => Effect::Expired { ended: self.end_by_expiry(&x.tenant, &x.user) },
-            None => Effect::Expired { ended: None },
+        if self.now.saturating_add(EXPIRED_EARLY_ALLOWANCE_MS) < until && held_to_until() {
+            return Effect::ExpiredEarly { until };
         }
+        let ended = match t {
+            Target::Account => self.end_by_expiry(&x.tenant, &x.user),
+            t => self.end_scope(&x.tenant, &x.user, t, How::Expired, None, None).then_some(until),
+        };
+        Effect::Expired { ended }
     }
 }
 

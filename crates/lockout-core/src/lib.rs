@@ -21,4 +21,4 @@ pub mod view;
 
 pub use fold::{fold, fold_into, Effect, Folded, Forgot, NotCounted, StreakChange, Why, EXPIRED_EARLY_ALLOWANCE_MS};
 pub use state::{LockState, UserState};
-pub use view::status;
+pub use view::{status, status_for, Probe};

@@ -9,6 +9,45 @@ pub fn auto_locked(seconds: Option<u64>, sources: &[Source]) -> String {
         "Your account has been locked {} due to an excessive number of unsuccessful log in attempts",
         for_how_long(seconds)
     );
+    push_sources(&mut text, sources);
+    text.push('.');
+    text
+}
+
+/// The text of a scope lock's `locked` notice (contract v2), saying what is locked:
+/// "Sign-ins to alice@acme.com from IT Glue are blocked for 30 minutes due to an excessive
+/// number of unsuccessful log in attempts from 203.0.113.7 (IT Glue); other sign-ins still
+/// work." / "Sign-ins to alice@acme.com from unfamiliar locations are blocked …; sign-ins
+/// from familiar locations still work."
+pub fn scope_locked(
+    user: &str,
+    scope: lockout_proto::status::Scope,
+    client: Option<&str>,
+    seconds: Option<u64>,
+    sources: &[Source],
+) -> String {
+    use lockout_proto::status::Scope;
+    let (what, still) = match (scope, client) {
+        (Scope::Client, Some(c)) => (format!("from {c}"), "other sign-ins still work"),
+        (Scope::Client, None) => ("from this client".to_owned(), "other sign-ins still work"),
+        _ => ("from unfamiliar locations".to_owned(), "sign-ins from familiar locations still work"),
+    };
+    let how_long = match seconds {
+        Some(s) => format!("for {}", duration(s)),
+        None => "until an administrator unlocks them or the password is reset".to_owned(),
+    };
+    let mut text = format!(
+        "Sign-ins to {user} {what} are blocked {how_long} due to an excessive number of unsuccessful log in attempts"
+    );
+    push_sources(&mut text, sources);
+    text.push_str("; ");
+    text.push_str(still);
+    text.push('.');
+    text
+}
+
+/// " from 203.0.113.7 (IT Glue) and 2 other sources", or nothing without sources.
+fn push_sources(text: &mut String, sources: &[Source]) {
     if let Some(top) = sources.first() {
         text.push_str(" from ");
         text.push_str(&describe(top));
@@ -18,8 +57,6 @@ pub fn auto_locked(seconds: Option<u64>, sources: &[Source]) -> String {
             n => text.push_str(&format!(" and {n} other sources")),
         }
     }
-    text.push('.');
-    text
 }
 
 /// "Your account has been locked by an administrator for 2 hours (reason: offboarding)."

@@ -23,6 +23,14 @@ pub const CREDENTIALS_MAX: usize = 64;
 pub const BLOCKED_SOURCES_MAX: usize = 32;
 /// Automatic lock times remembered for progressive and permanent locks.
 pub const RECENT_LOCKS_MAX: usize = 256;
+/// Familiar IPs (IPv6 by /64) remembered per user under `familiar_days`; a final success from
+/// a further one forgets the one whose last success is oldest.
+pub const FAMILIAR_MAX: usize = 32;
+/// Known API clients per user under `api_client_scope` (contract v2: the 16 most recently
+/// successful stay known).
+pub const KNOWN_CLIENTS_MAX: usize = 16;
+/// How long a client stays known after its last final success (contract v2: 30 days).
+pub const KNOWN_CLIENT_MS: Millis = 30 * 86_400_000;
 
 /// One (`ip`, `client`) pair of the current streak with its counted failures, split by
 /// factor so that `mfa_reset` can remove second-factor failures.
@@ -77,6 +85,47 @@ pub struct LockState {
     pub blocked_sources: Vec<BlockedSource>,
 }
 
+/// A counter of its own (contract v2, "Locks by scope"): the failures from unfamiliar IPs, or
+/// those of one known API client, with the lock they lead to. While locked it is frozen at the
+/// value that locked it; it restarts at 0 when the lock ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeCounter {
+    /// Sources of its counted failures, at most [`STREAK_SOURCES_MAX`].
+    pub streak: Vec<StreakSource>,
+    pub unlisted: Unlisted,
+    pub credentials: Vec<CountedCredential>,
+    pub last_failure_at: Option<Millis>,
+    pub lock: Option<Box<LockState>>,
+}
+
+impl ScopeCounter {
+    pub fn failures(&self) -> u32 {
+        failures_of(&self.streak, &self.unlisted)
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == ScopeCounter::default()
+    }
+}
+
+/// An IP the user had a final success from (`familiar_days`); IPv6 addresses by their /64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FamiliarIp {
+    /// [`crate::familiar_key`] of the address.
+    pub ip: CompactString,
+    /// The last final success from it.
+    pub at: Millis,
+}
+
+/// An API client the user had a final success with (`api_client_scope`), and its counter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownClient {
+    pub client: CompactString,
+    /// The last final success with it.
+    pub at: Millis,
+    pub counter: ScopeCounter,
+}
+
 /// A user's lockout state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserState {
@@ -109,13 +158,31 @@ pub struct UserState {
     /// The authenticated caller of the last MFA reset.
     #[serde(default, with = "lockout_proto::layout::v2")]
     pub mfa_reset_caller: Option<CompactString>,
+    /// The account lock in force was made permanent by `permanent_after` (a password reset
+    /// does not end it).
+    #[serde(default, with = "lockout_proto::layout::v2")]
+    pub lock_permanent: bool,
+    /// Familiar IPs, only under `familiar_days` > 0, at most [`FAMILIAR_MAX`].
+    #[serde(default, with = "lockout_proto::layout::v2")]
+    pub familiar: Vec<FamiliarIp>,
+    /// The counter of failures from unfamiliar IPs and its lock (scope `unfamiliar`).
+    #[serde(default, with = "lockout_proto::layout::v2")]
+    pub unfamiliar: ScopeCounter,
+    /// Known API clients with their counters, only under `api_client_scope`, at most
+    /// [`KNOWN_CLIENTS_MAX`].
+    #[serde(default, with = "lockout_proto::layout::v2")]
+    pub clients: Vec<KnownClient>,
 }
 
 impl UserState {
     /// The failure counter: the counted failures of the current streak.
     pub fn failures(&self) -> u32 {
-        let unlisted = self.unlisted.password.saturating_add(self.unlisted.mfa);
-        self.streak.iter().fold(unlisted, |n, s| n.saturating_add(s.total()))
+        failures_of(&self.streak, &self.unlisted)
+    }
+
+    /// Whether any lock is in force: the account's or a scope's.
+    pub fn any_lock(&self) -> bool {
+        self.lock.is_some() || self.unfamiliar.lock.is_some() || self.clients.iter().any(|c| c.counter.lock.is_some())
     }
 
     pub fn is_locked(&self) -> bool {
@@ -127,6 +194,8 @@ impl UserState {
     /// What `--state-ttl-days` measures idleness by: an attempt that changes nothing does not
     /// renew it.
     pub fn last_activity(&self) -> Option<Millis> {
+        let scoped = std::iter::once(&self.unfamiliar).chain(self.clients.iter().map(|c| &c.counter));
+        let scoped = scoped.flat_map(|c| [c.last_failure_at, c.lock.as_ref().map(|l| l.locked_at)]);
         [
             self.last_failure_at,
             self.lock.as_ref().map(|l| l.locked_at),
@@ -135,6 +204,9 @@ impl UserState {
             self.recent_locks.last().copied(),
         ]
         .into_iter()
+        .chain(scoped)
+        .chain(self.familiar.iter().map(|f| Some(f.at)))
+        .chain(self.clients.iter().map(|c| Some(c.at)))
         .flatten()
         .max()
     }
@@ -142,15 +214,7 @@ impl UserState {
     /// The streak's sources ranked as the protocol (`docs/protocol.md`) wants: most failures
     /// first, ties by first occurrence.
     pub fn ranked_sources(&self) -> Vec<Source> {
-        let mut ranked: Vec<Source> = self
-            .streak
-            .iter()
-            .filter(|s| s.total() > 0)
-            .map(|s| Source { ip: s.ip.clone(), client: s.client.clone(), failures: s.total() })
-            .collect();
-        // A stable sort keeps first-occurrence order among equal counts.
-        ranked.sort_by_key(|s| std::cmp::Reverse(s.failures));
-        ranked
+        ranked(&self.streak)
     }
 
     /// An estimate of the bytes this state occupies in memory (for bounded caches).
@@ -175,6 +239,11 @@ impl UserState {
             + opt(&self.unlocked_by)
             + opt(&self.mfa_reset_by)
             + self.recent_locks.capacity() * std::mem::size_of::<Millis>()
+            + self.familiar.capacity() * std::mem::size_of::<FamiliarIp>()
+            + self.familiar.iter().map(|f| heap_bytes(&f.ip)).sum::<usize>()
+            + counter_bytes(&self.unfamiliar)
+            + self.clients.capacity() * std::mem::size_of::<KnownClient>()
+            + self.clients.iter().map(|c| heap_bytes(&c.client) + counter_bytes(&c.counter)).sum::<usize>()
     }
 
     /// Clears the counter and everything that belongs to the streak.
@@ -182,6 +251,67 @@ impl UserState {
         self.streak.clear();
         self.unlisted = Unlisted::default();
         self.credentials.clear();
+    }
+}
+
+/// The heap bytes of a scope counter beyond its struct (an estimate, like `approx_bytes`).
+fn counter_bytes(c: &ScopeCounter) -> usize {
+    c.streak.capacity() * std::mem::size_of::<StreakSource>()
+        + c.credentials.capacity() * std::mem::size_of::<CountedCredential>()
+        + c.lock.as_ref().map_or(0, |l| {
+            std::mem::size_of::<LockState>() + l.blocked_sources.capacity() * std::mem::size_of::<BlockedSource>()
+        })
+}
+
+fn failures_of(streak: &[StreakSource], unlisted: &Unlisted) -> u32 {
+    let n = unlisted.password.saturating_add(unlisted.mfa);
+    streak.iter().fold(n, |n, s| n.saturating_add(s.total()))
+}
+
+/// Ranks sources as the protocol wants: most failures first, ties by first occurrence.
+pub fn ranked(streak: &[StreakSource]) -> Vec<Source> {
+    let mut ranked: Vec<Source> = streak
+        .iter()
+        .filter(|s| s.total() > 0)
+        .map(|s| Source { ip: s.ip.clone(), client: s.client.clone(), failures: s.total() })
+        .collect();
+    // A stable sort keeps first-occurrence order among equal counts.
+    ranked.sort_by_key(|s| std::cmp::Reverse(s.failures));
+    ranked
+}
+
+/// How an IP is compared for familiarity: IPv4 as itself (an IPv4-mapped IPv6 address too),
+/// IPv6 by its /64 network, both in canonical text.
+pub fn familiar_key(ip: &str) -> CompactString {
+    let text = match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => a.to_string(),
+        Ok(std::net::IpAddr::V6(a)) => match a.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => std::net::Ipv6Addr::from(u128::from(a) & !((1u128 << 64) - 1)).to_string(),
+        },
+        Err(_) => return ip.into(),
+    };
+    text.into()
+}
+
+impl UserState {
+    /// Whether `ip` is familiar under a policy's `familiar_days` at `now`: a final success from
+    /// it (IPv6: its /64) within that many days. Always false when `familiar_days` is 0.
+    pub fn is_familiar(&self, ip: &str, familiar_days: u32, now: Millis) -> bool {
+        if familiar_days == 0 {
+            return false;
+        }
+        let span = u64::from(familiar_days) * 86_400_000;
+        let key = familiar_key(ip);
+        self.familiar.iter().any(|f| f.ip == key && now.saturating_sub(f.at) < span)
+    }
+
+    /// The index of `client` among the known clients with a lock in force or a final success
+    /// within [`KNOWN_CLIENT_MS`] of `now`.
+    pub fn known_client(&self, client: &str, now: Millis) -> Option<usize> {
+        self.clients.iter().position(|c| {
+            c.client == client && (c.counter.lock.is_some() || now.saturating_sub(c.at) < KNOWN_CLIENT_MS)
+        })
     }
 }
 

@@ -1,9 +1,54 @@
 //! The user-facing view of a state.
 
-use lockout_proto::status::BlockedBy;
+use lockout_proto::event::Account;
+use lockout_proto::status::{BlockedBy, Scope, ScopeLock};
 use lockout_proto::{Millis, Policy, Status};
 
-use crate::state::UserState;
+use crate::state::{LockState, ScopeCounter, UserState};
+
+/// The source of the attempt a `status` request asks about (contract v2, "Status additions").
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Probe<'a> {
+    pub ip: Option<&'a str>,
+    pub client: Option<&'a str>,
+    pub account: Option<Account>,
+}
+
+/// [`status`] for an attempt from `probe`: `allowed` and `blocked_by` consider the locks that
+/// cover that source (the account's; the unfamiliar IPs' when `ip` is given and unfamiliar;
+/// the client's when `account` is `api` and `client` is the locked one), in the contract's
+/// order. IP blocks are not considered yet.
+pub fn status_for(
+    tenant: &str,
+    user: &str,
+    policy: &Policy,
+    state: &UserState,
+    now: Millis,
+    probe: &Probe<'_>,
+) -> Status {
+    let mut s = status(tenant, user, policy, state, now);
+    if s.blocked_by.is_some() {
+        return s;
+    }
+    let in_force = |l: &Option<Box<LockState>>| l.as_ref().is_some_and(|l| l.locked_until.is_none_or(|u| u > now));
+    let unfamiliar = probe.ip.is_some_and(|ip| {
+        policy.familiar_days > 0
+            && in_force(&state.unfamiliar.lock)
+            && !state.is_familiar(ip, policy.familiar_days, now)
+    });
+    let client = probe.account == Some(Account::Api)
+        && probe.client.is_some_and(|c| state.clients.iter().any(|k| k.client == c && in_force(&k.counter.lock)));
+    let by = if unfamiliar {
+        Some(BlockedBy::Unfamiliar)
+    } else if client {
+        Some(BlockedBy::Client)
+    } else {
+        None
+    };
+    s.allowed = by.is_none();
+    s.blocked_by = by;
+    s
+}
 
 /// The `Status` of `state` at the instant `now`.
 ///
@@ -42,12 +87,39 @@ pub fn status(tenant: &str, user: &str, policy: &Policy, state: &UserState, now:
         None => {
             // The counter restarts once `window_seconds` have passed since the last counted
             // failure, whether or not a failure has been folded since.
-            let window_ms = u64::from(policy.window_seconds) * 1000;
-            let since_last = state.last_failure_at.map(|last| now.saturating_sub(last));
-            if window_ms > 0 && since_last.is_some_and(|d| d >= window_ms) {
+            if window_passed(policy, state.last_failure_at, now) {
                 s.failures = 0;
             }
         }
     }
+    s.unfamiliar_failures = scope_failures(policy, &state.unfamiliar, now);
+    let scoped = std::iter::once((Scope::Unfamiliar, None, &state.unfamiliar))
+        .chain(state.clients.iter().map(|c| (Scope::Client, Some(&c.client), &c.counter)));
+    for (scope, client, counter) in scoped {
+        if let Some(lock) = counter.lock.as_ref().filter(|l| l.locked_until.is_none_or(|u| u > now)) {
+            s.scope_locks.push(ScopeLock {
+                scope,
+                client: client.cloned(),
+                locked_at: lock.locked_at,
+                locked_until: lock.locked_until,
+                failures: counter.failures(),
+            });
+        }
+    }
     s
+}
+
+fn window_passed(policy: &Policy, last_failure_at: Option<Millis>, now: Millis) -> bool {
+    let window_ms = u64::from(policy.window_seconds) * 1000;
+    window_ms > 0 && last_failure_at.is_some_and(|last| now.saturating_sub(last) >= window_ms)
+}
+
+/// A scope counter as `status` reports it: 0 once its lock ran out or its window passed.
+fn scope_failures(policy: &Policy, c: &ScopeCounter, now: Millis) -> u32 {
+    match &c.lock {
+        Some(l) if l.locked_until.is_some_and(|u| u <= now) => 0,
+        Some(_) => c.failures(),
+        None if window_passed(policy, c.last_failure_at, now) => 0,
+        None => c.failures(),
+    }
 }

@@ -52,6 +52,8 @@ fn policy() -> impl Strategy<Value = Policy> {
                 max_lock_seconds,
                 history_seconds,
                 permanent_after,
+                // v1 policies: `tests/scopes.rs` covers the fields contract v2 added.
+                ..Policy::default()
             },
         )
 }
@@ -224,6 +226,7 @@ fn materialize(policy: Policy, steps: &[(Millis, Op)]) -> Vec<(Millis, Event)> {
                 client: CLIENTS[*client].map(Into::into),
                 credential: CREDENTIALS[*credential].map(Into::into),
                 account: None,
+                is_final: true,
             }),
             Op::Unlock { user: u, actor } => Event::Unlock(Unlock {
                 id,
@@ -233,6 +236,7 @@ fn materialize(policy: Policy, steps: &[(Millis, Op)]) -> Vec<(Millis, Event)> {
                 actor: format!("admin-{actor}").into(),
                 reason: None,
                 caller: caller(*actor),
+                lock_event: None,
             }),
             Op::Lock { user: u, seconds } => Event::Lock(Lock {
                 id,
@@ -436,6 +440,7 @@ proptest! {
                         prop_assert_eq!(u.event_id, event.id());
                         prop_assert!(matches!(event, Event::Unlock(_)));
                     }
+                    How::PasswordReset => prop_assert!(false, "no password_reset in a v1 stream: {u:?}"),
                 }
             }
             for n in &notices {
@@ -740,11 +745,12 @@ proptest! {
                 client: CLIENTS[ip].map(Into::into),
                 credential: None,
                 account: None,
+                is_final: true,
             });
             let event = match step {
                 MStep::Fail { ip, factor } => attempt(Outcome::Failure, *ip, FACTORS[*factor], time),
                 MStep::Success { ip } => attempt(Outcome::Success, *ip, Factor::Password, time),
-                MStep::Unlock => Event::Unlock(Unlock { id, at: time, tenant: tenant.into(), user: user.into(), actor: "admin".into(), reason: None, caller: None }),
+                MStep::Unlock => Event::Unlock(Unlock { id, at: time, tenant: tenant.into(), user: user.into(), actor: "admin".into(), reason: None, caller: None, lock_event: None }),
                 MStep::Expire | MStep::ExpireEarly => {
                     // the service appends it for the current timed lock, at or after
                     // locked_until (early: whenever it comes)

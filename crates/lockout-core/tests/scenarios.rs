@@ -84,10 +84,18 @@ fn ev(n: u32, time: Millis, what: What<'_>) -> Step {
             client: client.map(Into::into),
             credential: credential.map(Into::into),
             account: None,
+            is_final: true,
         }),
-        What::Unlock { actor } => {
-            Event::Unlock(Unlock { id: eid, at: time, tenant, user, actor: actor.into(), reason: None, caller: None })
-        }
+        What::Unlock { actor } => Event::Unlock(Unlock {
+            id: eid,
+            at: time,
+            tenant,
+            user,
+            actor: actor.into(),
+            reason: None,
+            caller: None,
+            lock_event: None,
+        }),
         What::Lock { actor, seconds, reason } => Event::Lock(Lock {
             id: eid,
             at: time,

@@ -275,6 +275,7 @@ impl BatchFolder {
                 tenant: tenant.clone(),
                 user: user.clone(),
                 before: LockIndex::of(&p.original),
+                before_scoped: lockout_store::scope_expiries(&p.original),
                 state: (*p.state).clone(),
             })
             .collect();

@@ -85,6 +85,7 @@ fn attempt_of(n: u128, user: &str, outcome: Outcome) -> Vec<u8> {
             client: None,
             credential: None,
             account: None,
+            is_final: true,
         },
     )
 }

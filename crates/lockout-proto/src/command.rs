@@ -10,22 +10,47 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{check_size, decode, Encoding};
 use crate::error::{RejectReason, Rejection};
+use crate::event::{Account, Factor, ResetMethod};
 use crate::ids::Tenant;
+use crate::notice::Source;
 use crate::policy::Policy;
-use crate::status::Status;
+use crate::status::{Scope, Status};
+use crate::Millis;
+use uuid::Uuid;
 
 /// The ops of the service: those of `docs/protocol.md`, in its order, then `health` (an
-/// extension).
-pub const OPS: [&str; 9] =
-    ["status", "locked", "unlock", "lock", "mfa_reset", "policy_get", "policy_set", "digest", "health"];
+/// extension), then those contract v2 added.
+pub const OPS: [&str; 11] = [
+    "status",
+    "locked",
+    "unlock",
+    "lock",
+    "mfa_reset",
+    "policy_get",
+    "policy_set",
+    "digest",
+    "health",
+    "password_reset",
+    "explain",
+];
 
 /// Default and largest page size of `locked`.
 pub const LOCKED_DEFAULT_LIMIT: u32 = 100;
 pub const LOCKED_MAX_LIMIT: u32 = 1000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct StatusRequest {
     pub user: String,
+    /// Contract v2: the source of the attempt about to be made. Without it only the
+    /// account-wide lock is considered.
+    #[serde(default, with = "crate::layout::v2")]
+    pub ip: Option<CompactString>,
+    /// Contract v2: its client; a client lock applies with `account: "api"`.
+    #[serde(default, with = "crate::layout::v2")]
+    pub client: Option<CompactString>,
+    /// Contract v2: its account kind.
+    #[serde(default, with = "crate::layout::v2")]
+    pub account: Option<Account>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -62,6 +87,53 @@ pub struct UnlockRequest {
     pub user: CompactString,
     pub actor: CompactString,
     pub reason: Option<CompactString>,
+    /// Contract v2: unlock only if the lock in force was started by this event, else 409.
+    #[serde(default, with = "crate::layout::v2_uuid")]
+    pub lock_event: Option<Uuid>,
+}
+
+/// Contract v2: the identity provider reports a verified password change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordResetRequest {
+    pub user: CompactString,
+    pub method: ResetMethod,
+    #[serde(default)]
+    pub actor: Option<CompactString>,
+}
+
+/// Contract v2: why a user is (or would be) locked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainRequest {
+    pub user: CompactString,
+}
+
+/// One failure on a counter in force (`explain`'s `counted`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountedFailure {
+    /// Its `LOCKOUT_EVENTS` sequence.
+    pub seq: u64,
+    /// Its stored time.
+    pub at: Millis,
+    pub ip: CompactString,
+    pub client: Option<CompactString>,
+    pub factor: Factor,
+    /// The counter it went to.
+    pub counter: Scope,
+}
+
+/// The reply of `explain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainReply {
+    pub status: Status,
+    pub policy: Policy,
+    /// The failures on the counters in force, oldest first.
+    pub counted: Vec<CountedFailure>,
+    /// The account counter's sources, most failures first.
+    pub sources: Vec<Source>,
+    /// Attempts refused while a lock was in force (blocked or `rejected`).
+    pub blocked_attempts: u64,
+    /// One sentence: what locks, or would lock, the user.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

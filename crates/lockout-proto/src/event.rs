@@ -40,6 +40,8 @@ pub enum EventKind {
     MfaReset,
     Expired,
     Policy,
+    /// Contract v2: the identity provider verified a password change (`password_reset` op).
+    PasswordReset,
     /// An extension: the service drops an idle user's state (`--state-ttl-days`).
     Forget,
 }
@@ -70,6 +72,7 @@ impl EventKind {
             Self::Expired => "the `expired` event body",
             Self::Policy => "the `policy` event body",
             Self::Forget => "the `forget` event body",
+            Self::PasswordReset => "the `password_reset` event body",
         }
     }
 
@@ -79,13 +82,16 @@ impl EventKind {
     }
 }
 
-/// `success` or `failure`.
+/// `success`, `failure` or (contract v2) `rejected`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Outcome {
     Success,
     Failure,
+    /// Contract v2: the gateway refused the attempt before checking any secret, because
+    /// `status` said it was not allowed. Recorded, counted on no counter.
+    Rejected,
 }
 
 /// Which secret the attempt presented.
@@ -132,6 +138,10 @@ pub struct Attempt {
     pub client: Option<CompactString>,
     pub credential: Option<CompactString>,
     pub account: Option<Account>,
+    /// Contract v2: this success completes a sign-in (false: a password step MFA still
+    /// follows). Only a final success makes an IP familiar or a client known.
+    #[serde(rename = "final", default = "crate::layout::yes", with = "crate::layout::v2_true")]
+    pub is_final: bool,
 }
 
 /// Reads `factor`: in JSON, `null` means the default like an absent field does
@@ -159,6 +169,10 @@ pub struct Unlock {
     /// (`Nats-Request-Info`), null where the deployment does not tell (v1 layout: absent).
     #[serde(default, with = "crate::layout::v2")]
     pub caller: Option<CompactString>,
+    /// An extension (the `unlock` op's `lock_event`): end the locks only if the lock in force
+    /// was started by this event; otherwise the unlock changes nothing. Null: unconditional.
+    #[serde(default, with = "crate::layout::v2_uuid")]
+    pub lock_event: Option<Uuid>,
 }
 
 /// An admin lock, written by the service; `seconds` absent = until unlocked.
@@ -222,6 +236,31 @@ pub struct Forget {
     pub last_activity: Millis,
 }
 
+/// Who started a password reset (`password_reset` op).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ResetMethod {
+    SelfService,
+    Admin,
+}
+
+/// Contract v2: the user proved who they are and changed their password; written by the
+/// service for the identity provider (`password_reset` op). A v2-only event: its postcard
+/// body has one layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordReset {
+    #[serde(with = "crate::uuid16")]
+    pub id: Uuid,
+    pub at: Millis,
+    pub tenant: CompactString,
+    pub user: CompactString,
+    pub method: ResetMethod,
+    pub actor: Option<CompactString>,
+    /// The authenticated caller the server vouched for, null where the deployment does not tell.
+    pub caller: Option<CompactString>,
+}
+
 /// A tenant's new policy; written by the service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyChange {
@@ -247,6 +286,7 @@ pub enum Event {
     Expired(Expired),
     Policy(PolicyChange),
     Forget(Forget),
+    PasswordReset(PasswordReset),
 }
 
 /// Evaluates `$body` with `$e` bound to the body of `$event`, whatever its type: one place
@@ -261,6 +301,7 @@ macro_rules! with_body {
             Event::Expired($e) => $body,
             Event::Policy($e) => $body,
             Event::Forget($e) => $body,
+            Event::PasswordReset($e) => $body,
         }
     };
 }
@@ -275,6 +316,7 @@ impl Event {
             Event::Expired(_) => EventKind::Expired,
             Event::Policy(_) => EventKind::Policy,
             Event::Forget(_) => EventKind::Forget,
+            Event::PasswordReset(_) => EventKind::PasswordReset,
         }
     }
 
@@ -299,6 +341,7 @@ impl Event {
             Event::MfaReset(e) => Some(&e.user),
             Event::Expired(e) => Some(&e.user),
             Event::Forget(e) => Some(&e.user),
+            Event::PasswordReset(e) => Some(&e.user),
             Event::Policy(_) => None,
         }
     }
@@ -314,6 +357,7 @@ impl Event {
             EventKind::Expired => Event::Expired(decode(enc, bytes, what)?),
             EventKind::Policy => Event::Policy(decode(enc, bytes, what)?),
             EventKind::Forget => Event::Forget(decode(enc, bytes, what)?),
+            EventKind::PasswordReset => Event::PasswordReset(decode(enc, bytes, what)?),
         })
     }
 
@@ -381,6 +425,10 @@ impl Event {
                 check_admin(&e.actor, e.reason.as_deref())?;
                 check_len("caller", e.caller.as_deref(), 1, CALLER_MAX)?;
                 check_seconds(e.seconds)?;
+            }
+            Event::PasswordReset(e) => {
+                check_len("actor", e.actor.as_deref(), 1, ACTOR_MAX)?;
+                check_len("caller", e.caller.as_deref(), 1, CALLER_MAX)?;
             }
             Event::Expired(_) | Event::Forget(_) => {}
             Event::Policy(p) => {

@@ -81,3 +81,66 @@ pub mod v2 {
         }
     }
 }
+
+/// Declares a module like [`v2`] whose field, absent from a v1 postcard body, reads as
+/// `$value` rather than `T::default()` (JSON's absent fields take the struct's defaults).
+macro_rules! v2_defaulting {
+    ($(#[$meta:meta])* $name:ident: $ty:ty = $value:expr) => {
+        $(#[$meta])*
+        pub mod $name {
+            use super::*;
+
+            pub fn serialize<S: Serializer>(value: &$ty, s: S) -> Result<S::Ok, S::Error> {
+                v2::serialize(value, s)
+            }
+
+            pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+                if present(d.is_human_readable()) {
+                    <$ty>::deserialize(d)
+                } else {
+                    d.deserialize_unit(Unit)?;
+                    Ok($value)
+                }
+            }
+        }
+    };
+}
+
+v2_defaulting!(
+    /// A v2 `bool` field whose default is true (`final`, `unlock_on_password_reset`).
+    v2_true: bool = true
+);
+
+v2_defaulting!(
+    /// A v2 window or block length whose default is an hour (`ip_window_seconds`,
+    /// `ip_block_seconds`).
+    v2_hour: u32 = 3600
+);
+
+/// `true`, for `#[serde(default = ...)]` of a JSON field whose default is true.
+pub fn yes() -> bool {
+    true
+}
+
+/// An hour in seconds, for `#[serde(default = ...)]`.
+pub fn hour() -> u32 {
+    3600
+}
+
+/// A v2 field that is an optional UUID: 16 raw bytes in postcard like every protocol UUID
+/// ([`crate::uuid16`]), a string in JSON; absent from a v1 postcard body.
+pub mod v2_uuid {
+    use super::*;
+    use uuid::Uuid;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Wire(#[serde(with = "crate::uuid16")] Uuid);
+
+    pub fn serialize<S: Serializer>(value: &Option<Uuid>, s: S) -> Result<S::Ok, S::Error> {
+        v2::serialize(&value.map(Wire), s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Uuid>, D::Error> {
+        Ok(v2::deserialize::<Option<Wire>, D>(d)?.map(|w| w.0))
+    }
+}

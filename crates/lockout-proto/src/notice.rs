@@ -26,6 +26,8 @@ pub struct Source {
 pub enum How {
     Expired,
     Admin,
+    /// Contract v2: a verified password change (`password_reset`) ended it.
+    PasswordReset,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -31,6 +31,43 @@ pub struct Policy {
     pub history_seconds: u32,
     /// This many automatic locks within `history_seconds` make the next one permanent; 0 = never.
     pub permanent_after: u32,
+    /// Contract v2: > 0: an IP with a final success in the last this many days is familiar;
+    /// failures from unfamiliar IPs count on a counter of their own, which locks only
+    /// unfamiliar IPs. 0: one counter (v1).
+    #[serde(with = "crate::layout::v2")]
+    pub familiar_days: u32,
+    /// Contract v2: failures of a known API client count on that client's counter, which
+    /// locks only that client.
+    #[serde(with = "crate::layout::v2")]
+    pub api_client_scope: bool,
+    /// Contract v2: what a success clears under `reset_on_success`.
+    #[serde(with = "crate::layout::v2")]
+    pub reset_scope: ResetScope,
+    /// Contract v2: a `password_reset` ends the user's `failures` and scope locks.
+    #[serde(with = "crate::layout::v2_true")]
+    pub unlock_on_password_reset: bool,
+    /// Contract v2: > 0: failures from one IP across the tenant's users within
+    /// `ip_window_seconds` that block the IP (issue: IP blocks; stored, not yet enforced).
+    #[serde(with = "crate::layout::v2")]
+    pub ip_max_failures: u32,
+    /// Contract v2: the sliding window of `ip_max_failures`, ≥ 1.
+    #[serde(with = "crate::layout::v2_hour")]
+    pub ip_window_seconds: u32,
+    /// Contract v2: how long an IP block lasts; 0 = until an admin unblocks.
+    #[serde(with = "crate::layout::v2_hour")]
+    pub ip_block_seconds: u32,
+}
+
+/// What a success clears under `reset_on_success` (contract v2, `reset_scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ResetScope {
+    /// Every failure on the counters its source's failures went to (v1).
+    #[default]
+    All,
+    /// Only the failures from the success's IP (NIST SP 800-63B §5.2.2).
+    SameIp,
 }
 
 impl Default for Policy {
@@ -46,6 +83,13 @@ impl Default for Policy {
             max_lock_seconds: 86_400,
             history_seconds: 86_400,
             permanent_after: 0,
+            familiar_days: 0,
+            api_client_scope: false,
+            reset_scope: ResetScope::All,
+            unlock_on_password_reset: true,
+            ip_max_failures: 0,
+            ip_window_seconds: 3600,
+            ip_block_seconds: 3600,
         }
     }
 }
@@ -58,9 +102,23 @@ impl Policy {
                 "field `policy.lock_multiplier` is 0; it must be at least 1 (1 = every lock lasts `lock_seconds`)",
             ));
         }
+        if self.ip_window_seconds < 1 {
+            return Err(Rejection::out_of_range(
+                "field `policy.ip_window_seconds` is 0; it must be at least 1 (the window in which `ip_max_failures` failures from one IP block it)",
+            ));
+        }
+        if self.familiar_days > FAMILIAR_DAYS_MAX {
+            return Err(Rejection::out_of_range(format!(
+                "field `policy.familiar_days` is {}; it must be at most {FAMILIAR_DAYS_MAX} (0 = off)",
+                self.familiar_days
+            )));
+        }
         Ok(())
     }
 }
+
+/// Largest `familiar_days` (ten years).
+pub const FAMILIAR_DAYS_MAX: u32 = 3650;
 
 #[cfg(test)]
 mod tests {

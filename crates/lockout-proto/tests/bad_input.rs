@@ -46,6 +46,7 @@ fn attempt() -> Attempt {
         client: Some("IT Glue".into()),
         credential: Some("hmac-sha256:4f1c9a0e".into()),
         account: Some(Account::Api),
+        is_final: true,
     }
 }
 
@@ -58,6 +59,7 @@ fn unlock() -> Unlock {
         actor: "admin@acme.com".into(),
         reason: None,
         caller: None,
+        lock_event: None,
     }
 }
 
@@ -342,7 +344,7 @@ fn event_cases() -> Table {
     // Undecodable JSON. serde names the field for missing and unknown fields; for an unknown
     // enum value it names the value and the allowed values.
     for (field, value, needles) in [
-        ("outcome", "maybe", ["`maybe`", "`success` or `failure`"]),
+        ("outcome", "maybe", ["`maybe`", "`success`, `failure`, `rejected`"]),
         ("factor", "sms", ["`sms`", "`password`, `mfa`, `recovery_code`"]),
         ("account", "robot", ["`robot`", "`user`, `api`, `portal`"]),
     ] {
@@ -385,9 +387,9 @@ fn event_cases() -> Table {
     let off = outcome_offset();
     let layout = "schemas/postcard.md";
     t.postcard(
-        "outcome index 2",
+        "outcome index 3",
         &attempt_subj,
-        attempt_postcard_patched(off, 1, 2),
+        attempt_postcard_patched(off, 1, 3),
         Undecodable,
         &["postcard", layout],
     );
@@ -646,7 +648,7 @@ fn bad_requests_are_refused_with_a_message_naming_the_field() {
             "empty actor",
             op_unlock(),
             P,
-            pc(&UnlockRequest { user: "a".into(), actor: "".into(), reason: None }),
+            pc(&UnlockRequest { user: "a".into(), actor: "".into(), reason: None, lock_event: None }),
             OutOfRange,
             &["actor"],
         ),

@@ -25,13 +25,16 @@ use uuid::Uuid;
 
 use lockout_proto::codec::{decode, encode, Encoding};
 use lockout_proto::command::{
-    decode_request, DigestReply, DigestRequest, HealthReply, HealthRequest, HealthStatus, LockRequest, LockedReply,
-    LockedRequest, MfaResetRequest, PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockRequest,
+    decode_request, CountedFailure, DigestReply, DigestRequest, ExplainReply, ExplainRequest, HealthReply,
+    HealthRequest, HealthStatus, LockRequest, LockedReply, LockedRequest, MfaResetRequest, PasswordResetRequest,
+    PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockRequest,
 };
 use lockout_proto::event::{
-    Account, Attempt, Event, Expired, Factor, Forget, Lock, MfaReset, Outcome, PolicyChange, Unlock,
+    Account, Attempt, Event, Expired, Factor, Forget, Lock, MfaReset, Outcome, PasswordReset, PolicyChange,
+    ResetMethod, Unlock,
 };
 use lockout_proto::notice::{How, LockedNotice, MfaResetNotice, Notice, Source, UnlockedNotice};
+use lockout_proto::policy::ResetScope;
 use lockout_proto::status::{BlockedBy, LockReason, Scope};
 use lockout_proto::{Policy, Status, Subjects, Tenant};
 
@@ -79,17 +82,37 @@ const LAYOUTS: [(&str, Encoding); 2] = [("postcard", Encoding::Postcard), ("post
 /// The JSON keys contract v2 added to the message a vector's name starts with (nested Status
 /// items of a `locked` page included): absent from the v1 layout.
 fn v2_keys(name: &str) -> &'static [&'static str] {
-    const STATUS: &[&str] =
-        &["allowed", "blocked_by", "unfamiliar_failures", "scope_locks", "unlocked_caller", "mfa_reset_caller"];
     match name.split('.').take(2).collect::<Vec<_>>()[..] {
-        ["event", "unlock" | "lock" | "mfa_reset" | "policy"] => &["caller"],
+        ["event", "attempt"] => &["final"],
+        ["event", "unlock"] => &["caller", "lock_event"],
+        ["event", "lock" | "mfa_reset" | "policy"] => &["caller"],
+        ["policy"] | ["reply", "policy_get" | "policy_set"] => POLICY,
+        ["request", "status"] => &["ip", "client", "account"],
+        ["request", "unlock"] => &["lock_event"],
         ["notice", "locked"] => &["scope", "caller"],
         ["notice", "unlocked"] => &["scope", "client", "caller"],
         ["notice", "mfa_reset"] => &["caller"],
-        ["status"] | ["write_reply"] | ["reply", "status" | "unlock" | "lock" | "mfa_reset" | "locked"] => STATUS,
+        ["status"]
+        | ["write_reply"]
+        | ["reply", "status" | "unlock" | "lock" | "mfa_reset" | "locked" | "password_reset"] => STATUS,
         _ => &[],
     }
 }
+
+/// The Status fields contract v2 added.
+const STATUS: &[&str] =
+    &["allowed", "blocked_by", "unfamiliar_failures", "scope_locks", "unlocked_caller", "mfa_reset_caller"];
+
+/// The policy fields contract v2 added.
+const POLICY: &[&str] = &[
+    "familiar_days",
+    "api_client_scope",
+    "reset_scope",
+    "unlock_on_password_reset",
+    "ip_max_failures",
+    "ip_window_seconds",
+    "ip_block_seconds",
+];
 
 /// What a v1 postcard body of `value` decodes to: the v2 fields at their defaults.
 fn v1_of<T: Serialize + DeserializeOwned>(name: &str, value: &T) -> T {
@@ -104,6 +127,14 @@ fn v1_of<T: Serialize + DeserializeOwned>(name: &str, value: &T) -> T {
     };
     let mut json = serde_json::to_value(value).unwrap();
     strip(&mut json);
+    // Nested messages follow the layout of the message around them.
+    for (field, keys) in [("policy", POLICY), ("status", STATUS)] {
+        if let Some(inner) = json.get_mut(field).and_then(Value::as_object_mut) {
+            for k in keys {
+                inner.remove(*k);
+            }
+        }
+    }
     if let Some(users) = json.get_mut("users").and_then(Value::as_array_mut) {
         users.iter_mut().for_each(strip);
     }
@@ -198,10 +229,12 @@ fn request_case<T>(name: &str, value: T) -> Case
 where
     T: Serialize + DeserializeOwned + PartialEq + Debug + Clone + 'static,
 {
+    let v1 = v1_of(name, &value);
     let want = value.clone();
     Case::new(name, value).decoder("decode_request", move |enc, bytes| {
         let tenant = Tenant::parse(TENANT).unwrap();
-        same(decode_request::<T>(enc, bytes, &tenant).map_err(|e| e.message)?, &want)
+        let want = if enc == Encoding::Postcard { &v1 } else { &want };
+        same(decode_request::<T>(enc, bytes, &tenant).map_err(|e| e.message)?, want)
     })
 }
 
@@ -234,6 +267,7 @@ fn attempt_minimal() -> Attempt {
         client: None,
         credential: None,
         account: None,
+        is_final: true,
     }
 }
 
@@ -249,6 +283,13 @@ fn pms_policy() -> Policy {
         max_lock_seconds: 604_800,
         history_seconds: 86_400,
         permanent_after: 4,
+        familiar_days: 30,
+        api_client_scope: true,
+        reset_scope: ResetScope::SameIp,
+        unlock_on_password_reset: false,
+        ip_max_failures: 100,
+        ip_window_seconds: 86_400,
+        ip_block_seconds: 7_200,
     }
 }
 
@@ -354,6 +395,7 @@ fn cases() -> Vec<Case> {
                 client: Some("IT Glue".into()),
                 credential: Some("hmac-sha256:4f1c9a0e7b2d3c5a".into()),
                 account: Some(Account::Api),
+                is_final: false,
                 ..attempt_minimal()
             },
             Event::Attempt,
@@ -368,6 +410,7 @@ fn cases() -> Vec<Case> {
                 actor: admin().into(),
                 reason: Some("user called the help desk".into()),
                 caller: Some(CALLER.into()),
+                lock_event: Some(id(0x02)),
             },
             Event::Unlock,
         ),
@@ -413,14 +456,35 @@ fn cases() -> Vec<Case> {
             PolicyChange { id: id(0x07), at: T0 - 3_600_000, tenant: tenant().into(), actor: admin().into(), policy: pms_policy(), caller: Some(CALLER.into()) },
             Event::Policy,
         ),
+        event_case(
+            "event.password_reset",
+            PasswordReset {
+                id: id(0x09),
+                at: T0 + 600_000,
+                tenant: tenant().into(),
+                user: alice().into(),
+                method: ResetMethod::SelfService,
+                actor: None,
+                caller: Some("IDP_ACME/idp".into()),
+            },
+            Event::PasswordReset,
+        ),
         // Shared structs.
         Case::new("policy", Policy::default()),
         Case::new("status", status_locked()),
         Case::new("write_reply", status_locked_by_admin.clone().with_event(id(0x04))),
         Case::new("source", Source { ip: "203.0.113.7".into(), client: Some("IT Glue".into()), failures: 3 }),
         // Commands.
-        request_case("request.status", StatusRequest { user: alice() }),
-        Case::new("reply.status", status_expired),
+        request_case(
+            "request.status",
+            StatusRequest {
+                user: alice(),
+                ip: Some("203.0.113.7".into()),
+                client: Some("IT Glue".into()),
+                account: Some(Account::Api),
+            },
+        ),
+        Case::new("reply.status", status_expired.clone()),
         request_case(
             "request.locked",
             LockedRequest { limit: Some(2), after: Some("YWxpY2VAYWNtZS5jb20".into()) },
@@ -428,7 +492,12 @@ fn cases() -> Vec<Case> {
         Case::new("reply.locked", LockedReply { users: vec![status_locked(), status_bob], next: Some("Ym9iQGFjbWUuY29t".into()) }),
         request_case(
             "request.unlock",
-            UnlockRequest { user: alice().into(), actor: admin().into(), reason: Some("user called the help desk".into()) },
+            UnlockRequest {
+                user: alice().into(),
+                actor: admin().into(),
+                reason: Some("user called the help desk".into()),
+                lock_event: Some(id(0x02)),
+            },
         ),
         Case::new("reply.unlock", status_unlocked_by_admin.with_event(id(0x03))),
         request_case(
@@ -441,6 +510,30 @@ fn cases() -> Vec<Case> {
             MfaResetRequest { user: alice().into(), actor: admin().into(), reason: Some("phone lost".into()) },
         ),
         Case::new("reply.mfa_reset", status_mfa_reset.with_event(id(0x05))),
+        request_case(
+            "request.password_reset",
+            PasswordResetRequest { user: alice().into(), method: ResetMethod::Admin, actor: Some(admin().into()) },
+        ),
+        Case::new("reply.password_reset", status_expired.with_event(id(0x09))),
+        request_case("request.explain", ExplainRequest { user: alice().into() }),
+        Case::new(
+            "reply.explain",
+            ExplainReply {
+                status: status_locked(),
+                policy: Policy::default(),
+                counted: vec![CountedFailure {
+                    seq: 41,
+                    at: T0 + 1_000,
+                    ip: "203.0.113.7".into(),
+                    client: Some("IT Glue".into()),
+                    factor: Factor::Password,
+                    counter: Scope::Account,
+                }],
+                sources: vec![Source { ip: "203.0.113.7".into(), client: Some("IT Glue".into()), failures: 5 }],
+                blocked_attempts: 2,
+                reason: "Locked for 30 minutes by 5 failures from 203.0.113.7 (IT Glue).".into(),
+            },
+        ),
         request_case("request.policy_get", PolicyGetRequest {}),
         Case::new("reply.policy_get", pms_policy()),
         request_case("request.policy_set", PolicySetRequest { actor: admin().into(), policy: pms_policy() }),

@@ -39,12 +39,13 @@ fn schemas() -> BTreeMap<String, Value> {
 }
 
 /// Every message of the protocol (`docs/protocol.md`), one schema file each (sorted by name).
-const MESSAGES: [&str; 32] = [
+const MESSAGES: [&str; 37] = [
     "event.attempt",
     "event.expired",
     "event.forget",
     "event.lock",
     "event.mfa_reset",
+    "event.password_reset",
     "event.policy",
     "event.unlock",
     "notice.locked",
@@ -52,19 +53,23 @@ const MESSAGES: [&str; 32] = [
     "notice.unlocked",
     "policy",
     "reply.digest",
+    "reply.explain",
     "reply.health",
     "reply.lock",
     "reply.locked",
     "reply.mfa_reset",
+    "reply.password_reset",
     "reply.policy_get",
     "reply.policy_set",
     "reply.status",
     "reply.unlock",
     "request.digest",
+    "request.explain",
     "request.health",
     "request.lock",
     "request.locked",
     "request.mfa_reset",
+    "request.password_reset",
     "request.policy_get",
     "request.policy_set",
     "request.status",

@@ -7,7 +7,8 @@
 //! | `u` | user key | `UserState`, compact ([`state_codec`]) |
 //! | `p` | tenant | postcard `Policy` |
 //! | `l` | user key | empty: the user is locked (index for `locked`) |
-//! | `x` | `locked_until` (u64 BE) + user key | lock event id: timed locks by expiry |
+//! | `x` | `locked_until` (u64 BE) + user key | lock event id: timed account locks by expiry |
+//! | `y` | `locked_until` (u64 BE) + lock event id + user key | empty: timed scope locks (contract v2) by expiry |
 //! | `o` | event seq (u64 BE) + index (u32 BE) | postcard `OutboxEntry`: to publish |
 //! | `m` | `checkpoint` | u64 BE last folded `LOCKOUT_EVENTS` sequence, u64 BE its stored time |
 //!
@@ -111,12 +112,23 @@ impl LockIndex {
     }
 }
 
+/// The timed scope locks of a state (contract v2): `locked_until` and lock event, what the
+/// `y` index holds.
+pub fn scope_expiries(state: &UserState) -> Vec<(Millis, Uuid)> {
+    std::iter::once(&state.unfamiliar)
+        .chain(state.clients.iter().map(|c| &c.counter))
+        .filter_map(|c| c.lock.as_ref().and_then(|l| l.locked_until.map(|u| (u, l.event_id))))
+        .collect()
+}
+
 /// A changed user state, with its lock as it was before the commit's events.
 #[derive(Debug, Clone)]
 pub struct StateChange {
     pub tenant: CompactString,
     pub user: CompactString,
     pub before: Option<LockIndex>,
+    /// [`scope_expiries`] of the state before the commit's events.
+    pub before_scoped: Vec<(Millis, Uuid)>,
     pub state: UserState,
 }
 
@@ -205,6 +217,17 @@ fn segment_size(dir: &Path) -> usize {
         .unwrap_or(SEGMENT_SIZE)
 }
 
+/// A stored policy: the v2 layout, or (stored before contract v2) the v1 layout, whose bytes
+/// are a strict prefix of a v2 body and so never decode as one.
+fn decode_policy(bytes: &[u8]) -> Result<Policy> {
+    use lockout_proto::layout::{self, Layout};
+    match postcard::from_bytes::<Policy>(bytes) {
+        Ok(p) => Ok(p),
+        Err(v2) => layout::with(Layout::V1, || postcard::from_bytes(bytes))
+            .map_err(|v1| corrupt("policy", format!("{v2} (v2 layout); {v1} (v1 layout)"))),
+    }
+}
+
 /// The key of a user within its tenant.
 pub fn user_key(tenant: &str, user: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + tenant.len() + user.len());
@@ -224,6 +247,15 @@ fn prefixed(prefix: u8, rest: &[u8]) -> Vec<u8> {
 fn tenant_prefix(prefix: u8, tenant: &str) -> Vec<u8> {
     let mut k = vec![prefix, u8::try_from(tenant.len()).expect("tenants are at most 64 bytes")];
     k.extend_from_slice(tenant.as_bytes());
+    k
+}
+
+fn scope_expiry_key(until: Millis, event: Uuid, ukey: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(25 + ukey.len());
+    k.push(b'y');
+    k.extend_from_slice(&until.to_be_bytes());
+    k.extend_from_slice(event.as_bytes());
+    k.extend_from_slice(ukey);
     k
 }
 
@@ -352,10 +384,7 @@ impl Store {
 
     /// The tenant's policy, or `None` when it never set one (the defaults apply).
     pub fn policy(&self, tenant: &str) -> Result<Option<Policy>> {
-        self.db()?
-            .get(prefixed(b'p', tenant.as_bytes()))?
-            .map(|v| postcard::from_bytes(&v).map_err(|e| corrupt("policy", e)))
-            .transpose()
+        self.db()?.get(prefixed(b'p', tenant.as_bytes()))?.map(|v| decode_policy(&v)).transpose()
     }
 
     /// The tenant's policy with defaults filled in.
@@ -381,6 +410,15 @@ impl Store {
                         }
                     }
                     None => b.remove(prefixed(b'l', &ukey)),
+                }
+            }
+            let after_scoped = scope_expiries(&s.state);
+            if s.before_scoped != after_scoped {
+                for &(t, e) in &s.before_scoped {
+                    b.remove(scope_expiry_key(t, e, &ukey));
+                }
+                for &(t, e) in &after_scoped {
+                    b.insert(scope_expiry_key(t, e, &ukey), &[][..]);
                 }
             }
             if s.state == UserState::default() {
@@ -426,17 +464,29 @@ impl Store {
         Ok(())
     }
 
-    /// Timed locks with `locked_until` ≤ `now`, earliest first, at most `limit`.
+    /// Timed locks (account and scope locks) with `locked_until` ≤ `now`, earliest first, at
+    /// most `limit`.
     pub fn due_expiries(&self, now: Millis, limit: usize) -> Result<Vec<DueExpiry>> {
+        let db = self.db()?;
         let end = expiry_key(now.saturating_add(1), &[]);
         let mut due = Vec::new();
-        for kv in self.db()?.range(&b"x"[..]..end.as_slice()).take(limit) {
+        for kv in db.range(&b"x"[..]..end.as_slice()).take(limit) {
             let (k, v) = kv?;
             let until = u64::from_be_bytes(k[1..9].try_into().map_err(|e| corrupt("expiry key", e))?);
             let (tenant, user) = split_user_key(&k[9..])?;
             let lock_event = Uuid::from_slice(&v).map_err(|e| corrupt("expiry value", e))?;
             due.push(DueExpiry { tenant, user, locked_until: until, lock_event });
         }
+        let end = scope_expiry_key(now.saturating_add(1), Uuid::nil(), &[]);
+        for kv in db.range(&b"y"[..]..end.as_slice()).take(limit) {
+            let (k, _) = kv?;
+            let until = u64::from_be_bytes(k[1..9].try_into().map_err(|e| corrupt("expiry key", e))?);
+            let lock_event = Uuid::from_slice(&k[9..25]).map_err(|e| corrupt("expiry key", e))?;
+            let (tenant, user) = split_user_key(&k[25..])?;
+            due.push(DueExpiry { tenant, user, locked_until: until, lock_event });
+        }
+        due.sort_by_key(|d| d.locked_until);
+        due.truncate(limit);
         Ok(due)
     }
 
@@ -519,7 +569,7 @@ impl Store {
         self.scan(|db| db.scan_prefix(b"p")).map(|kv| {
             let (k, v) = kv?;
             let tenant = String::from_utf8(k[1..].to_vec()).map_err(|e| corrupt("policy key", e))?;
-            Ok((tenant, postcard::from_bytes(&v).map_err(|e| corrupt("policy", e))?))
+            Ok((tenant, decode_policy(&v)?))
         })
     }
 
@@ -559,4 +609,24 @@ fn filesystem_space(dir: &std::path::Path) -> Option<(u64, u64)> {
 #[cfg(not(unix))]
 fn filesystem_space(_dir: &std::path::Path) -> Option<(u64, u64)> {
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lockout_proto::layout::{self, Layout};
+
+    /// A policy stored before contract v2 (its v1 layout) still reads, with the fields v2
+    /// added at their defaults; one stored now reads back exactly.
+    #[test]
+    fn policies_stored_in_either_layout_read() {
+        let v1 = Policy { max_failures: 3, lock_seconds: 60, ..Policy::default() };
+        let old = layout::with(Layout::V1, || postcard::to_allocvec(&v1).unwrap());
+        assert_eq!(decode_policy(&old).unwrap(), v1);
+        let v2 = Policy { familiar_days: 30, unlock_on_password_reset: false, ip_window_seconds: 60, ..v1 };
+        let new = postcard::to_allocvec(&v2).unwrap();
+        assert!(new.len() > old.len() && new.starts_with(&old));
+        assert_eq!(decode_policy(&new).unwrap(), v2);
+        assert!(decode_policy(&old[..old.len() - 1]).is_err());
+    }
 }

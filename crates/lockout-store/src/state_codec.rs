@@ -4,7 +4,7 @@
 //!
 //! | part | encoding |
 //! |---|---|
-//! | presence flags | postcard varint `u16`, one bit per field below that differs from its default |
+//! | presence flags | postcard varint `u32`, one bit per field below that differs from its default (written as a `u16` before contract v2's fields: the same bytes below 2¹⁶) |
 //! | each present field, in `UserState` order | postcard, except that IP addresses are [`Ip`] |
 //!
 //! An IP address in its canonical text form (what Rust's `Ipv4Addr` / `Ipv6Addr` print) is 4
@@ -20,31 +20,38 @@
 use compact_str::{CompactString, ToCompactString as _};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use lockout_core::state::{CountedCredential, LockState, StreakSource, Unlisted};
+use lockout_core::state::{
+    CountedCredential, FamiliarIp, KnownClient, LockState, ScopeCounter, StreakSource, Unlisted,
+};
 use lockout_core::UserState;
 use lockout_proto::layout::{self, Layout};
+use lockout_proto::Millis;
 use serde::{Deserialize, Serialize};
 
 /// First byte of a format-2 state.
 pub const COMPACT: u8 = 0xC2;
 
 // Presence flags, one per field of `UserState`, in its order.
-const STREAK: u16 = 1 << 0;
-const UNLISTED: u16 = 1 << 1;
-const CREDENTIALS: u16 = 1 << 2;
-const LAST_FAILURE_AT: u16 = 1 << 3;
-const LAST_SOURCE_IP: u16 = 1 << 4;
-const LOCK: u16 = 1 << 5;
-const UNLOCKED_AT: u16 = 1 << 6;
-const UNLOCKED_BY: u16 = 1 << 7;
-const MFA_RESET_AT: u16 = 1 << 8;
-const MFA_RESET_BY: u16 = 1 << 9;
-const MFA_REENROL: u16 = 1 << 10;
-const LOCK_COUNT: u16 = 1 << 11;
-const RECENT_LOCKS: u16 = 1 << 12;
-const UNLOCKED_CALLER: u16 = 1 << 13;
-const MFA_RESET_CALLER: u16 = 1 << 14;
-const KNOWN: u16 = (1 << 15) - 1;
+const STREAK: u32 = 1 << 0;
+const UNLISTED: u32 = 1 << 1;
+const CREDENTIALS: u32 = 1 << 2;
+const LAST_FAILURE_AT: u32 = 1 << 3;
+const LAST_SOURCE_IP: u32 = 1 << 4;
+const LOCK: u32 = 1 << 5;
+const UNLOCKED_AT: u32 = 1 << 6;
+const UNLOCKED_BY: u32 = 1 << 7;
+const MFA_RESET_AT: u32 = 1 << 8;
+const MFA_RESET_BY: u32 = 1 << 9;
+const MFA_REENROL: u32 = 1 << 10;
+const LOCK_COUNT: u32 = 1 << 11;
+const RECENT_LOCKS: u32 = 1 << 12;
+const UNLOCKED_CALLER: u32 = 1 << 13;
+const MFA_RESET_CALLER: u32 = 1 << 14;
+const LOCK_PERMANENT: u32 = 1 << 15;
+const FAMILIAR: u32 = 1 << 16;
+const UNFAMILIAR: u32 = 1 << 17;
+const CLIENTS: u32 = 1 << 18;
+const KNOWN: u32 = (1 << 19) - 1;
 
 /// An IP address as stored: 4 or 16 bytes when the text is an address in canonical form,
 /// else the text itself.
@@ -108,14 +115,14 @@ pub enum DecodeError {
     #[error("{0}")]
     Postcard(#[from] postcard::Error),
     #[error("unknown presence flags {0:#x} (written by a newer lockoutd?)")]
-    UnknownFlags(u16),
+    UnknownFlags(u32),
     #[error("{0} bytes left over after the state")]
     Trailing(usize),
 }
 
 /// The stored bytes of `s` (format 2).
 pub fn encode(s: &UserState) -> Vec<u8> {
-    let mut flags = 0u16;
+    let mut flags = 0u32;
     for (present, flag) in [
         (!s.streak.is_empty(), STREAK),
         (s.unlisted != Unlisted::default(), UNLISTED),
@@ -132,6 +139,10 @@ pub fn encode(s: &UserState) -> Vec<u8> {
         (!s.recent_locks.is_empty(), RECENT_LOCKS),
         (s.unlocked_caller.is_some(), UNLOCKED_CALLER),
         (s.mfa_reset_caller.is_some(), MFA_RESET_CALLER),
+        (s.lock_permanent, LOCK_PERMANENT),
+        (!s.familiar.is_empty(), FAMILIAR),
+        (!s.unfamiliar.is_default(), UNFAMILIAR),
+        (!s.clients.is_empty(), CLIENTS),
     ] {
         if present {
             flags |= flag;
@@ -186,6 +197,18 @@ pub fn encode(s: &UserState) -> Vec<u8> {
     if let Some(caller) = &s.mfa_reset_caller {
         out = put(caller, out);
     }
+    if flags & FAMILIAR != 0 {
+        out = put(&s.familiar.len(), out);
+        for f in &s.familiar {
+            out = put(&(Ip::of(&f.ip), f.at), out);
+        }
+    }
+    if flags & UNFAMILIAR != 0 {
+        out = put(&s.unfamiliar, out);
+    }
+    if flags & CLIENTS != 0 {
+        out = put(&s.clients, out);
+    }
     out
 }
 
@@ -199,7 +222,7 @@ pub fn decode(bytes: &[u8]) -> Result<UserState, DecodeError> {
         // Format 1 predates the callers: the state's v1 layout.
         return Ok(layout::with(Layout::V1, || postcard::from_bytes(bytes))?);
     };
-    let flags: u16 = take(&mut rest)?;
+    let flags: u32 = take(&mut rest)?;
     if flags & !KNOWN != 0 {
         return Err(DecodeError::UnknownFlags(flags));
     }
@@ -250,6 +273,17 @@ pub fn decode(bytes: &[u8]) -> Result<UserState, DecodeError> {
     }
     if flags & MFA_RESET_CALLER != 0 {
         s.mfa_reset_caller = Some(take(&mut rest)?);
+    }
+    s.lock_permanent = flags & LOCK_PERMANENT != 0;
+    if flags & FAMILIAR != 0 {
+        let familiar: Vec<(Ip<'_>, Millis)> = take(&mut rest)?;
+        s.familiar = familiar.into_iter().map(|(ip, at)| FamiliarIp { ip: ip.into_text(), at }).collect();
+    }
+    if flags & UNFAMILIAR != 0 {
+        s.unfamiliar = take::<ScopeCounter>(&mut rest)?;
+    }
+    if flags & CLIENTS != 0 {
+        s.clients = take::<Vec<KnownClient>>(&mut rest)?;
     }
     if !rest.is_empty() {
         return Err(DecodeError::Trailing(rest.len()));

@@ -1,7 +1,9 @@
 //! The stored form of a user state: exact round trips, the old format still read, compact
 //! for the common state, and clear errors (never a panic) for damaged bytes.
 
-use lockout_core::state::{BlockedSource, CountedCredential, StreakSource, Unlisted};
+use lockout_core::state::{
+    BlockedSource, CountedCredential, FamiliarIp, KnownClient, ScopeCounter, StreakSource, Unlisted,
+};
 use lockout_core::{LockState, UserState};
 use lockout_proto::status::LockReason;
 use lockout_store::state_codec::{decode, encode, COMPACT};
@@ -70,6 +72,7 @@ prop_compose! {
         lock_count in prop_oneof![Just(0u32), any::<u32>()],
         recent_locks in proptest::collection::vec(any::<u64>(), 0..4),
         callers in (proptest::option::of(text()), proptest::option::of(text())),
+        v2 in (any::<bool>(), proptest::collection::vec((ip(), any::<u64>()), 0..3), counter(), proptest::collection::vec((text(), any::<u64>(), counter()), 0..3)),
     ) -> UserState {
         UserState {
             streak: streak.into_iter().map(|(ip, client, password, mfa)| StreakSource { ip: ip.into(), client: client.map(Into::into), password, mfa }).collect(),
@@ -87,8 +90,39 @@ prop_compose! {
             recent_locks,
             unlocked_caller: callers.0.map(Into::into),
             mfa_reset_caller: callers.1.map(Into::into),
+            lock_permanent: v2.0,
+            familiar: v2.1.into_iter().map(|(ip, at)| FamiliarIp { ip: ip.into(), at }).collect(),
+            unfamiliar: v2.2,
+            clients: v2.3.into_iter().map(|(client, at, counter)| KnownClient { client: client.into(), at, counter }).collect(),
         }
     }
+}
+
+/// A scope counter (contract v2): often empty, as most are.
+fn counter() -> impl Strategy<Value = ScopeCounter> {
+    prop_oneof![
+        Just(ScopeCounter::default()),
+        (
+            proptest::collection::vec((ip(), proptest::option::of(text()), any::<u32>(), any::<u32>()), 0..3),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(lock()),
+        )
+            .prop_map(|(streak, last_failure_at, lock)| ScopeCounter {
+                streak: streak
+                    .into_iter()
+                    .map(|(ip, client, password, mfa)| StreakSource {
+                        ip: ip.into(),
+                        client: client.map(Into::into),
+                        password,
+                        mfa
+                    })
+                    .collect(),
+                unlisted: Unlisted::default(),
+                credentials: Vec::new(),
+                last_failure_at,
+                lock: lock.map(Box::new),
+            }),
+    ]
 }
 
 /// A state as format 1 (plain postcard of the state's v1 layout, before the callers) held it.
@@ -108,7 +142,15 @@ proptest! {
 
     #[test]
     fn states_stored_by_the_previous_format_still_read(s in state()) {
-        let s = UserState { unlocked_caller: None, mfa_reset_caller: None, ..s };
+        let s = UserState {
+            unlocked_caller: None,
+            mfa_reset_caller: None,
+            lock_permanent: false,
+            familiar: Vec::new(),
+            unfamiliar: ScopeCounter::default(),
+            clients: Vec::new(),
+            ..s
+        };
         prop_assert_eq!(decode(&format_1(&s)).unwrap(), s);
     }
 
@@ -155,7 +197,7 @@ fn a_one_failure_state_is_compact() {
 
 #[test]
 fn unknown_flags_and_trailing_bytes_are_refused_with_a_reason() {
-    let e = decode(&[COMPACT, 0x80, 0x80, 0x02]).unwrap_err(); // flag 1 << 15
+    let e = decode(&[COMPACT, 0x80, 0x80, 0x20]).unwrap_err(); // flag 1 << 19
     assert!(e.to_string().contains("unknown presence flags"), "{e}");
     let mut bytes = encode(&UserState { mfa_reenrol: true, ..UserState::default() });
     bytes.push(0);
@@ -199,6 +241,7 @@ fn a_store_of_the_previous_format_reads_digests_alike_and_is_rewritten_on_change
             tenant: "acme".into(),
             user: user.clone().into(),
             before: None,
+            before_scoped: Vec::new(),
             state: s.clone(),
         })
         .collect();
@@ -214,8 +257,13 @@ fn a_store_of_the_previous_format_reads_digests_alike_and_is_rewritten_on_change
     let (user, s) = &states[3];
     let changed = UserState { lock_count: 1, ..s.clone() };
     let commit = |store: &Store| {
-        let change =
-            StateChange { tenant: "acme".into(), user: user.clone().into(), before: None, state: changed.clone() };
+        let change = StateChange {
+            tenant: "acme".into(),
+            user: user.clone().into(),
+            before: None,
+            before_scoped: Vec::new(),
+            state: changed.clone(),
+        };
         store.commit(&Commit { states: vec![change], checkpoint: 21, ..Commit::default() }).unwrap();
     };
     commit(&old);

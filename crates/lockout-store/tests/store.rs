@@ -25,7 +25,7 @@ fn locked(until: Option<u64>, id: u128) -> UserState {
 }
 
 fn change(tenant: &str, user: &str, before: Option<LockIndex>, state: UserState) -> StateChange {
-    StateChange { tenant: tenant.into(), user: user.into(), before, state }
+    StateChange { tenant: tenant.into(), user: user.into(), before, before_scoped: Vec::new(), state }
 }
 
 fn open() -> (tempfile::TempDir, Store) {

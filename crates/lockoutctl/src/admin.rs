@@ -204,6 +204,7 @@ pub async fn attempt(ctx: &Ctx, a: AttemptArgs, out: &mut dyn Write) -> anyhow::
             client: a.client.as_deref().map(Into::into),
             credential: a.credential.as_deref().map(Into::into),
             account,
+            is_final: true,
         };
         // Refuse locally what lockoutd would dead-letter, with the same sentence.
         let target = ctx.subjects.parse_event(&subject).map_err(|r| Exit::bad_request(r.message))?;
@@ -288,6 +289,13 @@ pub fn notice_text(n: &Notice) -> String {
                 u.actor.as_deref().unwrap_or("-")
             ),
             How::Expired => format!("{}  {} / {}  unlocked: the lock expired", fmt::time(u.at), u.tenant, u.user),
+            How::PasswordReset => format!(
+                "{}  {} / {}  unlocked by a password reset{}",
+                fmt::time(u.at),
+                u.tenant,
+                u.user,
+                u.actor.as_deref().map(|a| format!(" by {a}")).unwrap_or_default()
+            ),
         },
         Notice::MfaReset(m) => format!("{}  {} / {}  MFA reset by {}", fmt::time(m.at), m.tenant, m.user, m.actor),
     }

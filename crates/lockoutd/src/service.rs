@@ -224,7 +224,16 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
             let r: UnlockRequest = decode_request(enc, body, &tenant)?;
             let t: CompactString = tenant.as_str().into();
             write_user(shared, enc, msg, &tenant, |id, at, caller| {
-                Event::Unlock(Unlock { id, at, tenant: t, user: r.user, actor: r.actor, reason: r.reason, caller })
+                Event::Unlock(Unlock {
+                    id,
+                    at,
+                    tenant: t,
+                    user: r.user,
+                    actor: r.actor,
+                    reason: r.reason,
+                    caller,
+                    lock_event: r.lock_event,
+                })
             })
             .await
         }

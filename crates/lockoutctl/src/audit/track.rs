@@ -6,7 +6,7 @@
 use lockout_core::{Effect, Forgot, NotCounted, StreakChange, UserState};
 use lockout_proto::event::{Attempt, Event, Factor};
 use lockout_proto::notice::Source;
-use lockout_proto::status::LockReason;
+use lockout_proto::status::{LockReason, Scope};
 use lockout_proto::{Millis, Policy};
 
 use crate::fmt;
@@ -111,7 +111,24 @@ impl Track {
         self.follow_streak(why.effect.streak(), event, seq, now);
         let max = policy.max_failures;
         let text = match (why.effect, event) {
-            (Effect::Counted { failures, new_streak, locked }, Event::Attempt(a)) => {
+            (Effect::Counted { failures, new_streak, locked, counter }, Event::Attempt(a))
+                if counter != Scope::Account =>
+            {
+                let scope: &str = counter.into();
+                let mut t = format!("{} {failures}/{max} on the {scope} counter from {}", outcome_word(a), src(a));
+                if new_streak {
+                    t.push_str(&format!(" (new streak: {} s passed since the last failure)", policy.window_seconds));
+                }
+                if locked {
+                    let what = match counter {
+                        Scope::Client => format!("sign-ins from {}", a.client.as_deref().unwrap_or("this client")),
+                        _ => "sign-ins from unfamiliar IPs".to_owned(),
+                    };
+                    t.push_str(&format!(" LOCKED ({scope} scope): {what} refused"));
+                }
+                t
+            }
+            (Effect::Counted { failures, new_streak, locked, .. }, Event::Attempt(a)) => {
                 let mut t = format!("{} {failures}/{max} from {}", outcome_word(a), src(a));
                 if new_streak {
                     t.push_str(&format!(" (new streak: {} s passed since the last failure)", policy.window_seconds));
@@ -131,8 +148,34 @@ impl Track {
                 };
                 format!("{} from {} not counted: {why}", outcome_word(a), src(a))
             }
-            (Effect::Blocked, Event::Attempt(a)) => {
+            (Effect::Blocked { scope: Scope::Account }, Event::Attempt(a)) => {
                 format!("blocked while locked: {} from {}", outcome_word(a), src(a))
+            }
+            (Effect::Blocked { scope }, Event::Attempt(a)) => {
+                let scope: &str = scope.into();
+                format!("blocked by the {scope} lock: {} from {}", outcome_word(a), src(a))
+            }
+            (Effect::Rejected, Event::Attempt(a)) => {
+                format!("rejected by the gateway (status said not allowed) from {}: recorded, not counted", src(a))
+            }
+            (Effect::UnlockRefused, Event::Unlock(u)) => format!(
+                "unlock by {} naming lock event {}: no effect, that lock is not in force",
+                fmt::who(&u.actor, u.caller.as_deref()),
+                u.lock_event.map(|e| e.to_string()).unwrap_or_default()
+            ),
+            (Effect::PasswordReset { ended, kept }, Event::PasswordReset(r)) => {
+                if ended > 0 && self.state.lock.is_none() {
+                    self.close_lock(now, r.actor.as_ref().map(ToString::to_string));
+                }
+                let who = r.actor.as_deref().map_or_else(|| "the user".to_owned(), |a| fmt::who(a, r.caller.as_deref()));
+                let method: &str = r.method.into();
+                match (ended, kept) {
+                    (0, false) => format!("password reset ({method}) by {who}: counters cleared"),
+                    (n, false) => format!("password reset ({method}) by {who}: {n} lock(s) ended, counters cleared"),
+                    (n, true) => format!(
+                        "password reset ({method}) by {who}: {n} lock(s) ended; a lock stays (an admin or permanent lock, or unlock_on_password_reset is off)"
+                    ),
+                }
             }
             (Effect::Succeeded { failures, reset, reenrolled }, Event::Attempt(a)) => {
                 let mut t = format!("{} from {}", outcome_word(a), src(a));

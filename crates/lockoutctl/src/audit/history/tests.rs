@@ -25,6 +25,7 @@ fn attempt(n: u128, outcome: Outcome, ip: &str, client: Option<&str>) -> Attempt
         client: client.map(Into::into),
         credential: None,
         account: None,
+        is_final: true,
     }
 }
 
@@ -182,6 +183,7 @@ fn psa_stale_integration_blocked_attempts_admin_lock_unlock_and_mfa_reset() {
         actor,
         reason: None,
         caller: Some("ADMIN_ACME/helpdesk-7".into()),
+        lock_event: None,
     });
     let (id, at, tenant, user, actor) = admin(11);
     let reset =
