@@ -7,6 +7,7 @@ mod dead;
 mod faults;
 mod linger;
 mod oracle;
+mod protection;
 mod recovery;
 mod scenarios;
 mod security;

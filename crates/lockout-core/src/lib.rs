@@ -11,8 +11,10 @@
 //! - [`fold`](mod@fold): the rules of `docs/protocol.md`, section "Lockout semantics".
 //! - [`view`]: `status`, the user-facing `Status` of a state at a given instant.
 //! - [`message`]: the one-sentence texts of `locked` notices.
+//! - [`explain`]: one user's history folded into the `explain` op's answer.
 //! - [`ids`]: deterministic notice ids (UUID v5 of the causing event and the notice kind).
 
+pub mod explain;
 pub mod fold;
 pub mod ids;
 pub mod message;

@@ -68,7 +68,7 @@ impl Rejection {
 }
 
 /// Checks a text field's length in characters; `None` passes.
-pub(crate) fn check_len(field: &str, value: Option<&str>, min: usize, max: usize) -> Result<(), Rejection> {
+pub fn check_len(field: &str, value: Option<&str>, min: usize, max: usize) -> Result<(), Rejection> {
     let Some(value) = value else { return Ok(()) };
     let n = value.chars().count();
     if n < min || n > max {

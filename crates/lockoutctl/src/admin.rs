@@ -8,13 +8,15 @@ use anyhow::Context as _;
 use async_nats::HeaderMap;
 use lockout_proto::codec::{self, Encoding};
 use lockout_proto::command::{DigestReply, LockedReply};
-use lockout_proto::event::{Account, Attempt, EventKind, Factor, Outcome};
+use lockout_proto::event::{Account, Attempt, EventKind, Factor, Outcome, ResetMethod};
 use lockout_proto::notice::How;
 use lockout_proto::{Notice, Policy, Status};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::cli::{AdminArgs, AttemptArgs, LockArgs, LockedArgs, PolicySetArgs, TailArgs, UserArgs};
+use crate::cli::{
+    AdminArgs, AttemptArgs, LockArgs, LockedArgs, PasswordResetArgs, PolicySetArgs, StatusArgs, TailArgs, UnlockArgs,
+};
 use crate::ctx::{self, Ctx};
 use crate::events;
 use crate::{fmt, Exit};
@@ -25,9 +27,11 @@ fn print_json(out: &mut dyn Write, v: &impl serde::Serialize) -> anyhow::Result<
     Ok(())
 }
 
-pub async fn status(ctx: &Ctx, a: UserArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let tenant = ctx::tenant(&a.tenant)?;
-    let s: Status = ctx.request(&tenant, "status", &json!({ "user": a.user })).await?;
+pub async fn status(ctx: &Ctx, a: StatusArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let tenant = ctx::tenant(&a.user.tenant)?;
+    let account = parse_account(a.account.as_deref())?;
+    let body = json!({ "user": a.user.user, "ip": a.ip, "client": a.client, "account": account });
+    let s: Status = ctx.request(&tenant, "status", &body).await?;
     if ctx.json {
         print_json(out, &s)
     } else {
@@ -70,11 +74,34 @@ fn write_reply(ctx: &Ctx, what: &str, reply: Value, out: &mut dyn Write) -> anyh
     Ok(())
 }
 
-pub async fn unlock(ctx: &Ctx, a: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let tenant = ctx::tenant(&a.tenant)?;
-    let body = json!({ "user": a.user, "actor": a.actor, "reason": a.reason });
+pub async fn unlock(ctx: &Ctx, a: UnlockArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let tenant = ctx::tenant(&a.admin.tenant)?;
+    let body = json!({
+        "user": a.admin.user,
+        "actor": a.admin.actor,
+        "reason": a.admin.reason,
+        "lock_event": a.lock_event,
+    });
     let reply: Value = ctx.request(&tenant, "unlock", &body).await?;
     write_reply(ctx, "unlocked", reply, out)
+}
+
+pub async fn password_reset(ctx: &Ctx, a: PasswordResetArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let tenant = ctx::tenant(&a.tenant)?;
+    let method: ResetMethod = serde_json::from_value(json!(a.method))
+        .map_err(|_| Exit::usage(format!("--method {:?}: use self_service or admin", a.method)))?;
+    let body = json!({ "user": a.user, "method": method, "actor": a.actor });
+    let reply: Value = ctx.request(&tenant, "password_reset", &body).await?;
+    write_reply(ctx, "password reset recorded for", reply, out)
+}
+
+/// `--account`: user, api or portal.
+fn parse_account(s: Option<&str>) -> anyhow::Result<Option<Account>> {
+    s.map(|s| {
+        serde_json::from_value(json!(s)).map_err(|_| Exit::usage(format!("--account {s:?}: use user, api or portal")))
+    })
+    .transpose()
+    .map_err(Into::into)
 }
 
 pub async fn lock(ctx: &Ctx, a: LockArgs, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -146,6 +173,13 @@ pub async fn policy_set(ctx: &Ctx, a: PolicySetArgs, out: &mut dyn Write) -> any
         "max_lock_seconds": a.max_lock_seconds,
         "history_seconds": a.history_seconds,
         "permanent_after": a.permanent_after,
+        "familiar_days": a.familiar_days,
+        "api_client_scope": a.api_client_scope,
+        "reset_scope": a.reset_scope,
+        "unlock_on_password_reset": a.unlock_on_password_reset,
+        "ip_max_failures": a.ip_max_failures,
+        "ip_window_seconds": a.ip_window_seconds,
+        "ip_block_seconds": a.ip_block_seconds,
     });
     let given: serde_json::Map<String, Value> = flags
         .as_object()
@@ -181,15 +215,12 @@ pub async fn attempt(ctx: &Ctx, a: AttemptArgs, out: &mut dyn Write) -> anyhow::
     let user = ctx::user(&a.user)?;
     let factor: Factor = serde_json::from_value(json!(a.factor))
         .map_err(|_| Exit::usage(format!("--factor {:?}: use password, mfa or recovery_code", a.factor)))?;
-    let account: Option<Account> = a
-        .account
-        .as_ref()
-        .map(|s| {
-            serde_json::from_value(json!(s))
-                .map_err(|_| Exit::usage(format!("--account {s:?}: use user, api or portal")))
-        })
-        .transpose()?;
-    let outcome = if a.ok { Outcome::Success } else { Outcome::Failure };
+    let account = parse_account(a.account.as_deref())?;
+    let outcome = match (a.ok, a.rejected) {
+        (true, _) => Outcome::Success,
+        (_, true) => Outcome::Rejected,
+        _ => Outcome::Failure,
+    };
     let subject = ctx.subjects.user_event(&tenant, &user, EventKind::Attempt);
     let mut results = Vec::new();
     for _ in 0..a.count.max(1) {
@@ -204,7 +235,7 @@ pub async fn attempt(ctx: &Ctx, a: AttemptArgs, out: &mut dyn Write) -> anyhow::
             client: a.client.as_deref().map(Into::into),
             credential: a.credential.as_deref().map(Into::into),
             account,
-            is_final: true,
+            is_final: !a.not_final,
         };
         // Refuse locally what lockoutd would dead-letter, with the same sentence.
         let target = ctx.subjects.parse_event(&subject).map_err(|r| Exit::bad_request(r.message))?;

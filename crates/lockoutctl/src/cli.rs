@@ -45,12 +45,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// A user's lockout status now (service op `status`).
-    Status(UserArgs),
+    /// A user's lockout status now (service op `status`); with --ip/--client/--account,
+    /// whether an attempt from that source is allowed.
+    Status(StatusArgs),
     /// Every locked user of a tenant, following the `locked` cursors to the end.
     Locked(LockedArgs),
-    /// Unlock a user and restart their counter (service op `unlock`).
-    Unlock(AdminArgs),
+    /// Unlock a user: end every lock and restart the counters (service op `unlock`).
+    Unlock(UnlockArgs),
+    /// Tell the service the user verified a password change (service op `password_reset`):
+    /// ends failure and scope locks under `unlock_on_password_reset`.
+    PasswordReset(PasswordResetArgs),
     /// Lock a user, for --seconds or until unlocked (service op `lock`).
     Lock(LockArgs),
     /// Reset a user's MFA: drop MFA failures, require re-enrolment (service op `mfa_reset`).
@@ -83,6 +87,43 @@ pub struct UserArgs {
     pub tenant: String,
     /// The account's canonical id.
     pub user: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub user: UserArgs,
+    /// The source IP of the attempt about to be made.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Its client (app, integration).
+    #[arg(long)]
+    pub client: Option<String>,
+    /// Its account kind: user, api or portal.
+    #[arg(long)]
+    pub account: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Unlock only if the lock in force was started by this event (its `event_id`), else
+    /// fail with 409 (exit 4): a lock seen earlier cannot end a newer one.
+    #[arg(long)]
+    pub lock_event: Option<uuid::Uuid>,
+}
+
+#[derive(Debug, Args)]
+pub struct PasswordResetArgs {
+    pub tenant: String,
+    pub user: String,
+    /// self_service or admin.
+    #[arg(long, default_value = "self_service")]
+    pub method: String,
+    /// Who reset it, if not the user.
+    #[arg(long)]
+    pub actor: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -151,10 +192,25 @@ pub struct PolicySetArgs {
     pub history_seconds: Option<u32>,
     #[arg(long)]
     pub permanent_after: Option<u32>,
+    #[arg(long)]
+    pub familiar_days: Option<u32>,
+    #[arg(long, value_name = "BOOL")]
+    pub api_client_scope: Option<bool>,
+    /// all or same_ip.
+    #[arg(long)]
+    pub reset_scope: Option<String>,
+    #[arg(long, value_name = "BOOL")]
+    pub unlock_on_password_reset: Option<bool>,
+    #[arg(long)]
+    pub ip_max_failures: Option<u32>,
+    #[arg(long)]
+    pub ip_window_seconds: Option<u32>,
+    #[arg(long)]
+    pub ip_block_seconds: Option<u32>,
 }
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("outcome").required(true).args(["fail", "ok"]))]
+#[command(group = clap::ArgGroup::new("outcome").required(true).args(["fail", "ok", "rejected"]))]
 pub struct AttemptArgs {
     pub tenant: String,
     pub user: String,
@@ -164,6 +220,13 @@ pub struct AttemptArgs {
     /// A successful login.
     #[arg(long)]
     pub ok: bool,
+    /// An attempt the gateway refused because `status` said it was not allowed.
+    #[arg(long)]
+    pub rejected: bool,
+    /// A success that does not complete the sign-in (a password step MFA still follows):
+    /// it makes no IP familiar and no client known.
+    #[arg(long)]
+    pub not_final: bool,
     /// The client's address (IPv4 or IPv6).
     #[arg(long)]
     pub ip: String,
@@ -282,6 +345,7 @@ pub async fn dispatch(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<
         Cmd::Status(a) => crate::admin::status(&ctx, a, out).await.and(ok),
         Cmd::Locked(a) => crate::admin::locked(&ctx, a, out).await.and(ok),
         Cmd::Unlock(a) => crate::admin::unlock(&ctx, a, out).await.and(ok),
+        Cmd::PasswordReset(a) => crate::admin::password_reset(&ctx, a, out).await.and(ok),
         Cmd::Lock(a) => crate::admin::lock(&ctx, a, out).await.and(ok),
         Cmd::MfaReset(a) => crate::admin::mfa_reset(&ctx, a, out).await.and(ok),
         Cmd::Policy(PolicyCmd::Get { tenant }) => crate::admin::policy_get(&ctx, &tenant, out).await.and(ok),

@@ -113,6 +113,25 @@ pub fn who(actor: &str, caller: Option<&str>) -> String {
 /// The full status block of `status` and `state-at`.
 pub fn status_block(s: &Status) -> String {
     let mut out = format!("{} / {}: {}\n", s.tenant, s.user, status_line(s));
+    if let Some(by) = s.blocked_by {
+        let by: &str = by.into();
+        out.push_str(&format!("  this source: not allowed (blocked by the {by} lock)\n"));
+    }
+    if s.unfamiliar_failures > 0 {
+        out.push_str(&format!("  failures from unfamiliar IPs: {}/{}\n", s.unfamiliar_failures, s.max_failures));
+    }
+    for l in &s.scope_locks {
+        let what = match &l.client {
+            Some(c) => format!("sign-ins from {c}"),
+            None => "sign-ins from unfamiliar IPs".to_owned(),
+        };
+        out.push_str(&format!(
+            "  {what}: LOCKED since {} {} ({} failures)\n",
+            time(l.locked_at),
+            until(l.locked_until),
+            l.failures
+        ));
+    }
     if let Some(t) = s.last_failure_at {
         out.push_str(&format!(
             "  last counted failure: {} from {}\n",
@@ -150,6 +169,13 @@ pub fn policy_fields(p: &Policy) -> Vec<(String, serde_json::Value)> {
         ("max_lock_seconds", json!(p.max_lock_seconds)),
         ("history_seconds", json!(p.history_seconds)),
         ("permanent_after", json!(p.permanent_after)),
+        ("familiar_days", json!(p.familiar_days)),
+        ("api_client_scope", json!(p.api_client_scope)),
+        ("reset_scope", json!(p.reset_scope)),
+        ("unlock_on_password_reset", json!(p.unlock_on_password_reset)),
+        ("ip_max_failures", json!(p.ip_max_failures)),
+        ("ip_window_seconds", json!(p.ip_window_seconds)),
+        ("ip_block_seconds", json!(p.ip_block_seconds)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -11,6 +11,7 @@
 //!   pipelined in stages: the next batch folds while the last one commits.
 //! - [`observe`]: the engine's reports of a folded batch → spans, logs, metric counts.
 //! - [`outbox`]: publishes committed notices and dead letters exactly once by id.
+//! - [`explain`]: the `explain` op, the user's history folded by `lockout_core::explain`.
 //! - [`expiry`]: appends `expired` events for timed locks that ran out.
 //! - [`service`]: the micro service `lockout` (status, commands, policy, digest).
 //! - [`telemetry`]: OpenTelemetry metrics, trace context over NATS headers, OTLP setup.
@@ -20,6 +21,7 @@ pub mod caller;
 pub mod config;
 pub mod disk;
 pub mod expiry;
+pub mod explain;
 pub mod forget;
 pub mod observe;
 pub mod outbox;

@@ -13,12 +13,16 @@ use async_nats::HeaderMap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use futures::StreamExt;
+use lockout_core::Probe;
 use lockout_proto::codec::{self, encode, Encoding};
 use lockout_proto::command::{
-    decode_request, DigestReply, DigestRequest, HealthRequest, LockRequest, LockedReply, LockedRequest,
-    MfaResetRequest, PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockRequest, OPS,
+    decode_request, DigestReply, DigestRequest, ExplainRequest, HealthRequest, LockRequest, LockedReply, LockedRequest,
+    MfaResetRequest, PasswordResetRequest, PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockRequest, OPS,
 };
-use lockout_proto::event::{Event, EventKind, Lock, MfaReset, PolicyChange, Unlock};
+use lockout_proto::error::check_len;
+use lockout_proto::event::{
+    check_ip, Event, EventKind, Lock, MfaReset, PasswordReset, PolicyChange, Unlock, CLIENT_MAX,
+};
 use lockout_proto::subject::{EventSubject, Target};
 use lockout_proto::{CompactString, Rejection, Tenant, UserId};
 use tokio::task::JoinSet;
@@ -124,7 +128,9 @@ async fn serve(shared: Arc<Shared>, client: async_nats::Client) -> anyhow::Resul
     let prefix = shared.config.subjects.prefix().to_owned();
     let service = client
         .service_builder()
-        .description("Account lockout: status, unlock, lock, MFA reset, tenant policy, digest.")
+        .description(
+            "Account lockout: status, unlock, lock, MFA reset, password reset, explain, tenant policy, digest.",
+        )
         .stats_handler({
             let health = shared.health.clone();
             let folded = shared.folded.clone();
@@ -214,7 +220,12 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
         "status" => {
             let r: StatusRequest = decode_request(enc, body, &tenant)?;
             let user = user_id(&r.user)?;
-            Ok(encode(enc, &current_status(shared, &tenant, &user)?))
+            if let Some(ip) = &r.ip {
+                check_ip(ip).map_err(|e| Fail::new(400, e.message.replace("`source_ip`", "`ip`")))?;
+            }
+            check_len("client", r.client.as_deref(), 0, CLIENT_MAX)?;
+            let probe = Probe { ip: r.ip.as_deref(), client: r.client.as_deref(), account: r.account };
+            Ok(encode(enc, &status_for(shared, &tenant, &user, &probe)?))
         }
         "locked" => {
             let r: LockedRequest = decode_request(enc, body, &tenant)?;
@@ -222,8 +233,15 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
         }
         "unlock" => {
             let r: UnlockRequest = decode_request(enc, body, &tenant)?;
+            if let Some(want) = r.lock_event {
+                let state = shared.store.user(tenant.as_str(), user_id(&r.user)?.as_str())?.unwrap_or_default();
+                if !lock_in_force_started_by(&state, want) {
+                    return Err(Fail::new(409, stale_lock_event(want)));
+                }
+            }
             let t: CompactString = tenant.as_str().into();
-            write_user(shared, enc, msg, &tenant, |id, at, caller| {
+            let (guarded, unlocked) = (r.lock_event, r.user.clone());
+            let reply = write_user(shared, enc, msg, &tenant, |id, at, caller| {
                 Event::Unlock(Unlock {
                     id,
                     at,
@@ -235,7 +253,30 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
                     lock_event: r.lock_event,
                 })
             })
+            .await?;
+            // The fold refuses a guarded unlock whose lock ended or was replaced between the
+            // check above and its event (the unlock then changed nothing): still locked.
+            if let Some(want) = guarded {
+                let state = shared.store.user(tenant.as_str(), user_id(&unlocked)?.as_str())?.unwrap_or_default();
+                if state.any_lock() {
+                    return Err(Fail::new(409, stale_lock_event(want)));
+                }
+            }
+            Ok(reply)
+        }
+        "password_reset" => {
+            let r: PasswordResetRequest = decode_request(enc, body, &tenant)?;
+            let t: CompactString = tenant.as_str().into();
+            write_user(shared, enc, msg, &tenant, |id, at, caller| {
+                let (user, method, actor) = (r.user, r.method, r.actor);
+                Event::PasswordReset(PasswordReset { id, at, tenant: t, user, method, actor, caller })
+            })
             .await
+        }
+        "explain" => {
+            let r: ExplainRequest = decode_request(enc, body, &tenant)?;
+            let user = user_id(&r.user)?;
+            Ok(encode(enc, &crate::explain::explain(shared, &tenant, &user).await?))
         }
         "lock" => {
             let r: LockRequest = decode_request(enc, body, &tenant)?;
@@ -289,9 +330,33 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
 
 /// The user's status now, by the server's clock as lockoutd knows it.
 fn current_status(shared: &Shared, tenant: &Tenant, user: &UserId) -> Result<lockout_proto::Status, Fail> {
+    status_for(shared, tenant, user, &Probe::default())
+}
+
+/// The user's status now for an attempt from `probe`'s source.
+fn status_for(
+    shared: &Shared,
+    tenant: &Tenant,
+    user: &UserId,
+    probe: &Probe<'_>,
+) -> Result<lockout_proto::Status, Fail> {
     let policy = shared.store.policy_or_default(tenant.as_str())?;
     let state = shared.store.user(tenant.as_str(), user.as_str())?.unwrap_or_default();
-    Ok(lockout_core::status(tenant.as_str(), user.as_str(), &policy, &state, shared.server_now_ms()))
+    Ok(lockout_core::status_for(tenant.as_str(), user.as_str(), &policy, &state, shared.server_now_ms(), probe))
+}
+
+/// Whether a lock in force (the account's or a scope's) was started by `event`.
+fn lock_in_force_started_by(state: &lockout_core::UserState, event: Uuid) -> bool {
+    std::iter::once(&state.lock)
+        .chain(std::iter::once(&state.unfamiliar.lock))
+        .chain(state.clients.iter().map(|c| &c.counter.lock))
+        .any(|l| l.as_ref().is_some_and(|l| l.event_id == event))
+}
+
+fn stale_lock_event(want: Uuid) -> String {
+    format!(
+        "no lock in force was started by event {want} (`lock_event`): the lock it names has ended or a newer one replaced it; read the user's status again and unlock the lock in force"
+    )
 }
 
 /// One page of locked users; the cursor is the base64url of the last user listed.
@@ -371,9 +436,21 @@ async fn write_user(
     Ok(encode(enc, &status.with_event(e.id())))
 }
 
+/// The body of a service-written event in `enc` (`--wire-version`), unless that would lose
+/// something: under `--wire-version 1` an event carrying a field contract v2 added (a v2
+/// policy field, an unlock's `lock_event`, a caller) is written as JSON, which has one form
+/// with every field, rather than in the v1 postcard layout, which has no place for it.
+fn event_body(enc: Encoding, e: &Event) -> (Encoding, Vec<u8>) {
+    let body = e.encode(enc);
+    if enc == Encoding::Postcard && Event::decode(e.kind(), enc, &body).as_ref() != Ok(e) {
+        return (Encoding::Json, e.encode(Encoding::Json));
+    }
+    (enc, body)
+}
+
 /// Appends a service-written event and waits until it is folded.
 async fn append_and_wait(shared: &Shared, msg: &async_nats::Message, subject: String, e: &Event) -> Result<(), Fail> {
-    let enc = shared.config.notice_encoding;
+    let (enc, body) = event_body(shared.config.notice_encoding, e);
     let mut headers = HeaderMap::new();
     headers.insert(codec::CONTENT_TYPE, enc.content_type());
     headers.insert(codec::NATS_MSG_ID, e.id().to_string().as_str());
@@ -402,7 +479,7 @@ async fn append_and_wait(shared: &Shared, msg: &async_nats::Message, subject: St
     };
     let ack = shared
         .js
-        .publish_with_headers(subject, headers, e.encode(enc).into())
+        .publish_with_headers(subject, headers, body.into())
         .await
         .map_err(|err| unavailable(&err))?
         .await
