@@ -101,7 +101,6 @@ fn parse_account(s: Option<&str>) -> anyhow::Result<Option<Account>> {
         serde_json::from_value(json!(s)).map_err(|_| Exit::usage(format!("--account {s:?}: use user, api or portal")))
     })
     .transpose()
-    .map_err(Into::into)
 }
 
 pub async fn lock(ctx: &Ctx, a: LockArgs, out: &mut dyn Write) -> anyhow::Result<()> {
