@@ -354,7 +354,6 @@ impl Folder<'_> {
     /// Returns when it ended, or `None` when no lock was in force.
     fn end_by_expiry(&mut self, tenant: &str, user: &str) -> Option<Millis> {
         let lock = self.state.lock.take()?;
-        self.state.lock_permanent = false;
         let until = lock.locked_until.unwrap_or(self.now);
         self.state.restart_streak();
         self.state.unlocked_at = Some(until);
@@ -586,7 +585,6 @@ impl Folder<'_> {
         st.recent_locks.retain(|&t| t <= now && now - t < history_ms);
         let earlier = u32::try_from(st.recent_locks.len()).unwrap_or(u32::MAX);
         let seconds = lock_length(p, earlier);
-        st.lock_permanent = p.lock_seconds > 0 && seconds.is_none();
         st.recent_locks.push(now);
         if st.recent_locks.len() > RECENT_LOCKS_MAX {
             st.recent_locks.remove(0);
@@ -667,7 +665,6 @@ impl Folder<'_> {
         let replaced = self.state.lock.is_some();
         let seconds = l.seconds.map(u64::from);
         self.state.lock = Some(self.new_lock(LockReason::Admin, seconds));
-        self.state.lock_permanent = false;
         let sources = self.state.ranked_sources();
         self.notices.push(Notice::Locked(LockedNotice {
             id: notice_id(&l.tenant, &l.user, self.event_id, NoticeKind::Locked),
@@ -706,7 +703,6 @@ impl Folder<'_> {
             }
         }
         let account = self.state.lock.take();
-        self.state.lock_permanent = false;
         self.state.restart_streak();
         self.state.unlocked_at = Some(self.now);
         self.state.unlocked_by = Some(u.actor.clone());
@@ -741,7 +737,7 @@ impl Folder<'_> {
             self.clear_counters();
             return Effect::PasswordReset { ended: 0, kept: false };
         }
-        let kept = st.lock.as_ref().is_some_and(|l| l.reason == LockReason::Admin || st.lock_permanent);
+        let kept = st.lock.as_ref().is_some_and(|l| l.reason == LockReason::Admin || self.permanent(l));
         let mut ended = 0;
         if !kept {
             if let Some(lock) = self.state.lock.take() {
@@ -769,6 +765,21 @@ impl Folder<'_> {
             self.counter(t).restart();
         }
         Effect::PasswordReset { ended, kept }
+    }
+
+    /// Whether the account lock `l` is permanent: an automatic lock without end that
+    /// `permanent_after` made (as opposed to one of `lock_seconds: 0`). Judged from the
+    /// automatic locks the state remembers before it, by the policy in force now, so a state
+    /// folded before contract v2 needs nothing new.
+    fn permanent(&self, l: &LockState) -> bool {
+        let p = self.policy;
+        if l.reason != LockReason::Failures || l.locked_until.is_some() || p.permanent_after == 0 {
+            return false;
+        }
+        let history_ms = u64::from(p.history_seconds) * 1000;
+        let earlier =
+            self.state.recent_locks.iter().filter(|&&t| t < l.locked_at && l.locked_at - t < history_ms).count();
+        u32::try_from(earlier).unwrap_or(u32::MAX) >= p.permanent_after
     }
 
     /// Restarts every counter (no lock is in force).

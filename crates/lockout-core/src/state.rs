@@ -158,10 +158,6 @@ pub struct UserState {
     /// The authenticated caller of the last MFA reset.
     #[serde(default, with = "lockout_proto::layout::v2")]
     pub mfa_reset_caller: Option<CompactString>,
-    /// The account lock in force was made permanent by `permanent_after` (a password reset
-    /// does not end it).
-    #[serde(default, with = "lockout_proto::layout::v2")]
-    pub lock_permanent: bool,
     /// Familiar IPs, only under `familiar_days` > 0, at most [`FAMILIAR_MAX`].
     #[serde(default, with = "lockout_proto::layout::v2")]
     pub familiar: Vec<FamiliarIp>,

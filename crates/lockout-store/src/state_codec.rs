@@ -47,11 +47,10 @@ const LOCK_COUNT: u32 = 1 << 11;
 const RECENT_LOCKS: u32 = 1 << 12;
 const UNLOCKED_CALLER: u32 = 1 << 13;
 const MFA_RESET_CALLER: u32 = 1 << 14;
-const LOCK_PERMANENT: u32 = 1 << 15;
-const FAMILIAR: u32 = 1 << 16;
-const UNFAMILIAR: u32 = 1 << 17;
-const CLIENTS: u32 = 1 << 18;
-const KNOWN: u32 = (1 << 19) - 1;
+const FAMILIAR: u32 = 1 << 15;
+const UNFAMILIAR: u32 = 1 << 16;
+const CLIENTS: u32 = 1 << 17;
+const KNOWN: u32 = (1 << 18) - 1;
 
 /// An IP address as stored: 4 or 16 bytes when the text is an address in canonical form,
 /// else the text itself.
@@ -139,7 +138,6 @@ pub fn encode(s: &UserState) -> Vec<u8> {
         (!s.recent_locks.is_empty(), RECENT_LOCKS),
         (s.unlocked_caller.is_some(), UNLOCKED_CALLER),
         (s.mfa_reset_caller.is_some(), MFA_RESET_CALLER),
-        (s.lock_permanent, LOCK_PERMANENT),
         (!s.familiar.is_empty(), FAMILIAR),
         (!s.unfamiliar.is_default(), UNFAMILIAR),
         (!s.clients.is_empty(), CLIENTS),
@@ -274,7 +272,6 @@ pub fn decode(bytes: &[u8]) -> Result<UserState, DecodeError> {
     if flags & MFA_RESET_CALLER != 0 {
         s.mfa_reset_caller = Some(take(&mut rest)?);
     }
-    s.lock_permanent = flags & LOCK_PERMANENT != 0;
     if flags & FAMILIAR != 0 {
         let familiar: Vec<(Ip<'_>, Millis)> = take(&mut rest)?;
         s.familiar = familiar.into_iter().map(|(ip, at)| FamiliarIp { ip: ip.into_text(), at }).collect();

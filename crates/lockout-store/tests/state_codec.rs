@@ -72,7 +72,7 @@ prop_compose! {
         lock_count in prop_oneof![Just(0u32), any::<u32>()],
         recent_locks in proptest::collection::vec(any::<u64>(), 0..4),
         callers in (proptest::option::of(text()), proptest::option::of(text())),
-        v2 in (any::<bool>(), proptest::collection::vec((ip(), any::<u64>()), 0..3), counter(), proptest::collection::vec((text(), any::<u64>(), counter()), 0..3)),
+        v2 in (Just(()), proptest::collection::vec((ip(), any::<u64>()), 0..3), counter(), proptest::collection::vec((text(), any::<u64>(), counter()), 0..3)),
     ) -> UserState {
         UserState {
             streak: streak.into_iter().map(|(ip, client, password, mfa)| StreakSource { ip: ip.into(), client: client.map(Into::into), password, mfa }).collect(),
@@ -90,7 +90,6 @@ prop_compose! {
             recent_locks,
             unlocked_caller: callers.0.map(Into::into),
             mfa_reset_caller: callers.1.map(Into::into),
-            lock_permanent: v2.0,
             familiar: v2.1.into_iter().map(|(ip, at)| FamiliarIp { ip: ip.into(), at }).collect(),
             unfamiliar: v2.2,
             clients: v2.3.into_iter().map(|(client, at, counter)| KnownClient { client: client.into(), at, counter }).collect(),
@@ -145,7 +144,6 @@ proptest! {
         let s = UserState {
             unlocked_caller: None,
             mfa_reset_caller: None,
-            lock_permanent: false,
             familiar: Vec::new(),
             unfamiliar: ScopeCounter::default(),
             clients: Vec::new(),
@@ -197,7 +195,7 @@ fn a_one_failure_state_is_compact() {
 
 #[test]
 fn unknown_flags_and_trailing_bytes_are_refused_with_a_reason() {
-    let e = decode(&[COMPACT, 0x80, 0x80, 0x20]).unwrap_err(); // flag 1 << 19
+    let e = decode(&[COMPACT, 0x80, 0x80, 0x10]).unwrap_err(); // flag 1 << 18
     assert!(e.to_string().contains("unknown presence flags"), "{e}");
     let mut bytes = encode(&UserState { mfa_reenrol: true, ..UserState::default() });
     bytes.push(0);
