@@ -17,10 +17,13 @@ use std::sync::OnceLock;
 use lockout_core::{fold, UserState};
 use lockout_proto::codec::{decode, encode, MAX_PAYLOAD};
 use lockout_proto::command::{
-    decode_request, DigestReply, DigestRequest, HealthReply, HealthRequest, LockRequest, LockedReply, LockedRequest,
-    MfaResetRequest, PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockRequest,
+    decode_request, DigestReply, DigestRequest, ExplainReply, ExplainRequest, HealthReply, HealthRequest, LockRequest,
+    LockedReply, LockedRequest, MfaResetRequest, PasswordResetRequest, PolicyGetRequest, PolicySetRequest,
+    StatusRequest, UnlockRequest,
 };
-use lockout_proto::event::{Attempt, Event, EventKind, Expired, Forget, Lock, MfaReset, PolicyChange, Unlock};
+use lockout_proto::event::{
+    Attempt, Event, EventKind, Expired, Forget, Lock, MfaReset, PasswordReset, PolicyChange, Unlock,
+};
 use lockout_proto::notice::{LockedNotice, MfaResetNotice, Notice, Source, UnlockedNotice};
 use lockout_proto::subject::{EventSubject, Target};
 use lockout_proto::{Encoding, Policy, RejectReason, Rejection, Status, Subjects, Tenant, UserId, WriteReply};
@@ -58,6 +61,7 @@ pub fn check_message(name: &str, enc: Encoding, body: &[u8]) {
         "event.expired" => check_event(EventKind::Expired, enc, body),
         "event.policy" => check_event(EventKind::Policy, enc, body),
         "event.forget" => check_event(EventKind::Forget, enc, body),
+        "event.password_reset" => check_event(EventKind::PasswordReset, enc, body),
         "policy" | "reply.policy_get" | "reply.policy_set" => {
             if let Some(p) = check_plain::<Policy>(enc, body) {
                 // Validation is a refusal, never a panic.
@@ -68,7 +72,9 @@ pub fn check_message(name: &str, enc: Encoding, body: &[u8]) {
         }
         "source" => drop(check_plain::<Source>(enc, body)),
         "status" | "reply.status" => drop(check_plain::<Status>(enc, body)),
-        "write_reply" | "reply.unlock" | "reply.lock" | "reply.mfa_reset" => drop(check_plain::<WriteReply>(enc, body)),
+        "write_reply" | "reply.unlock" | "reply.lock" | "reply.mfa_reset" | "reply.password_reset" => {
+            drop(check_plain::<WriteReply>(enc, body))
+        }
         "reply.locked" => drop(check_plain::<LockedReply>(enc, body)),
         "reply.digest" => drop(check_plain::<DigestReply>(enc, body)),
         "reply.health" => drop(check_plain::<HealthReply>(enc, body)),
@@ -95,6 +101,9 @@ pub fn check_message(name: &str, enc: Encoding, body: &[u8]) {
             }
         }
         "request.digest" => drop(check_request::<DigestRequest>(enc, body)),
+        "request.password_reset" => drop(check_request::<PasswordResetRequest>(enc, body)),
+        "request.explain" => drop(check_request::<ExplainRequest>(enc, body)),
+        "reply.explain" => drop(check_plain::<ExplainReply>(enc, body)),
         "request.health" => drop(check_request::<HealthRequest>(enc, body)),
         other => panic!("messages.txt names {other:?}, which has no decoder in fuzz/src/decode.rs"),
     }
@@ -225,6 +234,7 @@ fn event_unbounded(kind: EventKind, enc: Encoding, bytes: &[u8]) -> Result<Event
         EventKind::Expired => Event::Expired(decode_unbounded::<Expired>(enc, bytes)?),
         EventKind::Policy => Event::Policy(decode_unbounded::<PolicyChange>(enc, bytes)?),
         EventKind::Forget => Event::Forget(decode_unbounded::<Forget>(enc, bytes)?),
+        EventKind::PasswordReset => Event::PasswordReset(decode_unbounded::<PasswordReset>(enc, bytes)?),
     })
 }
 

@@ -35,14 +35,18 @@ use arbitrary::Arbitrary;
 use lockout_core::fold::fold_policy;
 use lockout_core::ids::expired_event_id;
 use lockout_core::state::{BLOCKED_SOURCES_MAX, CREDENTIALS_MAX, RECENT_LOCKS_MAX, STREAK_SOURCES_MAX};
+use lockout_core::state::{FAMILIAR_MAX, KNOWN_CLIENTS_MAX};
 use lockout_core::{fold, status, UserState};
+use lockout_core::{status_for, Probe};
 use lockout_proto::codec::MAX_PAYLOAD;
 use lockout_proto::event::{
-    Account, Attempt, Event, Expired, Factor, Lock, MfaReset, Outcome, PolicyChange, Unlock, ACTOR_MAX, CLIENT_MAX,
-    CREDENTIAL_MAX, REASON_MAX,
+    Account, Attempt, Event, Expired, Factor, Lock, MfaReset, Outcome, PasswordReset, PolicyChange, ResetMethod,
+    Unlock, ACTOR_MAX, CLIENT_MAX, CREDENTIAL_MAX, REASON_MAX,
 };
 use lockout_proto::notice::{How, Notice};
+use lockout_proto::policy::ResetScope;
 use lockout_proto::status::LockReason;
+use lockout_proto::status::Scope;
 use lockout_proto::subject::EventSubject;
 use lockout_proto::{CompactString, Encoding, Millis, Policy, Subjects, Tenant, UserId};
 use uuid::Uuid;
@@ -104,6 +108,16 @@ pub struct ArbPolicy {
     pub max_lock_seconds: Option<u64>,
     pub history_seconds: Num,
     pub permanent_after: Num,
+    /// Contract v2's source-aware fields; `None`: a v1 policy.
+    pub v2: Option<ArbV2>,
+}
+
+#[derive(Debug, Clone, Copy, Arbitrary)]
+pub struct ArbV2 {
+    pub familiar_days: u8,
+    pub api_client_scope: bool,
+    pub same_ip: bool,
+    pub unlock_on_password_reset: bool,
 }
 
 impl ArbPolicy {
@@ -119,6 +133,16 @@ impl ArbPolicy {
             max_lock_seconds: self.max_lock_seconds.unwrap_or(86_400),
             history_seconds: self.history_seconds.get(),
             permanent_after: self.permanent_after.get(),
+            ..match self.v2 {
+                None => Policy::default(),
+                Some(v) => Policy {
+                    familiar_days: u32::from(v.familiar_days % 4),
+                    api_client_scope: v.api_client_scope,
+                    reset_scope: if v.same_ip { ResetScope::SameIp } else { ResetScope::All },
+                    unlock_on_password_reset: v.unlock_on_password_reset,
+                    ..Policy::default()
+                },
+            }
         }
     }
 }
@@ -182,6 +206,15 @@ pub enum Op {
         client: Option<Text>,
         credential: Option<Text>,
         account: Option<u8>,
+        /// Contract v2: a `rejected` attempt instead.
+        rejected: bool,
+        /// Contract v2: `final: false`.
+        not_final: bool,
+    },
+    /// Contract v2: a verified password change.
+    PasswordReset {
+        user: u8,
+        actor: Option<Text>,
     },
     Unlock {
         user: u8,
@@ -224,6 +257,9 @@ struct Seen {
     notice_ids: HashSet<Uuid>,
     /// Whether a policy event has changed the policy.
     policy_changed: bool,
+    /// Whether a v2 policy, a `rejected` attempt or a password reset has been folded: from
+    /// then on the source-aware invariants ([`check_v2`]) replace the v1 ones.
+    v2: bool,
 }
 
 fn user_of(i: u8) -> &'static str {
@@ -292,6 +328,7 @@ pub fn check(script: &Script) {
                     client: None,
                     credential: None,
                     account: None,
+                    is_final: true,
                 });
                 stream.apply(attempt, time);
                 if unlock_between {
@@ -340,7 +377,14 @@ impl Stream {
         let before = self.users.remove(user).unwrap_or_default();
         let folded = fold(&self.policy, before.clone(), &event, time);
         assert_eq!(fold(&self.policy, before.clone(), &event, time), folded, "(a) the fold is not deterministic");
-        check_step(&self.policy, &before, &folded.state, &folded.notices, &event, time, &mut self.seen);
+        self.seen.v2 |= self.policy != self.policy_v1()
+            || matches!(&event, Event::PasswordReset(_))
+            || matches!(&event, Event::Attempt(a) if a.outcome == Outcome::Rejected);
+        if self.seen.v2 {
+            check_v2(&self.policy, &before, &folded, &event, time, &mut self.seen);
+        } else {
+            check_step(&self.policy, &before, &folded.state, &folded.notices, &event, time, &mut self.seen);
+        }
         self.users.insert(user, folded.state);
     }
 }
@@ -350,22 +394,29 @@ fn materialize(i: usize, at: Millis, op: &Op, users: &BTreeMap<&'static str, Use
     let id = event_id(i);
     let tenant = TENANT.to_owned();
     Some(match op {
-        Op::Attempt { user, success, factor, ip, client, credential, account } => Event::Attempt(Attempt {
-            id,
-            at,
-            tenant: tenant.into(),
-            user: user_of(*user).into(),
-            outcome: if *success { Outcome::Success } else { Outcome::Failure },
-            factor: [Factor::Password, Factor::Mfa, Factor::RecoveryCode][usize::from(*factor) % 3],
-            source_ip: match ip {
-                Ip::Pool(i) => IPS[usize::from(*i) % IPS.len()].into(),
-                Ip::V4(o) => Ipv4Addr::from(*o).to_string().into(),
-                Ip::V6(s) => Ipv6Addr::from(*s).to_string().into(),
-            },
-            client: client.as_ref().map(|c| c.get(&CLIENTS, CLIENT_MAX).into()),
-            credential: credential.as_ref().map(|c| c.get(&CREDENTIALS, CREDENTIAL_MAX).into()),
-            account: account.map(|a| [Account::User, Account::Api, Account::Portal][usize::from(a) % 3]),
-        }),
+        Op::Attempt { user, success, factor, ip, client, credential, account, rejected, not_final } => {
+            Event::Attempt(Attempt {
+                id,
+                at,
+                tenant: tenant.into(),
+                user: user_of(*user).into(),
+                outcome: match (rejected, success) {
+                    (true, _) => Outcome::Rejected,
+                    (false, true) => Outcome::Success,
+                    (false, false) => Outcome::Failure,
+                },
+                is_final: !*not_final,
+                factor: [Factor::Password, Factor::Mfa, Factor::RecoveryCode][usize::from(*factor) % 3],
+                source_ip: match ip {
+                    Ip::Pool(i) => IPS[usize::from(*i) % IPS.len()].into(),
+                    Ip::V4(o) => Ipv4Addr::from(*o).to_string().into(),
+                    Ip::V6(s) => Ipv6Addr::from(*s).to_string().into(),
+                },
+                client: client.as_ref().map(|c| c.get(&CLIENTS, CLIENT_MAX).into()),
+                credential: credential.as_ref().map(|c| c.get(&CREDENTIALS, CREDENTIAL_MAX).into()),
+                account: account.map(|a| [Account::User, Account::Api, Account::Portal][usize::from(a) % 3]),
+            })
+        }
         Op::Unlock { user, actor: a, reason } => Event::Unlock(Unlock {
             id,
             at,
@@ -374,6 +425,16 @@ fn materialize(i: usize, at: Millis, op: &Op, users: &BTreeMap<&'static str, Use
             actor: actor(a).into(),
             reason: reason.as_ref().map(|r| r.get(&["called the help desk"], REASON_MAX).into()),
             caller: caller(a),
+            lock_event: None,
+        }),
+        Op::PasswordReset { user, actor: a } => Event::PasswordReset(PasswordReset {
+            id,
+            at,
+            tenant: tenant.into(),
+            user: user_of(*user).into(),
+            method: if a.is_some() { ResetMethod::Admin } else { ResetMethod::SelfService },
+            actor: a.as_ref().map(|a| actor(a).into()),
+            caller: None,
         }),
         Op::Lock { user, actor: a, reason, seconds } => Event::Lock(Lock {
             id,
@@ -407,11 +468,82 @@ fn materialize(i: usize, at: Millis, op: &Op, users: &BTreeMap<&'static str, Use
             let id = if matches!(which, Which::Current) { expired_event_id(&tenant, user, lock_event) } else { id };
             Event::Expired(Expired { id, at, tenant: tenant.into(), user: user.into(), lock_event })
         }
-        Op::SetPolicy(p) => {
-            Event::Policy(PolicyChange { id, at, tenant: tenant.into(), actor: "admin".into(), policy: p.get(), caller: None })
-        }
+        Op::SetPolicy(p) => Event::Policy(PolicyChange {
+            id,
+            at,
+            tenant: tenant.into(),
+            actor: "admin".into(),
+            policy: p.get(),
+            caller: None,
+        }),
         Op::Burst { .. } => unreachable!("bursts are expanded by `check`"),
     })
+}
+
+impl Stream {
+    /// The policy with contract v2's fields at their defaults.
+    fn policy_v1(&self) -> Policy {
+        let d = Policy::default();
+        Policy {
+            familiar_days: d.familiar_days,
+            api_client_scope: d.api_client_scope,
+            reset_scope: d.reset_scope,
+            unlock_on_password_reset: d.unlock_on_password_reset,
+            ..self.policy
+        }
+    }
+}
+
+/// The invariants of source-aware locks (contract v2) for one folded user event: the state
+/// round trip and bounds, notice ids and round trips, a `rejected` attempt changing nothing,
+/// `status` for the attempt's source agreeing with what the fold did, and every `unlocked`
+/// notice ending a lock of its scope that was in force.
+fn check_v2(
+    policy: &Policy,
+    before: &UserState,
+    folded: &lockout_core::Folded,
+    event: &Event,
+    now: Millis,
+    seen: &mut Seen,
+) {
+    let after = &folded.state;
+    let bytes = postcard::to_allocvec(after).expect("states encode");
+    assert_eq!(&postcard::from_bytes::<UserState>(&bytes).expect("states decode"), after, "(b) state round trip");
+    assert!(after.familiar.len() <= FAMILIAR_MAX && after.clients.len() <= KNOWN_CLIENTS_MAX, "unbounded: {after:?}");
+    for counter in std::iter::once(&after.unfamiliar).chain(after.clients.iter().map(|c| &c.counter)) {
+        assert!(counter.streak.len() <= STREAK_SOURCES_MAX);
+        if let Some(until) = counter.lock.as_ref().and_then(|l| l.locked_until) {
+            assert!(until > now, "a scope lock that ended at {until} is still in force at {now}");
+        }
+    }
+    for n in &folded.notices {
+        assert!(seen.notice_ids.insert(n.id()), "(g) notice id {} twice", n.id());
+        for enc in [Encoding::Json, Encoding::PostcardV2] {
+            let bytes = n.encode(enc);
+            if bytes.len() <= MAX_PAYLOAD {
+                assert_eq!(Notice::decode(n.kind(), enc, &bytes).as_ref(), Ok(n), "(g) notice round trip");
+            }
+        }
+        if let Notice::Unlocked(u) = n {
+            let in_force = match u.scope {
+                Scope::Account => before.lock.is_some(),
+                Scope::Unfamiliar => before.unfamiliar.lock.is_some(),
+                Scope::Client => {
+                    before.clients.iter().any(|c| Some(&c.client) == u.client.as_ref() && c.counter.lock.is_some())
+                }
+            };
+            assert!(in_force, "(e) {u:?} ended no lock in force");
+        }
+    }
+    let Event::Attempt(a) = event else { return };
+    if a.outcome == Outcome::Rejected {
+        assert_eq!((before, folded.notices.len()), (after, 0), "a rejected attempt changed something");
+        return;
+    }
+    let probe = Probe { ip: Some(&a.source_ip), client: a.client.as_deref(), account: a.account };
+    let s = status_for(TENANT, &a.user, policy, before, now, &probe);
+    let blocked = matches!(folded.why.effect, lockout_core::Effect::Blocked { .. });
+    assert_eq!(s.allowed, !blocked, "status {s:?} disagrees with the fold's {:?}", folded.why.effect);
 }
 
 /// Every invariant of one folded user event.
@@ -605,6 +737,7 @@ fn check_notices(
                         assert!(matches!(event, Event::Unlock(_)));
                         assert_eq!((u.event_id, u.at), (event.id(), now));
                     }
+                    How::PasswordReset => panic!("a password reset in a v1 stream: {u:?}"),
                 }
             }
             Notice::MfaReset(m) => {
