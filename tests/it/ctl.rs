@@ -517,3 +517,53 @@ async fn a_read_survives_a_server_that_hangs_longer_than_its_idle_period() {
     assert!(plan.restarts >= 1, "the read never started a new consumer: {plan:?}");
     assert_eq!(seen, (1..=last).collect::<Vec<_>>(), "every message once, in order");
 }
+
+/// Source-aware locks from the command line: `simulate` shows what `familiar_days` would have
+/// done to the history, `status --ip` answers for a source, `password-reset` ends the locks
+/// and `unlock --lock-event` refuses a stale lock.
+#[tokio::test]
+async fn source_aware_commands() {
+    let l = Lockout::start().await;
+    ok(&l, &["attempt", "acme", "hana", "--ok", "--ip", "198.51.100.7"]).await;
+    for ip in ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4", "203.0.113.5"] {
+        ok(&l, &["attempt", "acme", "hana", "--fail", "--ip", ip]).await;
+    }
+    ok(&l, &["attempt", "acme", "hana", "--rejected", "--ip", "203.0.113.1", "--wait"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let familiar = dir.path().join("familiar.json");
+    std::fs::write(&familiar, r#"{"familiar_days":30}"#).unwrap();
+    let out = ok(&l, &["simulate", "acme", "--policy", familiar.to_str().unwrap()]).await;
+    println!("{out}");
+    assert!(out.contains("would not have been locked (were):"), "{out}");
+    assert!(out.contains("  hana  1 lock(s)"), "{out}");
+    let v = json(&l, &["simulate", "acme", "--policy", familiar.to_str().unwrap()]).await;
+    assert_eq!(
+        (v["actual"]["locks"].clone(), v["simulated"]["locks"].clone()),
+        (serde_json::json!(1), serde_json::json!(0))
+    );
+    assert_eq!(v["scope_locks"]["simulated"], 1, "{v}");
+
+    // Turn it on; the same attack now locks only unfamiliar IPs.
+    ok(&l, &["password-reset", "acme", "hana"]).await;
+    ok(&l, &["policy", "set", "acme", "--actor", "sec", "--familiar-days", "30"]).await;
+    ok(&l, &["attempt", "acme", "hana", "--ok", "--ip", "198.51.100.7"]).await;
+    for ip in ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4", "203.0.113.5"] {
+        ok(&l, &["attempt", "acme", "hana", "--fail", "--ip", ip, "--wait"]).await;
+    }
+    let away = ok(&l, &["status", "acme", "hana", "--ip", "192.0.2.1"]).await;
+    assert!(away.contains("not allowed (blocked by the unfamiliar lock)"), "{away}");
+    assert!(away.contains("sign-ins from unfamiliar IPs: LOCKED"), "{away}");
+    let home = json(&l, &["status", "acme", "hana", "--ip", "198.51.100.7"]).await;
+    assert_eq!(home["allowed"], true, "{home}");
+    let history = ok(&l, &["history", "acme", "hana"]).await;
+    assert!(history.contains("on the unfamiliar counter"), "{history}");
+    assert!(history.contains("rejected by the gateway"), "{history}");
+
+    let (code, _, err) =
+        ctl(&l, &["unlock", "acme", "hana", "--actor", "hd", "--lock-event", &uuid::Uuid::nil().to_string()]).await;
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("no lock in force was started by event"), "{err}");
+    let reset = ok(&l, &["password-reset", "acme", "hana", "--method", "admin", "--actor", "hd"]).await;
+    assert!(reset.contains("password reset recorded for acme / hana"), "{reset}");
+    assert_eq!(json(&l, &["status", "acme", "hana", "--ip", "192.0.2.1"]).await["allowed"], true);
+}

@@ -1,7 +1,7 @@
 //! The NATS connection and micro service requests.
 //!
 //! Requests go to `<prefix>.svc.<tenant>.<op>` in JSON. A reply with `Nats-Service-Error-Code`
-//! becomes an [`Exit`] whose code follows the service's (400 → 4, 404 → 3, 503 → 6, else 1)
+//! becomes an [`Exit`] whose code follows the service's (400 → 4, 404 → 3, 503 → 6, 409 → 7, else 1)
 //! and whose message is the service's `Nats-Service-Error`.
 
 use std::time::Duration;
@@ -92,6 +92,7 @@ impl Ctx {
                     "400" => exit::BAD_REQUEST,
                     "404" => exit::NOT_FOUND,
                     "503" => exit::UNAVAILABLE,
+                    "409" => exit::CONFLICT,
                     _ => exit::FAILURE,
                 };
                 return Err(Exit::new(exit, format!("{op} failed ({}): {message}", code.as_str())).into());

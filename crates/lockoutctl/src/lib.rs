@@ -50,6 +50,9 @@ pub mod exit {
     pub const DIFFERENCES: i32 = 5;
     /// Service unavailable: the service answered 503, or no lockoutd answers at all.
     pub const UNAVAILABLE: i32 = 6;
+    /// Conflict: the service answered 409 (`unlock --lock-event` naming a lock no longer in
+    /// force).
+    pub const CONFLICT: i32 = 7;
 }
 
 /// An error with the exit code it means. Other errors exit with [`exit::FAILURE`].

@@ -76,6 +76,12 @@ pub async fn simulate(ctx: &Ctx, a: SimulateArgs, out: &mut dyn Write) -> anyhow
     .await?;
     let horizon = until.unwrap_or_else(lockout_nats::clock::now_ms);
     let mut totals = [(0u64, 0u64, 0.0f64); 2];
+    // Scope locks (contract v2) in the window: what a source-aware policy locks instead.
+    let in_window = |t: &Millis| since.is_none_or(|s| *t >= s) && until.is_none_or(|u| *t <= u);
+    let scope_locks = |tracks: &BTreeMap<String, Track>| -> u64 {
+        tracks.values().map(|t| t.scope_locks.iter().filter(|(_, at)| in_window(at)).count() as u64).sum()
+    };
+    let scoped = [scope_locks(&actual), scope_locks(&sim)];
     let mut newly = Vec::new();
     let mut no_longer = Vec::new();
     for (user, at) in &actual {
@@ -107,6 +113,7 @@ pub async fn simulate(ctx: &Ctx, a: SimulateArgs, out: &mut dyn Write) -> anyhow
         let v = json!({
             "tenant": tenant.as_str(), "events": n, "users": actual.len(), "policy": sim_policy,
             "actual": side(&totals[0]), "simulated": side(&totals[1]),
+            "scope_locks": { "actual": scoped[0], "simulated": scoped[1] },
             "would_be_locked": newly, "would_not_be_locked": no_longer,
         });
         serde_json::to_writer_pretty(&mut *out, &v)?;
@@ -131,6 +138,8 @@ pub async fn simulate(ctx: &Ctx, a: SimulateArgs, out: &mut dyn Write) -> anyhow
     writeln!(out, "  locks        {:>8} {:>10}", totals[0].0, totals[1].0)?;
     writeln!(out, "  users locked {:>8} {:>10}", totals[0].1, totals[1].1)?;
     writeln!(out, "  lock minutes {:>8.1} {:>10.1}", totals[0].2, totals[1].2)?;
+    writeln!(out, "scope locks (only unfamiliar IPs or one client refused):")?;
+    writeln!(out, "  locks        {:>8} {:>10}", scoped[0], scoped[1])?;
     for (title, list) in
         [("would have been locked (were not):", &newly), ("would not have been locked (were):", &no_longer)]
     {

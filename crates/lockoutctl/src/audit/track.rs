@@ -46,6 +46,8 @@ pub struct Track {
     pub counted: Vec<Counted>,
     pub locks: Vec<LockRecord>,
     pub events: u64,
+    /// Scope locks (contract v2: unfamiliar IPs, one client) started, with their start times.
+    pub scope_locks: Vec<(Scope, Millis)>,
 }
 
 fn outcome_word(a: &Attempt) -> String {
@@ -120,6 +122,7 @@ impl Track {
                     t.push_str(&format!(" (new streak: {} s passed since the last failure)", policy.window_seconds));
                 }
                 if locked {
+                    self.scope_locks.push((counter, now));
                     let what = match counter {
                         Scope::Client => format!("sign-ins from {}", a.client.as_deref().unwrap_or("this client")),
                         _ => "sign-ins from unfamiliar IPs".to_owned(),
