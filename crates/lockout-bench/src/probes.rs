@@ -28,6 +28,9 @@ use crate::workload::attempt;
 pub struct Latencies {
     pub lock_ms: Samples,
     pub status_ms: Samples,
+    /// `status` with a source (`ip`, `client`, `account`: contract v2), interleaved with the
+    /// plain ones under the same load.
+    pub status_source_ms: Samples,
     pub ping_ms: Samples,
     pub echo_ms: Samples,
     /// The same probes with the load consumed by a minimal consumer instead of lockoutd.
@@ -83,11 +86,21 @@ pub async fn latencies(
         if let Some(r) = sched {
             r.stop()?;
         }
-        let (status_ms, ping_ms, echo_ms) = measured?;
+        let (status_ms, status_source_ms, ping_ms, echo_ms) = measured?;
         let status_qps = status_qps(client, users, if plan.quick { 2 } else { 5 }).await;
         let achieved_load = (load.sent() - load_start.1) as f64 / load_start.0.elapsed().as_secs_f64();
         load.stop().await?;
-        Ok(Latencies { lock_ms, bare_lock_ms, status_ms, ping_ms, echo_ms, bare_echo_ms, status_qps, achieved_load })
+        Ok(Latencies {
+            lock_ms,
+            bare_lock_ms,
+            status_ms,
+            status_source_ms,
+            ping_ms,
+            echo_ms,
+            bare_echo_ms,
+            status_qps,
+            achieved_load,
+        })
     }
     .await;
     // The responder stops whether or not the measurements succeeded.
@@ -260,7 +273,8 @@ async fn lock_latencies(
 }
 
 /// `status` round trips, each paired with a `$SRV.PING.lockout` round trip and an echo round
-/// trip taken right before or after it (in turn). The ping is answered by the same thread,
+/// trip taken right before or after it (in turn), and every other one also asked with a
+/// source (`ip`, `client`, `account`), right before or after it (in turn). The ping is answered by the same thread,
 /// runtime and connection of lockoutd without touching the store: the floor a `status` request
 /// sees in lockoutd. The echo is answered by [`echo`], not lockoutd: the floor of a request–reply
 /// through nats-server on this machine under the same load.
@@ -268,24 +282,39 @@ async fn status_latencies(
     client: &async_nats::Client,
     samples: usize,
     users: usize,
-) -> anyhow::Result<(Samples, Samples, Samples)> {
+) -> anyhow::Result<(Samples, Samples, Samples, Samples)> {
     let (mut status, mut ping, mut echo) = (Samples::default(), Samples::default(), Samples::default());
+    let mut with_source = Samples::default();
     let mut h = HeaderMap::new();
     h.insert(codec::CONTENT_TYPE, codec::JSON);
-    for s in 0..samples {
-        let body = serde_json::to_vec(&json!({"user": format!("user{:06}@example.com", (s * 104_729) % users)}))?;
-        let ping_first = s % 2 == 0;
-        let first = round_trip(client, ping_first).await?;
+    let ask = async |body: Vec<u8>| -> anyhow::Result<Duration> {
         let t = Instant::now();
         let r = client.request_with_headers("lockout.svc.bench.status", h.clone(), body.into()).await?;
-        status.record(t.elapsed());
+        let took = t.elapsed();
         anyhow::ensure!(r.headers.as_ref().and_then(|h| h.get(codec::SERVICE_ERROR_CODE)).is_none(), "status failed");
+        Ok(took)
+    };
+    for s in 0..samples {
+        let user = format!("user{:06}@example.com", (s * 104_729) % users);
+        let body = serde_json::to_vec(&json!({ "user": user }))?;
+        let sourced = serde_json::to_vec(&json!({
+            "user": user, "ip": "198.51.100.7", "client": "IT Glue", "account": "api",
+        }))?;
+        let ping_first = s % 2 == 0;
+        let first = round_trip(client, ping_first).await?;
+        if s % 2 == 1 && s % 4 == 1 {
+            with_source.record(ask(sourced.clone()).await?);
+        }
+        status.record(ask(body).await?);
+        if s % 2 == 1 && s % 4 == 3 {
+            with_source.record(ask(sourced).await?);
+        }
         let second = round_trip(client, !ping_first).await?;
         let (p, e) = if ping_first { (first, second) } else { (second, first) };
         ping.record(p);
         echo.record(e);
     }
-    Ok((status, ping, echo))
+    Ok((status, with_source, ping, echo))
 }
 
 /// One `$SRV.PING.lockout` round trip (`ping`) or one echo round trip.

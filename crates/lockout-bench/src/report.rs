@@ -53,6 +53,7 @@ pub fn print_latencies(lat: &Latencies) {
         ("e2e_lock_notice", &lat.lock_ms),
         ("e2e_lock_notice_bare", &lat.bare_lock_ms),
         ("status", &lat.status_ms),
+        ("status_source", &lat.status_source_ms),
         ("service_ping", &lat.ping_ms),
         ("nats_echo", &lat.echo_ms),
         ("nats_echo_bare", &lat.bare_echo_ms),
@@ -101,6 +102,10 @@ pub fn results(f: &Figures) -> serde_json::Value {
         "e2e_lock_notice_bare_p99_ms": lat.bare_lock_ms.ms(0.99),
         "status_p50_ms": lat.status_ms.ms(0.50),
         "status_p99_ms": lat.status_ms.ms(0.99),
+        "status_source_p50_ms": lat.status_source_ms.ms(0.50),
+        "status_source_p99_ms": lat.status_source_ms.ms(0.99),
+        // Contract v2's target: a status with a source within 1.2x a plain one, same run.
+        "status_source_vs_status_p99": lat.status_source_ms.ms(0.99) / lat.status_ms.ms(0.99),
         "status_qps": lat.status_qps,
         "service_ping_p50_ms": lat.ping_ms.ms(0.50),
         "service_ping_p99_ms": lat.ping_ms.ms(0.99),

@@ -293,8 +293,13 @@ pub async fn attempt(ctx: &Ctx, a: AttemptArgs, out: &mut dyn Write) -> anyhow::
 pub fn notice_text(n: &Notice) -> String {
     match n {
         Notice::Locked(l) => {
+            let scope = match (l.scope, &l.client) {
+                (lockout_proto::status::Scope::Account, _) => String::new(),
+                (lockout_proto::status::Scope::Client, Some(c)) => format!(", only {c}"),
+                (scope, _) => format!(", only {} IPs", <&str>::from(scope)),
+            };
             let mut s = format!(
-                "{}  {} / {}  LOCKED ({}) {}: {}",
+                "{}  {} / {}  LOCKED ({}{scope}) {}: {}",
                 fmt::time(l.at),
                 l.tenant,
                 l.user,

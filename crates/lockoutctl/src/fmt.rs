@@ -182,10 +182,21 @@ pub fn policy_fields(p: &Policy) -> Vec<(String, serde_json::Value)> {
     .collect()
 }
 
-/// `max_failures=3 lock_seconds=300 …`
+/// `max_failures=3 lock_seconds=300 …`: the v1 fields, then those contract v2 added that
+/// differ from their defaults.
 pub fn policy_line(p: &Policy) -> String {
-    policy_fields(p).into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+    let defaults = policy_fields(&Policy::default());
+    policy_fields(p)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, field)| *i < V1_POLICY_FIELDS || defaults[*i] != *field)
+        .map(|(_, (k, v))| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
+
+/// The policy fields of contract v1, first in [`policy_fields`].
+const V1_POLICY_FIELDS: usize = 10;
 
 /// `max_failures 5 → 3, reset_on_success true → false`, empty when equal.
 pub fn policy_changes(before: &Policy, after: &Policy) -> Vec<(String, serde_json::Value, serde_json::Value)> {

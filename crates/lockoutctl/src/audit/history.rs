@@ -7,7 +7,7 @@
 use std::io::Write;
 
 use lockout_proto::event::Event;
-use lockout_proto::status::LockReason;
+use lockout_proto::status::{LockReason, Scope};
 use lockout_proto::{Millis, Policy, Rejection, Status};
 use serde_json::Value;
 
@@ -44,6 +44,8 @@ pub struct UserHistory {
     /// Every event with its why, when kept.
     pub lines: Vec<Line>,
     keep_lines: bool,
+    /// The same events folded into the `explain` op's answer (the counter of each failure).
+    pub explainer: lockout_core::explain::Explainer,
 }
 
 impl UserHistory {
@@ -55,11 +57,15 @@ impl UserHistory {
             track: Track::default(),
             lines: Vec::new(),
             keep_lines,
+            explainer: lockout_core::explain::Explainer::new(tenant, user),
         }
     }
 
     /// Folds the next stored event: `decoded` is the event, or why lockoutd refused it.
     pub fn push(&mut self, seq: u64, subject: &str, time: Millis, decoded: Result<Event, Rejection>) {
+        if let Ok(e) = &decoded {
+            self.explainer.push(seq, time, e);
+        }
         let (why, body) = match decoded {
             Err(r) => (format!("refused by lockoutd ({}), no effect: {}", r.reason, r.message), Value::Null),
             Ok(Event::Policy(change)) => {
@@ -179,6 +185,22 @@ impl UserHistory {
                     )?;
                 }
             }
+        }
+        // Contract v2's counters: which counter each failure still counted went to.
+        let answer = self.explainer.clone().finish(now);
+        if answer.counted.iter().any(|c| c.counter != Scope::Account) || !answer.status.scope_locks.is_empty() {
+            writeln!(out, "Failures on each counter (account, unfamiliar IPs, each known client):")?;
+            for c in &answer.counted {
+                let (factor, counter): (&str, &str) = (c.factor.into(), c.counter.into());
+                writeln!(
+                    out,
+                    "  #{} {} {factor} from {} -> {counter}",
+                    c.seq,
+                    fmt::time(c.at),
+                    fmt::source(&c.ip, c.client.as_deref())
+                )?;
+            }
+            writeln!(out, "In short: {}", answer.reason)?;
         }
         let origin = match &self.policy.set {
             Some((seq, t, actor)) => format!("set by {actor} at {} (event #{seq})", fmt::time(*t)),

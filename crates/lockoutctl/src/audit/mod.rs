@@ -114,6 +114,8 @@ pub async fn explain(ctx: &Ctx, a: UserArgs, out: &mut dyn Write) -> anyhow::Res
         "counted": counted(&h.track.counted),
         "sources": h.track.state.ranked_sources(),
         "events": h.track.events,
+        // What the service's `explain` op answers, from the same events.
+        "explain": h.explainer.clone().finish(now),
     });
     serde_json::to_writer_pretty(&mut *out, &v)?;
     writeln!(out)?;

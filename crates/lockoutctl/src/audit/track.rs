@@ -96,6 +96,28 @@ impl Track {
         }
     }
 
+    /// Drops the followed failures the account counter no longer holds (a success clearing
+    /// only its own IP's under `reset_scope: same_ip`, a success counting for another
+    /// counter): per source, the latest as many as the counter lists.
+    fn keep_what_the_counter_holds(&mut self) {
+        let streak = &self.state.streak;
+        let mut keep = vec![false; self.counted.len()];
+        for i in (0..self.counted.len()).rev() {
+            let c = &self.counted[i];
+            let Some(src) = streak.iter().find(|s| s.ip == c.ip && s.client.as_deref() == c.client.as_deref()) else {
+                // A source beyond the 64 listed: counted, not listed; keep it while any are.
+                keep[i] = streak.len() >= lockout_core::state::STREAK_SOURCES_MAX;
+                continue;
+            };
+            let later = (i + 1..self.counted.len())
+                .filter(|&j| keep[j] && self.counted[j].ip == c.ip && self.counted[j].client == c.client)
+                .count();
+            keep[i] = (later as u64) < u64::from(src.total());
+        }
+        let mut k = keep.into_iter();
+        self.counted.retain(|_| k.next().unwrap_or(false));
+    }
+
     /// Folds one user event at stored time `now` and says why the state changed.
     pub fn apply(&mut self, policy: &Policy, event: &Event, seq: u64, now: Millis) -> String {
         self.events += 1;
@@ -110,7 +132,15 @@ impl Track {
                 parts.push(format!("lock expired at {}; then", fmt::time(u)));
             }
         }
-        self.follow_streak(why.effect.streak(), event, seq, now);
+        // Only the account counter's failures are followed here (scope counters: `explain`).
+        let change = match why.effect {
+            Effect::Counted { counter, .. } if counter != Scope::Account => StreakChange::Kept,
+            // What a success cleared depends on the counter and reset_scope: reconciled below.
+            Effect::Succeeded { .. } => StreakChange::Kept,
+            e => e.streak(),
+        };
+        self.follow_streak(change, event, seq, now);
+        self.keep_what_the_counter_holds();
         let max = policy.max_failures;
         let text = match (why.effect, event) {
             (Effect::Counted { failures, new_streak, locked, counter }, Event::Attempt(a))
