@@ -260,7 +260,10 @@ async fn lock_latencies(
             let ours = if bare {
                 m.payload[..] == tripping[..]
             } else {
-                let n: lockout_proto::notice::LockedNotice = codec::decode(Encoding::Postcard, &m.payload, "notice")?;
+                // The notice's own Content-Type (lockoutd's --wire-version picks the layout).
+                let ct = m.headers.as_ref().and_then(|h| h.get(codec::CONTENT_TYPE)).map(|v| v.as_str().to_owned());
+                let enc = Encoding::from_content_type(ct.as_deref()).map_err(|r| anyhow::anyhow!(r.message))?;
+                let n: lockout_proto::notice::LockedNotice = codec::decode(enc, &m.payload, "notice")?;
                 n.user == user
             };
             if ours {
