@@ -332,11 +332,26 @@ async fn per_tenant_credentials_reach_only_their_tenant() {
     let ours = "lockout.events.acme.u.YWxpY2U.attempt";
     gjs.publish(ours, attempt_bytes("acme", "alice").into()).await.unwrap().await.expect("its tenant's attempts");
     allowed(&gateway, "lockout.svc.acme.status", json!({"user": "alice"})).await;
+    // Contract v2: a gateway asks status with the attempt's source and publishes the attempts
+    // it refused as `rejected`, on the same subject; it may not report password resets.
+    let s = allowed(&gateway, "lockout.svc.acme.status", json!({"user": "alice", "ip": "203.0.113.7"})).await;
+    assert_eq!(s["allowed"], true, "{s}");
+    let rejected = attempt_body("acme", "alice", Outcome::Rejected, "203.0.113.7");
+    gjs.publish(ours, codec::encode(Encoding::Postcard, &rejected).into())
+        .await
+        .unwrap()
+        .await
+        .expect("rejected attempts");
+    denied(&gateway, "lockout.svc.acme.password_reset").await;
     publish_denied(&gateway, "lockout.events.globex.u.YWxpY2U.attempt", attempt_bytes("globex", "alice")).await;
     denied(&gateway, "lockout.svc.globex.status").await;
 
     let idp = d.connect("idp_acme").await;
     allowed(&idp, "lockout.svc.acme.status", json!({"user": "alice"})).await;
+    let reset =
+        allowed(&idp, "lockout.svc.acme.password_reset", json!({"user": "alice", "method": "self_service"})).await;
+    assert!(reset["event_id"].is_string(), "{reset}");
+    denied(&idp, "lockout.svc.globex.password_reset").await;
     denied(&idp, "lockout.svc.acme.unlock").await;
     denied(&idp, "lockout.svc.globex.status").await;
     publish_denied(&idp, ours, attempt_bytes("acme", "alice")).await;
