@@ -2,7 +2,8 @@
 //! (familiar IPs, client scope, same-IP reset, password resets), attempts from familiar and
 //! unfamiliar IPs and known and unknown API clients, `final` and `rejected` attempts, admin
 //! commands with and without `lock_event`, and the service's `expired` events for every
-//! timed lock, account or scope. `tests/properties.rs` keeps the v1 properties.
+//! timed lock, account or scope; (h) checks the fold against a naive reference model of the
+//! source-aware rules. `tests/properties.rs` keeps the v1 properties.
 
 use std::collections::{HashMap, HashSet};
 
@@ -282,6 +283,220 @@ proptest! {
             if before.unfamiliar.lock.is_some() && same_lock(&before, &after) {
                 prop_assert!(after.unfamiliar.failures() <= before.unfamiliar.failures(), "frozen, or cleared by an MFA reset");
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// (h) A reference model of the source-aware rules
+// ---------------------------------------------------------------------------------------
+
+/// A naive model of one user's counters under a v2 policy (`docs/protocol.md`, "Source-aware
+/// locks"): no credential dedupe, MFA counted, no progressive or permanent locks, pools small
+/// enough that no bound is reached.
+#[derive(Debug, Default)]
+struct Model {
+    /// Counted failures (time, ip) per counter: "account", "unfamiliar", or the client's name.
+    counters: std::collections::BTreeMap<String, Vec<(Millis, String)>>,
+    /// Locks per counter: (locked_at, locked_until, failures).
+    locks: std::collections::BTreeMap<String, (Millis, Option<Millis>, usize)>,
+    /// Familiarity key → last final success.
+    familiar: HashMap<String, Millis>,
+    /// Known client → last final success.
+    clients: HashMap<String, Millis>,
+    /// Per counter, when it last counted a failure: the window runs from it even when a
+    /// `same_ip` success has since removed that failure.
+    last: HashMap<String, Millis>,
+}
+
+const ACCOUNT: &str = "account";
+const UNFAMILIAR: &str = "unfamiliar";
+
+/// `ip`'s familiarity key: IPv4 itself, IPv6 its /64.
+fn key(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>().unwrap() {
+        std::net::IpAddr::V4(a) => a.to_string(),
+        std::net::IpAddr::V6(a) => std::net::Ipv6Addr::from(u128::from(a) >> 64 << 64).to_string(),
+    }
+}
+
+impl Model {
+    fn familiar(&self, p: &Policy, ip: &str, t: Millis) -> bool {
+        p.familiar_days > 0
+            && self.familiar.get(&key(ip)).is_some_and(|&at| t - at < u64::from(p.familiar_days) * 86_400_000)
+    }
+
+    /// The counter whose lock refuses an attempt, if any.
+    fn blocked(&self, p: &Policy, a: &Attempt, t: Millis) -> Option<String> {
+        if self.locks.contains_key(ACCOUNT) {
+            return Some(ACCOUNT.into());
+        }
+        if p.familiar_days > 0 && !self.familiar(p, &a.source_ip, t) && self.locks.contains_key(UNFAMILIAR) {
+            return Some(UNFAMILIAR.into());
+        }
+        match (&a.client, a.account) {
+            (Some(c), Some(Account::Api)) if self.locks.contains_key(c.as_str()) => Some(c.to_string()),
+            _ => None,
+        }
+    }
+
+    fn route(&self, p: &Policy, a: &Attempt, t: Millis) -> String {
+        if p.api_client_scope && a.account == Some(Account::Api) {
+            if let Some(c) = &a.client {
+                let known = self.clients.get(c.as_str()).is_some_and(|&at| t - at < 30 * 86_400_000);
+                if known || self.locks.contains_key(c.as_str()) {
+                    return c.to_string();
+                }
+            }
+        }
+        if p.familiar_days > 0 && !self.familiar(p, &a.source_ip, t) {
+            return UNFAMILIAR.into();
+        }
+        ACCOUNT.into()
+    }
+
+    fn end(&mut self, counter: &str) {
+        self.locks.remove(counter);
+        self.counters.remove(counter);
+    }
+
+    /// Applies one event at `t`; returns (locks started, locks ended).
+    fn apply(&mut self, p: &Policy, t: Millis, event: &Event) -> (usize, usize) {
+        let due: Vec<String> =
+            self.locks.iter().filter(|(_, l)| l.1.is_some_and(|u| u <= t)).map(|(k, _)| k.clone()).collect();
+        if matches!(event, Event::Attempt(a) if a.outcome == Outcome::Rejected) {
+            return (0, 0);
+        }
+        let mut ended = due.len();
+        for k in &due {
+            self.end(k);
+        }
+        let mut started = 0;
+        match event {
+            Event::Attempt(a) if self.blocked(p, a, t).is_some() => {}
+            Event::Attempt(a) if a.outcome == Outcome::Failure => {
+                let counter = self.route(p, a, t);
+                let window = u64::from(p.window_seconds) * 1000;
+                let list = self.counters.entry(counter.clone()).or_default();
+                if window > 0 && self.last.get(&counter).is_some_and(|&last| t - last >= window) {
+                    list.clear();
+                }
+                list.push((t, a.source_ip.to_string()));
+                self.last.insert(counter.clone(), t);
+                let n = list.len();
+                if p.max_failures > 0 && n >= p.max_failures as usize {
+                    let until = (p.lock_seconds > 0).then(|| t + u64::from(p.lock_seconds) * 1000);
+                    self.locks.insert(counter, (t, until, n));
+                    started += 1;
+                }
+            }
+            Event::Attempt(a) => {
+                let counter = self.route(p, a, t);
+                if p.reset_on_success {
+                    let list = self.counters.entry(counter.clone()).or_default();
+                    match p.reset_scope {
+                        ResetScope::SameIp => list.retain(|(_, ip)| ip != a.source_ip.as_str()),
+                        ResetScope::All => list.clear(),
+                    }
+                }
+                if a.is_final {
+                    if p.familiar_days > 0 {
+                        self.familiar.insert(key(&a.source_ip), t);
+                    }
+                    if let (true, Some(Account::Api), Some(c)) = (p.api_client_scope, a.account, &a.client) {
+                        self.clients.insert(c.to_string(), t);
+                    }
+                }
+            }
+            Event::Unlock(_) => {
+                ended += self.locks.len();
+                self.locks.clear();
+                self.counters.clear();
+            }
+            Event::PasswordReset(_) if p.unlock_on_password_reset => {
+                ended += self.locks.len();
+                self.locks.clear();
+                self.counters.clear();
+            }
+            Event::PasswordReset(_) => {
+                if self.locks.is_empty() {
+                    self.counters.clear();
+                }
+            }
+            // The script appends it at `locked_until`: the lock it names ended above.
+            Event::Expired(_) => {}
+            _ => unreachable!("the model's streams hold attempts, unlocks, password resets and expiries"),
+        }
+        (started, ended)
+    }
+
+    /// (unfamiliar failures, scope locks as (client or "unfamiliar", until, failures)) as
+    /// `status` shows them at `t`, and the account counter.
+    fn view(&self, p: &Policy, t: Millis) -> (u32, u32, Vec<(String, Option<Millis>, u32)>) {
+        let live = |k: &str| self.locks.get(k).filter(|l| l.1.is_none_or(|u| u > t));
+        let window = u64::from(p.window_seconds) * 1000;
+        let count = |k: &str| -> u32 {
+            if let Some(l) = live(k) {
+                return l.2 as u32;
+            }
+            if self.locks.contains_key(k) {
+                return 0;
+            }
+            let list = self.counters.get(k).map_or(&[][..], |v| &v[..]);
+            if window > 0 && self.last.get(k).is_some_and(|&last| t - last >= window) {
+                0
+            } else {
+                list.len() as u32
+            }
+        };
+        let mut scoped: Vec<(String, Option<Millis>, u32)> = self
+            .locks
+            .iter()
+            .filter(|(k, _)| k.as_str() != ACCOUNT && live(k).is_some())
+            .map(|(k, l)| (k.clone(), l.1, l.2 as u32))
+            .collect();
+        scoped.sort();
+        (count(ACCOUNT), count(UNFAMILIAR), scoped)
+    }
+}
+
+/// Streams for the model: no MFA, no admin lock, no guarded unlock; expiries at `locked_until`.
+fn model_script() -> impl Strategy<Value = (Policy, Vec<(Millis, Op)>)> {
+    let op = prop_oneof![
+        24 => (0u8..10, 0..IPS.len(), 0..3usize, any::<bool>(), prop::bool::weighted(0.8))
+            .prop_map(|(outcome, ip, client, api, fin)| Op::Attempt { outcome, ip, client, api, fin, mfa: false }),
+        2 => Just(Op::Unlock { guard: None }),
+        2 => Just(Op::PasswordReset),
+        3 => (0usize..4).prop_map(Op::Expire),
+    ];
+    (policy().prop_map(|p| Policy { permanent_after: 0, ..p }), prop::collection::vec((delta(), op), 1..120))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// (h) After every event the fold's status (account counter, unfamiliar counter, scope
+    /// locks) and the locks it starts and ends agree with the naive model.
+    #[test]
+    fn h_fold_agrees_with_a_reference_model((policy, script) in model_script()) {
+        let mut model = Model::default();
+        for (time, event, _, _, notices, after) in run(&policy, &script) {
+            let (started, ended) = model.apply(&policy, time, &event);
+            let locked = notices.iter().filter(|n| matches!(n, Notice::Locked(_))).count();
+            let unlocked = notices.iter().filter(|n| matches!(n, Notice::Unlocked(_))).count();
+            prop_assert_eq!((locked, unlocked), (started, ended), "notices of {:?} at {}", event, time);
+            let s = status_for(TENANT, USER, &policy, &after, time, &Probe::default());
+            let mut scoped: Vec<(String, Option<Millis>, u32)> = s
+                .scope_locks
+                .iter()
+                .map(|l| (l.client.as_ref().map_or(UNFAMILIAR.to_owned(), ToString::to_string), l.locked_until, l.failures))
+                .collect();
+            scoped.sort();
+            let (account, unfamiliar, want_scoped) = model.view(&policy, time);
+            prop_assert_eq!(s.failures, account, "account counter after {:?}", event);
+            prop_assert_eq!(s.unfamiliar_failures, unfamiliar, "unfamiliar counter after {:?}", event);
+            prop_assert_eq!(scoped, want_scoped, "scope locks after {:?}", event);
+            prop_assert_eq!(s.locked, model.locks.get(ACCOUNT).is_some_and(|l| l.1.is_none_or(|u| u > time)));
         }
     }
 }
