@@ -309,6 +309,10 @@ struct Model {
     last: HashMap<String, Millis>,
 }
 
+/// A scope lock as `status` shows it: its counter ("unfamiliar" or the client), `locked_until`,
+/// the frozen failures.
+type ScopeView = (String, Option<Millis>, u32);
+
 const ACCOUNT: &str = "account";
 const UNFAMILIAR: &str = "unfamiliar";
 
@@ -432,7 +436,7 @@ impl Model {
 
     /// (unfamiliar failures, scope locks as (client or "unfamiliar", until, failures)) as
     /// `status` shows them at `t`, and the account counter.
-    fn view(&self, p: &Policy, t: Millis) -> (u32, u32, Vec<(String, Option<Millis>, u32)>) {
+    fn view(&self, p: &Policy, t: Millis) -> (u32, u32, Vec<ScopeView>) {
         let live = |k: &str| self.locks.get(k).filter(|l| l.1.is_none_or(|u| u > t));
         let window = u64::from(p.window_seconds) * 1000;
         let count = |k: &str| -> u32 {
@@ -449,7 +453,7 @@ impl Model {
                 list.len() as u32
             }
         };
-        let mut scoped: Vec<(String, Option<Millis>, u32)> = self
+        let mut scoped: Vec<ScopeView> = self
             .locks
             .iter()
             .filter(|(k, _)| k.as_str() != ACCOUNT && live(k).is_some())
@@ -486,7 +490,7 @@ proptest! {
             let unlocked = notices.iter().filter(|n| matches!(n, Notice::Unlocked(_))).count();
             prop_assert_eq!((locked, unlocked), (started, ended), "notices of {:?} at {}", event, time);
             let s = status_for(TENANT, USER, &policy, &after, time, &Probe::default());
-            let mut scoped: Vec<(String, Option<Millis>, u32)> = s
+            let mut scoped: Vec<ScopeView> = s
                 .scope_locks
                 .iter()
                 .map(|l| (l.client.as_ref().map_or(UNFAMILIAR.to_owned(), ToString::to_string), l.locked_until, l.failures))
