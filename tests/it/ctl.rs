@@ -13,7 +13,7 @@ use expect_test::expect;
 use crate::support::Lockout;
 
 /// Runs lockoutctl against `l`; returns (exit code, stdout, stderr).
-async fn ctl(l: &Lockout, args: &[&str]) -> (i32, String, String) {
+pub(crate) async fn ctl(l: &Lockout, args: &[&str]) -> (i32, String, String) {
     let url = l.nats.url();
     let mut full = vec!["lockoutctl", "--nats-url", url.as_str()];
     full.extend_from_slice(args);

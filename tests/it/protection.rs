@@ -182,6 +182,8 @@ async fn a_password_reset_ends_failure_and_scope_locks_not_an_admin_lock() {
     assert_eq!(after.unwrap()["reason"], "admin");
     let notices = user_notices(&l.notices().await, "erin");
     assert_eq!(notices.iter().filter(|n| matches!(n, Notice::Unlocked(_))).count(), 2);
+    let (code, out, err) = crate::ctl::ctl(&l, &["verify"]).await;
+    assert_eq!(code, 0, "a replay agrees with the live states: {out}{err}");
 }
 
 /// `unlock` with `lock_event`: a help-desk page opened on an older lock cannot end a newer
@@ -224,4 +226,37 @@ async fn wire_version_1_loses_no_v2_field_and_names_the_scope_in_the_message() {
     let Notice::Locked(locked) = &notices[0] else { panic!("{notices:?}") };
     assert_eq!(locked.scope, Scope::Account, "a v1 body has no scope");
     assert!(locked.message.contains("from unfamiliar locations"), "{}", locked.message);
+}
+
+/// A timed scope lock ends by lockoutd's own `expired` event (the expiry index holds scope
+/// locks too), exactly once, and a replay of the history agrees.
+#[tokio::test]
+async fn a_scope_lock_expires_by_lockoutds_expired_event_once() {
+    let l = Lockout::start_with(Encoding::PostcardV2).await;
+    l.set_policy("acme", json!({ "familiar_days": 30, "lock_seconds": 1 })).await;
+    l.source_attempt("ivan", Outcome::Success, HOME, None, Account::User).await;
+    for ip in ATTACKER {
+        l.source_attempt("ivan", Outcome::Failure, ip, None, Account::User).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let ends = loop {
+        let ends: Vec<_> = user_notices(&l.notices().await, "ivan")
+            .into_iter()
+            .filter_map(|n| if let Notice::Unlocked(u) = n { Some(u) } else { None })
+            .collect();
+        if !ends.is_empty() {
+            break ends;
+        }
+        assert!(std::time::Instant::now() < deadline, "the scope lock did not expire within 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!((ends[0].how, ends[0].scope), (How::Expired, Scope::Unfamiliar));
+    let events = l.stream_messages("LOCKOUT_EVENTS").await;
+    let expired: Vec<_> = events.iter().filter(|m| m.subject.ends_with(".expired")).collect();
+    assert_eq!(expired.len(), 1, "one expired event for the scope lock");
+    let s = l.status_from("ivan", "192.0.2.1", None, "user").await;
+    assert_eq!((s["allowed"].clone(), s["scope_locks"].clone()), (json!(true), json!([])), "{s}");
+    let (code, out, err) = crate::ctl::ctl(&l, &["verify"]).await;
+    assert_eq!(code, 0, "a replay agrees with the live states: {out}{err}");
 }
