@@ -290,6 +290,17 @@ async fn health_and_stats_report_progress() {
     let data = &stats["endpoints"][0]["data"];
     assert_eq!(data["seq"].as_u64(), Some(seq), "{stats}");
     assert_eq!(data["status"], "ready");
+    // Contract v2: every reply names the process that gave it (`--instance`; by default the
+    // host name and the process id).
+    let instance = lockoutd::config::default_instance();
+    assert_eq!(h["instance"], instance.as_str(), "{h}");
+    // STATS names it in each endpoint's data (async-nats puts no metadata in STATS replies).
+    assert_eq!(data["instance"], instance.as_str(), "{stats}");
+    for probe in ["$SRV.PING.lockout", "$SRV.INFO.lockout"] {
+        let r = l.client.request(probe, "".into()).await.unwrap();
+        let r: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        assert_eq!(r["metadata"]["instance"], instance.as_str(), "{probe}: {r}");
+    }
 }
 
 /// Rows of `docs/protocol.md` the other tests leave out: `unlock` of an unlocked user resets

@@ -221,6 +221,8 @@ pub struct HealthReply {
     pub disk: Option<DiskUse>,
     /// What the streams keep. JSON only.
     pub retention: Option<Retention>,
+    /// Contract v2: the process that answered (`--instance`). JSON only.
+    pub instance: Option<String>,
 }
 
 /// The disk lockoutd's store lives on (`health`).
@@ -268,6 +270,8 @@ struct HealthWireJson {
     disk: Option<DiskUse>,
     #[serde(default)]
     retention: Option<Retention>,
+    #[serde(default)]
+    instance: Option<String>,
 }
 
 impl Serialize for HealthReply {
@@ -280,8 +284,14 @@ impl Serialize for HealthReply {
             error: self.error.clone(),
         };
         if s.is_human_readable() {
-            HealthWireJson { v1, clock_skew_ms: self.clock_skew_ms, disk: self.disk, retention: self.retention }
-                .serialize(s)
+            HealthWireJson {
+                v1,
+                clock_skew_ms: self.clock_skew_ms,
+                disk: self.disk,
+                retention: self.retention,
+                instance: self.instance.clone(),
+            }
+            .serialize(s)
         } else {
             v1.serialize(s)
         }
@@ -290,14 +300,14 @@ impl Serialize for HealthReply {
 
 impl<'de> Deserialize<'de> for HealthReply {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (v1, clock_skew_ms, disk, retention) = if d.is_human_readable() {
+        let (v1, clock_skew_ms, disk, retention, instance) = if d.is_human_readable() {
             let w = HealthWireJson::deserialize(d)?;
-            (w.v1, w.clock_skew_ms, w.disk, w.retention)
+            (w.v1, w.clock_skew_ms, w.disk, w.retention, w.instance)
         } else {
-            (HealthWire::deserialize(d)?, None, None, None)
+            (HealthWire::deserialize(d)?, None, None, None, None)
         };
         let HealthWire { status, seq, lag, last_commit_at, error } = v1;
-        Ok(HealthReply { status, seq, lag, last_commit_at, error, clock_skew_ms, disk, retention })
+        Ok(HealthReply { status, seq, lag, last_commit_at, error, clock_skew_ms, disk, retention, instance })
     }
 }
 

@@ -559,6 +559,7 @@ fn cases() -> Vec<Case> {
                 clock_skew_ms: None,
                 disk: None,
                 retention: None,
+                instance: None,
             },
         ),
         // Notices.

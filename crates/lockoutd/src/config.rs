@@ -43,6 +43,11 @@ pub struct Args {
     /// Stream replicas (1 for a single server, 3 for a cluster).
     #[arg(long, env = "LOCKOUT_REPLICAS", default_value_t = 1)]
     pub replicas: usize,
+    /// This process's name, in `health` and in every `$SRV.PING|INFO|STATS` reply's metadata
+    /// (`instance`): 1 to 64 of A-Z, a-z, 0-9, `_` and `-`. Default: the host name and the
+    /// process id (other characters become `-`).
+    #[arg(long, env = "LOCKOUT_INSTANCE")]
+    pub instance: Option<String>,
     /// Cache memory in MiB, half sled's page cache and half the projector's cache of recent
     /// user states: bounds lockoutd's memory with many users.
     #[arg(long, env = "LOCKOUT_CACHE_MB", default_value_t = 256)]
@@ -117,6 +122,8 @@ pub struct Config {
     /// `--require-caller`.
     pub require_caller: bool,
     pub replicas: usize,
+    /// `--instance`.
+    pub instance: String,
     pub cache_bytes: u64,
     pub batch: usize,
     /// How long a batch nobody waits for may wait to be committed with the next ones.
@@ -169,6 +176,7 @@ impl Config {
             notice_encoding: Encoding::PostcardV2,
             require_caller: false,
             replicas: 1,
+            instance: default_instance(),
             cache_bytes: 64 << 20,
             batch: 1000,
             commit_linger: std::time::Duration::from_millis(DEFAULT_COMMIT_LINGER_MS),
@@ -179,6 +187,22 @@ impl Config {
             state_sweep_every: STATE_SWEEP_EVERY,
         }
     }
+}
+
+/// `<host name>-<pid>`, with every character outside A-Z, a-z, 0-9, `_` and `-` as `-`.
+pub fn default_instance() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "lockoutd".to_owned());
+    let host: String = host
+        .chars()
+        .take(48)
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+        .collect();
+    format!("{host}-{}", std::process::id())
 }
 
 impl Config {
@@ -207,6 +231,12 @@ impl TryFrom<Args> for Config {
             a.commit_linger_ms
         );
         a.nats.validate().map_err(anyhow::Error::msg)?;
+        let instance = a.instance.unwrap_or_else(default_instance);
+        anyhow::ensure!(
+            (1..=64).contains(&instance.len())
+                && instance.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            "--instance {instance:?}: use 1 to 64 of A-Z, a-z, 0-9, '_' and '-'"
+        );
         anyhow::ensure!(
             a.state_ttl_days <= STATE_TTL_DAYS_MAX,
             "--state-ttl-days must be 0 (off) to {STATE_TTL_DAYS_MAX} (got {})",
@@ -227,6 +257,7 @@ impl TryFrom<Args> for Config {
             }),
             require_caller: a.require_caller,
             replicas: a.replicas,
+            instance,
             cache_bytes: a.cache_mb << 20,
             batch: a.batch,
             commit_linger: std::time::Duration::from_millis(a.commit_linger_ms),
@@ -248,8 +279,9 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} data_dir={} prefix={} notice_encoding={} require_caller={} replicas={} cache_mb={} batch={} commit_linger_ms={} trace_events_ratio={} dead_max_messages={} events_max_age_days={} events_max_bytes={} state_ttl_days={}",
+            "{} instance={} data_dir={} prefix={} notice_encoding={} require_caller={} replicas={} cache_mb={} batch={} commit_linger_ms={} trace_events_ratio={} dead_max_messages={} events_max_age_days={} events_max_bytes={} state_ttl_days={}",
             self.nats,
+            self.instance,
             self.data_dir.display(),
             self.subjects.prefix(),
             self.notice_encoding.name(),
@@ -271,7 +303,7 @@ impl fmt::Display for Config {
 mod tests {
     use clap::Parser;
 
-    use super::{Args, Config, DEFAULT_COMMIT_LINGER_MS};
+    use super::{default_instance, Args, Config, DEFAULT_COMMIT_LINGER_MS};
 
     fn parse(extra: &[&str]) -> anyhow::Result<Config> {
         let args = ["lockoutd", "--data-dir", "d"].iter().chain(extra).copied();
@@ -350,6 +382,12 @@ mod tests {
         let e = parse(&["--wire-version", "3"]).unwrap_err();
         assert!(e.to_string().contains("3 is not in 1..=2"), "{e}");
         assert!(!parse(&[]).unwrap().require_caller);
+        assert_eq!(parse(&["--instance", "eu-1_a"]).unwrap().instance, "eu-1_a");
+        assert_eq!(parse(&[]).unwrap().instance, default_instance());
+        for bad in ["", "a.b", "a b", &"x".repeat(65)] {
+            let e = parse(&["--instance", bad]).unwrap_err().to_string();
+            assert!(e.contains("--instance"), "{bad:?}: {e}");
+        }
         assert!(parse(&["--require-caller"]).unwrap().require_caller);
     }
 }

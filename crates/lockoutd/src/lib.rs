@@ -58,6 +58,8 @@ pub struct Health {
     pub disk: std::sync::Mutex<Option<lockout_proto::command::DiskUse>>,
     /// What the streams keep (lockoutd's flags).
     pub retention: lockout_proto::command::Retention,
+    /// `--instance`.
+    pub instance: String,
 }
 
 impl Health {
@@ -82,6 +84,7 @@ impl Health {
             clock_skew_ms: self.clock_skew.skew_ms(),
             disk: *self.disk.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
             retention: Some(self.retention),
+            instance: Some(self.instance.clone()),
         }
     }
 
@@ -160,7 +163,7 @@ pub async fn run_with_clock(
         dead_max_messages: limits.dead_max_messages,
         state_ttl_days: config.state_ttl.as_secs() / 86_400,
     };
-    let health = Arc::new(Health { retention, ..Health::default() });
+    let health = Arc::new(Health { retention, instance: config.instance.clone(), ..Health::default() });
     let shared = Arc::new(Shared { config, store, js, client, folded, health, metrics, clock });
     let (stop_tx, stop_rx) = watch::channel(false);
 

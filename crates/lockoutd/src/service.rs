@@ -136,6 +136,7 @@ async fn serve(shared: Arc<Shared>, client: async_nats::Client) -> anyhow::Resul
             let folded = shared.folded.clone();
             move |_endpoint, _stats| serde_json::to_value(health.reply(*folded.borrow())).unwrap_or_default()
         })
+        .metadata(std::collections::HashMap::from([("instance".to_owned(), shared.config.instance.clone())]))
         .start("lockout", env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| anyhow::anyhow!("starting the micro service: {e}"))?;
