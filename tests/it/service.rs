@@ -294,6 +294,8 @@ async fn health_and_stats_report_progress() {
     // host name and the process id).
     let instance = lockoutd::config::default_instance();
     assert_eq!(h["instance"], instance.as_str(), "{h}");
+    let parts: Vec<u64> = h["partitions"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+    assert_eq!(parts, (0..64).collect::<Vec<u64>>(), "one process folds every partition: {h}");
     // STATS names it in each endpoint's data (async-nats puts no metadata in STATS replies).
     assert_eq!(data["instance"], instance.as_str(), "{stats}");
     for probe in ["$SRV.PING.lockout", "$SRV.INFO.lockout"] {
@@ -386,4 +388,25 @@ async fn another_prefix_moves_every_subject_and_stream() {
     js.get_stream("ACME-LOCK_NOTICES").await.unwrap().get_raw_message(1).await.expect("the notice is stored");
     let _ = stop.send(());
     daemon.await.unwrap().unwrap();
+}
+
+/// Contract v2: the partition count (and lease length) is fixed when the deployment is first
+/// set up; a process started later with another value is refused at start, saying how to
+/// change it, and one with the same values starts.
+#[tokio::test]
+async fn a_different_partition_count_is_refused_at_start() {
+    let mut l = Lockout::start().await;
+    l.stop_daemon().await.unwrap();
+    let mut other = l.config();
+    other.partitions = 32;
+    let refused =
+        tokio::time::timeout(std::time::Duration::from_secs(30), lockoutd::run(other, std::future::pending()))
+            .await
+            .expect("refused at start, not left running");
+    let e = format!("{:#}", refused.expect_err("a different --partitions must be refused"));
+    assert!(e.contains("set up with --partitions 64 --lease-seconds 10"), "{e}");
+    assert!(e.contains("started with --partitions 32"), "{e}");
+    assert!(e.contains("replaying the history"), "{e}");
+    l.start_daemon().await;
+    assert_eq!(l.call("acme", "health", json!({})).await.unwrap()["partitions"].as_array().map(Vec::len), Some(64));
 }

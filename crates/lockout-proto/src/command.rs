@@ -223,6 +223,9 @@ pub struct HealthReply {
     pub retention: Option<Retention>,
     /// Contract v2: the process that answered (`--instance`). JSON only.
     pub instance: Option<String>,
+    /// Contract v2: the partitions this process folds (all of them while one process runs).
+    /// JSON only.
+    pub partitions: Option<Vec<u32>>,
 }
 
 /// The disk lockoutd's store lives on (`health`).
@@ -272,6 +275,8 @@ struct HealthWireJson {
     retention: Option<Retention>,
     #[serde(default)]
     instance: Option<String>,
+    #[serde(default)]
+    partitions: Option<Vec<u32>>,
 }
 
 impl Serialize for HealthReply {
@@ -290,6 +295,7 @@ impl Serialize for HealthReply {
                 disk: self.disk,
                 retention: self.retention,
                 instance: self.instance.clone(),
+                partitions: self.partitions.clone(),
             }
             .serialize(s)
         } else {
@@ -300,14 +306,36 @@ impl Serialize for HealthReply {
 
 impl<'de> Deserialize<'de> for HealthReply {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (v1, clock_skew_ms, disk, retention, instance) = if d.is_human_readable() {
-            let w = HealthWireJson::deserialize(d)?;
-            (w.v1, w.clock_skew_ms, w.disk, w.retention, w.instance)
-        } else {
-            (HealthWire::deserialize(d)?, None, None, None, None)
-        };
-        let HealthWire { status, seq, lag, last_commit_at, error } = v1;
-        Ok(HealthReply { status, seq, lag, last_commit_at, error, clock_skew_ms, disk, retention, instance })
+        if !d.is_human_readable() {
+            let HealthWire { status, seq, lag, last_commit_at, error } = HealthWire::deserialize(d)?;
+            let (clock_skew_ms, disk, retention, instance, partitions) = (None, None, None, None, None);
+            return Ok(HealthReply {
+                status,
+                seq,
+                lag,
+                last_commit_at,
+                error,
+                clock_skew_ms,
+                disk,
+                retention,
+                instance,
+                partitions,
+            });
+        }
+        let w = HealthWireJson::deserialize(d)?;
+        let HealthWire { status, seq, lag, last_commit_at, error } = w.v1;
+        Ok(HealthReply {
+            status,
+            seq,
+            lag,
+            last_commit_at,
+            error,
+            clock_skew_ms: w.clock_skew_ms,
+            disk: w.disk,
+            retention: w.retention,
+            instance: w.instance,
+            partitions: w.partitions,
+        })
     }
 }
 

@@ -560,6 +560,7 @@ fn cases() -> Vec<Case> {
                 disk: None,
                 retention: None,
                 instance: None,
+                partitions: None,
             },
         ),
         // Notices.

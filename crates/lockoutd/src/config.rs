@@ -43,6 +43,13 @@ pub struct Args {
     /// Stream replicas (1 for a single server, 3 for a cluster).
     #[arg(long, env = "LOCKOUT_REPLICAS", default_value_t = 1)]
     pub replicas: usize,
+    /// User partitions of the deployment, 1 to 1024: fixed when first set up (in the KV bucket
+    /// <PREFIX>_CLUSTER); a process started later with another value is refused.
+    #[arg(long, env = "LOCKOUT_PARTITIONS", default_value_t = 64)]
+    pub partitions: u32,
+    /// Partition lease length in seconds, 3 to 300: fixed like --partitions.
+    #[arg(long, env = "LOCKOUT_LEASE_SECONDS", default_value_t = 10)]
+    pub lease_seconds: u64,
     /// This process's name, in `health` and in every `$SRV.PING|INFO|STATS` reply's metadata
     /// (`instance`): 1 to 64 of A-Z, a-z, 0-9, `_` and `-`. Default: the host name and the
     /// process id (other characters become `-`).
@@ -124,6 +131,10 @@ pub struct Config {
     pub replicas: usize,
     /// `--instance`.
     pub instance: String,
+    /// `--partitions`.
+    pub partitions: u32,
+    /// `--lease-seconds`.
+    pub lease_seconds: u64,
     pub cache_bytes: u64,
     pub batch: usize,
     /// How long a batch nobody waits for may wait to be committed with the next ones.
@@ -177,6 +188,8 @@ impl Config {
             require_caller: false,
             replicas: 1,
             instance: default_instance(),
+            partitions: 64,
+            lease_seconds: 10,
             cache_bytes: 64 << 20,
             batch: 1000,
             commit_linger: std::time::Duration::from_millis(DEFAULT_COMMIT_LINGER_MS),
@@ -231,6 +244,12 @@ impl TryFrom<Args> for Config {
             a.commit_linger_ms
         );
         a.nats.validate().map_err(anyhow::Error::msg)?;
+        anyhow::ensure!((1..=1024).contains(&a.partitions), "--partitions must be 1 to 1024 (got {})", a.partitions);
+        anyhow::ensure!(
+            (3..=300).contains(&a.lease_seconds),
+            "--lease-seconds must be 3 to 300 (got {})",
+            a.lease_seconds
+        );
         let instance = a.instance.unwrap_or_else(default_instance);
         anyhow::ensure!(
             (1..=64).contains(&instance.len())
@@ -258,6 +277,8 @@ impl TryFrom<Args> for Config {
             require_caller: a.require_caller,
             replicas: a.replicas,
             instance,
+            partitions: a.partitions,
+            lease_seconds: a.lease_seconds,
             cache_bytes: a.cache_mb << 20,
             batch: a.batch,
             commit_linger: std::time::Duration::from_millis(a.commit_linger_ms),
@@ -279,9 +300,11 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} instance={} data_dir={} prefix={} notice_encoding={} require_caller={} replicas={} cache_mb={} batch={} commit_linger_ms={} trace_events_ratio={} dead_max_messages={} events_max_age_days={} events_max_bytes={} state_ttl_days={}",
+            "{} instance={} partitions={} lease_seconds={} data_dir={} prefix={} notice_encoding={} require_caller={} replicas={} cache_mb={} batch={} commit_linger_ms={} trace_events_ratio={} dead_max_messages={} events_max_age_days={} events_max_bytes={} state_ttl_days={}",
             self.nats,
             self.instance,
+            self.partitions,
+            self.lease_seconds,
             self.data_dir.display(),
             self.subjects.prefix(),
             self.notice_encoding.name(),
@@ -384,6 +407,10 @@ mod tests {
         assert!(!parse(&[]).unwrap().require_caller);
         assert_eq!(parse(&["--instance", "eu-1_a"]).unwrap().instance, "eu-1_a");
         assert_eq!(parse(&[]).unwrap().instance, default_instance());
+        let c = parse(&[]).unwrap();
+        assert_eq!((c.partitions, c.lease_seconds), (64, 10));
+        assert!(parse(&["--partitions", "0"]).is_err() && parse(&["--partitions", "1025"]).is_err());
+        assert!(parse(&["--lease-seconds", "2"]).is_err());
         for bad in ["", "a.b", "a b", &"x".repeat(65)] {
             let e = parse(&["--instance", bad]).unwrap_err().to_string();
             assert!(e.contains("--instance"), "{bad:?}: {e}");

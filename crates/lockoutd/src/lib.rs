@@ -60,6 +60,8 @@ pub struct Health {
     pub retention: lockout_proto::command::Retention,
     /// `--instance`.
     pub instance: String,
+    /// `--partitions`: one process folds them all until several share them.
+    pub partitions: u32,
 }
 
 impl Health {
@@ -85,6 +87,7 @@ impl Health {
             disk: *self.disk.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
             retention: Some(self.retention),
             instance: Some(self.instance.clone()),
+            partitions: Some((0..self.partitions).collect()),
         }
     }
 
@@ -149,6 +152,7 @@ pub async fn run_with_clock(
     let client = connect(&config).await?;
     let js = async_nats::jetstream::new(client.clone());
     streams::ensure_streams(&js, &config).await?;
+    streams::ensure_cluster_config(&js, &config).await?;
     if config.require_caller {
         caller::check_server_version(&client.server_info().version).map_err(anyhow::Error::msg)?;
     }
@@ -163,7 +167,12 @@ pub async fn run_with_clock(
         dead_max_messages: limits.dead_max_messages,
         state_ttl_days: config.state_ttl.as_secs() / 86_400,
     };
-    let health = Arc::new(Health { retention, instance: config.instance.clone(), ..Health::default() });
+    let health = Arc::new(Health {
+        retention,
+        instance: config.instance.clone(),
+        partitions: config.partitions,
+        ..Health::default()
+    });
     let shared = Arc::new(Shared { config, store, js, client, folded, health, metrics, clock });
     let (stop_tx, stop_rx) = watch::channel(false);
 

@@ -155,3 +155,26 @@ mod tests {
         assert!(foreign_change(&explicit, "lockout.events.>").is_some_and(|w| w.contains("ack policy")));
     }
 }
+
+/// Records the deployment's partition count and lease length in `<PREFIX>_CLUSTER` when it is
+/// first set up, and refuses to start with other values (contract v2, "Several lockoutd
+/// processes"). A KV error (a cluster electing a leader) is retried for a minute.
+pub async fn ensure_cluster_config(js: &jetstream::Context, config: &Config) -> anyhow::Result<()> {
+    use lockout_cluster::{setup, ClusterConfig, SetupError};
+    let wanted = ClusterConfig { partitions: config.partitions, lease_seconds: config.lease_seconds };
+    let prefix = config.subjects.prefix().to_uppercase();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match setup::open(js, &prefix, wanted, config.replicas).await {
+            Ok(_) => return Ok(()),
+            Err(e @ SetupError::Mismatch { .. }) => return Err(anyhow::Error::new(e)),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(anyhow::Error::new(e).context("setting up the cluster's KV buckets"))
+            }
+            Err(e) => tracing::warn!(error = %e, "Setting up the cluster's KV buckets failed; retrying."),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+    }
+}
