@@ -134,28 +134,6 @@ pub fn foreign_change(c: &consumer::Config, filter: &str) -> Option<String> {
     (!wrong.is_empty()).then(|| wrong.join(", "))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_consumer_changed_by_someone_else_is_told_apart() {
-        let ours = consumer::Config {
-            durable_name: Some(CONSUMER.into()),
-            ack_policy: consumer::AckPolicy::All,
-            filter_subject: "lockout.events.>".into(),
-            ..Default::default()
-        };
-        assert_eq!(foreign_change(&ours, "lockout.events.>"), None);
-        let narrower = consumer::Config { filter_subject: "lockout.events.acme.>".into(), ..ours.clone() };
-        assert!(foreign_change(&narrower, "lockout.events.>").is_some_and(|w| w.contains("lockout.events.acme.>")));
-        let several = consumer::Config { filter_subjects: vec!["lockout.events.acme.>".into()], ..ours.clone() };
-        assert!(foreign_change(&several, "lockout.events.>").is_some());
-        let explicit = consumer::Config { ack_policy: consumer::AckPolicy::Explicit, ..ours };
-        assert!(foreign_change(&explicit, "lockout.events.>").is_some_and(|w| w.contains("ack policy")));
-    }
-}
-
 /// Records the deployment's partition count and lease length in `<PREFIX>_CLUSTER` when it is
 /// first set up, and refuses to start with other values (contract v2, "Several lockoutd
 /// processes"). A KV error (a cluster electing a leader) is retried for a minute.
@@ -176,5 +154,27 @@ pub async fn ensure_cluster_config(js: &jetstream::Context, config: &Config) -> 
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_changed_by_someone_else_is_told_apart() {
+        let ours = consumer::Config {
+            durable_name: Some(CONSUMER.into()),
+            ack_policy: consumer::AckPolicy::All,
+            filter_subject: "lockout.events.>".into(),
+            ..Default::default()
+        };
+        assert_eq!(foreign_change(&ours, "lockout.events.>"), None);
+        let narrower = consumer::Config { filter_subject: "lockout.events.acme.>".into(), ..ours.clone() };
+        assert!(foreign_change(&narrower, "lockout.events.>").is_some_and(|w| w.contains("lockout.events.acme.>")));
+        let several = consumer::Config { filter_subjects: vec!["lockout.events.acme.>".into()], ..ours.clone() };
+        assert!(foreign_change(&several, "lockout.events.>").is_some());
+        let explicit = consumer::Config { ack_policy: consumer::AckPolicy::Explicit, ..ours };
+        assert!(foreign_change(&explicit, "lockout.events.>").is_some_and(|w| w.contains("ack policy")));
     }
 }
