@@ -12,4 +12,5 @@ mod recovery;
 mod scenarios;
 mod security;
 mod service;
+mod spraying;
 mod support;

@@ -50,6 +50,7 @@ fn user_notices(all: &[(Notice, async_nats::HeaderMap)], user: &str) -> Vec<Noti
             Notice::Locked(l) => l.user == user,
             Notice::Unlocked(u) => u.user == user,
             Notice::MfaReset(m) => m.user == user,
+            Notice::IpBlocked(_) | Notice::IpUnblocked(_) => false,
         })
         .collect()
 }

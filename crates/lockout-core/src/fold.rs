@@ -191,7 +191,7 @@ pub fn fold_into(policy: &Policy, state: &mut UserState, event: &Event, now: Mil
         Event::Expired(x) => f.expired(x),
         Event::Forget(x) => f.forget(x),
         Event::PasswordReset(r) => f.password_reset(r),
-        Event::Policy(_) => Effect::TenantEvent,
+        Event::Policy(_) | Event::IpBlock(_) | Event::IpUnblock(_) | Event::IpExpired(_) => Effect::TenantEvent,
     };
     (f.notices, Why { expired_first, effect })
 }

@@ -21,6 +21,12 @@ pub enum NoticeKind {
     /// The end of a timed lock, keyed by the lock's event.
     Expired,
     MfaReset,
+    /// Contract v2: an `ip_block` folded.
+    IpBlocked,
+    /// Contract v2: an admin ended an IP block.
+    IpUnblocked,
+    /// Contract v2: an IP block ran out, keyed by the block's event.
+    IpExpired,
 }
 
 impl NoticeKind {
@@ -30,6 +36,9 @@ impl NoticeKind {
             NoticeKind::Unlocked => b"unlocked",
             NoticeKind::Expired => b"expired",
             NoticeKind::MfaReset => b"mfa_reset",
+            NoticeKind::IpBlocked => b"ip_blocked",
+            NoticeKind::IpUnblocked => b"ip_unblocked",
+            NoticeKind::IpExpired => b"ip_expired",
         }
     }
 }
@@ -117,6 +126,32 @@ pub fn forget_event_id(tenant: &str, user: &str, last_activity: u64) -> Uuid {
     name.push(0);
     name.extend_from_slice(&last_activity.to_be_bytes());
     name.extend_from_slice(b"forget-event/v1");
+    Uuid::new_v5(&NOTICE_NAMESPACE, &name)
+}
+
+/// The id of the `ip_block` event the service appends when the failure `cause` (an event id)
+/// takes `ip` of `tenant` to `ip_max_failures`; also its `Nats-Msg-Id`.
+///
+/// UUID v5 in [`NOTICE_NAMESPACE`] of: the tenant's bytes, a zero byte, the IP's canonical
+/// text, a zero byte, the cause's 16 bytes, `ip-block-event/v1`.
+pub fn ip_block_event_id(tenant: &str, ip: &str, cause: Uuid) -> Uuid {
+    derived_ip_event_id(tenant, ip, cause, b"ip-block-event/v1")
+}
+
+/// The id of the `ip_expired` event the service appends when the block started by
+/// `block_event` runs out; as [`ip_block_event_id`] with `ip-expired-event/v1`.
+pub fn ip_expired_event_id(tenant: &str, ip: &str, block_event: Uuid) -> Uuid {
+    derived_ip_event_id(tenant, ip, block_event, b"ip-expired-event/v1")
+}
+
+fn derived_ip_event_id(tenant: &str, ip: &str, from: Uuid, tag: &[u8]) -> Uuid {
+    let mut name = Vec::with_capacity(tenant.len() + ip.len() + 2 + 16 + tag.len());
+    name.extend_from_slice(tenant.as_bytes());
+    name.push(0);
+    name.extend_from_slice(ip.as_bytes());
+    name.push(0);
+    name.extend_from_slice(from.as_bytes());
+    name.extend_from_slice(tag);
     Uuid::new_v5(&NOTICE_NAMESPACE, &name)
 }
 

@@ -12,11 +12,13 @@
 //! - [`view`]: `status`, the user-facing `Status` of a state at a given instant.
 //! - [`message`]: the one-sentence texts of `locked` notices.
 //! - [`explain`]: one user's history folded into the `explain` op's answer.
+//! - [`ip`]: per-IP counting, blocks and their notices (password spraying).
 //! - [`ids`]: deterministic notice ids (UUID v5 of the causing event and the notice kind).
 
 pub mod explain;
 pub mod fold;
 pub mod ids;
+pub mod ip;
 pub mod message;
 pub mod state;
 pub mod view;

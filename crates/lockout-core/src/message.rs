@@ -59,6 +59,21 @@ fn push_sources(text: &mut String, sources: &[Source]) {
     }
 }
 
+/// The text of an `ip_blocked` notice: "Sign-ins from 203.0.113.7 are blocked for 1 hour:
+/// 50 failed sign-ins against 50 accounts (password spraying)."
+pub fn ip_blocked(ip: &str, failures: u32, users: u32, seconds: Option<u64>) -> String {
+    let how_long = match seconds {
+        Some(s) => format!("for {}", duration(s)),
+        None => "until an administrator unblocks it".to_owned(),
+    };
+    let plural = |n: u32, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    format!(
+        "Sign-ins from {ip} are blocked {how_long}: {} against {} (password spraying).",
+        plural(failures, "failed sign-in", "failed sign-ins"),
+        plural(users, "account", "accounts")
+    )
+}
+
 /// "Your account has been locked by an administrator for 2 hours (reason: offboarding)."
 pub fn admin_locked(seconds: Option<u64>, reason: Option<&str>) -> String {
     let mut text = format!("Your account has been locked by an administrator {}", for_how_long(seconds));

@@ -12,12 +12,15 @@ pub struct Probe<'a> {
     pub ip: Option<&'a str>,
     pub client: Option<&'a str>,
     pub account: Option<Account>,
+    /// Whether the tenant has a block in force for `ip` (contract v2, "IP blocks"): tenant
+    /// state the caller looks up (see [`crate::ip`]).
+    pub ip_blocked: bool,
 }
 
 /// [`status`] for an attempt from `probe`: `allowed` and `blocked_by` consider the locks that
 /// cover that source (the account's; the unfamiliar IPs' when `ip` is given and unfamiliar;
 /// the client's when `account` is `api` and `client` is the locked one), in the contract's
-/// order. IP blocks are not considered yet.
+/// order; an IP block when the probe says its `ip` is blocked.
 pub fn status_for(
     tenant: &str,
     user: &str,
@@ -38,7 +41,9 @@ pub fn status_for(
     });
     let client = probe.account == Some(Account::Api)
         && probe.client.is_some_and(|c| state.clients.iter().any(|k| k.client == c && in_force(&k.counter.lock)));
-    let by = if unfamiliar {
+    let by = if probe.ip.is_some() && probe.ip_blocked {
+        Some(BlockedBy::Ip)
+    } else if unfamiliar {
         Some(BlockedBy::Unfamiliar)
     } else if client {
         Some(BlockedBy::Client)

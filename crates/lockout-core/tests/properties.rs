@@ -294,11 +294,7 @@ fn fold_all(policy: Policy, events: &[(Millis, Event)]) -> (World, Vec<Notice>) 
 }
 
 fn notice_event_id(n: &Notice) -> Uuid {
-    match n {
-        Notice::Locked(l) => l.event_id,
-        Notice::Unlocked(u) => u.event_id,
-        Notice::MfaReset(m) => m.event_id,
-    }
+    n.event_id()
 }
 
 fn config() -> ProptestConfig {
@@ -525,6 +521,7 @@ proptest! {
                     Notice::Locked(l) => (&l.caller, l.actor.is_some()),
                     Notice::Unlocked(u) => (&u.caller, u.how == How::Admin),
                     Notice::MfaReset(m) => (&m.caller, true),
+                    Notice::IpBlocked(_) | Notice::IpUnblocked(_) => unreachable!("the user fold makes no IP notice"),
                 };
                 let want = if by_admin { caller.clone() } else { None };
                 prop_assert_eq!(on_notice, &want, "{:?} from {:?}", n, event);
@@ -710,6 +707,7 @@ fn fold_kinds(notices: &[Notice]) -> Vec<&'static str> {
             Notice::Unlocked(u) if u.how == How::Expired => "unlocked:expired",
             Notice::Unlocked(_) => "unlocked:admin",
             Notice::MfaReset(_) => "mfa_reset",
+            Notice::IpBlocked(_) | Notice::IpUnblocked(_) => n.kind(),
         })
         .collect()
 }

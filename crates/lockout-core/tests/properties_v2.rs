@@ -227,7 +227,7 @@ proptest! {
                         prop_assert!(was.is_some(), "{u:?} ended no lock in force before {event:?} at {now}");
                         prop_assert!(locked.contains(&was.unwrap().2), "an ended lock had no locked notice");
                     }
-                    Notice::MfaReset(_) => {}
+                    Notice::MfaReset(_) | Notice::IpBlocked(_) | Notice::IpUnblocked(_) => {}
                 }
             }
             prop_assert!(ended.values().all(|&n| n == 1), "{ended:?}");
@@ -246,7 +246,7 @@ proptest! {
                 prop_assert!(notices.is_empty());
                 continue;
             }
-            let probe = Probe { ip: Some(&a.source_ip), client: a.client.as_deref(), account: a.account };
+            let probe = Probe { ip: Some(&a.source_ip), client: a.client.as_deref(), account: a.account, ip_blocked: false };
             let s = status_for(TENANT, USER, &policy, &before, now, &probe);
             let want = match s.blocked_by {
                 None => None,

@@ -149,7 +149,7 @@ impl User {
     }
 
     fn status(&self, ip: Option<&str>, client: Option<&str>, account: Option<Account>) -> Status {
-        status_for(TENANT, USER, &self.policy, &self.state, self.now, &Probe { ip, client, account })
+        status_for(TENANT, USER, &self.policy, &self.state, self.now, &Probe { ip, client, account, ip_blocked: false })
     }
 
     fn locked(&self) -> Vec<&LockedNotice> {

@@ -7,13 +7,15 @@
 //! folder's commits must land in the order it returns them; its cache covers the ones in
 //! flight.
 
+use lockout_core::ip::{IpBlockState, IpCount};
 use lockout_core::UserState;
 use lockout_proto::event::{self, Event, EventKind};
 use lockout_proto::notice::How;
 use lockout_proto::status::LockReason;
 use lockout_proto::subject::{Subjects, Target};
+use lockout_proto::CompactString;
 use lockout_proto::{Millis, Notice, Policy, Rejection};
-use lockout_store::{Commit, LockIndex, StateChange, Store};
+use lockout_store::{Commit, IpBlockChange, LockIndex, StateChange, Store};
 use uuid::Uuid;
 
 use crate::cache::{HashMap, StateCache, UserKey};
@@ -27,6 +29,20 @@ pub const DEFAULT_STATE_CACHE_BYTES: usize = 64 << 20;
 /// over. Events for ever new tenants (a flood of made-up tenant tokens) so never grow memory
 /// without bound; tenants with a policy of their own are all held (admins set those).
 pub const DEFAULT_POLICY_TENANTS_MAX: usize = 65_536;
+
+/// IP counts held in memory before the folder drops them (once everything folded has landed;
+/// the store is the truth again): about 10 MB of one-failure counts.
+pub const IP_COUNTS_HELD_MAX: usize = 100_000;
+
+/// (tenant, canonical IP).
+type IpKey = (CompactString, CompactString);
+
+/// An IP's block and count before a batch touched them (to build the commit, or to restore
+/// the folder's memory when the batch fails).
+struct IpOriginal {
+    block: Option<IpBlockState>,
+    count: IpCount,
+}
 
 /// Folds batches into commits; keeps the tenants' policies and recent user states between
 /// batches.
@@ -49,6 +65,12 @@ pub struct BatchFolder {
     /// started and no generation was dropped since. A miss is then a new user, no read needed
     /// (what makes rebuilds from an empty store fast).
     cache_is_complete: bool,
+    /// Every IP block the store holds or a commit in flight will hold (few: each took
+    /// `ip_max_failures` failures).
+    ip_blocks: HashMap<IpKey, IpBlockState>,
+    /// Recent IP counts (the store's, or newer while in flight); dropped when over
+    /// [`IP_COUNTS_HELD_MAX`] once everything folded has landed.
+    ip_counts: HashMap<IpKey, IpCount>,
 }
 
 /// What [`BatchFolder::fold_batch`] made of a batch.
@@ -108,6 +130,8 @@ pub enum NoticeWhat {
     Locked(LockReason),
     Unlocked(How),
     MfaReset,
+    IpBlocked,
+    IpUnblocked(How),
 }
 
 impl NoticeWhat {
@@ -116,6 +140,8 @@ impl NoticeWhat {
             Notice::Locked(l) => NoticeWhat::Locked(l.reason),
             Notice::Unlocked(u) => NoticeWhat::Unlocked(u.how),
             Notice::MfaReset(_) => NoticeWhat::MfaReset,
+            Notice::IpBlocked(_) => NoticeWhat::IpBlocked,
+            Notice::IpUnblocked(u) => NoticeWhat::IpUnblocked(u.how),
         }
     }
 }
@@ -131,7 +157,14 @@ impl BatchFolder {
     pub fn new(store: Store, subjects: Subjects, outbox: OutboxMode) -> Result<Self, lockout_store::Error> {
         let (checkpoint, checkpoint_time) = store.checkpoint_at()?;
         let cache_is_complete = store.all_users().next().is_none();
+        let mut ip_blocks = HashMap::default();
+        for b in store.all_ip_blocks() {
+            let (tenant, ip, block) = b?;
+            ip_blocks.insert((tenant.into(), ip.into()), block);
+        }
         Ok(BatchFolder {
+            ip_blocks,
+            ip_counts: HashMap::default(),
             store,
             subjects,
             outbox,
@@ -190,8 +223,14 @@ impl BatchFolder {
             self.cache.rotate();
             self.cache_is_complete = false;
         }
+        if self.ip_counts.len() > IP_COUNTS_HELD_MAX
+            && self.store.checkpoint_at()? == (self.checkpoint, self.checkpoint_time)
+        {
+            self.ip_counts.clear();
+        }
         let mut users: HashMap<UserKey, Pending> = HashMap::with_capacity_and_hasher(msgs.len(), Default::default());
-        let r = self.fold_inner(msgs, &mut users);
+        let mut ips: HashMap<IpKey, IpOriginal> = HashMap::default();
+        let r = self.fold_inner(msgs, &mut users, &mut ips);
         match &r {
             Ok(_) => {
                 for (key, p) in users {
@@ -201,6 +240,13 @@ impl BatchFolder {
             Err(_) => {
                 for (key, p) in users {
                     self.cache.put(key, p.original);
+                }
+                for (key, o) in ips {
+                    match o.block {
+                        Some(b) => self.ip_blocks.insert(key.clone(), b),
+                        None => self.ip_blocks.remove(&key),
+                    };
+                    self.ip_counts.insert(key, o.count);
                 }
                 self.policies.clear();
                 self.default_policy.clear();
@@ -213,6 +259,7 @@ impl BatchFolder {
         &mut self,
         msgs: &[D],
         users: &mut HashMap<UserKey, Pending>,
+        ips: &mut HashMap<IpKey, IpOriginal>,
     ) -> Result<BatchFold, lockout_store::Error> {
         let mut commit = Commit::default();
         let mut events = Vec::with_capacity(msgs.len());
@@ -239,18 +286,28 @@ impl BatchFolder {
                             // The key reuses the strings the subject was parsed into (they
                             // equal the body's).
                             let state = self.pending(users, (subject.tenant.into_inner(), user.into_inner()))?;
-                            lockout_core::fold_into(&policy, state, &event, time).0
+                            let notices = lockout_core::fold_into(&policy, state, &event, time).0;
+                            if let Event::Attempt(a) = &event {
+                                if a.outcome == event::Outcome::Failure && policy.ip_max_failures > 0 {
+                                    self.count_ip_failure(ips, &policy, a, time)?;
+                                }
+                            }
+                            notices
                         }
-                        Target::Tenant => {
-                            if let Event::Policy(change) = &event {
+                        Target::Tenant => match &event {
+                            Event::Policy(change) => {
                                 let p = lockout_core::fold::fold_policy(&policy, change);
                                 let tenant = subject.tenant.into_inner().to_string();
                                 self.policies.insert(tenant.clone(), p);
                                 commit.policies.retain(|(t, _)| *t != tenant);
                                 commit.policies.push((tenant, p));
+                                Vec::new()
                             }
-                            Vec::new()
-                        }
+                            Event::IpBlock(_) | Event::IpUnblock(_) | Event::IpExpired(_) => {
+                                self.fold_ip_event(ips, &event, time)?
+                            }
+                            _ => Vec::new(),
+                        },
                     };
                     let attempt = match &event {
                         Event::Attempt(a) => Some(a.outcome),
@@ -279,8 +336,88 @@ impl BatchFolder {
                 state: (*p.state).clone(),
             })
             .collect();
+        for (key, o) in ips.iter() {
+            let block = self.ip_blocks.get(key);
+            if o.block.as_ref() != block {
+                commit.ip_blocks.push(IpBlockChange {
+                    tenant: key.0.clone(),
+                    ip: key.1.clone(),
+                    before: o.block.clone(),
+                    after: block.cloned(),
+                });
+            }
+            let count = self.ip_counts.get(key).cloned().unwrap_or_default();
+            if o.count != count {
+                commit.ip_counts.push((key.0.clone(), key.1.clone(), count));
+            }
+        }
         (self.checkpoint, self.checkpoint_time) = (last, last_time);
         Ok(BatchFold { commit: Some(commit), events })
+    }
+
+    /// The count of `key` as folded so far (from memory, else the store), remembering what
+    /// block and count the IP had before this batch.
+    fn ip_count<'a>(
+        &'a mut self,
+        ips: &mut HashMap<IpKey, IpOriginal>,
+        key: &IpKey,
+    ) -> Result<&'a mut IpCount, lockout_store::Error> {
+        if !self.ip_counts.contains_key(key) {
+            let stored = self.store.ip_count(&key.0, &key.1)?.unwrap_or_default();
+            self.ip_counts.insert(key.clone(), stored);
+        }
+        let count = self.ip_counts.get_mut(key).expect("inserted above");
+        if !ips.contains_key(key) {
+            ips.insert(key.clone(), IpOriginal { block: self.ip_blocks.get(key).cloned(), count: count.clone() });
+        }
+        Ok(count)
+    }
+
+    /// Counts a failure towards its IP's spraying count (contract v2, "IP blocks"); a count
+    /// that reaches `ip_max_failures` holds the `ip_block` event to append as pending (lockoutd
+    /// appends it once the commit has landed and the backlog is folded).
+    fn count_ip_failure(
+        &mut self,
+        ips: &mut HashMap<IpKey, IpOriginal>,
+        policy: &Policy,
+        a: &event::Attempt,
+        time: Millis,
+    ) -> Result<(), lockout_store::Error> {
+        let Some(ip) = event::canonical_ip(&a.source_ip) else { return Ok(()) };
+        let key: IpKey = (a.tenant.clone(), ip);
+        let block = self.ip_blocks.get(&key).cloned();
+        let count = self.ip_count(ips, &key)?;
+        lockout_core::ip::count_failure(policy, count, block.as_ref(), &key.0, &key.1, &a.user, a.id, time);
+        Ok(())
+    }
+
+    /// Folds an `ip_block`, `ip_unblock` or `ip_expired` event into its IP's block and count.
+    fn fold_ip_event(
+        &mut self,
+        ips: &mut HashMap<IpKey, IpOriginal>,
+        event: &Event,
+        time: Millis,
+    ) -> Result<Vec<Notice>, lockout_store::Error> {
+        let ip = match event {
+            Event::IpBlock(e) => &e.ip,
+            Event::IpUnblock(e) => &e.ip,
+            Event::IpExpired(e) => &e.ip,
+            _ => return Ok(Vec::new()),
+        };
+        let key: IpKey = (event.tenant().into(), ip.clone());
+        let mut block = self.ip_blocks.get(&key).cloned();
+        let count = self.ip_count(ips, &key)?;
+        let notices = lockout_core::ip::fold_ip_event(&mut block, count, event, time);
+        match block {
+            Some(b) => self.ip_blocks.insert(key, b),
+            None => self.ip_blocks.remove(&key),
+        };
+        Ok(notices)
+    }
+
+    /// The block of `ip` (canonical) of `tenant` as folded so far, if any.
+    pub fn ip_block(&self, tenant: &str, ip: &str) -> Option<&IpBlockState> {
+        self.ip_blocks.get(&(CompactString::from(tenant), CompactString::from(ip)))
     }
 
     /// The state of `key` as folded so far in this batch, from the cache or the store.

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 /// The ops of the service: those of `docs/protocol.md`, in its order, then `health` (an
 /// extension), then those contract v2 added.
-pub const OPS: [&str; 11] = [
+pub const OPS: [&str; 13] = [
     "status",
     "locked",
     "unlock",
@@ -32,6 +32,8 @@ pub const OPS: [&str; 11] = [
     "health",
     "password_reset",
     "explain",
+    "ip_status",
+    "ip_unblock",
 ];
 
 /// Default and largest page size of `locked`.
@@ -99,6 +101,39 @@ pub struct PasswordResetRequest {
     pub method: ResetMethod,
     #[serde(default)]
     pub actor: Option<CompactString>,
+}
+
+/// Contract v2: an IP's block and recent failures for the tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpStatusRequest {
+    pub ip: CompactString,
+}
+
+/// Contract v2: the `ip_status` reply (also `ip_unblock`'s).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpStatusReply {
+    /// Canonical text of the address.
+    pub ip: CompactString,
+    pub blocked: bool,
+    /// The block's end while blocked; `None` otherwise or until an admin unblocks.
+    pub blocked_until: Option<Millis>,
+    /// Failures from the IP within `ip_window_seconds` up to now (not counting those while
+    /// blocked); while blocked, those that led to the block.
+    pub failures: u32,
+    /// Distinct users of those failures.
+    pub users: u32,
+    /// An extension: the `ip_block` event of the block in force.
+    #[serde(default, with = "crate::uuid16::option")]
+    pub block_event: Option<Uuid>,
+}
+
+/// Contract v2: end an IP's block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpUnblockRequest {
+    pub ip: CompactString,
+    pub actor: CompactString,
+    #[serde(default)]
+    pub reason: Option<CompactString>,
 }
 
 /// Contract v2: why a user is (or would be) locked.

@@ -44,6 +44,12 @@ pub enum EventKind {
     PasswordReset,
     /// An extension: the service drops an idle user's state (`--state-ttl-days`).
     Forget,
+    /// Contract v2: the service blocked an IP for the tenant (password spraying).
+    IpBlock,
+    /// Contract v2: an admin ended an IP block (`ip_unblock` op).
+    IpUnblock,
+    /// Contract v2: an IP block ran out; written by the service.
+    IpExpired,
 }
 
 impl EventKind {
@@ -73,12 +79,15 @@ impl EventKind {
             Self::Policy => "the `policy` event body",
             Self::Forget => "the `forget` event body",
             Self::PasswordReset => "the `password_reset` event body",
+            Self::IpBlock => "the `ip_block` event body",
+            Self::IpUnblock => "the `ip_unblock` event body",
+            Self::IpExpired => "the `ip_expired` event body",
         }
     }
 
     /// True for the types written under `.t.` (tenant events) rather than `.u.<utok>.`.
     pub fn is_tenant_event(self) -> bool {
-        self == Self::Policy
+        matches!(self, Self::Policy | Self::IpBlock | Self::IpUnblock | Self::IpExpired)
     }
 }
 
@@ -276,6 +285,56 @@ pub struct PolicyChange {
     pub caller: Option<CompactString>,
 }
 
+/// Most `sample_users` an `ip_block` event names.
+pub const SAMPLE_USERS_MAX: usize = 10;
+
+/// Contract v2: the service blocked `ip` for the tenant after `failures` failures against
+/// `users` distinct users within `ip_window_seconds`; written by the service. A tenant event:
+/// it applies to the events stored after it. A v2-only event: one postcard layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpBlock {
+    /// Derived from the failure that tripped the block (`lockout_core::ids::ip_block_event_id`),
+    /// so a retried append collapses.
+    #[serde(with = "crate::uuid16")]
+    pub id: Uuid,
+    pub at: Millis,
+    pub tenant: CompactString,
+    /// The blocked address, in canonical text form ([`canonical_ip`]).
+    pub ip: CompactString,
+    pub failures: u32,
+    pub users: u32,
+    /// Up to [`SAMPLE_USERS_MAX`] of the users it failed against, first seen first.
+    pub sample_users: Vec<CompactString>,
+    /// `None`: until an admin unblocks (`ip_block_seconds` 0).
+    pub blocked_until: Option<Millis>,
+}
+
+/// Contract v2: an admin ended an IP block (`ip_unblock` op); written by the service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpUnblock {
+    #[serde(with = "crate::uuid16")]
+    pub id: Uuid,
+    pub at: Millis,
+    pub tenant: CompactString,
+    pub ip: CompactString,
+    pub actor: CompactString,
+    /// The authenticated caller the server vouched for, null where the deployment does not tell.
+    pub caller: Option<CompactString>,
+    pub reason: Option<CompactString>,
+}
+
+/// Contract v2: the IP block started by `block_event` ran out; written by the service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpExpired {
+    #[serde(with = "crate::uuid16")]
+    pub id: Uuid,
+    pub at: Millis,
+    pub tenant: CompactString,
+    pub ip: CompactString,
+    #[serde(with = "crate::uuid16")]
+    pub block_event: Uuid,
+}
+
 /// Any event body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -287,6 +346,9 @@ pub enum Event {
     Policy(PolicyChange),
     Forget(Forget),
     PasswordReset(PasswordReset),
+    IpBlock(IpBlock),
+    IpUnblock(IpUnblock),
+    IpExpired(IpExpired),
 }
 
 /// Evaluates `$body` with `$e` bound to the body of `$event`, whatever its type: one place
@@ -302,6 +364,9 @@ macro_rules! with_body {
             Event::Policy($e) => $body,
             Event::Forget($e) => $body,
             Event::PasswordReset($e) => $body,
+            Event::IpBlock($e) => $body,
+            Event::IpUnblock($e) => $body,
+            Event::IpExpired($e) => $body,
         }
     };
 }
@@ -317,6 +382,9 @@ impl Event {
             Event::Policy(_) => EventKind::Policy,
             Event::Forget(_) => EventKind::Forget,
             Event::PasswordReset(_) => EventKind::PasswordReset,
+            Event::IpBlock(_) => EventKind::IpBlock,
+            Event::IpUnblock(_) => EventKind::IpUnblock,
+            Event::IpExpired(_) => EventKind::IpExpired,
         }
     }
 
@@ -342,7 +410,7 @@ impl Event {
             Event::Expired(e) => Some(&e.user),
             Event::Forget(e) => Some(&e.user),
             Event::PasswordReset(e) => Some(&e.user),
-            Event::Policy(_) => None,
+            Event::Policy(_) | Event::IpBlock(_) | Event::IpUnblock(_) | Event::IpExpired(_) => None,
         }
     }
 
@@ -358,6 +426,9 @@ impl Event {
             EventKind::Policy => Event::Policy(decode(enc, bytes, what)?),
             EventKind::Forget => Event::Forget(decode(enc, bytes, what)?),
             EventKind::PasswordReset => Event::PasswordReset(decode(enc, bytes, what)?),
+            EventKind::IpBlock => Event::IpBlock(decode(enc, bytes, what)?),
+            EventKind::IpUnblock => Event::IpUnblock(decode(enc, bytes, what)?),
+            EventKind::IpExpired => Event::IpExpired(decode(enc, bytes, what)?),
         })
     }
 
@@ -431,6 +502,26 @@ impl Event {
                 check_len("caller", e.caller.as_deref(), 1, CALLER_MAX)?;
             }
             Event::Expired(_) | Event::Forget(_) => {}
+            Event::IpBlock(e) => {
+                check_canonical_ip("ip", &e.ip)?;
+                if e.sample_users.len() > SAMPLE_USERS_MAX {
+                    return Err(Rejection::out_of_range(format!(
+                        "field `sample_users` lists {} users; at most {SAMPLE_USERS_MAX}",
+                        e.sample_users.len()
+                    )));
+                }
+                for u in &e.sample_users {
+                    UserId::check(u)?;
+                }
+            }
+            Event::IpUnblock(e) => {
+                check_canonical_ip("ip", &e.ip)?;
+                check_admin(&e.actor, e.reason.as_deref())?;
+                check_len("caller", e.caller.as_deref(), 1, CALLER_MAX)?;
+            }
+            Event::IpExpired(e) => {
+                check_canonical_ip("ip", &e.ip)?;
+            }
             Event::Policy(p) => {
                 check_len("actor", Some(&p.actor), 1, ACTOR_MAX)?;
                 check_len("caller", p.caller.as_deref(), 1, CALLER_MAX)?;
@@ -459,10 +550,34 @@ pub fn check_seconds(seconds: Option<u32>) -> Result<(), Rejection> {
 
 /// Checks that `source_ip` is IPv4 or IPv6 text.
 pub fn check_ip(ip: &str) -> Result<IpAddr, Rejection> {
+    parse_ip("source_ip", ip)
+}
+
+/// Parses field `field` as IPv4 or IPv6 text.
+pub fn parse_ip(field: &str, ip: &str) -> Result<IpAddr, Rejection> {
     ip.parse::<IpAddr>().map_err(|_| {
         Rejection::new(
             RejectReason::BadIp,
-            format!("field `source_ip` {ip:?} is not an IPv4 or IPv6 address; send the client's address as text, e.g. 203.0.113.7 or 2001:db8::1"),
+            format!("field `{field}` {ip:?} is not an IPv4 or IPv6 address; send the client's address as text, e.g. 203.0.113.7 or 2001:db8::1"),
         )
     })
+}
+
+/// The canonical text of an address (IPv6 compressed and lower case, as Rust and RFC 5952
+/// write it): what IP blocks and counts are keyed by, so `2001:DB8::1` and `2001:db8:0::1`
+/// are one IP.
+pub fn canonical_ip(ip: &str) -> Option<CompactString> {
+    ip.parse::<IpAddr>().ok().map(|a| compact_str::format_compact!("{a}"))
+}
+
+/// Checks that field `field` is an address in canonical text form (what the service writes).
+fn check_canonical_ip(field: &str, ip: &str) -> Result<(), Rejection> {
+    let parsed = parse_ip(field, ip)?;
+    if parsed.to_string() != ip {
+        return Err(Rejection::new(
+            RejectReason::BadIp,
+            format!("field `{field}` {ip:?} is not in canonical form; write it as {parsed}"),
+        ));
+    }
+    Ok(())
 }

@@ -101,16 +101,72 @@ pub struct MfaResetNotice {
     pub caller: Option<CompactString>,
 }
 
+/// Contract v2: an IP was blocked for the tenant (an `ip_block` event was folded). A v2-only
+/// notice: one postcard layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpBlockedNotice {
+    #[serde(with = "crate::uuid16")]
+    pub id: Uuid,
+    /// The `ip_block` event.
+    #[serde(with = "crate::uuid16")]
+    pub event_id: Uuid,
+    pub tenant: CompactString,
+    pub at: Millis,
+    pub ip: CompactString,
+    pub failures: u32,
+    pub users: u32,
+    pub sample_users: Vec<CompactString>,
+    /// `None` = until an admin unblocks.
+    pub blocked_until: Option<Millis>,
+    /// One sentence for a person.
+    pub message: String,
+}
+
+/// Contract v2: an IP block ended, exactly once whichever event ended it. A v2-only notice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpUnblockedNotice {
+    #[serde(with = "crate::uuid16")]
+    pub id: Uuid,
+    /// The `ip_unblock` event (`how: admin`), or the `ip_block` event that started the block
+    /// (`how: expired`).
+    #[serde(with = "crate::uuid16")]
+    pub event_id: Uuid,
+    pub tenant: CompactString,
+    pub at: Millis,
+    pub ip: CompactString,
+    /// `expired` or `admin`.
+    pub how: How,
+    /// The admin; `None` when the block expired.
+    pub actor: Option<CompactString>,
+    /// An extension: the authenticated caller of the admin action, null otherwise.
+    pub caller: Option<CompactString>,
+}
+
 /// Any notice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     Locked(LockedNotice),
     Unlocked(UnlockedNotice),
     MfaReset(MfaResetNotice),
+    IpBlocked(IpBlockedNotice),
+    IpUnblocked(IpUnblockedNotice),
 }
 
 /// Every notice kind, the last token of a notice subject.
-pub const KINDS: [&str; 3] = ["locked", "unlocked", "mfa_reset"];
+pub const KINDS: [&str; 5] = ["locked", "unlocked", "mfa_reset", "ip_blocked", "ip_unblocked"];
+
+/// Evaluates `$body` with `$n` bound to the body of `$notice`, whatever its kind.
+macro_rules! with_notice {
+    ($notice:expr, $n:ident => $body:expr) => {
+        match $notice {
+            Notice::Locked($n) => $body,
+            Notice::Unlocked($n) => $body,
+            Notice::MfaReset($n) => $body,
+            Notice::IpBlocked($n) => $body,
+            Notice::IpUnblocked($n) => $body,
+        }
+    };
+}
 
 impl Notice {
     /// The kind token of the notice subject (one of [`KINDS`]).
@@ -119,40 +175,31 @@ impl Notice {
             Notice::Locked(_) => "locked",
             Notice::Unlocked(_) => "unlocked",
             Notice::MfaReset(_) => "mfa_reset",
+            Notice::IpBlocked(_) => "ip_blocked",
+            Notice::IpUnblocked(_) => "ip_unblocked",
         }
     }
 
     pub fn id(&self) -> Uuid {
-        match self {
-            Notice::Locked(n) => n.id,
-            Notice::Unlocked(n) => n.id,
-            Notice::MfaReset(n) => n.id,
-        }
+        with_notice!(self, n => n.id)
     }
 
     /// The event the notice is about (for an expiry, the one that started the lock).
     pub fn event_id(&self) -> Uuid {
-        match self {
-            Notice::Locked(n) => n.event_id,
-            Notice::Unlocked(n) => n.event_id,
-            Notice::MfaReset(n) => n.event_id,
-        }
+        with_notice!(self, n => n.event_id)
     }
 
     pub fn tenant(&self) -> &str {
-        match self {
-            Notice::Locked(n) => &n.tenant,
-            Notice::Unlocked(n) => &n.tenant,
-            Notice::MfaReset(n) => &n.tenant,
-        }
+        with_notice!(self, n => &n.tenant)
     }
 
     pub fn encode(&self, enc: Encoding) -> Vec<u8> {
-        match self {
-            Notice::Locked(n) => encode(enc, n),
-            Notice::Unlocked(n) => encode(enc, n),
-            Notice::MfaReset(n) => encode(enc, n),
-        }
+        with_notice!(self, n => encode(enc, n))
+    }
+
+    /// The notice as a JSON value (its JSON encoding), whatever its kind.
+    pub fn to_json(&self) -> serde_json::Value {
+        with_notice!(self, n => serde_json::to_value(n).expect("notices always encode"))
     }
 
     /// Decodes a notice of the given subject kind.
@@ -162,9 +209,11 @@ impl Notice {
             "locked" => Ok(Notice::Locked(decode(enc, bytes, "the `locked` notice")?)),
             "unlocked" => Ok(Notice::Unlocked(decode(enc, bytes, "the `unlocked` notice")?)),
             "mfa_reset" => Ok(Notice::MfaReset(decode(enc, bytes, "the `mfa_reset` notice")?)),
+            "ip_blocked" => Ok(Notice::IpBlocked(decode(enc, bytes, "the `ip_blocked` notice")?)),
+            "ip_unblocked" => Ok(Notice::IpUnblocked(decode(enc, bytes, "the `ip_unblocked` notice")?)),
             other => Err(crate::Rejection::new(
                 crate::RejectReason::UnknownType,
-                format!("notice kind {other:?} is unknown: expected locked, unlocked or mfa_reset"),
+                format!("notice kind {other:?} is unknown: expected one of {}", KINDS.join(", ")),
             )),
         }
     }

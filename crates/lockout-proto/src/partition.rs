@@ -33,7 +33,8 @@ pub fn check_count(n: u32) -> Result<u32, String> {
     }
 }
 
-fn fnv1a32<'a>(bytes: impl Iterator<Item = &'a u8>) -> u32 {
+/// 32-bit FNV-1a of `bytes` (also what IP counts hash users with).
+pub fn fnv1a32<'a>(bytes: impl Iterator<Item = &'a u8>) -> u32 {
     bytes.fold(0x811c_9dc5_u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 

@@ -22,3 +22,20 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Uuid, D::Error> {
         <[u8; 16]>::deserialize(d).map(Uuid::from_bytes)
     }
 }
+
+/// An optional UUID the same way: `null` or a string in JSON, postcard's option of 16 bytes.
+pub mod option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use uuid::Uuid;
+
+    #[derive(Serialize, Deserialize)]
+    struct Wire(#[serde(with = "crate::uuid16")] Uuid);
+
+    pub fn serialize<S: Serializer>(value: &Option<Uuid>, s: S) -> Result<S::Ok, S::Error> {
+        value.map(Wire).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Uuid>, D::Error> {
+        Ok(Option::<Wire>::deserialize(d)?.map(|w| w.0))
+    }
+}

@@ -26,14 +26,17 @@ use uuid::Uuid;
 use lockout_proto::codec::{decode, encode, Encoding};
 use lockout_proto::command::{
     decode_request, CountedFailure, DigestReply, DigestRequest, ExplainReply, ExplainRequest, HealthReply,
-    HealthRequest, HealthStatus, LockRequest, LockedReply, LockedRequest, MfaResetRequest, PasswordResetRequest,
-    PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockRequest,
+    HealthRequest, HealthStatus, IpStatusReply, IpStatusRequest, IpUnblockRequest, LockRequest, LockedReply,
+    LockedRequest, MfaResetRequest, PasswordResetRequest, PolicyGetRequest, PolicySetRequest, StatusRequest,
+    UnlockRequest,
 };
 use lockout_proto::event::{
-    Account, Attempt, Event, Expired, Factor, Forget, Lock, MfaReset, Outcome, PasswordReset, PolicyChange,
-    ResetMethod, Unlock,
+    Account, Attempt, Event, Expired, Factor, Forget, IpBlock, IpExpired, IpUnblock, Lock, MfaReset, Outcome,
+    PasswordReset, PolicyChange, ResetMethod, Unlock,
 };
-use lockout_proto::notice::{How, LockedNotice, MfaResetNotice, Notice, Source, UnlockedNotice};
+use lockout_proto::notice::{
+    How, IpBlockedNotice, IpUnblockedNotice, LockedNotice, MfaResetNotice, Notice, Source, UnlockedNotice,
+};
 use lockout_proto::policy::ResetScope;
 use lockout_proto::status::{BlockedBy, LockReason, Scope};
 use lockout_proto::{Policy, Status, Subjects, Tenant};
@@ -469,6 +472,38 @@ fn cases() -> Vec<Case> {
             },
             Event::PasswordReset,
         ),
+        event_case(
+            "event.ip_block",
+            IpBlock {
+                id: id(0x0a),
+                at: T0 + 60_000,
+                tenant: tenant().into(),
+                ip: SPRAYER.into(),
+                failures: 50,
+                users: 48,
+                sample_users: sample_users(),
+                blocked_until: Some(T0 + 3_660_000),
+            },
+            Event::IpBlock,
+        ),
+        event_case(
+            "event.ip_unblock",
+            IpUnblock {
+                id: id(0x0b),
+                at: T0 + 900_000,
+                tenant: tenant().into(),
+                ip: SPRAYER.into(),
+                actor: admin().into(),
+                caller: Some(CALLER.into()),
+                reason: Some("office NAT".into()),
+            },
+            Event::IpUnblock,
+        ),
+        event_case(
+            "event.ip_expired",
+            IpExpired { id: id(0x0c), at: T0 + 3_660_250, tenant: tenant().into(), ip: SPRAYER.into(), block_event: id(0x0a) },
+            Event::IpExpired,
+        ),
         // Shared structs.
         Case::new("policy", Policy::default()),
         Case::new("status", status_locked()),
@@ -533,6 +568,26 @@ fn cases() -> Vec<Case> {
                 blocked_attempts: 2,
                 reason: "Locked for 30 minutes by 5 failures from 203.0.113.7 (IT Glue).".into(),
             },
+        ),
+        request_case("request.ip_status", IpStatusRequest { ip: SPRAYER.into() }),
+        Case::new(
+            "reply.ip_status",
+            IpStatusReply {
+                ip: SPRAYER.into(),
+                blocked: true,
+                blocked_until: Some(T0 + 3_660_000),
+                failures: 50,
+                users: 48,
+                block_event: Some(id(0x0a)),
+            },
+        ),
+        request_case(
+            "request.ip_unblock",
+            IpUnblockRequest { ip: SPRAYER.into(), actor: admin().into(), reason: Some("office NAT".into()) },
+        ),
+        Case::new(
+            "reply.ip_unblock",
+            IpStatusReply { ip: SPRAYER.into(), blocked: false, blocked_until: None, failures: 0, users: 0, block_event: None },
         ),
         request_case("request.policy_get", PolicyGetRequest {}),
         Case::new("reply.policy_get", pms_policy()),
@@ -656,7 +711,43 @@ fn cases() -> Vec<Case> {
             },
             Notice::MfaReset,
         ),
+        notice_case(
+            "notice.ip_blocked",
+            IpBlockedNotice {
+                id: id(0x87),
+                event_id: id(0x0a),
+                tenant: tenant().into(),
+                at: T0 + 60_010,
+                ip: SPRAYER.into(),
+                failures: 50,
+                users: 48,
+                sample_users: sample_users(),
+                blocked_until: Some(T0 + 3_660_000),
+                message: "Sign-ins from 203.0.113.66 are blocked for 1 hour: 50 failed sign-ins against 48 accounts (password spraying).".into(),
+            },
+            Notice::IpBlocked,
+        ),
+        notice_case(
+            "notice.ip_unblocked",
+            IpUnblockedNotice {
+                id: id(0x88),
+                event_id: id(0x0b),
+                tenant: tenant().into(),
+                at: T0 + 900_000,
+                ip: SPRAYER.into(),
+                how: How::Admin,
+                actor: Some(admin().into()),
+                caller: Some(CALLER.into()),
+            },
+            Notice::IpUnblocked,
+        ),
     ]
+}
+
+const SPRAYER: &str = "203.0.113.66";
+
+fn sample_users() -> Vec<lockout_proto::CompactString> {
+    ["alice@acme.com", "bob@acme.com", "carol@acme.com"].into_iter().map(Into::into).collect()
 }
 
 fn read(path: &Path) -> Result<String, String> {

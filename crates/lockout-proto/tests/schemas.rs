@@ -39,15 +39,20 @@ fn schemas() -> BTreeMap<String, Value> {
 }
 
 /// Every message of the protocol (`docs/protocol.md`), one schema file each (sorted by name).
-const MESSAGES: [&str; 37] = [
+const MESSAGES: [&str; 46] = [
     "event.attempt",
     "event.expired",
     "event.forget",
+    "event.ip_block",
+    "event.ip_expired",
+    "event.ip_unblock",
     "event.lock",
     "event.mfa_reset",
     "event.password_reset",
     "event.policy",
     "event.unlock",
+    "notice.ip_blocked",
+    "notice.ip_unblocked",
     "notice.locked",
     "notice.mfa_reset",
     "notice.unlocked",
@@ -55,6 +60,8 @@ const MESSAGES: [&str; 37] = [
     "reply.digest",
     "reply.explain",
     "reply.health",
+    "reply.ip_status",
+    "reply.ip_unblock",
     "reply.lock",
     "reply.locked",
     "reply.mfa_reset",
@@ -66,6 +73,8 @@ const MESSAGES: [&str; 37] = [
     "request.digest",
     "request.explain",
     "request.health",
+    "request.ip_status",
+    "request.ip_unblock",
     "request.lock",
     "request.locked",
     "request.mfa_reset",

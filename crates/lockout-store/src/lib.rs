@@ -9,6 +9,10 @@
 //! | `l` | user key | empty: the user is locked (index for `locked`) |
 //! | `x` | `locked_until` (u64 BE) + user key | lock event id: timed account locks by expiry |
 //! | `y` | `locked_until` (u64 BE) + lock event id + user key | empty: timed scope locks (contract v2) by expiry |
+//! | `b` | tenant (length-prefixed) + IP | postcard `IpBlockState`: an IP block in force (contract v2) |
+//! | `z` | `blocked_until` (u64 BE) + tenant (length-prefixed) + IP | `ip_block` event id: timed IP blocks by expiry |
+//! | `c` | tenant (length-prefixed) + IP | postcard `IpCount`: the IP's failures in the window |
+//! | `k` | tenant (length-prefixed) + IP | empty: the IP's count holds a decided `ip_block` not yet folded |
 //! | `o` | event seq (u64 BE) + index (u32 BE) | postcard `OutboxEntry`: to publish |
 //! | `m` | `checkpoint` | u64 BE last folded `LOCKOUT_EVENTS` sequence, u64 BE its stored time |
 //!
@@ -29,7 +33,9 @@ use std::path::Path;
 
 pub mod state_codec;
 
+use lockout_core::ip::{IpBlockState, IpCount};
 use lockout_core::UserState;
+use lockout_proto::event::IpBlock;
 use lockout_proto::{CompactString, Millis, Policy};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -132,11 +138,25 @@ pub struct StateChange {
     pub state: UserState,
 }
 
+/// A change of one IP's block (contract v2, "IP blocks").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpBlockChange {
+    pub tenant: CompactString,
+    pub ip: CompactString,
+    /// The block before the commit's events (to unindex its expiry).
+    pub before: Option<IpBlockState>,
+    pub after: Option<IpBlockState>,
+}
+
 /// Everything one fetched batch changes, written atomically.
 #[derive(Debug, Clone, Default)]
 pub struct Commit {
     pub states: Vec<StateChange>,
     pub policies: Vec<(String, Policy)>,
+    /// IP blocks started or ended.
+    pub ip_blocks: Vec<IpBlockChange>,
+    /// IP counts changed: (tenant, IP, count); an empty count is removed.
+    pub ip_counts: Vec<(CompactString, CompactString, IpCount)>,
     pub outbox: Vec<OutboxEntry>,
     /// The last `LOCKOUT_EVENTS` sequence folded by this commit.
     pub checkpoint: u64,
@@ -165,6 +185,16 @@ impl Commit {
         for (tenant, policy) in later.policies {
             self.policies.retain(|(t, _)| *t != tenant);
             self.policies.push((tenant, policy));
+        }
+        for b in later.ip_blocks {
+            match self.ip_blocks.iter_mut().find(|e| e.tenant == b.tenant && e.ip == b.ip) {
+                Some(e) => e.after = b.after,
+                None => self.ip_blocks.push(b),
+            }
+        }
+        for (tenant, ip, count) in later.ip_counts {
+            self.ip_counts.retain(|(t, i, _)| !(*t == tenant && *i == ip));
+            self.ip_counts.push((tenant, ip, count));
         }
         self.outbox.extend(later.outbox);
         self.checkpoint = later.checkpoint;
@@ -248,6 +278,25 @@ fn tenant_prefix(prefix: u8, tenant: &str) -> Vec<u8> {
     let mut k = vec![prefix, u8::try_from(tenant.len()).expect("tenants are at most 64 bytes")];
     k.extend_from_slice(tenant.as_bytes());
     k
+}
+
+/// The key of an IP within its tenant, after a one-byte prefix.
+fn ip_key(prefix: u8, tenant: &str, ip: &str) -> Vec<u8> {
+    let mut k = tenant_prefix(prefix, tenant);
+    k.extend_from_slice(ip.as_bytes());
+    k
+}
+
+fn ip_expiry_key(until: Millis, tenant: &str, ip: &str) -> Vec<u8> {
+    let mut k = vec![b'z'];
+    k.extend_from_slice(&until.to_be_bytes());
+    k.extend_from_slice(&ip_key(b'z', tenant, ip)[1..]);
+    k
+}
+
+/// Splits the part of an IP key after its prefix into tenant and IP.
+fn split_ip_key(k: &[u8]) -> Result<(String, String)> {
+    split_user_key(k).map_err(|_| corrupt("IP key", "short"))
 }
 
 fn scope_expiry_key(until: Millis, event: Uuid, ukey: &[u8]) -> Vec<u8> {
@@ -432,6 +481,35 @@ impl Store {
         for (tenant, policy) in &c.policies {
             b.insert(prefixed(b'p', tenant.as_bytes()), postcard::to_allocvec(policy).expect("policies always encode"));
         }
+        for ch in &c.ip_blocks {
+            if let Some(until) = ch.before.as_ref().and_then(|x| x.blocked_until) {
+                b.remove(ip_expiry_key(until, &ch.tenant, &ch.ip));
+            }
+            match &ch.after {
+                Some(after) => {
+                    b.insert(
+                        ip_key(b'b', &ch.tenant, &ch.ip),
+                        postcard::to_allocvec(after).expect("blocks always encode"),
+                    );
+                    if let Some(until) = after.blocked_until {
+                        b.insert(ip_expiry_key(until, &ch.tenant, &ch.ip), &after.block_event.as_bytes()[..]);
+                    }
+                }
+                None => b.remove(ip_key(b'b', &ch.tenant, &ch.ip)),
+            }
+        }
+        for (tenant, ip, count) in &c.ip_counts {
+            if count.is_empty() {
+                b.remove(ip_key(b'c', tenant, ip));
+            } else {
+                b.insert(ip_key(b'c', tenant, ip), postcard::to_allocvec(count).expect("counts always encode"));
+            }
+            if count.pending.is_some() {
+                b.insert(ip_key(b'k', tenant, ip), &[][..]);
+            } else {
+                b.remove(ip_key(b'k', tenant, ip));
+            }
+        }
         for e in &c.outbox {
             b.insert(&e.key()[..], postcard::to_allocvec(e).expect("outbox entries always encode"));
         }
@@ -552,6 +630,83 @@ impl Store {
             n += 1;
         }
         Ok((n, hex::encode(h.finalize())))
+    }
+
+    /// The block of `ip` (canonical) of `tenant` as last folded, if any (it may have run out:
+    /// see [`IpBlockState::in_force`]).
+    pub fn ip_block(&self, tenant: &str, ip: &str) -> Result<Option<IpBlockState>> {
+        self.db()?
+            .get(ip_key(b'b', tenant, ip))?
+            .map(|v| postcard::from_bytes(&v).map_err(|e| corrupt("IP block", e)))
+            .transpose()
+    }
+
+    /// Every stored IP block: (tenant, IP, block), by tenant then IP.
+    pub fn all_ip_blocks(&self) -> impl Iterator<Item = Result<(String, String, IpBlockState)>> + '_ {
+        self.scan(|db| db.scan_prefix(b"b")).map(|kv| {
+            let (k, v) = kv?;
+            let (tenant, ip) = split_ip_key(&k[1..])?;
+            Ok((tenant, ip, postcard::from_bytes(&v).map_err(|e| corrupt("IP block", e))?))
+        })
+    }
+
+    /// The failures counted for `ip` (canonical) of `tenant`, if any.
+    pub fn ip_count(&self, tenant: &str, ip: &str) -> Result<Option<IpCount>> {
+        self.db()?
+            .get(ip_key(b'c', tenant, ip))?
+            .map(|v| postcard::from_bytes(&v).map_err(|e| corrupt("IP count", e)))
+            .transpose()
+    }
+
+    /// Every stored IP count: (tenant, IP, count) (for tests and `make bench`).
+    pub fn all_ip_counts(&self) -> impl Iterator<Item = Result<(String, String, IpCount)>> + '_ {
+        self.scan(|db| db.scan_prefix(b"c")).map(|kv| {
+            let (k, v) = kv?;
+            let (tenant, ip) = split_ip_key(&k[1..])?;
+            Ok((tenant, ip, postcard::from_bytes(&v).map_err(|e| corrupt("IP count", e))?))
+        })
+    }
+
+    /// Bytes the IP counts take as stored, keys included, and how many IPs they cover.
+    pub fn ip_count_bytes(&self) -> Result<(u64, u64)> {
+        let (mut bytes, mut n) = (0u64, 0u64);
+        for kv in self.db()?.scan_prefix(b"c") {
+            let (k, v) = kv?;
+            bytes += (k.len() + v.len()) as u64;
+            n += 1;
+        }
+        Ok((bytes, n))
+    }
+
+    /// The `ip_block` events decided and committed but not yet folded, at most `limit`.
+    pub fn pending_ip_blocks(&self, limit: usize) -> Result<Vec<IpBlock>> {
+        let db = self.db()?;
+        let mut out = Vec::new();
+        for kv in db.scan_prefix(b"k").take(limit) {
+            let (k, _) = kv?;
+            let (tenant, ip) = split_ip_key(&k[1..])?;
+            if let Some(p) = self.ip_count(&tenant, &ip)?.and_then(|c| c.pending) {
+                out.push(*p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Timed IP blocks with `blocked_until` ≤ `now`, earliest first, at most `limit`:
+    /// (tenant, IP, blocked_until, block event).
+    pub fn due_ip_expiries(&self, now: Millis, limit: usize) -> Result<Vec<(String, String, Millis, Uuid)>> {
+        let db = self.db()?;
+        let mut end = vec![b'z'];
+        end.extend_from_slice(&now.saturating_add(1).to_be_bytes());
+        let mut due = Vec::new();
+        for kv in db.range(&b"z"[..]..end.as_slice()).take(limit) {
+            let (k, v) = kv?;
+            let until = u64::from_be_bytes(k[1..9].try_into().map_err(|e| corrupt("IP expiry key", e))?);
+            let (tenant, ip) = split_ip_key(&k[9..])?;
+            let block_event = Uuid::from_slice(&v).map_err(|e| corrupt("IP expiry value", e))?;
+            due.push((tenant, ip, until, block_event));
+        }
+        Ok(due)
     }
 
     /// Every stored (tenant, user, state), in key order (for verification and tests).

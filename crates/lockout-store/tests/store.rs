@@ -57,6 +57,7 @@ fn commit_writes_states_indexes_outbox_and_checkpoint() {
             outbox: vec![entry.clone()],
             checkpoint: 7,
             checkpoint_time: 70,
+            ..Commit::default()
         })
         .unwrap();
     assert_eq!(store.checkpoint_at().unwrap(), (7, 70));
@@ -247,6 +248,7 @@ mod absorb {
                 .collect(),
             checkpoint: seq,
             checkpoint_time: seq * 10,
+            ..Commit::default()
         }
     }
 

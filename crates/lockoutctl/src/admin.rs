@@ -333,16 +333,30 @@ pub fn notice_text(n: &Notice) -> String {
             ),
         },
         Notice::MfaReset(m) => format!("{}  {} / {}  MFA reset by {}", fmt::time(m.at), m.tenant, m.user, m.actor),
+        Notice::IpBlocked(b) => format!(
+            "{}  {} / IP {}  BLOCKED {}: {}\n    users: {}",
+            fmt::time(b.at),
+            b.tenant,
+            b.ip,
+            fmt::until(b.blocked_until),
+            b.message,
+            b.sample_users.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+        Notice::IpUnblocked(u) => match u.how {
+            How::Expired => format!("{}  {} / IP {}  unblocked: the block expired", fmt::time(u.at), u.tenant, u.ip),
+            _ => format!(
+                "{}  {} / IP {}  unblocked by {}",
+                fmt::time(u.at),
+                u.tenant,
+                u.ip,
+                u.actor.as_deref().unwrap_or("-")
+            ),
+        },
     }
 }
 
 fn notice_json(n: &Notice) -> Value {
-    let v = match n {
-        Notice::Locked(x) => serde_json::to_value(x),
-        Notice::Unlocked(x) => serde_json::to_value(x),
-        Notice::MfaReset(x) => serde_json::to_value(x),
-    };
-    v.unwrap_or(Value::Null)
+    n.to_json()
 }
 
 pub async fn tail(ctx: &Ctx, a: TailArgs, out: &mut dyn Write) -> anyhow::Result<()> {

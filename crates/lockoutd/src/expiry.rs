@@ -10,15 +10,22 @@
 //! folded the backlog it found at start: before that the store may hold locks whose
 //! `expired` events are already in the stream (a rebuild, or a tail lost to a crash), and
 //! appending them again after the duplicate window would store a second copy.
+//!
+//! The same loop appends the tenant events of IP blocks (contract v2): an `ip_expired` event
+//! for each timed block that ran out (id from the block's event), and each `ip_block` event
+//! the projector decided and committed but has not folded yet (the IP's count holds it as
+//! pending; id from the tripping failure). Both wait for the backlog for the same reason: a
+//! rebuild decides again the blocks the history already holds, and folds them before the
+//! backlog ends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
-use lockout_core::ids::expired_event_id;
+use lockout_core::ids::{expired_event_id, ip_expired_event_id};
 use lockout_proto::codec;
-use lockout_proto::event::{EventKind, Expired};
+use lockout_proto::event::{Event, EventKind, Expired, IpExpired};
 use lockout_proto::{Tenant, UserId};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -62,7 +69,30 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 continue;
             }
         };
-        sent.retain(|id, at| at.elapsed() < RETRY_AFTER && due.iter().any(|d| d.lock_event == *id));
+        let ip_due = match shared.store.due_ip_expiries(shared.server_now_ms(), 1000) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "Reading due IP block expiries failed.");
+                continue;
+            }
+        };
+        let ip_blocks = match shared.store.pending_ip_blocks(1000) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "Reading decided IP blocks failed.");
+                continue;
+            }
+        };
+        // What is still due: a user lock by its event, an IP expiry by its block's, a block by
+        // its own id.
+        let wanted: std::collections::HashSet<Uuid> = due
+            .iter()
+            .map(|d| d.lock_event)
+            .chain(ip_due.iter().map(|d| d.3))
+            .chain(ip_blocks.iter().map(|b| b.id))
+            .collect();
+        sent.retain(|id, at| at.elapsed() < RETRY_AFTER && wanted.contains(id));
+        let enc = shared.config.notice_encoding;
         for d in due {
             if sent.contains_key(&d.lock_event) {
                 continue;
@@ -78,21 +108,53 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 user: d.user.as_str().into(),
                 lock_event: d.lock_event,
             };
-            let enc = shared.config.notice_encoding;
-            let mut headers = HeaderMap::new();
-            headers.insert(codec::CONTENT_TYPE, enc.content_type());
-            headers.insert(codec::NATS_MSG_ID, id.to_string().as_str());
             let subject = shared.config.subjects.user_event(&tenant, &user, EventKind::Expired);
-            let payload = codec::encode(enc, &body);
-            match shared.js.publish_with_headers(subject, headers, payload.into()).await {
-                Ok(ack) => match ack.await {
-                    Ok(_) => {
-                        sent.insert(d.lock_event, Instant::now());
-                    }
-                    Err(e) => tracing::warn!(error = %e, "Appending an expired event failed; retrying."),
-                },
-                Err(e) => tracing::warn!(error = %e, "Appending an expired event failed; retrying."),
+            if append(&shared, subject, id, codec::encode(enc, &body)).await {
+                sent.insert(d.lock_event, Instant::now());
             }
+        }
+        for (tenant, ip, _, block_event) in ip_due {
+            if sent.contains_key(&block_event) {
+                continue;
+            }
+            let Ok(t) = Tenant::parse(&tenant) else { continue };
+            let id = ip_expired_event_id(&tenant, &ip, block_event);
+            let body = IpExpired { id, at: shared.clock.now_ms(), tenant: tenant.into(), ip: ip.into(), block_event };
+            let subject = shared.config.subjects.tenant_event(&t, EventKind::IpExpired);
+            if append(&shared, subject, id, codec::encode(enc, &body)).await {
+                sent.insert(block_event, Instant::now());
+            }
+        }
+        for block in ip_blocks {
+            if sent.contains_key(&block.id) {
+                continue;
+            }
+            let Ok(t) = Tenant::parse(&block.tenant) else { continue };
+            let id = block.id;
+            let subject = shared.config.subjects.tenant_event(&t, EventKind::IpBlock);
+            if append(&shared, subject, id, Event::IpBlock(block).encode(enc)).await {
+                sent.insert(id, Instant::now());
+            }
+        }
+    }
+}
+
+/// Appends an event the service writes, with `Nats-Msg-Id` = its id; true once stored.
+async fn append(shared: &Shared, subject: String, id: Uuid, payload: Vec<u8>) -> bool {
+    let mut headers = HeaderMap::new();
+    headers.insert(codec::CONTENT_TYPE, shared.config.notice_encoding.content_type());
+    headers.insert(codec::NATS_MSG_ID, id.to_string().as_str());
+    match shared.js.publish_with_headers(subject, headers, payload.into()).await {
+        Ok(ack) => match ack.await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "Appending an event the service writes failed; retrying.");
+                false
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "Appending an event the service writes failed; retrying.");
+            false
         }
     }
 }

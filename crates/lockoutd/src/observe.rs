@@ -187,7 +187,8 @@ impl FoldObserver {
                         match n.what {
                             NoticeWhat::Locked(reason) => stats.bump(Stat::Lock { reason: reason.into() }),
                             NoticeWhat::Unlocked(how) => stats.bump(Stat::Unlock { how: how.into() }),
-                            NoticeWhat::MfaReset => {}
+                            // IP notices are counted by their events' type (`ip_block`, …).
+                            NoticeWhat::MfaReset | NoticeWhat::IpBlocked | NoticeWhat::IpUnblocked(_) => {}
                         }
                     }
                     let traceparent = lockout_nats::first_header(m.headers(), codec::TRACEPARENT);

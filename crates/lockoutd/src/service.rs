@@ -13,15 +13,18 @@ use async_nats::HeaderMap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use futures::StreamExt;
+use lockout_core::ip::IpBlockState;
 use lockout_core::Probe;
 use lockout_proto::codec::{self, encode, Encoding};
 use lockout_proto::command::{
-    decode_request, DigestReply, DigestRequest, ExplainRequest, HealthRequest, LockRequest, LockedReply, LockedRequest,
-    MfaResetRequest, PasswordResetRequest, PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockRequest, OPS,
+    decode_request, DigestReply, DigestRequest, ExplainRequest, HealthRequest, IpStatusReply, IpStatusRequest,
+    IpUnblockRequest, LockRequest, LockedReply, LockedRequest, MfaResetRequest, PasswordResetRequest, PolicyGetRequest,
+    PolicySetRequest, StatusRequest, UnlockRequest, OPS,
 };
 use lockout_proto::error::check_len;
 use lockout_proto::event::{
-    check_ip, Event, EventKind, Lock, MfaReset, PasswordReset, PolicyChange, Unlock, CLIENT_MAX,
+    canonical_ip, check_ip, parse_ip, Event, EventKind, IpUnblock, Lock, MfaReset, PasswordReset, PolicyChange, Unlock,
+    CLIENT_MAX,
 };
 use lockout_proto::subject::{EventSubject, Target};
 use lockout_proto::{CompactString, Rejection, Tenant, UserId};
@@ -225,7 +228,11 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
                 check_ip(ip).map_err(|e| Fail::new(400, e.message.replace("`source_ip`", "`ip`")))?;
             }
             check_len("client", r.client.as_deref(), 0, CLIENT_MAX)?;
-            let probe = Probe { ip: r.ip.as_deref(), client: r.client.as_deref(), account: r.account };
+            let ip_blocked = match r.ip.as_deref().and_then(canonical_ip) {
+                Some(ip) => ip_block_in_force(shared, &tenant, &ip)?.is_some(),
+                None => false,
+            };
+            let probe = Probe { ip: r.ip.as_deref(), client: r.client.as_deref(), account: r.account, ip_blocked };
             Ok(encode(enc, &status_for(shared, &tenant, &user, &probe)?))
         }
         "locked" => {
@@ -315,6 +322,29 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
             append_and_wait(shared, msg, shared.config.subjects.tenant_event(&tenant, EventKind::Policy), &e).await?;
             Ok(encode(enc, &store.policy_or_default(tenant.as_str())?))
         }
+        "ip_status" => {
+            let r: IpStatusRequest = decode_request(enc, body, &tenant)?;
+            let ip = canonical(&r.ip)?;
+            Ok(encode(enc, &ip_status(shared, &tenant, &ip)?))
+        }
+        "ip_unblock" => {
+            let r: IpUnblockRequest = decode_request(enc, body, &tenant)?;
+            let ip = canonical(&r.ip)?;
+            let e = Event::IpUnblock(IpUnblock {
+                id: event_id(msg)?,
+                at: shared.clock.now_ms(),
+                tenant: tenant.as_str().into(),
+                ip: ip.clone(),
+                actor: r.actor,
+                caller: write_caller(shared, msg)?,
+                reason: r.reason,
+            });
+            let target = EventSubject { tenant: tenant.clone(), target: Target::Tenant, kind: EventKind::IpUnblock };
+            e.check(&target)?;
+            append_and_wait(shared, msg, shared.config.subjects.tenant_event(&tenant, EventKind::IpUnblock), &e)
+                .await?;
+            Ok(encode(enc, &ip_status(shared, &tenant, &ip)?))
+        }
         "digest" => {
             let _: DigestRequest = decode_request(enc, body, &tenant)?;
             let seq = store.checkpoint()?;
@@ -344,6 +374,36 @@ fn status_for(
     let policy = shared.store.policy_or_default(tenant.as_str())?;
     let state = shared.store.user(tenant.as_str(), user.as_str())?.unwrap_or_default();
     Ok(lockout_core::status_for(tenant.as_str(), user.as_str(), &policy, &state, shared.server_now_ms(), probe))
+}
+
+/// The canonical text of a request's `ip`, or a 400 that says what is wrong.
+fn canonical(ip: &str) -> Result<CompactString, Fail> {
+    parse_ip("ip", ip)?;
+    Ok(canonical_ip(ip).expect("parsed above"))
+}
+
+/// The `ip_status` reply of `ip` (canonical) of `tenant` now.
+fn ip_status(shared: &Shared, tenant: &Tenant, ip: &str) -> Result<IpStatusReply, Fail> {
+    let now = shared.server_now_ms();
+    let stored = shared.store.ip_block(tenant.as_str(), ip)?;
+    let policy = shared.store.policy_or_default(tenant.as_str())?;
+    let count = shared.store.ip_count(tenant.as_str(), ip)?.unwrap_or_default();
+    let (failures, users) = count.window(&policy, now, stored.as_ref());
+    let block = stored.filter(|b| b.in_force(now));
+    Ok(IpStatusReply {
+        ip: ip.into(),
+        blocked: block.is_some(),
+        blocked_until: block.as_ref().and_then(|b| b.blocked_until),
+        failures,
+        users,
+        block_event: block.map(|b| b.block_event),
+    })
+}
+
+/// The block of `ip` (canonical) of `tenant` if it is in force now.
+fn ip_block_in_force(shared: &Shared, tenant: &Tenant, ip: &str) -> Result<Option<IpBlockState>, Fail> {
+    let now = shared.server_now_ms();
+    Ok(shared.store.ip_block(tenant.as_str(), ip)?.filter(|b| b.in_force(now)))
 }
 
 /// Whether a lock in force (the account's or a scope's) was started by `event`.
