@@ -187,3 +187,90 @@ async fn a_bad_ip_is_refused_with_a_clear_error() {
     }
     assert_eq!(events_of(&l, "ip_unblock").await, 0);
 }
+
+/// `unlock_many` with `ips` and `since`, as JSON with a `Nats-Msg-Id`.
+async fn unlock_many(l: &Lockout, msg_id: uuid::Uuid, body: Value) -> Result<Value, crate::support::SvcError> {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(lockout_proto::codec::NATS_MSG_ID, msg_id.to_string().as_str());
+    let bytes = l.call_raw("acme", "unlock_many", Encoding::Json, serde_json::to_vec(&body).unwrap(), h).await?;
+    Ok(serde_json::from_slice(&bytes).unwrap())
+}
+
+fn names(v: &Value) -> Vec<String> {
+    v["users"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_owned()).collect()
+}
+
+/// After an attack from one /24, `unlock_many` with that block and the attack's start unlocks
+/// exactly its victims: not a user locked by another IP, not one locked by the attack before
+/// `since`, never an admin lock; `dry_run` lists them and changes nothing; replies are paged;
+/// the same request again unlocks no one twice; a bad CIDR is a 400.
+#[tokio::test]
+async fn unlock_many_unlocks_exactly_the_attacks_victims() {
+    let l = Lockout::start_with(Encoding::PostcardV2).await;
+    l.call("acme", "policy_set", json!({ "actor": "sec", "policy": { "max_failures": 2, "lock_seconds": 0 } })).await.unwrap();
+    let lock_from = |user: String, ip: &'static str| {
+        let l = &l;
+        async move {
+            fail(l, &user, ip, Outcome::Failure).await;
+            fail(l, &user, ip, Outcome::Failure).await
+        }
+    };
+    // Locked by the attack's IPs before the window the admin names.
+    let early = lock_from("early@acme.com".into(), "203.0.113.10").await;
+    l.wait_folded(early).await;
+    let since = l.status("acme", "early@acme.com").await["locked_at"].as_u64().unwrap() + 1;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let victims: Vec<String> = (0..7).map(|i| format!("victim{i}@acme.com")).collect();
+    for (i, v) in victims.iter().enumerate() {
+        lock_from(v.clone(), if i % 2 == 0 { "203.0.113.10" } else { "203.0.113.200" }).await;
+    }
+    lock_from("bystander@acme.com".into(), "198.51.100.5").await;
+    // A victim an admin then locked on purpose: never touched.
+    lock_from("held@acme.com".into(), "203.0.113.10").await;
+    l.call("acme", "lock", json!({ "user": "held@acme.com", "actor": "sec", "reason": "investigating" })).await.unwrap();
+    let before = l.stream_messages("LOCKOUT_EVENTS").await.len();
+
+    let body = |extra: Value| {
+        let mut b = json!({ "actor": "sec", "reason": "spraying from 203.0.113.0/24", "since": since, "ips": ["203.0.113.0/24"] });
+        b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        b
+    };
+    let dry = unlock_many(&l, uuid::Uuid::now_v7(), body(json!({ "dry_run": true }))).await.unwrap();
+    assert_eq!(names(&dry), victims, "exactly the victims, in user order");
+    assert_eq!(l.stream_messages("LOCKOUT_EVENTS").await.len(), before, "a dry run appends nothing");
+    assert_eq!(l.status("acme", &victims[0]).await["locked"], true);
+
+    let request = uuid::Uuid::now_v7();
+    let first = unlock_many(&l, request, body(json!({ "limit": 4 }))).await.unwrap();
+    assert_eq!((first["unlocked"].clone(), names(&first)), (json!(4), victims[..4].to_vec()));
+    let next = first["next"].as_str().expect("more to come").to_owned();
+    let rest = unlock_many(&l, request, body(json!({ "limit": 4, "after": next }))).await.unwrap();
+    assert_eq!((names(&rest), rest["next"].clone()), (victims[4..].to_vec(), Value::Null));
+    for v in &victims {
+        let s = l.status("acme", v).await;
+        assert_eq!((s["locked"].clone(), s["unlocked_by"].clone()), (json!(false), json!("sec")), "{v}");
+    }
+    for (user, reason) in [("early@acme.com", "failures"), ("bystander@acme.com", "failures"), ("held@acme.com", "admin")] {
+        let s = l.status("acme", user).await;
+        assert_eq!((s["locked"].clone(), s["reason"].clone()), (json!(true), json!(reason)), "{user}");
+    }
+    let unlocked: Vec<String> = l
+        .notices()
+        .await
+        .into_iter()
+        .filter_map(|(n, _)| match n {
+            Notice::Unlocked(u) => Some(u.user.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unlocked, victims, "one unlocked notice per victim");
+    let again = unlock_many(&l, request, body(json!({}))).await.unwrap();
+    assert_eq!(again["unlocked"], 0, "the same request again unlocks no one");
+
+    for bad in ["203.0.113.7/24", "203.0.113.0/40", "not-an-ip"] {
+        let e = unlock_many(&l, uuid::Uuid::now_v7(), body(json!({ "ips": [bad] }))).await.unwrap_err();
+        assert_eq!(e.code, 400, "{bad}: {e:?}");
+    }
+    let e = l.call("acme", "unlock_many", json!({ "actor": "sec" })).await.unwrap_err();
+    assert!(e.code == 400 && e.message.contains("since"), "since is required: {e:?}");
+}

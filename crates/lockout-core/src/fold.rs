@@ -592,7 +592,7 @@ impl Folder<'_> {
         st.lock_count = st.lock_count.saturating_add(1);
         let sources = st.ranked_sources();
         let text = message::auto_locked(seconds, &sources);
-        self.state.lock = Some(self.new_lock(LockReason::Failures, seconds));
+        self.state.lock = Some(self.new_lock(LockReason::Failures, seconds, Some(&a.source_ip)));
         self.notices.push(Notice::Locked(LockedNotice {
             id: notice_id(&a.tenant, &a.user, self.event_id, NoticeKind::Locked),
             event_id: self.event_id,
@@ -618,7 +618,7 @@ impl Folder<'_> {
     /// permanent locks concern the account only.
     fn scope_lock(&mut self, a: &Attempt, t: Target, failures: u32) {
         let seconds = (self.policy.lock_seconds > 0).then_some(u64::from(self.policy.lock_seconds));
-        let lock = self.new_lock(LockReason::Failures, seconds);
+        let lock = self.new_lock(LockReason::Failures, seconds, Some(&a.source_ip));
         *self.lock_of(t) = Some(lock);
         let (scope, client) = self.scope(t);
         let sources = ranked(self.counter(t).streak);
@@ -650,8 +650,9 @@ impl Folder<'_> {
         }));
     }
 
-    fn new_lock(&self, reason: LockReason, seconds: Option<u64>) -> Box<LockState> {
+    fn new_lock(&self, reason: LockReason, seconds: Option<u64>, tripped_by: Option<&CompactString>) -> Box<LockState> {
         Box::new(LockState {
+            tripped_by: tripped_by.cloned(),
             reason,
             locked_at: self.now,
             locked_until: seconds.map(|s| until(self.now, s)),
@@ -664,7 +665,7 @@ impl Folder<'_> {
     fn lock(&mut self, l: &Lock) -> Effect {
         let replaced = self.state.lock.is_some();
         let seconds = l.seconds.map(u64::from);
-        self.state.lock = Some(self.new_lock(LockReason::Admin, seconds));
+        self.state.lock = Some(self.new_lock(LockReason::Admin, seconds, None));
         let sources = self.state.ranked_sources();
         self.notices.push(Notice::Locked(LockedNotice {
             id: notice_id(&l.tenant, &l.user, self.event_id, NoticeKind::Locked),

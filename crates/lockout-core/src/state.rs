@@ -83,6 +83,12 @@ pub struct LockState {
     pub blocked: u32,
     /// Their sources, first occurrence first, at most [`BLOCKED_SOURCES_MAX`].
     pub blocked_sources: Vec<BlockedSource>,
+    /// The address of the attempt that tripped an automatic lock (`None` for an admin lock,
+    /// and for locks stored before it was recorded): what `unlock_many` selects by. Stored by
+    /// the store's codec beside the lock (a presence flag of its own), not in this struct's
+    /// postcard, so states stored before it read unchanged.
+    #[serde(skip)]
+    pub tripped_by: Option<CompactString>,
 }
 
 /// A counter of its own (contract v2, "Locks by scope"): the failures from unfamiliar IPs, or
@@ -205,6 +211,29 @@ impl UserState {
         .chain(self.clients.iter().map(|c| Some(c.at)))
         .flatten()
         .max()
+    }
+
+    /// Every lock slot of the state: the account's, the unfamiliar IPs', each known client's.
+    pub fn lock_slots(&self) -> impl Iterator<Item = &Option<Box<LockState>>> {
+        std::iter::once(&self.lock)
+            .chain(std::iter::once(&self.unfamiliar.lock))
+            .chain(self.clients.iter().map(|c| &c.counter.lock))
+    }
+
+    /// The state without its locks' tripping IPs ([`LockState::tripped_by`]): what plain
+    /// postcard of a state keeps (the store's codec keeps them), and what digests hash.
+    pub fn without_trips(mut self) -> UserState {
+        for l in self.lock_slots_mut().flatten() {
+            l.tripped_by = None;
+        }
+        self
+    }
+
+    /// [`UserState::lock_slots`], mutable.
+    pub fn lock_slots_mut(&mut self) -> impl Iterator<Item = &mut Option<Box<LockState>>> {
+        std::iter::once(&mut self.lock)
+            .chain(std::iter::once(&mut self.unfamiliar.lock))
+            .chain(self.clients.iter_mut().map(|c| &mut c.counter.lock))
     }
 
     /// The streak's sources ranked as the protocol (`docs/protocol.md`) wants: most failures

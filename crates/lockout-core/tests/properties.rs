@@ -349,6 +349,11 @@ proptest! {
             from = to;
         }
         prop_assert_eq!(&bytes, &whole.encode());
+        // Plain postcard leaves out the locks' tripping IPs (the store's codec keeps them).
+        let mut whole = whole;
+        for s in whole.users.values_mut() {
+            *s = std::mem::take(s).without_trips();
+        }
         prop_assert_eq!(World::decode(&bytes), whole);
         prop_assert_eq!(notices, all_notices);
     }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 /// The ops of the service: those of `docs/protocol.md`, in its order, then `health` (an
 /// extension), then those contract v2 added.
-pub const OPS: [&str; 13] = [
+pub const OPS: [&str; 14] = [
     "status",
     "locked",
     "unlock",
@@ -34,7 +34,13 @@ pub const OPS: [&str; 13] = [
     "explain",
     "ip_status",
     "ip_unblock",
+    "unlock_many",
 ];
+
+/// Most users one `unlock_many` request may select (contract v2).
+pub const UNLOCK_MANY_MAX: usize = 100_000;
+/// Default and largest page of `unlock_many` (an extension: how its replies are paged).
+pub const UNLOCK_MANY_PAGE: u32 = 1000;
 
 /// Default and largest page size of `locked`.
 pub const LOCKED_DEFAULT_LIMIT: u32 = 100;
@@ -134,6 +140,43 @@ pub struct IpUnblockRequest {
     pub actor: CompactString,
     #[serde(default)]
     pub reason: Option<CompactString>,
+}
+
+/// Contract v2: unlock every user of the tenant whose automatic lock in force (`failures` or a
+/// scope lock) was tripped by an attempt from one of `ips` with `locked_at` in
+/// [`since`, `until`]; admin locks are never touched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnlockManyRequest {
+    pub actor: CompactString,
+    #[serde(default)]
+    pub reason: Option<CompactString>,
+    /// Inclusive, ms since the Unix epoch; required.
+    pub since: Millis,
+    /// Inclusive; absent: now.
+    #[serde(default)]
+    pub until: Option<Millis>,
+    /// IPs or CIDR blocks (`203.0.113.0/24`, `2001:db8::/32`); absent: every IP.
+    #[serde(default)]
+    pub ips: Option<Vec<CompactString>>,
+    /// An extension: answer who would be unlocked, append nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// An extension: users per reply, 1–1000 (default 1000); the rest by `after`.
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// An extension: the `next` of the previous reply.
+    #[serde(default)]
+    pub after: Option<String>,
+}
+
+/// Contract v2: the `unlock_many` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnlockManyReply {
+    /// Users unlocked by this request (with `dry_run`: who would be).
+    pub unlocked: u32,
+    pub users: Vec<CompactString>,
+    /// More users are selected: send the request again with `after` = this (an extension).
+    pub next: Option<String>,
 }
 
 /// Contract v2: why a user is (or would be) locked.

@@ -26,7 +26,7 @@ use uuid::Uuid;
 use lockout_proto::codec::{decode, encode, Encoding};
 use lockout_proto::command::{
     decode_request, CountedFailure, DigestReply, DigestRequest, ExplainReply, ExplainRequest, HealthReply,
-    HealthRequest, HealthStatus, IpStatusReply, IpStatusRequest, IpUnblockRequest, LockRequest, LockedReply,
+    HealthRequest, HealthStatus, IpStatusReply, IpStatusRequest, IpUnblockRequest, UnlockManyReply, UnlockManyRequest, LockRequest, LockedReply,
     LockedRequest, MfaResetRequest, PasswordResetRequest, PolicyGetRequest, PolicySetRequest, StatusRequest,
     UnlockRequest,
 };
@@ -588,6 +588,23 @@ fn cases() -> Vec<Case> {
         Case::new(
             "reply.ip_unblock",
             IpStatusReply { ip: SPRAYER.into(), blocked: false, blocked_until: None, failures: 0, users: 0, block_event: None },
+        ),
+        request_case(
+            "request.unlock_many",
+            UnlockManyRequest {
+                actor: admin().into(),
+                reason: Some("spraying from 203.0.113.0/24".into()),
+                since: T0,
+                until: Some(T0 + 3_600_000),
+                ips: Some(vec!["203.0.113.0/24".into(), "2001:db8::/32".into()]),
+                dry_run: false,
+                limit: Some(500),
+                after: None,
+            },
+        ),
+        Case::new(
+            "reply.unlock_many",
+            UnlockManyReply { unlocked: 2, users: sample_users()[..2].to_vec(), next: Some("Ym9iQGFjbWUuY29t".into()) },
         ),
         request_case("request.policy_get", PolicyGetRequest {}),
         Case::new("reply.policy_get", pms_policy()),

@@ -39,7 +39,7 @@ fn schemas() -> BTreeMap<String, Value> {
 }
 
 /// Every message of the protocol (`docs/protocol.md`), one schema file each (sorted by name).
-const MESSAGES: [&str; 46] = [
+const MESSAGES: [&str; 48] = [
     "event.attempt",
     "event.expired",
     "event.forget",
@@ -70,6 +70,7 @@ const MESSAGES: [&str; 46] = [
     "reply.policy_set",
     "reply.status",
     "reply.unlock",
+    "reply.unlock_many",
     "request.digest",
     "request.explain",
     "request.health",
@@ -83,6 +84,7 @@ const MESSAGES: [&str; 46] = [
     "request.policy_set",
     "request.status",
     "request.unlock",
+    "request.unlock_many",
     "source",
     "status",
     "write_reply",

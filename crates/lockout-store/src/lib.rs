@@ -604,20 +604,18 @@ impl Store {
     }
 
     /// Number of users of `tenant` with a state, and a SHA-256 over their (user, state) pairs
-    /// in key order, each state in the current [`state_codec`] format (one still stored in an
-    /// older one is re-encoded), default states left out: equal on stores that folded the same
-    /// events.
+    /// in key order, each state re-encoded in the current [`state_codec`] format without the
+    /// locks' tripping IPs ([`state_codec::without_trips`]), default states left out: equal on
+    /// stores that folded the same events, whichever version wrote them.
     pub fn digest(&self, tenant: &str) -> Result<(u64, String)> {
         let prefix = tenant_prefix(b'u', tenant);
         let default_state = state_codec::encode(&UserState::default());
         let mut h = Sha256::new();
         let mut n = 0u64;
         for kv in self.db()?.scan_prefix(&prefix) {
-            let (k, mut v) = kv?;
-            if v.first() != Some(&state_codec::COMPACT) {
-                let state = state_codec::decode(&v).map_err(|e| corrupt("user state", e))?;
-                v = state_codec::encode(&state).into();
-            }
+            let (k, v) = kv?;
+            let state = state_codec::decode(&v).map_err(|e| corrupt("user state", e))?;
+            let v = state_codec::encode(&state_codec::without_trips(state));
             if v[..] == default_state[..] {
                 // Stored by a lockoutd before default states were deleted: the same as none.
                 continue;
@@ -707,6 +705,29 @@ impl Store {
             due.push((tenant, ip, until, block_event));
         }
         Ok(due)
+    }
+
+    /// The users of `tenant` with a state, after the user id `after` (exclusive), ascending by
+    /// UTF-8 bytes.
+    pub fn users_after<'a>(
+        &'a self,
+        tenant: &str,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<(String, UserState)>> + 'a {
+        let prefix = tenant_prefix(b'u', tenant);
+        let mut start = prefix.clone();
+        if let Some(a) = after {
+            start.extend_from_slice(a.as_bytes());
+            start.push(0);
+        }
+        let mut end = prefix.clone();
+        end.push(0xff);
+        let plen = prefix.len();
+        self.scan(|db| db.range(start..end)).map(move |kv| {
+            let (k, v) = kv?;
+            let user = String::from_utf8(k[plen..].to_vec()).map_err(|e| corrupt("user key", e))?;
+            Ok((user, state_codec::decode(&v).map_err(|e| corrupt("user state", e))?))
+        })
     }
 
     /// Every stored (tenant, user, state), in key order (for verification and tests).

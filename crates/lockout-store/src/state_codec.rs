@@ -6,6 +6,7 @@
 //! |---|---|
 //! | presence flags | postcard varint `u32`, one bit per field below that differs from its default (written as a `u16` before contract v2's fields: the same bytes below 2¹⁶) |
 //! | each present field, in `UserState` order | postcard, except that IP addresses are [`Ip`] |
+//! | the locks' tripping IPs (flag 1 << 18, when any lock has one) | `Vec<Option<Ip>>`, one per lock slot (account, unfamiliar, each known client) |
 //!
 //! An IP address in its canonical text form (what Rust's `Ipv4Addr` / `Ipv6Addr` print) is 4
 //! or 16 bytes; any other text is kept as it came, so decoding gives back the exact string.
@@ -50,7 +51,10 @@ const MFA_RESET_CALLER: u32 = 1 << 14;
 const FAMILIAR: u32 = 1 << 15;
 const UNFAMILIAR: u32 = 1 << 16;
 const CLIENTS: u32 = 1 << 17;
-const KNOWN: u32 = (1 << 18) - 1;
+/// Not a field: the tripping IP of each lock ([`LockState::tripped_by`]), in
+/// [`UserState::lock_slots`] order, after every field.
+const TRIPS: u32 = 1 << 18;
+const KNOWN: u32 = (1 << 19) - 1;
 
 /// An IP address as stored: 4 or 16 bytes when the text is an address in canonical form,
 /// else the text itself.
@@ -141,6 +145,7 @@ pub fn encode(s: &UserState) -> Vec<u8> {
         (!s.familiar.is_empty(), FAMILIAR),
         (!s.unfamiliar.is_default(), UNFAMILIAR),
         (!s.clients.is_empty(), CLIENTS),
+        (s.lock_slots().flatten().any(|l| l.tripped_by.is_some()), TRIPS),
     ] {
         if present {
             flags |= flag;
@@ -207,7 +212,18 @@ pub fn encode(s: &UserState) -> Vec<u8> {
     if flags & CLIENTS != 0 {
         out = put(&s.clients, out);
     }
+    if flags & TRIPS != 0 {
+        let trips: Vec<Option<Ip<'_>>> =
+            s.lock_slots().map(|l| l.as_ref().and_then(|l| l.tripped_by.as_deref()).map(Ip::of)).collect();
+        out = put(&trips, out);
+    }
     out
+}
+
+/// `s` without what the digest leaves out: the tripping IPs of locks, which states stored
+/// before they were recorded lack, so that old and new stores of the same events agree.
+pub fn without_trips(s: UserState) -> UserState {
+    s.without_trips()
 }
 
 fn put<T: Serialize + ?Sized>(value: &T, out: Vec<u8>) -> Vec<u8> {
@@ -281,6 +297,14 @@ pub fn decode(bytes: &[u8]) -> Result<UserState, DecodeError> {
     }
     if flags & CLIENTS != 0 {
         s.clients = take::<Vec<KnownClient>>(&mut rest)?;
+    }
+    if flags & TRIPS != 0 {
+        let trips: Vec<Option<Ip<'_>>> = take(&mut rest)?;
+        for (slot, ip) in s.lock_slots_mut().zip(trips) {
+            if let (Some(l), Some(ip)) = (slot, ip) {
+                l.tripped_by = Some(ip.into_text());
+            }
+        }
     }
     if !rest.is_empty() {
         return Err(DecodeError::Trailing(rest.len()));

@@ -19,6 +19,7 @@ fn locked(until: Option<u64>, id: u128) -> UserState {
             event_id: Uuid::from_u128(id),
             blocked: 0,
             blocked_sources: vec![],
+            tripped_by: Some("203.0.113.7".into()),
         })),
         ..UserState::default()
     }

@@ -17,6 +17,7 @@
 //! - [`telemetry`]: OpenTelemetry metrics, trace context over NATS headers, OTLP setup.
 
 pub use lockout_nats::clock;
+pub mod bulk;
 pub mod caller;
 pub mod config;
 pub mod disk;

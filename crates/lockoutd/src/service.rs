@@ -19,12 +19,12 @@ use lockout_proto::codec::{self, encode, Encoding};
 use lockout_proto::command::{
     decode_request, DigestReply, DigestRequest, ExplainRequest, HealthRequest, IpStatusReply, IpStatusRequest,
     IpUnblockRequest, LockRequest, LockedReply, LockedRequest, MfaResetRequest, PasswordResetRequest, PolicyGetRequest,
-    PolicySetRequest, StatusRequest, UnlockRequest, OPS,
+    PolicySetRequest, StatusRequest, UnlockManyReply, UnlockManyRequest, UnlockRequest, OPS, UNLOCK_MANY_MAX,
 };
 use lockout_proto::error::check_len;
 use lockout_proto::event::{
-    canonical_ip, check_ip, parse_ip, Event, EventKind, IpUnblock, Lock, MfaReset, PasswordReset, PolicyChange, Unlock,
-    CLIENT_MAX,
+    canonical_ip, check_admin, check_ip, parse_ip, Event, EventKind, IpUnblock, Lock, MfaReset, PasswordReset,
+    PolicyChange, Unlock, CLIENT_MAX,
 };
 use lockout_proto::subject::{EventSubject, Target};
 use lockout_proto::{CompactString, Rejection, Tenant, UserId};
@@ -45,7 +45,7 @@ pub struct Fail {
 }
 
 impl Fail {
-    fn new(code: usize, message: impl Into<String>) -> Fail {
+    pub fn new(code: usize, message: impl Into<String>) -> Fail {
         Fail { code, message: message.into() }
     }
 }
@@ -345,6 +345,10 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
                 .await?;
             Ok(encode(enc, &ip_status(shared, &tenant, &ip)?))
         }
+        "unlock_many" => {
+            let r: UnlockManyRequest = decode_request(enc, body, &tenant)?;
+            Ok(encode(enc, &unlock_many(shared, msg, &tenant, r).await?))
+        }
         "digest" => {
             let _: DigestRequest = decode_request(enc, body, &tenant)?;
             let seq = store.checkpoint()?;
@@ -374,6 +378,75 @@ fn status_for(
     let policy = shared.store.policy_or_default(tenant.as_str())?;
     let state = shared.store.user(tenant.as_str(), user.as_str())?.unwrap_or_default();
     Ok(lockout_core::status_for(tenant.as_str(), user.as_str(), &policy, &state, shared.server_now_ms(), probe))
+}
+
+/// `unlock_many`: selects up to a page of users ([`crate::bulk`]), appends one guarded
+/// `unlock` per user (unless `dry_run`), waits until they are folded, and names them.
+async fn unlock_many(
+    shared: &Shared,
+    msg: &async_nats::Message,
+    tenant: &Tenant,
+    r: UnlockManyRequest,
+) -> Result<UnlockManyReply, Fail> {
+    let now = shared.server_now_ms();
+    let selector = crate::bulk::Selector::new(&r, now)?;
+    let limit = crate::bulk::page_size(&r)?;
+    check_admin(&r.actor, r.reason.as_deref())?;
+    let after = r.after.as_deref().map(decode_cursor).transpose()?;
+    let caller = write_caller(shared, msg)?;
+    let request = event_id(msg)?;
+    let mut page: Vec<(String, Uuid)> = Vec::new();
+    let mut selected = 0usize;
+    for item in shared.store.users_after(tenant.as_str(), after.as_deref()) {
+        let (user, state) = item?;
+        let Some(lock_event) = selector.selects(&state, now) else { continue };
+        selected += 1;
+        if selected > UNLOCK_MANY_MAX {
+            return Err(crate::bulk::too_many(selected));
+        }
+        if page.len() < limit {
+            page.push((user, lock_event));
+        }
+    }
+    let next =
+        (selected > page.len()).then(|| page.last().map(|(u, _)| URL_SAFE_NO_PAD.encode(u.as_bytes()))).flatten();
+    let users: Vec<CompactString> = page.iter().map(|(u, _)| u.as_str().into()).collect();
+    if !r.dry_run {
+        let events: Vec<(String, Event)> = page
+            .into_iter()
+            .map(|(user, lock_event)| {
+                let u = user_id(&user)?;
+                let e = Event::Unlock(Unlock {
+                    id: crate::bulk::unlock_event_id(request, tenant.as_str(), &user),
+                    at: shared.clock.now_ms(),
+                    tenant: tenant.as_str().into(),
+                    user: user.as_str().into(),
+                    actor: r.actor.clone(),
+                    reason: r.reason.clone(),
+                    caller: caller.clone(),
+                    lock_event: Some(lock_event),
+                });
+                e.check(&EventSubject {
+                    tenant: tenant.clone(),
+                    target: Target::User(u.clone()),
+                    kind: EventKind::Unlock,
+                })?;
+                Ok((shared.config.subjects.user_event(tenant, &u, EventKind::Unlock), e))
+            })
+            .collect::<Result<_, Fail>>()?;
+        append_all_and_wait(shared, msg, events).await?;
+    }
+    Ok(UnlockManyReply { unlocked: u32::try_from(users.len()).unwrap_or(u32::MAX), users, next })
+}
+
+/// A `locked`/`unlock_many` cursor back to the user id it names.
+fn decode_cursor(c: &str) -> Result<String, Fail> {
+    URL_SAFE_NO_PAD.decode(c).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| {
+        Fail::new(
+            400,
+            format!("field `after` {c:?} is not a cursor this service returned; pass the `next` of the previous page"),
+        )
+    })
 }
 
 /// The canonical text of a request's `ip`, or a 400 that says what is wrong.
@@ -423,17 +496,7 @@ fn stale_lock_event(want: Uuid) -> String {
 /// One page of locked users; the cursor is the base64url of the last user listed.
 fn locked_page(shared: &Shared, tenant: &Tenant, r: &LockedRequest) -> Result<LockedReply, Fail> {
     let limit = r.page_size()? as usize;
-    let after = match &r.after {
-        None => None,
-        Some(c) => Some(URL_SAFE_NO_PAD.decode(c).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| {
-            Fail::new(
-                400,
-                format!(
-                    "field `after` {c:?} is not a cursor this service returned; pass the `next` of the previous page"
-                ),
-            )
-        })?),
-    };
+    let after = r.after.as_deref().map(decode_cursor).transpose()?;
     let policy = shared.store.policy_or_default(tenant.as_str())?;
     let now = shared.server_now_ms();
     let mut users = Vec::with_capacity(limit.min(128));
@@ -511,6 +574,54 @@ fn event_body(enc: Encoding, e: &Event) -> (Encoding, Vec<u8>) {
 
 /// Appends a service-written event and waits until it is folded.
 async fn append_and_wait(shared: &Shared, msg: &async_nats::Message, subject: String, e: &Event) -> Result<(), Fail> {
+    append_all_and_wait(shared, msg, vec![(subject, e.clone())]).await
+}
+
+/// Appends service-written events (all sent before any acknowledgement is awaited) and waits
+/// until the last is folded.
+async fn append_all_and_wait(
+    shared: &Shared,
+    msg: &async_nats::Message,
+    events: Vec<(String, Event)>,
+) -> Result<(), Fail> {
+    let unavailable = |err: &dyn std::fmt::Display| {
+        Fail::new(
+            503,
+            format!("appending the event to the events stream failed ({err}); retry with the same Nats-Msg-Id"),
+        )
+    };
+    let mut acks = Vec::with_capacity(events.len());
+    for (subject, e) in &events {
+        let (headers, body) = event_message(shared, msg, e);
+        acks.push(
+            shared
+                .js
+                .publish_with_headers(subject.clone(), headers, body.into())
+                .await
+                .map_err(|err| unavailable(&err))?,
+        );
+    }
+    let mut last = 0;
+    for ack in acks {
+        last = last.max(ack.await.map_err(|err| unavailable(&err))?.sequence);
+    }
+    let mut folded = shared.folded.clone();
+    let waited = tokio::time::timeout(FOLD_TIMEOUT, folded.wait_for(|&c| c >= last)).await.map(|r| r.is_ok());
+    match waited {
+        Ok(true) => Ok(()),
+        _ => Err(Fail::new(
+            503,
+            format!(
+                "the event was appended (sequence {last}) but not folded within {} s; lockoutd is lagging or stopping — retry with the same Nats-Msg-Id",
+                FOLD_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+/// The headers and body of a service-written event: its encoding, `Nats-Msg-Id` = its id, and
+/// the trace context (the request span's when traced, else the request's own headers).
+fn event_message(shared: &Shared, msg: &async_nats::Message, e: &Event) -> (HeaderMap, Vec<u8>) {
     let (enc, body) = event_body(shared.config.notice_encoding, e);
     let mut headers = HeaderMap::new();
     headers.insert(codec::CONTENT_TYPE, enc.content_type());
@@ -532,30 +643,5 @@ async fn append_and_wait(shared: &Shared, msg: &async_nats::Message, subject: St
             }
         }
     }
-    let unavailable = |err: &dyn std::fmt::Display| {
-        Fail::new(
-            503,
-            format!("appending the event to the events stream failed ({err}); retry with the same Nats-Msg-Id"),
-        )
-    };
-    let ack = shared
-        .js
-        .publish_with_headers(subject, headers, body.into())
-        .await
-        .map_err(|err| unavailable(&err))?
-        .await
-        .map_err(|err| unavailable(&err))?;
-    let mut folded = shared.folded.clone();
-    let waited = tokio::time::timeout(FOLD_TIMEOUT, folded.wait_for(|&c| c >= ack.sequence)).await.map(|r| r.is_ok());
-    match waited {
-        Ok(true) => Ok(()),
-        _ => Err(Fail::new(
-            503,
-            format!(
-                "the event was appended (sequence {}) but not folded within {} s; lockoutd is lagging or stopping — retry with the same Nats-Msg-Id",
-                ack.sequence,
-                FOLD_TIMEOUT.as_secs()
-            ),
-        )),
-    }
+    (headers, body)
 }
