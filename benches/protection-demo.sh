@@ -43,4 +43,22 @@ $C tail acme --all --count 2 2>&1
 echo "### lock_event"
 run unlock globex bob@globex.com --actor helpdesk@globex.com --lock-event 0190f5c2-6e4b-7000-8000-000000000002
 echo "exit $?"
+echo "### spraying"
+run policy set umbrella --actor sec@umbrella.com --max-failures 3 --ip-max-failures 20 --ip-window-seconds 3600 --ip-block-seconds 3600
+START=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+sleep 1
+for i in $(seq -w 1 20); do $C attempt umbrella user$i@umbrella.com --fail --ip 203.0.113.66 --wait >/dev/null; done
+# Three of the sprayed users were also locked by a second wave from the same /24.
+for i in 01 02 03; do $C attempt umbrella user$i@umbrella.com --fail --ip 203.0.113.67 --count 2 --wait >/dev/null; done
+$C attempt umbrella dave@umbrella.com --fail --ip 198.51.100.44 --count 3 --wait >/dev/null
+for i in $(seq 50); do $C ip status umbrella 203.0.113.66 | grep -q BLOCKED && break; sleep 0.1; done
+run ip status umbrella 203.0.113.66
+run status umbrella user07@umbrella.com --ip 203.0.113.66
+echo "\$ lockoutctl tail umbrella"; $C tail umbrella --all --count 5 2>&1 | grep -A1 "/ IP "
+echo
+run locked umbrella
+run unlock-many umbrella --actor sec@umbrella.com --reason "spraying from 203.0.113.0/24" --cidr 203.0.113.0/24 --since $START --dry-run
+run unlock-many umbrella --actor sec@umbrella.com --reason "spraying from 203.0.113.0/24" --cidr 203.0.113.0/24 --since $START
+run locked umbrella
+run ip unblock umbrella 203.0.113.66 --actor sec@umbrella.com --reason "attack over"
 kill $LP; wait $LP 2>/dev/null; kill $NP; wait $NP 2>/dev/null; rm -rf $D

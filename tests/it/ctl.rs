@@ -567,3 +567,63 @@ async fn source_aware_commands() {
     assert!(reset.contains("password reset recorded for acme / hana"), "{reset}");
     assert_eq!(json(&l, &["status", "acme", "hana", "--ip", "192.0.2.1"]).await["allowed"], true);
 }
+
+/// Password spraying through lockoutctl: `policy set --ip-max-failures`, `ip status`, `status
+/// --ip` of a blocked IP, `unlock-many --dry-run` then for real, a replay that reproduces the
+/// block and every state, and `ip unblock`.
+#[tokio::test]
+async fn spraying_commands() {
+    let l = Lockout::start_with(Encoding::PostcardV2).await;
+    ok(&l, &["policy", "set", "acme", "--actor", "sec", "--max-failures", "1", "--ip-max-failures", "4"]).await;
+    let sprayer = "203.0.113.66";
+    let start = lockout_time(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 - 1000,
+    );
+    for u in ["u0", "u1", "u2", "u3"] {
+        ok(&l, &["attempt", "acme", u, "--fail", "--ip", sprayer, "--wait"]).await;
+    }
+    ok(&l, &["attempt", "acme", "other", "--fail", "--ip", "198.51.100.9", "--wait"]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let s = ok(&l, &["ip", "status", "acme", sprayer]).await;
+        if s.contains("BLOCKED") || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.contains("acme / IP 203.0.113.66: BLOCKED until "), "{status}");
+    assert!(status.contains("4 failure(s) against 4 user(s) in the window"), "{status}");
+    let gate = ok(&l, &["status", "acme", "u9", "--ip", sprayer]).await;
+    assert!(gate.contains("not allowed (its IP is blocked for the tenant: password spraying)"), "{gate}");
+
+    // The replayed history holds the same block and the same states.
+    let verify = ok(&l, &["verify"]).await;
+    assert!(verify.contains("tenant acme: equal at seq"), "{verify}");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("replay");
+    ok(&l, &["replay", "--data-dir", data.to_str().unwrap()]).await;
+    let live = json(&l, &["ip", "status", "acme", sprayer]).await;
+    {
+        let store = Store::open(&data, 1 << 20).unwrap();
+        let block = store.ip_block("acme", sprayer).unwrap().expect("the replay holds the block");
+        assert_eq!(Some(block.block_event.to_string().as_str()), live["block_event"].as_str());
+    }
+
+    let args = ["unlock-many", "acme", "--actor", "sec", "--cidr", "203.0.113.0/24", "--since", &start];
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let out = ok(&l, &dry).await;
+    assert_eq!(out, "u0\nu1\nu2\nu3\n4 user(s) of tenant acme would be unlocked (dry run: nothing changed)\n");
+    assert_eq!(json(&l, &["status", "acme", "u0"]).await["locked"], true);
+    let out = ok(&l, &args).await;
+    assert!(out.ends_with("4 user(s) of tenant acme unlocked\n"), "{out}");
+    assert_eq!(json(&l, &["status", "acme", "u0"]).await["locked"], false);
+    assert_eq!(json(&l, &["status", "acme", "other"]).await["locked"], true, "another IP's lock stays");
+
+    let out = ok(&l, &["ip", "unblock", "acme", sprayer, "--actor", "sec", "--reason", "office NAT"]).await;
+    assert_eq!(out, "acme / IP 203.0.113.66: not blocked, 0 failure(s) against 0 user(s) in the window\n");
+    let (code, _, err) =
+        ctl(&l, &["unlock-many", "acme", "--actor", "sec", "--cidr", "203.0.113.7/24", "--since", &start]).await;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("host bits set; did you mean 203.0.113.0/24?"), "{err}");
+}

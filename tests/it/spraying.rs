@@ -207,7 +207,9 @@ fn names(v: &Value) -> Vec<String> {
 #[tokio::test]
 async fn unlock_many_unlocks_exactly_the_attacks_victims() {
     let l = Lockout::start_with(Encoding::PostcardV2).await;
-    l.call("acme", "policy_set", json!({ "actor": "sec", "policy": { "max_failures": 2, "lock_seconds": 0 } })).await.unwrap();
+    l.call("acme", "policy_set", json!({ "actor": "sec", "policy": { "max_failures": 2, "lock_seconds": 0 } }))
+        .await
+        .unwrap();
     let lock_from = |user: String, ip: &'static str| {
         let l = &l;
         async move {
@@ -227,7 +229,9 @@ async fn unlock_many_unlocks_exactly_the_attacks_victims() {
     lock_from("bystander@acme.com".into(), "198.51.100.5").await;
     // A victim an admin then locked on purpose: never touched.
     lock_from("held@acme.com".into(), "203.0.113.10").await;
-    l.call("acme", "lock", json!({ "user": "held@acme.com", "actor": "sec", "reason": "investigating" })).await.unwrap();
+    l.call("acme", "lock", json!({ "user": "held@acme.com", "actor": "sec", "reason": "investigating" }))
+        .await
+        .unwrap();
     let before = l.stream_messages("LOCKOUT_EVENTS").await.len();
 
     let body = |extra: Value| {
@@ -250,7 +254,9 @@ async fn unlock_many_unlocks_exactly_the_attacks_victims() {
         let s = l.status("acme", v).await;
         assert_eq!((s["locked"].clone(), s["unlocked_by"].clone()), (json!(false), json!("sec")), "{v}");
     }
-    for (user, reason) in [("early@acme.com", "failures"), ("bystander@acme.com", "failures"), ("held@acme.com", "admin")] {
+    for (user, reason) in
+        [("early@acme.com", "failures"), ("bystander@acme.com", "failures"), ("held@acme.com", "admin")]
+    {
         let s = l.status("acme", user).await;
         assert_eq!((s["locked"].clone(), s["reason"].clone()), (json!(true), json!(reason)), "{user}");
     }

@@ -47,7 +47,7 @@ pub struct Policy {
     #[serde(with = "crate::layout::v2_true")]
     pub unlock_on_password_reset: bool,
     /// Contract v2: > 0: failures from one IP across the tenant's users within
-    /// `ip_window_seconds` that block the IP (issue: IP blocks; stored, not yet enforced).
+    /// `ip_window_seconds` that block the IP for the tenant (`lockout_core::ip`).
     #[serde(with = "crate::layout::v2")]
     pub ip_max_failures: u32,
     /// Contract v2: the sliding window of `ip_max_failures`, ≥ 1.

@@ -26,9 +26,9 @@ use uuid::Uuid;
 use lockout_proto::codec::{decode, encode, Encoding};
 use lockout_proto::command::{
     decode_request, CountedFailure, DigestReply, DigestRequest, ExplainReply, ExplainRequest, HealthReply,
-    HealthRequest, HealthStatus, IpStatusReply, IpStatusRequest, IpUnblockRequest, UnlockManyReply, UnlockManyRequest, LockRequest, LockedReply,
+    HealthRequest, HealthStatus, IpStatusReply, IpStatusRequest, IpUnblockRequest, LockRequest, LockedReply,
     LockedRequest, MfaResetRequest, PasswordResetRequest, PolicyGetRequest, PolicySetRequest, StatusRequest,
-    UnlockRequest,
+    UnlockManyReply, UnlockManyRequest, UnlockRequest,
 };
 use lockout_proto::event::{
     Account, Attempt, Event, Expired, Factor, Forget, IpBlock, IpExpired, IpUnblock, Lock, MfaReset, Outcome,

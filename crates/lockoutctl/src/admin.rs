@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::HeaderMap;
 use lockout_proto::codec::{self, Encoding};
-use lockout_proto::command::{DigestReply, LockedReply};
+use lockout_proto::command::{DigestReply, IpStatusReply, LockedReply, UnlockManyReply};
 use lockout_proto::event::{Account, Attempt, EventKind, Factor, Outcome, ResetMethod};
 use lockout_proto::notice::How;
 use lockout_proto::{Notice, Policy, Status};
@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::cli::{
-    AdminArgs, AttemptArgs, LockArgs, LockedArgs, PasswordResetArgs, PolicySetArgs, StatusArgs, TailArgs, UnlockArgs,
+    AdminArgs, AttemptArgs, IpCmd, LockArgs, LockedArgs, PasswordResetArgs, PolicySetArgs, StatusArgs, TailArgs,
+    UnlockArgs, UnlockManyArgs,
 };
 use crate::ctx::{self, Ctx};
 use crate::events;
@@ -93,6 +94,68 @@ pub async fn password_reset(ctx: &Ctx, a: PasswordResetArgs, out: &mut dyn Write
     let body = json!({ "user": a.user, "method": method, "actor": a.actor });
     let reply: Value = ctx.request(&tenant, "password_reset", &body).await?;
     write_reply(ctx, "password reset recorded for", reply, out)
+}
+
+/// `unlock-many`: follows the reply's pages to the end (each page is one request that unlocks
+/// its users; a dry run appends nothing).
+pub async fn unlock_many(ctx: &Ctx, a: UnlockManyArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let tenant = ctx::tenant(&a.tenant)?;
+    let since = fmt::parse_time(&a.since, "--since")?;
+    let until = a.until.as_deref().map(|u| fmt::parse_time(u, "--until")).transpose()?;
+    let ips = (!a.cidrs.is_empty()).then_some(&a.cidrs);
+    let mut users = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let body = json!({
+            "actor": a.actor, "reason": a.reason, "since": since, "until": until, "ips": ips,
+            "dry_run": a.dry_run, "after": after,
+        });
+        let page: UnlockManyReply = ctx.request(&tenant, "unlock_many", &body).await?;
+        users.extend(page.users);
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    if ctx.json {
+        return print_json(out, &json!({ "dry_run": a.dry_run, "unlocked": users.len(), "users": users }));
+    }
+    for u in &users {
+        writeln!(out, "{u}")?;
+    }
+    let what = if a.dry_run { "would be unlocked (dry run: nothing changed)" } else { "unlocked" };
+    writeln!(out, "{} user(s) of tenant {tenant} {what}", users.len())?;
+    Ok(())
+}
+
+pub async fn ip(ctx: &Ctx, c: IpCmd, out: &mut dyn Write) -> anyhow::Result<()> {
+    let (tenant, s): (_, IpStatusReply) = match c {
+        IpCmd::Status { tenant, ip } => {
+            let tenant = ctx::tenant(&tenant)?;
+            let s = ctx.request(&tenant, "ip_status", &json!({ "ip": ip })).await?;
+            (tenant, s)
+        }
+        IpCmd::Unblock { tenant, ip, actor, reason } => {
+            let tenant = ctx::tenant(&tenant)?;
+            let body = json!({ "ip": ip, "actor": actor, "reason": reason });
+            let s = ctx.request(&tenant, "ip_unblock", &body).await?;
+            (tenant, s)
+        }
+    };
+    if ctx.json {
+        return print_json(out, &s);
+    }
+    let state = match (s.blocked, s.blocked_until) {
+        (false, _) => "not blocked".to_owned(),
+        (true, Some(u)) => format!("BLOCKED until {}", fmt::time(u)),
+        (true, None) => "BLOCKED until an admin unblocks it".to_owned(),
+    };
+    writeln!(
+        out,
+        "{tenant} / IP {}: {state}, {} failure(s) against {} user(s) in the window",
+        s.ip, s.failures, s.users
+    )?;
+    Ok(())
 }
 
 /// `--account`: user, api or portal.
@@ -334,12 +397,14 @@ pub fn notice_text(n: &Notice) -> String {
         },
         Notice::MfaReset(m) => format!("{}  {} / {}  MFA reset by {}", fmt::time(m.at), m.tenant, m.user, m.actor),
         Notice::IpBlocked(b) => format!(
-            "{}  {} / IP {}  BLOCKED {}: {}\n    users: {}",
+            "{}  {} / IP {}  BLOCKED {}: {}\n    users ({} of {}): {}",
             fmt::time(b.at),
             b.tenant,
             b.ip,
             fmt::until(b.blocked_until),
             b.message,
+            b.sample_users.len(),
+            b.users,
             b.sample_users.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")
         ),
         Notice::IpUnblocked(u) => match u.how {

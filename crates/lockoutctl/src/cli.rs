@@ -55,6 +55,12 @@ pub enum Cmd {
     /// Tell the service the user verified a password change (service op `password_reset`):
     /// ends failure and scope locks under `unlock_on_password_reset`.
     PasswordReset(PasswordResetArgs),
+    /// Unlock every user one attack locked: automatic locks tripped from --cidr within
+    /// --since..--until (service op `unlock_many`); --dry-run lists them and changes nothing.
+    UnlockMany(UnlockManyArgs),
+    /// An IP's block for a tenant: `ip status`, `ip unblock` (password spraying).
+    #[command(subcommand)]
+    Ip(IpCmd),
     /// Lock a user, for --seconds or until unlocked (service op `lock`).
     Lock(LockArgs),
     /// Reset a user's MFA: drop MFA failures, require re-enrolment (service op `mfa_reset`).
@@ -112,6 +118,46 @@ pub struct UnlockArgs {
     /// fail with 409 (exit 4): a lock seen earlier cannot end a newer one.
     #[arg(long)]
     pub lock_event: Option<uuid::Uuid>,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockManyArgs {
+    pub tenant: String,
+    /// Who is doing it (recorded on each unlock event).
+    #[arg(long)]
+    pub actor: String,
+    /// Why (recorded on each unlock event).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Only locks tripped from this IP or CIDR block (repeatable; default: any IP).
+    #[arg(long = "cidr", value_name = "IP_OR_CIDR")]
+    pub cidrs: Vec<String>,
+    /// Only locks that started at or after this time (required).
+    #[arg(long)]
+    pub since: String,
+    /// Only locks that started at or before this time (default: now).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// List who would be unlocked; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IpCmd {
+    /// Whether an IP is blocked for a tenant, and its failures in the window (`ip_status`).
+    Status { tenant: String, ip: String },
+    /// End an IP's block and restart its count (`ip_unblock`).
+    Unblock {
+        tenant: String,
+        ip: String,
+        /// Who is doing it.
+        #[arg(long)]
+        actor: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -346,6 +392,8 @@ pub async fn dispatch(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<
         Cmd::Locked(a) => crate::admin::locked(&ctx, a, out).await.and(ok),
         Cmd::Unlock(a) => crate::admin::unlock(&ctx, a, out).await.and(ok),
         Cmd::PasswordReset(a) => crate::admin::password_reset(&ctx, a, out).await.and(ok),
+        Cmd::UnlockMany(a) => crate::admin::unlock_many(&ctx, a, out).await.and(ok),
+        Cmd::Ip(c) => crate::admin::ip(&ctx, c, out).await.and(ok),
         Cmd::Lock(a) => crate::admin::lock(&ctx, a, out).await.and(ok),
         Cmd::MfaReset(a) => crate::admin::mfa_reset(&ctx, a, out).await.and(ok),
         Cmd::Policy(PolicyCmd::Get { tenant }) => crate::admin::policy_get(&ctx, &tenant, out).await.and(ok),

@@ -113,9 +113,15 @@ pub fn who(actor: &str, caller: Option<&str>) -> String {
 /// The full status block of `status` and `state-at`.
 pub fn status_block(s: &Status) -> String {
     let mut out = format!("{} / {}: {}\n", s.tenant, s.user, status_line(s));
-    if let Some(by) = s.blocked_by {
-        let by: &str = by.into();
-        out.push_str(&format!("  this source: not allowed (blocked by the {by} lock)\n"));
+    match s.blocked_by {
+        Some(lockout_proto::status::BlockedBy::Ip) => {
+            out.push_str("  this source: not allowed (its IP is blocked for the tenant: password spraying)\n");
+        }
+        Some(by) => {
+            let by: &str = by.into();
+            out.push_str(&format!("  this source: not allowed (blocked by the {by} lock)\n"));
+        }
+        None => {}
     }
     if s.unfamiliar_failures > 0 {
         out.push_str(&format!("  failures from unfamiliar IPs: {}/{}\n", s.unfamiliar_failures, s.max_failures));
