@@ -595,6 +595,12 @@ async fn spraying_commands() {
     assert!(status.contains("4 failure(s) against 4 user(s) in the window"), "{status}");
     let gate = ok(&l, &["status", "acme", "u9", "--ip", sprayer]).await;
     assert!(gate.contains("not allowed (its IP is blocked for the tenant: password spraying)"), "{gate}");
+    // A failure the gateway let through from the blocked IP: counted for the user only.
+    ok(&l, &["attempt", "acme", "u9", "--fail", "--ip", sprayer, "--wait"]).await;
+    let why = ok(&l, &["explain", "acme", "u9"]).await;
+    assert!(why.contains("Not counted towards IP blocks: #"), "{why}");
+    let history = ok(&l, &["history", "acme", "u9"]).await;
+    assert!(history.contains("IP 203.0.113.66 blocked for the tenant until "), "{history}");
 
     // The replayed history holds the same block and the same states.
     let verify = ok(&l, &["verify"]).await;
@@ -613,10 +619,10 @@ async fn spraying_commands() {
     let mut dry = args.to_vec();
     dry.push("--dry-run");
     let out = ok(&l, &dry).await;
-    assert_eq!(out, "u0\nu1\nu2\nu3\n4 user(s) of tenant acme would be unlocked (dry run: nothing changed)\n");
+    assert_eq!(out, "u0\nu1\nu2\nu3\nu9\n5 user(s) of tenant acme would be unlocked (dry run: nothing changed)\n");
     assert_eq!(json(&l, &["status", "acme", "u0"]).await["locked"], true);
     let out = ok(&l, &args).await;
-    assert!(out.ends_with("4 user(s) of tenant acme unlocked\n"), "{out}");
+    assert!(out.ends_with("5 user(s) of tenant acme unlocked\n"), "{out}");
     assert_eq!(json(&l, &["status", "acme", "u0"]).await["locked"], false);
     assert_eq!(json(&l, &["status", "acme", "other"]).await["locked"], true, "another IP's lock stays");
 

@@ -117,6 +117,12 @@ async fn one_ip_failing_against_50_users_is_blocked_for_the_tenant() {
         assert_eq!((s["locked"].clone(), s["failures"].clone()), (json!(false), json!(1)), "{}: {s}", user(i));
     }
     assert_eq!(l.status("acme", &user(10)).await["failures"], 2);
+    let why = l.call("acme", "explain", json!({ "user": user(10) })).await.unwrap();
+    assert_eq!(why["counted"].as_array().unwrap().len(), 2, "{why}");
+    assert!(
+        why["reason"].as_str().unwrap().contains("1 of the counted failures came from an IP blocked for the tenant"),
+        "{why}"
+    );
     assert_eq!(ip_status(&l, SPRAYER).await["failures"], 50, "not counted while blocked");
     assert_eq!(events_of(&l, "ip_block").await, 1);
 

@@ -72,6 +72,9 @@ enum Command {
     /// Fold + commit of batches of 1000, one thread; prints events/s. For profiling the
     /// projector's own cost.
     Folder(FolderArgs),
+    /// Password-spraying detection's cost: lockoutd's batch folder over failures from many IPs
+    /// with `ip_max_failures` off and on (no NATS); the IP counts' stored bytes per IP.
+    Spraying(SprayingArgs),
     /// The store-size phase alone, in this process (no NATS).
     ///
     /// lockoutd's batch folder folds the store-size workload (`--wide-users`) into a store with
@@ -238,6 +241,23 @@ pub struct InvalidArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct SprayingArgs {
+    /// Events folded per run (the main workload's, and the worst case's failures).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// Users.
+    #[arg(long, default_value_t = 100_000)]
+    pub users: usize,
+    /// Distinct source IPs of the worst case (a million IPs in the window: one failure each
+    /// by default).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub ips: usize,
+    /// Runs of each, interleaved (the medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+}
+
+#[derive(Args, Debug)]
 pub struct ReadsArgs {
     /// Users in the store.
     #[arg(long, default_value_t = 100_000)]
@@ -259,6 +279,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Folder(a)) => offline::folder(&a),
+        Some(Command::Spraying(a)) => offline::spraying(&a),
         Some(Command::Disk(a)) => offline::disk(&a),
         Some(Command::ReadsUnderCommits(a)) => offline::reads_under_commits(&a),
         Some(Command::Invalid(a)) => suite::invalid(&a).await,

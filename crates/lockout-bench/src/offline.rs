@@ -13,8 +13,8 @@ use lockout_proto::event::{Event, EventKind};
 use lockout_proto::{CompactString, Policy, Subjects};
 
 use crate::report::{median, Samples};
-use crate::workload::{wide_workload, workload, Msg};
-use crate::{DiskArgs, FoldArgs, FolderArgs, ReadsArgs};
+use crate::workload::{spraying_workload, wide_workload, workload, Msg};
+use crate::{DiskArgs, FoldArgs, FolderArgs, ReadsArgs, SprayingArgs};
 
 /// How much of the projector's per-event work a fold measurement includes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,9 +129,10 @@ fn fold_in_process(
         let incoming: Vec<_> = chunk
             .iter()
             .enumerate()
-            .map(|(i, (subject, _, payload))| {
+            .map(|(i, (subject, headers, payload))| {
                 let seq = (b * 1_000 + i + 1) as u64;
-                lockout_engine::Incoming { seq, subject, payload, time: seq, content_type: None }
+                let content_type = headers.get(lockout_proto::codec::CONTENT_TYPE).map(|v| v.as_str());
+                lockout_engine::Incoming { seq, subject, payload, time: seq, content_type }
             })
             .collect();
         if let Some(c) = folder.fold_batch(&incoming)?.commit {
@@ -152,6 +153,69 @@ pub fn folder(a: &FolderArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     fold_in_process(&events, dir.path(), "lockout", 128 << 20, lockout_engine::DEFAULT_STATE_CACHE_BYTES)?;
     println!("folder_eps {:.0}", events.len() as f64 / start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// What spraying detection costs (issue 22).
+#[derive(Debug, Clone, Copy)]
+pub struct SprayingFigures {
+    /// Fold + commit events/s (lockoutd's batch folder, one thread) of the main workload (90%
+    /// successes, failures from 65,536 IPs) with detection off and on: medians of interleaved
+    /// runs over the same events.
+    pub off_eps: f64,
+    pub on_eps: f64,
+    /// The same for the worst case: every event a failure from an IP never seen before.
+    pub worst_off_eps: f64,
+    pub worst_on_eps: f64,
+    /// IP counts as stored (keys included) per IP counted, after the worst case's "on" run.
+    pub ip_state_bytes_per_ip: f64,
+    pub ips: usize,
+}
+
+/// Fold + commit events/s of `off` and `on`, alternating, `repeats` times each (medians), and
+/// the stored bytes per IP count after the last `on` run.
+fn off_on(off: &[Msg], on: &[Msg], repeats: usize) -> anyhow::Result<(f64, f64, f64)> {
+    let (mut off_eps, mut on_eps, mut bytes) = (Vec::new(), Vec::new(), 0.0);
+    for _ in 0..repeats.max(1) {
+        for (events, out) in [(off, &mut off_eps), (on, &mut on_eps)] {
+            let dir = tempfile::tempdir()?;
+            let start = Instant::now();
+            fold_in_process(events, dir.path(), "spray", 128 << 20, lockout_engine::DEFAULT_STATE_CACHE_BYTES)?;
+            out.push(events.len() as f64 / start.elapsed().as_secs_f64());
+            let (b, counted) = lockout_store::Store::open(dir.path(), 16 << 20)?.ip_count_bytes()?;
+            if counted > 0 {
+                bytes = b as f64 / counted as f64;
+            }
+        }
+    }
+    Ok((median(off_eps), median(on_eps), bytes))
+}
+
+/// Spraying detection off and on over the main workload (`n` events, `users` users) and over
+/// the worst case (`n` failures from `ips` distinct IPs), `repeats` interleaved runs each.
+pub fn spraying_figures(n: usize, users: usize, ips: usize, repeats: usize) -> anyhow::Result<SprayingFigures> {
+    use crate::workload::with_spraying_policy;
+    let (off_eps, on_eps, _) = off_on(
+        &with_spraying_policy("spray", false, workload("spray", n, users)),
+        &with_spraying_policy("spray", true, workload("spray", n, users)),
+        repeats,
+    )?;
+    let (worst_off_eps, worst_on_eps, ip_state_bytes_per_ip) = off_on(
+        &spraying_workload("spray", n, users, ips, false),
+        &spraying_workload("spray", n, users, ips, true),
+        repeats,
+    )?;
+    Ok(SprayingFigures { off_eps, on_eps, worst_off_eps, worst_on_eps, ip_state_bytes_per_ip, ips })
+}
+
+/// `lockout-bench spraying`: prints [`spraying_figures`].
+pub fn spraying(a: &SprayingArgs) -> anyhow::Result<()> {
+    let f = spraying_figures(a.events, a.users, a.ips, a.repeats)?;
+    println!("spraying_off_fold_eps {:.0}", f.off_eps);
+    println!("spraying_on_fold_eps {:.0}", f.on_eps);
+    println!("spraying_on_vs_off {:.3}", f.on_eps / f.off_eps);
+    println!("spraying_worst_on_vs_off {:.3}", f.worst_on_eps / f.worst_off_eps);
+    println!("ip_state_bytes_per_ip {:.1}", f.ip_state_bytes_per_ip);
     Ok(())
 }
 

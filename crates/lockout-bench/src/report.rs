@@ -9,7 +9,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use crate::offline::FoldFigures;
+use crate::offline::{FoldFigures, SprayingFigures};
 use crate::phases::{Audit, Invalid, Throughput, Wide};
 use crate::probes::Latencies;
 
@@ -75,12 +75,13 @@ pub struct Figures<'a> {
     pub wide: &'a Wide,
     pub audit: &'a Audit,
     pub fold: &'a FoldFigures,
+    pub spraying: &'a SprayingFigures,
 }
 
 /// The contents of `results.json`.
 pub fn results(f: &Figures) -> serde_json::Value {
     let (t, lat) = (f.throughput, f.latency);
-    json!({
+    let mut v = json!({
         "events": f.events,
         "users": f.users,
         "nats_server_version": crate::daemons::nats_version(),
@@ -123,7 +124,23 @@ pub fn results(f: &Figures) -> serde_json::Value {
         "fold_checked_json_eps": f.fold.checked_json,
         "history_10k_events_ms": f.audit.history_ms,
         "explain_10k_events_ms": f.audit.explain_ms,
-    })
+    });
+    // Issue 22's targets: ≤ 64 bytes per IP counted, detection on ≥ 0.8x off (same run).
+    // (A second object: one `json!` this long exceeds the macro's recursion limit.)
+    let spraying = json!({
+        "spraying_ips": f.spraying.ips,
+        "spraying_off_fold_eps": f.spraying.off_eps,
+        "spraying_on_fold_eps": f.spraying.on_eps,
+        "spraying_on_vs_off": f.spraying.on_eps / f.spraying.off_eps,
+        "spraying_worst_off_fold_eps": f.spraying.worst_off_eps,
+        "spraying_worst_on_fold_eps": f.spraying.worst_on_eps,
+        "spraying_worst_on_vs_off": f.spraying.worst_on_eps / f.spraying.worst_off_eps,
+        "ip_state_bytes_per_ip": f.spraying.ip_state_bytes_per_ip,
+    });
+    if let (Some(all), serde_json::Value::Object(more)) = (v.as_object_mut(), spraying) {
+        all.extend(more);
+    }
+    v
 }
 
 /// Writes `results` to `out` and prints them as a Markdown table.

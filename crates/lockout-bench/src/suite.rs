@@ -43,6 +43,9 @@ pub async fn full(a: &SuiteArgs) -> anyhow::Result<()> {
 
     let fold = offline::fold_figures(&events, a.repeats);
 
+    eprintln!("password-spraying detection: {n} failures from {n} IPs, off and on …");
+    let spraying = offline::spraying_figures(n, users, n, 3)?;
+
     let results = report::results(&Figures {
         events: n,
         users,
@@ -53,6 +56,7 @@ pub async fn full(a: &SuiteArgs) -> anyhow::Result<()> {
         wide: &wide,
         audit: &audit,
         fold: &fold,
+        spraying: &spraying,
     });
     report::write(&a.out, &results)
 }

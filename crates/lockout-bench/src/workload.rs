@@ -58,6 +58,50 @@ pub fn workload(prefix: &str, n: usize, users: usize) -> Vec<Msg> {
         .collect()
 }
 
+/// `events` under `prefix` after a `policy` event of their tenant with `ip_max_failures` 100
+/// (window a day) when `detect`, else 0: the same events either way.
+pub fn with_spraying_policy(prefix: &str, detect: bool, events: Vec<Msg>) -> Vec<Msg> {
+    use lockout_proto::event::{Event, PolicyChange};
+    let subjects = Subjects::new(prefix).unwrap();
+    let tenant = Tenant::parse(TENANT).unwrap();
+    let policy = lockout_proto::Policy {
+        ip_max_failures: if detect { 100 } else { 0 },
+        ip_window_seconds: 86_400,
+        ..lockout_proto::Policy::default()
+    };
+    let change = Event::Policy(PolicyChange {
+        id: Uuid::now_v7(),
+        at: lockout_nats::clock::now_ms(),
+        tenant: TENANT.into(),
+        actor: "bench".into(),
+        policy,
+        caller: None,
+    });
+    let mut h = HeaderMap::new();
+    h.insert(codec::CONTENT_TYPE, Encoding::PostcardV2.content_type());
+    let mut out = vec![(subjects.tenant_event(&tenant, EventKind::Policy), h, change.encode(Encoding::PostcardV2))];
+    out.extend(events);
+    out
+}
+
+/// Password spraying under `prefix`: `n` failed attempts over `users` users, each from one of
+/// `ips` distinct IPs in turn (so each has `n / ips` failures), behind
+/// [`with_spraying_policy`].
+pub fn spraying_workload(prefix: &str, n: usize, users: usize, ips: usize, detect: bool) -> Vec<Msg> {
+    let subjects = Subjects::new(prefix).unwrap();
+    let events = (0..n)
+        .map(|i| {
+            let ip = i % ips;
+            let a = Attempt {
+                source_ip: format!("10.{}.{}.{}", (ip >> 16) & 255, (ip >> 8) & 255, ip & 255).into(),
+                ..attempt(format!("user{:06}@example.com", i.wrapping_mul(7919) % users), Outcome::Failure, i)
+            };
+            gateway_msg(&subjects, &a)
+        })
+        .collect();
+    with_spraying_policy(prefix, detect, events)
+}
+
 /// One failed attempt for each of `users` distinct users under `prefix`: every one of them
 /// ends up with a stored state. Users come in a scrambled order, as in [`workload`] (people
 /// do not log in sorted by name; `--wide-sorted` for the sorted order).

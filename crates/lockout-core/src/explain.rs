@@ -11,6 +11,7 @@ use lockout_proto::status::Scope;
 use lockout_proto::{Millis, Policy};
 
 use crate::fold::{fold_into, Effect};
+use crate::ip::{fold_ip_event, IpBlockState, IpCount};
 use crate::message::duration;
 use crate::state::{StreakSource, UserState};
 use crate::view::status;
@@ -24,6 +25,11 @@ pub struct Explainer {
     state: UserState,
     counted: Vec<CountedFailure>,
     blocked: u64,
+    /// The tenant's IP blocks as folded so far (contract v2, "IP blocks").
+    ip_blocks: std::collections::HashMap<lockout_proto::CompactString, IpBlockState>,
+    /// Sequences of the counted failures whose IP was blocked for the tenant when they were
+    /// stored: they count for the user, not towards the IP's spraying count.
+    from_blocked_ips: Vec<u64>,
 }
 
 impl Explainer {
@@ -35,26 +41,50 @@ impl Explainer {
             state: UserState::default(),
             counted: Vec::new(),
             blocked: 0,
+            ip_blocks: Default::default(),
+            from_blocked_ips: Vec::new(),
         }
     }
 
     /// Folds the next event of the user (or a policy event of the tenant), stored at `at` as
     /// `LOCKOUT_EVENTS` sequence `seq`.
     pub fn push(&mut self, seq: u64, at: Millis, event: &Event) {
-        if let Event::Policy(p) = event {
-            self.policy = p.policy;
+        let ip = match event {
+            Event::Policy(p) => {
+                self.policy = p.policy;
+                return;
+            }
+            Event::IpBlock(e) => Some(&e.ip),
+            Event::IpUnblock(e) => Some(&e.ip),
+            Event::IpExpired(e) => Some(&e.ip),
+            _ => None,
+        };
+        if let Some(ip) = ip {
+            let mut block = self.ip_blocks.remove(ip);
+            fold_ip_event(&mut block, &mut IpCount::default(), event, at);
+            if let Some(b) = block {
+                self.ip_blocks.insert(ip.clone(), b);
+            }
             return;
         }
         let (_, why) = fold_into(&self.policy, &mut self.state, event, at);
         match (why.effect, event) {
-            (Effect::Counted { counter, .. }, Event::Attempt(a)) => self.counted.push(CountedFailure {
-                seq,
-                at,
-                ip: a.source_ip.clone(),
-                client: a.client.clone(),
-                factor: a.factor,
-                counter,
-            }),
+            (Effect::Counted { counter, .. }, Event::Attempt(a)) => {
+                let blocked_ip = lockout_proto::event::canonical_ip(&a.source_ip)
+                    .and_then(|ip| self.ip_blocks.get(&ip))
+                    .is_some_and(|b| b.in_force(at));
+                if blocked_ip {
+                    self.from_blocked_ips.push(seq);
+                }
+                self.counted.push(CountedFailure {
+                    seq,
+                    at,
+                    ip: a.source_ip.clone(),
+                    client: a.client.clone(),
+                    factor: a.factor,
+                    counter,
+                });
+            }
             (Effect::Blocked { .. } | Effect::Rejected, Event::Attempt(_)) => self.blocked += 1,
             _ => {}
         }
@@ -90,15 +120,32 @@ impl Explainer {
         }
         let mut k = keep.into_iter();
         self.counted.retain(|_| k.next().unwrap_or(false));
+        let counted = &self.counted;
+        self.from_blocked_ips.retain(|seq| counted.iter().any(|c| c.seq == *seq));
         if !self.state.any_lock() && self.counted.is_empty() {
             self.blocked = 0;
         }
     }
 
+    /// Sequences of the counted failures (still on a counter) whose IP was blocked for the
+    /// tenant when they were stored.
+    pub fn from_blocked_ips(&self) -> &[u64] {
+        &self.from_blocked_ips
+    }
+
     /// The explanation at `now` (the server's time).
     pub fn finish(self, now: Millis) -> ExplainReply {
         let status = status(&self.tenant, &self.user, &self.policy, &self.state, now);
-        let reason = reason(&self.policy, &self.state, &status);
+        let mut reason = reason(&self.policy, &self.state, &status);
+        match self.from_blocked_ips.len() {
+            0 => {}
+            1 => reason.push_str(
+                " 1 of the counted failures came from an IP blocked for the tenant at the time (password spraying): it counts for the user, not towards the IP's block.",
+            ),
+            n => reason.push_str(&format!(
+                " {n} of the counted failures came from IPs blocked for the tenant at the time (password spraying): they count for the user, not towards the IPs' blocks."
+            )),
+        }
         ExplainReply {
             sources: self.state.ranked_sources(),
             status,

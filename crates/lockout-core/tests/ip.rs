@@ -274,3 +274,37 @@ proptest! {
         prop_assert!(unblocked <= blocked.len() && unblocked + 1 >= blocked.len(), "{unblocked} ends of {} blocks", blocked.len());
     }
 }
+
+/// `explain` says which counted failures came from an IP blocked for the tenant at the time:
+/// they count for the user, not towards the IP's block.
+#[test]
+fn explain_names_failures_from_blocked_ips() {
+    use lockout_core::explain::Explainer;
+    use lockout_proto::event::{Attempt, Outcome};
+    let fail = |id: u64, ip: &str| {
+        Event::Attempt(Attempt {
+            id: Uuid::from_u64_pair(1, id),
+            at: T0,
+            tenant: TENANT.into(),
+            user: "alice".into(),
+            outcome: Outcome::Failure,
+            factor: Default::default(),
+            source_ip: ip.into(),
+            client: None,
+            credential: None,
+            account: None,
+            is_final: true,
+        })
+    };
+    let mut x = Explainer::new(TENANT, "alice");
+    x.push(1, T0, &fail(1, IP));
+    let mut ip = Ip::default();
+    let block = ip.fail(&policy(1, 60, 600), "bob", T0).unwrap();
+    x.push(2, T0 + 1, &Event::IpBlock(block));
+    x.push(3, T0 + 2, &fail(3, IP));
+    x.push(4, T0 + 3, &fail(4, "198.51.100.1"));
+    assert_eq!(x.from_blocked_ips(), &[3]);
+    let reply = x.finish(T0 + 4);
+    assert_eq!(reply.counted.len(), 3);
+    assert!(reply.reason.contains("1 of the counted failures came from an IP blocked for the tenant"), "{}", reply.reason);
+}

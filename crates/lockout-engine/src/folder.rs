@@ -15,7 +15,7 @@ use lockout_proto::status::LockReason;
 use lockout_proto::subject::{Subjects, Target};
 use lockout_proto::CompactString;
 use lockout_proto::{Millis, Notice, Policy, Rejection};
-use lockout_store::{Commit, IpBlockChange, LockIndex, StateChange, Store};
+use lockout_store::{Commit, IpBlockChange, IpCountChange, LockIndex, StateChange, Store};
 use uuid::Uuid;
 
 use crate::cache::{HashMap, StateCache, UserKey};
@@ -71,6 +71,9 @@ pub struct BatchFolder {
     /// Recent IP counts (the store's, or newer while in flight); dropped when over
     /// [`IP_COUNTS_HELD_MAX`] once everything folded has landed.
     ip_counts: HashMap<IpKey, IpCount>,
+    /// `ip_counts` holds every IP count the store has (it had none when this folder started
+    /// and none were dropped since): a miss is an IP never counted, no read needed.
+    ip_counts_complete: bool,
 }
 
 /// What [`BatchFolder::fold_batch`] made of a batch.
@@ -157,6 +160,7 @@ impl BatchFolder {
     pub fn new(store: Store, subjects: Subjects, outbox: OutboxMode) -> Result<Self, lockout_store::Error> {
         let (checkpoint, checkpoint_time) = store.checkpoint_at()?;
         let cache_is_complete = store.all_users().next().is_none();
+        let ip_counts_complete = store.all_ip_counts().next().is_none();
         let mut ip_blocks = HashMap::default();
         for b in store.all_ip_blocks() {
             let (tenant, ip, block) = b?;
@@ -165,6 +169,7 @@ impl BatchFolder {
         Ok(BatchFolder {
             ip_blocks,
             ip_counts: HashMap::default(),
+            ip_counts_complete,
             store,
             subjects,
             outbox,
@@ -227,6 +232,7 @@ impl BatchFolder {
             && self.store.checkpoint_at()? == (self.checkpoint, self.checkpoint_time)
         {
             self.ip_counts.clear();
+            self.ip_counts_complete = false;
         }
         let mut users: HashMap<UserKey, Pending> = HashMap::with_capacity_and_hasher(msgs.len(), Default::default());
         let mut ips: HashMap<IpKey, IpOriginal> = HashMap::default();
@@ -348,7 +354,12 @@ impl BatchFolder {
             }
             let count = self.ip_counts.get(key).cloned().unwrap_or_default();
             if o.count != count {
-                commit.ip_counts.push((key.0.clone(), key.1.clone(), count));
+                commit.ip_counts.push(IpCountChange {
+                    tenant: key.0.clone(),
+                    ip: key.1.clone(),
+                    was_pending: o.count.pending.is_some(),
+                    count,
+                });
             }
         }
         (self.checkpoint, self.checkpoint_time) = (last, last_time);
@@ -363,7 +374,8 @@ impl BatchFolder {
         key: &IpKey,
     ) -> Result<&'a mut IpCount, lockout_store::Error> {
         if !self.ip_counts.contains_key(key) {
-            let stored = self.store.ip_count(&key.0, &key.1)?.unwrap_or_default();
+            let stored =
+                if self.ip_counts_complete { None } else { self.store.ip_count(&key.0, &key.1)? }.unwrap_or_default();
             self.ip_counts.insert(key.clone(), stored);
         }
         let count = self.ip_counts.get_mut(key).expect("inserted above");

@@ -148,6 +148,17 @@ pub struct IpBlockChange {
     pub after: Option<IpBlockState>,
 }
 
+/// A change of one IP's count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpCountChange {
+    pub tenant: CompactString,
+    pub ip: CompactString,
+    /// Whether the count held a pending decision before the commit's events (its `k` index
+    /// entry then exists).
+    pub was_pending: bool,
+    pub count: IpCount,
+}
+
 /// Everything one fetched batch changes, written atomically.
 #[derive(Debug, Clone, Default)]
 pub struct Commit {
@@ -155,8 +166,8 @@ pub struct Commit {
     pub policies: Vec<(String, Policy)>,
     /// IP blocks started or ended.
     pub ip_blocks: Vec<IpBlockChange>,
-    /// IP counts changed: (tenant, IP, count); an empty count is removed.
-    pub ip_counts: Vec<(CompactString, CompactString, IpCount)>,
+    /// IP counts changed; an empty count is removed.
+    pub ip_counts: Vec<IpCountChange>,
     pub outbox: Vec<OutboxEntry>,
     /// The last `LOCKOUT_EVENTS` sequence folded by this commit.
     pub checkpoint: u64,
@@ -192,9 +203,11 @@ impl Commit {
                 None => self.ip_blocks.push(b),
             }
         }
-        for (tenant, ip, count) in later.ip_counts {
-            self.ip_counts.retain(|(t, i, _)| !(*t == tenant && *i == ip));
-            self.ip_counts.push((tenant, ip, count));
+        for c in later.ip_counts {
+            match self.ip_counts.iter_mut().find(|e| e.tenant == c.tenant && e.ip == c.ip) {
+                Some(e) => e.count = c.count,
+                None => self.ip_counts.push(c),
+            }
         }
         self.outbox.extend(later.outbox);
         self.checkpoint = later.checkpoint;
@@ -498,16 +511,17 @@ impl Store {
                 None => b.remove(ip_key(b'b', &ch.tenant, &ch.ip)),
             }
         }
-        for (tenant, ip, count) in &c.ip_counts {
+        for ch in &c.ip_counts {
+            let (tenant, ip, count) = (&ch.tenant, &ch.ip, &ch.count);
             if count.is_empty() {
                 b.remove(ip_key(b'c', tenant, ip));
             } else {
                 b.insert(ip_key(b'c', tenant, ip), postcard::to_allocvec(count).expect("counts always encode"));
             }
-            if count.pending.is_some() {
-                b.insert(ip_key(b'k', tenant, ip), &[][..]);
-            } else {
-                b.remove(ip_key(b'k', tenant, ip));
+            match (ch.was_pending, count.pending.is_some()) {
+                (false, true) => b.insert(ip_key(b'k', tenant, ip), &[][..]),
+                (true, false) => b.remove(ip_key(b'k', tenant, ip)),
+                _ => {}
             }
         }
         for e in &c.outbox {

@@ -1,5 +1,5 @@
 //! The `explain` op: the user's history read from `LOCKOUT_EVENTS` (their events and the
-//! tenant's policy events, up to the stream's last sequence when the request came) and
+//! tenant's events: policies and IP blocks, up to the stream's last sequence when the request came) and
 //! folded by `lockout_core::explain`, the same fold `lockoutctl explain` runs.
 
 use std::time::Duration;
@@ -33,10 +33,9 @@ pub async fn explain(shared: &Shared, tenant: &Tenant, user: &UserId) -> Result<
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
                 description: Some("lockoutd explain".to_owned()),
-                filter_subjects: vec![
-                    subjects.user_events_filter(tenant, user),
-                    subjects.tenant_event(tenant, EventKind::Policy),
-                ],
+                filter_subjects: std::iter::once(subjects.user_events_filter(tenant, user))
+                    .chain(EventKind::all().filter(|k| k.is_tenant_event()).map(|k| subjects.tenant_event(tenant, k)))
+                    .collect(),
                 deliver_policy: DeliverPolicy::All,
                 ..Default::default()
             })

@@ -81,6 +81,7 @@ impl UserHistory {
                 self.policy = PolicySource { policy: new, set: Some((seq, time, change.actor.to_string())) };
                 (why, Event::Policy(change).body_json())
             }
+            Ok(e @ (Event::IpBlock(_) | Event::IpUnblock(_) | Event::IpExpired(_))) => (ip_why(&e), e.body_json()),
             Ok(e) => (self.track.apply(&self.policy.policy, &e, seq, time), e.body_json()),
         };
         if self.keep_lines {
@@ -202,6 +203,15 @@ impl UserHistory {
             }
             writeln!(out, "In short: {}", answer.reason)?;
         }
+        let from_blocked = self.explainer.from_blocked_ips();
+        if !from_blocked.is_empty() {
+            let seqs: Vec<String> = from_blocked.iter().map(|s| format!("#{s}")).collect();
+            writeln!(
+                out,
+                "Not counted towards IP blocks: {} (their IP was blocked for the tenant then; they count for the user only).",
+                seqs.join(", ")
+            )?;
+        }
         let origin = match &self.policy.set {
             Some((seq, t, actor)) => format!("set by {actor} at {} (event #{seq})", fmt::time(*t)),
             None => "the defaults: the tenant never set a policy".to_owned(),
@@ -225,3 +235,19 @@ fn counted_lines(list: &[Counted], out: &mut dyn Write) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+/// What a tenant's IP event says, for `history`.
+fn ip_why(e: &Event) -> String {
+    match e {
+        Event::IpBlock(b) => format!(
+            "IP {} blocked for the tenant {} after {} failures against {} users (password spraying)",
+            b.ip,
+            fmt::until(b.blocked_until),
+            b.failures,
+            b.users
+        ),
+        Event::IpUnblock(u) => format!("IP {} unblocked by {}", u.ip, u.actor),
+        Event::IpExpired(x) => format!("IP {}: its block ran out", x.ip),
+        _ => String::new(),
+    }
+}

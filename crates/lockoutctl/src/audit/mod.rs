@@ -29,7 +29,7 @@ use crate::ctx::{self, Ctx};
 use crate::events::{self, Range};
 use crate::{exit, fmt, Exit};
 
-/// Reads and folds a user's history (user events + tenant policy events) up to `stop_after`
+/// Reads and folds a user's history (user events + the tenant's events: policies, IP blocks) up to `stop_after`
 /// (stored time).
 async fn fold_user(
     ctx: &Ctx,
@@ -40,7 +40,9 @@ async fn fold_user(
 ) -> anyhow::Result<UserHistory> {
     let t = ctx::tenant(tenant)?;
     let u = ctx::user(user)?;
-    let filters = vec![ctx.subjects.user_events_filter(&t, &u), ctx.subjects.tenant_event(&t, EventKind::Policy)];
+    let filters: Vec<String> = std::iter::once(ctx.subjects.user_events_filter(&t, &u))
+        .chain(EventKind::all().filter(|k| k.is_tenant_event()).map(|k| ctx.subjects.tenant_event(&t, k)))
+        .collect();
     let mut h = UserHistory::new(tenant, user, keep_lines);
     let subjects = ctx.subjects.clone();
     events::read(ctx, &ctx.subjects.events_stream(), filters, Range::default(), None, async |raw| {
