@@ -17,14 +17,18 @@ use std::sync::OnceLock;
 use lockout_core::{fold, UserState};
 use lockout_proto::codec::{decode, encode, MAX_PAYLOAD};
 use lockout_proto::command::{
-    decode_request, DigestReply, DigestRequest, ExplainReply, ExplainRequest, HealthReply, HealthRequest, LockRequest,
-    LockedReply, LockedRequest, MfaResetRequest, PasswordResetRequest, PolicyGetRequest, PolicySetRequest,
-    StatusRequest, UnlockRequest,
+    decode_request, DigestReply, DigestRequest, ExplainReply, ExplainRequest, HealthReply, HealthRequest,
+    IpStatusReply, IpStatusRequest, IpUnblockRequest, LockRequest, LockedReply, LockedRequest, MfaResetRequest,
+    PasswordResetRequest, PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockManyReply, UnlockManyRequest,
+    UnlockRequest,
 };
 use lockout_proto::event::{
-    Attempt, Event, EventKind, Expired, Forget, Lock, MfaReset, PasswordReset, PolicyChange, Unlock,
+    Attempt, Event, EventKind, Expired, Forget, IpBlock, IpExpired, IpUnblock, Lock, MfaReset, PasswordReset,
+    PolicyChange, Unlock,
 };
-use lockout_proto::notice::{LockedNotice, MfaResetNotice, Notice, Source, UnlockedNotice};
+use lockout_proto::notice::{
+    IpBlockedNotice, IpUnblockedNotice, LockedNotice, MfaResetNotice, Notice, Source, UnlockedNotice,
+};
 use lockout_proto::subject::{EventSubject, Target};
 use lockout_proto::{Encoding, Policy, RejectReason, Rejection, Status, Subjects, Tenant, UserId, WriteReply};
 use serde::de::DeserializeOwned;
@@ -62,6 +66,16 @@ pub fn check_message(name: &str, enc: Encoding, body: &[u8]) {
         "event.policy" => check_event(EventKind::Policy, enc, body),
         "event.forget" => check_event(EventKind::Forget, enc, body),
         "event.password_reset" => check_event(EventKind::PasswordReset, enc, body),
+        "event.ip_block" => check_event(EventKind::IpBlock, enc, body),
+        "event.ip_unblock" => check_event(EventKind::IpUnblock, enc, body),
+        "event.ip_expired" => check_event(EventKind::IpExpired, enc, body),
+        "notice.ip_blocked" => check_notice("ip_blocked", enc, body),
+        "notice.ip_unblocked" => check_notice("ip_unblocked", enc, body),
+        "request.ip_status" => drop(check_request::<IpStatusRequest>(enc, body)),
+        "request.ip_unblock" => drop(check_request::<IpUnblockRequest>(enc, body)),
+        "request.unlock_many" => drop(check_request::<UnlockManyRequest>(enc, body)),
+        "reply.ip_status" | "reply.ip_unblock" => drop(check_plain::<IpStatusReply>(enc, body)),
+        "reply.unlock_many" => drop(check_plain::<UnlockManyReply>(enc, body)),
         "policy" | "reply.policy_get" | "reply.policy_set" => {
             if let Some(p) = check_plain::<Policy>(enc, body) {
                 // Validation is a refusal, never a panic.
@@ -221,6 +235,8 @@ fn notice_unbounded(kind: &str, enc: Encoding, bytes: &[u8]) -> Result<Notice, S
     Ok(match kind {
         "locked" => Notice::Locked(decode_unbounded::<LockedNotice>(enc, bytes)?),
         "unlocked" => Notice::Unlocked(decode_unbounded::<UnlockedNotice>(enc, bytes)?),
+        "ip_blocked" => Notice::IpBlocked(decode_unbounded::<IpBlockedNotice>(enc, bytes)?),
+        "ip_unblocked" => Notice::IpUnblocked(decode_unbounded::<IpUnblockedNotice>(enc, bytes)?),
         _ => Notice::MfaReset(decode_unbounded::<MfaResetNotice>(enc, bytes)?),
     })
 }
@@ -235,6 +251,9 @@ fn event_unbounded(kind: EventKind, enc: Encoding, bytes: &[u8]) -> Result<Event
         EventKind::Policy => Event::Policy(decode_unbounded::<PolicyChange>(enc, bytes)?),
         EventKind::Forget => Event::Forget(decode_unbounded::<Forget>(enc, bytes)?),
         EventKind::PasswordReset => Event::PasswordReset(decode_unbounded::<PasswordReset>(enc, bytes)?),
+        EventKind::IpBlock => Event::IpBlock(decode_unbounded::<IpBlock>(enc, bytes)?),
+        EventKind::IpUnblock => Event::IpUnblock(decode_unbounded::<IpUnblock>(enc, bytes)?),
+        EventKind::IpExpired => Event::IpExpired(decode_unbounded::<IpExpired>(enc, bytes)?),
     })
 }
 
@@ -322,6 +341,19 @@ fn fold_checked(event: &Event) {
             );
         }
         let bytes = postcard::to_allocvec(&twice.state).expect("states encode");
-        assert_eq!(postcard::from_bytes::<UserState>(&bytes).expect("states decode"), twice.state);
+        assert_eq!(postcard::from_bytes::<UserState>(&bytes).expect("states decode"), twice.state.clone().without_trips());
+        // A tenant's IP event folds into its IP's block and count without a panic, and its
+        // notices round-trip.
+        let (mut block, mut count) = (None, lockout_core::ip::IpCount::default());
+        for _ in 0..2 {
+            for n in lockout_core::ip::fold_ip_event(&mut block, &mut count, event, now) {
+                round_trip(
+                    &n,
+                    |e| n.encode(e),
+                    |e, b| Notice::decode(n.kind(), e, b),
+                    |e, b| notice_unbounded(n.kind(), e, b),
+                );
+            }
+        }
     }
 }
