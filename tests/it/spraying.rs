@@ -95,6 +95,8 @@ async fn one_ip_failing_against_50_users_is_blocked_for_the_tenant() {
     // A gateway asks before checking a password: the sprayer is refused, a user at home is not.
     let from_sprayer = l.call("acme", "status", json!({ "user": user(3), "ip": SPRAYER })).await.unwrap();
     assert_eq!((from_sprayer["allowed"].clone(), from_sprayer["blocked_by"].clone()), (json!(false), json!("ip")));
+    let other_tenant = l.call("globex", "status", json!({ "user": user(3), "ip": SPRAYER })).await.unwrap();
+    assert_eq!(other_tenant["allowed"], true, "a block is the tenant's own");
     let from_home = l.call("acme", "status", json!({ "user": user(3), "ip": HOME })).await.unwrap();
     assert_eq!((from_home["allowed"].clone(), from_home["blocked_by"].clone()), (json!(true), Value::Null));
     // Without an IP only the account-wide lock is considered.

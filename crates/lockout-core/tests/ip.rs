@@ -306,5 +306,9 @@ fn explain_names_failures_from_blocked_ips() {
     assert_eq!(x.from_blocked_ips(), &[3]);
     let reply = x.finish(T0 + 4);
     assert_eq!(reply.counted.len(), 3);
-    assert!(reply.reason.contains("1 of the counted failures came from an IP blocked for the tenant"), "{}", reply.reason);
+    assert!(
+        reply.reason.contains("1 of the counted failures came from an IP blocked for the tenant"),
+        "{}",
+        reply.reason
+    );
 }

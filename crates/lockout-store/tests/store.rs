@@ -295,3 +295,94 @@ fn a_stored_default_state_digests_as_none() {
     assert_eq!(old.all_users().count(), 1, "the key is there");
     assert_eq!(old.digest("acme").unwrap(), empty.digest("acme").unwrap());
 }
+
+/// IP blocks and counts (contract v2): a block is indexed by its end until it ends; a count
+/// holding a decided block is listed as pending until the block is folded, also after the
+/// store is reopened (a restart appends it then); an empty count is deleted; a merged commit
+/// leaves the store as its parts in turn would.
+#[test]
+fn ip_blocks_and_counts_are_indexed_and_survive_a_reopen() {
+    use lockout_core::ip::{IpBlockState, IpCount};
+    use lockout_proto::event::IpBlock;
+    use lockout_store::{IpBlockChange, IpCountChange};
+    let (dir, store) = open();
+    let decided = IpBlock {
+        id: Uuid::from_u128(9),
+        at: 1_000,
+        tenant: "acme".into(),
+        ip: "203.0.113.66".into(),
+        failures: 3,
+        users: 3,
+        sample_users: vec!["a".into()],
+        blocked_until: Some(61_000),
+    };
+    let count = |pending: bool| IpCount {
+        failures: vec![(1_000, 7)],
+        sample_users: vec!["a".into()],
+        pending: pending.then(|| Box::new(decided.clone())),
+    };
+    let change =
+        |was_pending, count| IpCountChange { tenant: "acme".into(), ip: "203.0.113.66".into(), was_pending, count };
+    let block =
+        IpBlockState { block_event: decided.id, blocked_at: 1_100, blocked_until: Some(61_000), failures: 3, users: 3 };
+    let first = Commit {
+        ip_counts: vec![change(false, count(true))],
+        checkpoint: 1,
+        checkpoint_time: 1_000,
+        ..Commit::default()
+    };
+    store.commit(&first).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(store.pending_ip_blocks(10).unwrap(), vec![decided.clone()], "the decision survives a restart");
+
+    // The block's event folded, then (merged into one commit) the block ended.
+    let mut folded = Commit {
+        ip_blocks: vec![IpBlockChange {
+            tenant: "acme".into(),
+            ip: "203.0.113.66".into(),
+            before: None,
+            after: Some(block.clone()),
+        }],
+        ip_counts: vec![change(true, count(false))],
+        checkpoint: 2,
+        checkpoint_time: 1_100,
+        ..Commit::default()
+    };
+    assert_eq!(store.due_ip_expiries(u64::MAX, 10).unwrap(), vec![]);
+    store.commit(&folded).unwrap();
+    assert!(store.pending_ip_blocks(10).unwrap().is_empty());
+    assert_eq!(store.ip_block("acme", "203.0.113.66").unwrap(), Some(block.clone()));
+    assert_eq!(
+        store.due_ip_expiries(61_000, 10).unwrap(),
+        vec![("acme".to_owned(), "203.0.113.66".to_owned(), 61_000, decided.id)]
+    );
+    assert_eq!(store.due_ip_expiries(60_999, 10).unwrap(), vec![], "not due before its end");
+    let ended = Commit {
+        ip_blocks: vec![IpBlockChange {
+            tenant: "acme".into(),
+            ip: "203.0.113.66".into(),
+            before: Some(block),
+            after: None,
+        }],
+        ip_counts: vec![change(false, IpCount::default())],
+        checkpoint: 3,
+        checkpoint_time: 61_000,
+        ..Commit::default()
+    };
+    // Merged from before the block: as committing both in turn.
+    let (dir2, merged_store) = open();
+    merged_store.commit(&first).unwrap();
+    folded.absorb(ended.clone());
+    merged_store.commit(&folded).unwrap();
+    store.commit(&ended).unwrap();
+    for s in [&store, &merged_store] {
+        assert_eq!(s.ip_block("acme", "203.0.113.66").unwrap(), None);
+        assert_eq!(s.ip_count("acme", "203.0.113.66").unwrap(), None, "an empty count is deleted");
+        assert_eq!(s.due_ip_expiries(u64::MAX, 10).unwrap(), vec![]);
+        assert!(s.pending_ip_blocks(10).unwrap().is_empty());
+        assert_eq!(s.ip_count_bytes().unwrap(), (0, 0));
+    }
+    drop(dir2);
+}
