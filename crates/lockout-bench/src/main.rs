@@ -20,6 +20,7 @@
 mod daemons;
 mod load;
 mod offline;
+mod partitions;
 mod phases;
 mod probes;
 mod report;
@@ -75,6 +76,10 @@ enum Command {
     /// Password-spraying detection's cost: lockoutd's batch folder over failures from many IPs
     /// with `ip_max_failures` off and on (no NATS); the IP counts' stored bytes per IP.
     Spraying(SprayingArgs),
+    /// Scale-out: what each way of giving three processes a third of `LOCKOUT_EVENTS` costs
+    /// (a partitioning mirror with a subject transform, or each process filtering the whole
+    /// stream), beside one consumer of everything; on its own nats-server.
+    Partitions(PartitionsArgs),
     /// The store-size phase alone, in this process (no NATS).
     ///
     /// lockoutd's batch folder folds the store-size workload (`--wide-users`) into a store with
@@ -241,6 +246,18 @@ pub struct InvalidArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct PartitionsArgs {
+    #[command(flatten)]
+    pub scale: Scale,
+    /// Partitions (lockoutd's `--partitions`).
+    #[arg(long, default_value_t = lockout_proto::partition::DEFAULT)]
+    pub partitions: u32,
+    /// Runs of each, interleaved (the medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+}
+
+#[derive(Args, Debug)]
 pub struct SprayingArgs {
     /// Events folded per run (the main workload's, and the worst case's failures).
     #[arg(long, default_value_t = 1_000_000)]
@@ -280,6 +297,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Folder(a)) => offline::folder(&a),
         Some(Command::Spraying(a)) => offline::spraying(&a),
+        Some(Command::Partitions(a)) => partitions::partitions(&a).await,
         Some(Command::Disk(a)) => offline::disk(&a),
         Some(Command::ReadsUnderCommits(a)) => offline::reads_under_commits(&a),
         Some(Command::Invalid(a)) => suite::invalid(&a).await,
