@@ -18,7 +18,7 @@ use lockout_core::{fold, UserState};
 use lockout_proto::codec::{decode, encode, MAX_PAYLOAD};
 use lockout_proto::command::{
     decode_request, DigestReply, DigestRequest, ExplainReply, ExplainRequest, HealthReply, HealthRequest,
-    IpStatusReply, IpStatusRequest, IpUnblockRequest, LockRequest, LockedReply, LockedRequest, MfaResetRequest,
+    IpBlocksReply, IpBlocksRequest, IpStatusReply, IpStatusRequest, IpUnblockRequest, LockRequest, LockedReply, LockedRequest, MfaResetRequest,
     PasswordResetRequest, PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockManyReply, UnlockManyRequest,
     UnlockRequest,
 };
@@ -76,6 +76,14 @@ pub fn check_message(name: &str, enc: Encoding, body: &[u8]) {
         "request.unlock_many" => drop(check_request::<UnlockManyRequest>(enc, body)),
         "reply.ip_status" | "reply.ip_unblock" => drop(check_plain::<IpStatusReply>(enc, body)),
         "reply.unlock_many" => drop(check_plain::<UnlockManyReply>(enc, body)),
+        "request.ip_blocks" => {
+            if let Some(r) = check_request::<IpBlocksRequest>(enc, body) {
+                if let Err(e) = r.page_size() {
+                    expect_reason(&e, &[RejectReason::OutOfRange]);
+                }
+            }
+        }
+        "reply.ip_blocks" => drop(check_plain::<IpBlocksReply>(enc, body)),
         "policy" | "reply.policy_get" | "reply.policy_set" => {
             if let Some(p) = check_plain::<Policy>(enc, body) {
                 // Validation is a refusal, never a panic.

@@ -602,6 +602,9 @@ async fn spraying_commands() {
     let history = ok(&l, &["history", "acme", "u9"]).await;
     assert!(history.contains("IP 203.0.113.66 blocked for the tenant until "), "{history}");
 
+    let list = ok(&l, &["ip", "list", "acme"]).await;
+    assert!(list.starts_with("acme / IP 203.0.113.66: BLOCKED until "), "{list}");
+    assert!(list.ends_with("\n1 blocked IP(s) in tenant acme\n"), "{list}");
     // The replayed history holds the same block and the same states.
     let verify = ok(&l, &["verify"]).await;
     assert!(verify.contains("tenant acme: equal at seq"), "{verify}");

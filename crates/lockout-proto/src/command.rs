@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 /// The ops of the service: those of `docs/protocol.md`, in its order, then `health` (an
 /// extension), then those contract v2 added.
-pub const OPS: [&str; 14] = [
+pub const OPS: [&str; 15] = [
     "status",
     "locked",
     "unlock",
@@ -35,6 +35,7 @@ pub const OPS: [&str; 14] = [
     "ip_status",
     "ip_unblock",
     "unlock_many",
+    "ip_blocks",
 ];
 
 /// Most users one `unlock_many` request may select (contract v2).
@@ -131,6 +132,18 @@ pub struct IpStatusReply {
     /// An extension: the `ip_block` event of the block in force.
     #[serde(default, with = "crate::uuid16::option")]
     pub block_event: Option<Uuid>,
+}
+
+/// An extension: the tenant's IP blocks in force, a page at a time (`limit` 1–1000, default
+/// 100; `after` the previous page's `next`), in the order of the IPs' canonical text.
+pub type IpBlocksRequest = LockedRequest;
+
+/// An extension: a page of the tenant's IP blocks in force, each as its `ip_status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpBlocksReply {
+    pub ips: Vec<IpStatusReply>,
+    /// Non-null exactly when more blocks follow; pass it as `after`.
+    pub next: Option<String>,
 }
 
 /// Contract v2: end an IP's block.

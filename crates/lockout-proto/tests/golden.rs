@@ -26,9 +26,9 @@ use uuid::Uuid;
 use lockout_proto::codec::{decode, encode, Encoding};
 use lockout_proto::command::{
     decode_request, CountedFailure, DigestReply, DigestRequest, ExplainReply, ExplainRequest, HealthReply,
-    HealthRequest, HealthStatus, IpStatusReply, IpStatusRequest, IpUnblockRequest, LockRequest, LockedReply,
-    LockedRequest, MfaResetRequest, PasswordResetRequest, PolicyGetRequest, PolicySetRequest, StatusRequest,
-    UnlockManyReply, UnlockManyRequest, UnlockRequest,
+    HealthRequest, HealthStatus, IpBlocksReply, IpStatusReply, IpStatusRequest, IpUnblockRequest, LockRequest,
+    LockedReply, LockedRequest, MfaResetRequest, PasswordResetRequest, PolicyGetRequest, PolicySetRequest,
+    StatusRequest, UnlockManyReply, UnlockManyRequest, UnlockRequest,
 };
 use lockout_proto::event::{
     Account, Attempt, Event, Expired, Factor, Forget, IpBlock, IpExpired, IpUnblock, Lock, MfaReset, Outcome,
@@ -605,6 +605,21 @@ fn cases() -> Vec<Case> {
         Case::new(
             "reply.unlock_many",
             UnlockManyReply { unlocked: 2, users: sample_users()[..2].to_vec(), next: Some("Ym9iQGFjbWUuY29t".into()) },
+        ),
+        request_case("request.ip_blocks", LockedRequest { limit: Some(2), after: Some("MjAzLjAuMTEzLjY1".into()) }),
+        Case::new(
+            "reply.ip_blocks",
+            IpBlocksReply {
+                ips: vec![IpStatusReply {
+                    ip: SPRAYER.into(),
+                    blocked: true,
+                    blocked_until: None,
+                    failures: 100,
+                    users: 97,
+                    block_event: Some(id(0x0a)),
+                }],
+                next: None,
+            },
         ),
         request_case("request.policy_get", PolicyGetRequest {}),
         Case::new("reply.policy_get", pms_policy()),

@@ -39,7 +39,7 @@ fn schemas() -> BTreeMap<String, Value> {
 }
 
 /// Every message of the protocol (`docs/protocol.md`), one schema file each (sorted by name).
-const MESSAGES: [&str; 48] = [
+const MESSAGES: [&str; 50] = [
     "event.attempt",
     "event.expired",
     "event.forget",
@@ -60,6 +60,7 @@ const MESSAGES: [&str; 48] = [
     "reply.digest",
     "reply.explain",
     "reply.health",
+    "reply.ip_blocks",
     "reply.ip_status",
     "reply.ip_unblock",
     "reply.lock",
@@ -74,6 +75,7 @@ const MESSAGES: [&str; 48] = [
     "request.digest",
     "request.explain",
     "request.health",
+    "request.ip_blocks",
     "request.ip_status",
     "request.ip_unblock",
     "request.lock",

@@ -653,6 +653,29 @@ impl Store {
             .transpose()
     }
 
+    /// The stored IP blocks of `tenant` after the IP `after` (exclusive), by the IPs' text
+    /// (some may have run out: see [`IpBlockState::in_force`]).
+    pub fn ip_blocks_after<'a>(
+        &'a self,
+        tenant: &str,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<(String, IpBlockState)>> + 'a {
+        let prefix = tenant_prefix(b'b', tenant);
+        let mut start = prefix.clone();
+        if let Some(a) = after {
+            start.extend_from_slice(a.as_bytes());
+            start.push(0);
+        }
+        let mut end = prefix.clone();
+        end.push(0xff);
+        let plen = prefix.len();
+        self.scan(|db| db.range(start..end)).map(move |kv| {
+            let (k, v) = kv?;
+            let ip = String::from_utf8(k[plen..].to_vec()).map_err(|e| corrupt("IP key", e))?;
+            Ok((ip, postcard::from_bytes(&v).map_err(|e| corrupt("IP block", e))?))
+        })
+    }
+
     /// Every stored IP block: (tenant, IP, block), by tenant then IP.
     pub fn all_ip_blocks(&self) -> impl Iterator<Item = Result<(String, String, IpBlockState)>> + '_ {
         self.scan(|db| db.scan_prefix(b"b")).map(|kv| {

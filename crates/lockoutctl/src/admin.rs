@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::HeaderMap;
 use lockout_proto::codec::{self, Encoding};
-use lockout_proto::command::{DigestReply, IpStatusReply, LockedReply, UnlockManyReply};
+use lockout_proto::command::{DigestReply, IpBlocksReply, IpStatusReply, LockedReply, UnlockManyReply};
 use lockout_proto::event::{Account, Attempt, EventKind, Factor, Outcome, ResetMethod};
 use lockout_proto::notice::How;
 use lockout_proto::{Notice, Policy, Status};
@@ -130,6 +130,27 @@ pub async fn unlock_many(ctx: &Ctx, a: UnlockManyArgs, out: &mut dyn Write) -> a
 
 pub async fn ip(ctx: &Ctx, c: IpCmd, out: &mut dyn Write) -> anyhow::Result<()> {
     let (tenant, s): (_, IpStatusReply) = match c {
+        IpCmd::List { tenant } => {
+            let tenant = ctx::tenant(&tenant)?;
+            let mut all = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page: IpBlocksReply = ctx.request(&tenant, "ip_blocks", &json!({ "after": after })).await?;
+                all.extend(page.ips);
+                match page.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+            if ctx.json {
+                return print_json(out, &all);
+            }
+            for s in &all {
+                writeln!(out, "{}", ip_line(&tenant, s))?;
+            }
+            writeln!(out, "{} blocked IP(s) in tenant {tenant}", all.len())?;
+            return Ok(());
+        }
         IpCmd::Status { tenant, ip } => {
             let tenant = ctx::tenant(&tenant)?;
             let s = ctx.request(&tenant, "ip_status", &json!({ "ip": ip })).await?;
@@ -145,17 +166,18 @@ pub async fn ip(ctx: &Ctx, c: IpCmd, out: &mut dyn Write) -> anyhow::Result<()> 
     if ctx.json {
         return print_json(out, &s);
     }
+    writeln!(out, "{}", ip_line(&tenant, &s))?;
+    Ok(())
+}
+
+/// `acme / IP 203.0.113.66: BLOCKED until …, 20 failure(s) against 20 user(s) in the window`.
+fn ip_line(tenant: &lockout_proto::Tenant, s: &IpStatusReply) -> String {
     let state = match (s.blocked, s.blocked_until) {
         (false, _) => "not blocked".to_owned(),
         (true, Some(u)) => format!("BLOCKED until {}", fmt::time(u)),
         (true, None) => "BLOCKED until an admin unblocks it".to_owned(),
     };
-    writeln!(
-        out,
-        "{tenant} / IP {}: {state}, {} failure(s) against {} user(s) in the window",
-        s.ip, s.failures, s.users
-    )?;
-    Ok(())
+    format!("{tenant} / IP {}: {state}, {} failure(s) against {} user(s) in the window", s.ip, s.failures, s.users)
 }
 
 /// `--account`: user, api or portal.

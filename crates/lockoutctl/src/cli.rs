@@ -147,6 +147,8 @@ pub struct UnlockManyArgs {
 pub enum IpCmd {
     /// Whether an IP is blocked for a tenant, and its failures in the window (`ip_status`).
     Status { tenant: String, ip: String },
+    /// Every IP blocked for a tenant now, following the `ip_blocks` pages to the end.
+    List { tenant: String },
     /// End an IP's block and restart its count (`ip_unblock`).
     Unblock {
         tenant: String,

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use lockout_engine::rebuild::Rebuild;
 use lockout_engine::{BatchFolder, OutboxMode};
-use lockout_proto::command::{DigestReply, LockedReply};
+use lockout_proto::command::{DigestReply, IpBlocksReply, LockedReply};
 use lockout_proto::{Millis, Status, Tenant};
 use lockout_store::Store;
 use serde_json::{json, Value};
@@ -267,6 +267,47 @@ async fn user_differences(ctx: &Ctx, r: &Replayer, tenant: &Tenant) -> anyhow::R
     Ok(diffs)
 }
 
+/// The IP blocks in force (ip → block event) that the live service and the replay disagree on,
+/// as notes; none against a lockoutd without the `ip_blocks` op.
+async fn ip_block_differences(ctx: &Ctx, r: &Replayer, tenant: &Tenant) -> anyhow::Result<Vec<Value>> {
+    let mut live = std::collections::BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page: IpBlocksReply =
+            match ctx.request(tenant, "ip_blocks", &json!({ "limit": 1000, "after": after })).await {
+                Ok(p) => p,
+                Err(e) if e.downcast_ref::<Exit>().is_some_and(|x| x.code == exit::NOT_FOUND) => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+        live.extend(page.ips.into_iter().map(|s| (s.ip.to_string(), s.block_event)));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let now = lockout_nats::clock::now_ms();
+    let mut replay = std::collections::BTreeMap::new();
+    for b in r.store.ip_blocks_after(tenant.as_str(), None) {
+        let (ip, block) = b?;
+        if block.in_force(now) {
+            replay.insert(ip, Some(block.block_event));
+        }
+    }
+    let ips: BTreeSet<&String> = live.keys().chain(replay.keys()).collect();
+    Ok(ips
+        .into_iter()
+        .filter(|ip| live.get(*ip) != replay.get(*ip))
+        .map(|ip| {
+            let side = |m: &std::collections::BTreeMap<String, Option<uuid::Uuid>>| {
+                m.get(ip).map_or("not blocked".to_owned(), |e| {
+                    format!("blocked by {}", e.map_or("-".to_owned(), |e| e.to_string()))
+                })
+            };
+            json!({ "note": format!("IP {ip}: live {}, replay {}", side(&live), side(&replay)) })
+        })
+        .collect())
+}
+
 pub async fn verify(ctx: &Ctx, a: VerifyArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let temp;
     let dir = match &a.data_dir {
@@ -308,7 +349,8 @@ pub async fn verify(ctx: &Ctx, a: VerifyArgs, out: &mut dyn Write) -> anyhow::Re
                 "live": { "users": live.users, "digest": live.digest },
                 "replay": { "users": users, "digest": digest, "seq": r.upto },
             });
-            let equal = live.seq == r.upto && live.users == users && live.digest == digest;
+            let blocks = ip_block_differences(ctx, &r, &tenant).await?;
+            let equal = live.seq == r.upto && live.users == users && live.digest == digest && blocks.is_empty();
             report["equal"] = json!(equal);
             if !equal {
                 differing += 1;
@@ -317,6 +359,7 @@ pub async fn verify(ctx: &Ctx, a: VerifyArgs, out: &mut dyn Write) -> anyhow::Re
                     diffs.push(json!({ "note": format!("the live service is at seq {} behind the replay at {}: is lockoutd rebuilding? run verify again", live.seq, r.upto) }));
                 }
                 diffs.extend(user_differences(ctx, &r, &tenant).await?);
+                diffs.extend(blocks);
                 report["differences"] = json!(diffs);
             }
             reports.push(report);

@@ -17,9 +17,10 @@ use lockout_core::ip::IpBlockState;
 use lockout_core::Probe;
 use lockout_proto::codec::{self, encode, Encoding};
 use lockout_proto::command::{
-    decode_request, DigestReply, DigestRequest, ExplainRequest, HealthRequest, IpStatusReply, IpStatusRequest,
-    IpUnblockRequest, LockRequest, LockedReply, LockedRequest, MfaResetRequest, PasswordResetRequest, PolicyGetRequest,
-    PolicySetRequest, StatusRequest, UnlockManyReply, UnlockManyRequest, UnlockRequest, OPS, UNLOCK_MANY_MAX,
+    decode_request, DigestReply, DigestRequest, ExplainRequest, HealthRequest, IpBlocksReply, IpBlocksRequest,
+    IpStatusReply, IpStatusRequest, IpUnblockRequest, LockRequest, LockedReply, LockedRequest, MfaResetRequest,
+    PasswordResetRequest, PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockManyReply, UnlockManyRequest,
+    UnlockRequest, OPS, UNLOCK_MANY_MAX,
 };
 use lockout_proto::error::check_len;
 use lockout_proto::event::{
@@ -345,6 +346,10 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
                 .await?;
             Ok(encode(enc, &ip_status(shared, &tenant, &ip)?))
         }
+        "ip_blocks" => {
+            let r: IpBlocksRequest = decode_request(enc, body, &tenant)?;
+            Ok(encode(enc, &ip_blocks_page(shared, &tenant, &r)?))
+        }
         "unlock_many" => {
             let r: UnlockManyRequest = decode_request(enc, body, &tenant)?;
             Ok(encode(enc, &unlock_many(shared, msg, &tenant, r).await?))
@@ -447,6 +452,28 @@ fn decode_cursor(c: &str) -> Result<String, Fail> {
             format!("field `after` {c:?} is not a cursor this service returned; pass the `next` of the previous page"),
         )
     })
+}
+
+/// One page of the tenant's IP blocks in force; the cursor is the base64url of the last IP.
+fn ip_blocks_page(shared: &Shared, tenant: &Tenant, r: &IpBlocksRequest) -> Result<IpBlocksReply, Fail> {
+    let limit = r.page_size()? as usize;
+    let after = r.after.as_deref().map(decode_cursor).transpose()?;
+    let now = shared.server_now_ms();
+    let mut ips = Vec::with_capacity(limit.min(128));
+    let mut more = false;
+    for item in shared.store.ip_blocks_after(tenant.as_str(), after.as_deref()) {
+        let (ip, block) = item?;
+        if !block.in_force(now) {
+            continue;
+        }
+        if ips.len() == limit {
+            more = true;
+            break;
+        }
+        ips.push(ip_status(shared, tenant, &ip)?);
+    }
+    let next = if more { ips.last().map(|s: &IpStatusReply| URL_SAFE_NO_PAD.encode(s.ip.as_bytes())) } else { None };
+    Ok(IpBlocksReply { ips, next })
 }
 
 /// The canonical text of a request's `ip`, or a 400 that says what is wrong.
