@@ -74,6 +74,12 @@ impl IpCount {
         (u32::try_from(recent().count()).unwrap_or(u32::MAX), distinct(recent().map(|(_, h)| *h)))
     }
 
+    /// Whether every failure has left the window ending at `now` and no decision waits: the
+    /// count is worth nothing and may be dropped (what lockoutd's sweep does).
+    pub fn is_stale(&self, policy: &Policy, now: Millis) -> bool {
+        self.pending.is_none() && self.failures.last().is_none_or(|(t, _)| *t <= window_start(policy, now))
+    }
+
     /// Forgets the failures (a block ended): counting starts over from 0.
     fn restart(&mut self) {
         self.failures.clear();

@@ -34,6 +34,11 @@ pub const DEFAULT_POLICY_TENANTS_MAX: usize = 65_536;
 /// the store is the truth again): about 10 MB of one-failure counts.
 pub const IP_COUNTS_HELD_MAX: usize = 100_000;
 
+/// Stored IP counts each batch looks at for being stale (every failure out of its tenant's
+/// window): a sweep over the whole store, a slice per batch, so counts of IPs never seen again
+/// do not stay forever.
+pub const IP_COUNTS_SWEPT_PER_BATCH: usize = 64;
+
 /// (tenant, canonical IP).
 type IpKey = (CompactString, CompactString);
 
@@ -74,6 +79,8 @@ pub struct BatchFolder {
     /// `ip_counts` holds every IP count the store has (it had none when this folder started
     /// and none were dropped since): a miss is an IP never counted, no read needed.
     ip_counts_complete: bool,
+    /// Where the sweep of stale IP counts goes on (the last key it looked at).
+    sweep_after: Option<Vec<u8>>,
 }
 
 /// What [`BatchFolder::fold_batch`] made of a batch.
@@ -170,6 +177,7 @@ impl BatchFolder {
             ip_blocks,
             ip_counts: HashMap::default(),
             ip_counts_complete,
+            sweep_after: None,
             store,
             subjects,
             outbox,
@@ -328,6 +336,7 @@ impl BatchFolder {
         if !folded_any {
             return Ok(BatchFold { commit: None, events });
         }
+        self.sweep_ip_counts(ips, last_time)?;
         commit.checkpoint = last;
         commit.checkpoint_time = last_time;
         // Only states that changed are written; the cache keeps every one.
@@ -383,6 +392,29 @@ impl BatchFolder {
             ips.insert(key.clone(), IpOriginal { block: self.ip_blocks.get(key).cloned(), count: count.clone() });
         }
         Ok(count)
+    }
+
+    /// Drops the stale counts (every failure out of the window at `now`, the batch's last stored
+    /// time; no decision pending) among the next [`IP_COUNTS_SWEPT_PER_BATCH`] stored ones. The
+    /// folder is the counts' only writer, so the drop goes into this batch's commit like any
+    /// other change. Counting is not replayed: dropping a count that the next failure would
+    /// have pruned anyway changes no decision.
+    fn sweep_ip_counts(
+        &mut self,
+        ips: &mut HashMap<IpKey, IpOriginal>,
+        now: Millis,
+    ) -> Result<(), lockout_store::Error> {
+        let (slice, last) = self.store.ip_counts_after(self.sweep_after.as_deref(), IP_COUNTS_SWEPT_PER_BATCH)?;
+        self.sweep_after = if slice.len() < IP_COUNTS_SWEPT_PER_BATCH { None } else { last };
+        for (tenant, ip, _) in slice {
+            let key: IpKey = (tenant.as_str().into(), ip.as_str().into());
+            let policy = self.policy(&tenant)?;
+            // The latest count: this batch's or one in flight, else the store's.
+            if self.ip_count(ips, &key)?.is_stale(&policy, now) {
+                *self.ip_count(ips, &key)? = IpCount::default();
+            }
+        }
+        Ok(())
     }
 
     /// Counts a failure towards its IP's spraying count (contract v2, "IP blocks"); a count

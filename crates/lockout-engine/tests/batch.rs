@@ -280,3 +280,90 @@ fn the_policies_held_in_memory_are_bounded() {
     store.commit(&commit).unwrap();
     assert!(store.user("acme", "bob").unwrap().unwrap().lock.is_some(), "locked by acme's policy");
 }
+
+/// IP counts (password spraying) whose failures all left the window are swept from the store
+/// by later batches, a slice at a time, so IPs never seen again do not stay forever; a count
+/// still in its window stays.
+#[test]
+fn stale_ip_counts_are_swept() {
+    use lockout_proto::event::{Event, EventKind, PolicyChange};
+    let (_dir, store, mut folder) = fresh();
+    let policy = lockout_proto::Policy { ip_max_failures: 1_000, ip_window_seconds: 60, ..Default::default() };
+    let change = Event::Policy(PolicyChange {
+        id: Uuid::from_u128(1),
+        at: 0,
+        tenant: "acme".into(),
+        actor: "sec".into(),
+        policy,
+        caller: None,
+    })
+    .encode(Encoding::PostcardV2);
+    let tenant = lockout_proto::Tenant::parse("acme").unwrap();
+    let policy_subject = Subjects::default().tenant_event(&tenant, EventKind::Policy);
+    let set = Incoming {
+        seq: 1,
+        subject: &policy_subject,
+        payload: &change,
+        time: 1_000,
+        content_type: Some(codec::POSTCARD_V2),
+    };
+    store.commit(&folder.fold_batch(&[set]).unwrap().commit.unwrap()).unwrap();
+    // 150 IPs fail once at t = 2 s .. 2.15 s (more than one sweep slice).
+    let users: Vec<String> = (0..150).map(|i| format!("u{i}")).collect();
+    let msgs: Vec<(String, u64, Vec<u8>)> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let a = Attempt {
+                source_ip: format!("198.51.100.{i}").into(),
+                ..codec::decode::<Attempt>(Encoding::Postcard, &attempt_of(100 + i as u128, u, Outcome::Failure), "a")
+                    .unwrap()
+            };
+            (subject_of(u), 2 + i as u64, codec::encode(Encoding::Postcard, &a))
+        })
+        .collect();
+    let batch: Vec<Incoming<'_>> = msgs
+        .iter()
+        .map(|(s, seq, p)| Incoming { seq: *seq, subject: s, payload: p, time: 2_000 + *seq, content_type: None })
+        .collect();
+    store.commit(&folder.fold_batch(&batch).unwrap().commit.unwrap()).unwrap();
+    assert_eq!(store.ip_count_bytes().unwrap().1, 150);
+    // Within the window: nothing goes.
+    let mut seq = 200;
+    let at = |seq: u64, time: u64, store: &Store, folder: &mut BatchFolder| {
+        let a = attempt_of(u128::from(seq), "late", Outcome::Success);
+        let s = subject_of("late");
+        let m = Incoming { seq, subject: &s, payload: &a, time, content_type: None };
+        store.commit(&folder.fold_batch(&[m]).unwrap().commit.unwrap()).unwrap();
+    };
+    for _ in 0..4 {
+        seq += 1;
+        at(seq, 30_000, &store, &mut folder);
+    }
+    assert_eq!(store.ip_count_bytes().unwrap().1, 150, "still in the window");
+    // One failure from one of the IPs, then the window passes for the others.
+    let again = codec::encode(
+        Encoding::Postcard,
+        &Attempt {
+            source_ip: "198.51.100.7".into(),
+            ..codec::decode::<Attempt>(Encoding::Postcard, &attempt_of(999, "u7", Outcome::Failure), "a").unwrap()
+        },
+    );
+    let s7 = subject_of("u7");
+    seq += 1;
+    store
+        .commit(
+            &folder
+                .fold_batch(&[Incoming { seq, subject: &s7, payload: &again, time: 61_000, content_type: None }])
+                .unwrap()
+                .commit
+                .unwrap(),
+        )
+        .unwrap();
+    for _ in 0..4 {
+        seq += 1;
+        at(seq, 62_200, &store, &mut folder);
+    }
+    let left: Vec<String> = store.all_ip_counts().map(|c| c.unwrap().1).collect();
+    assert_eq!(left, vec!["198.51.100.7".to_owned()], "only the IP with a failure in the window stays");
+}

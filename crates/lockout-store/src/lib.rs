@@ -148,6 +148,9 @@ pub struct IpBlockChange {
     pub after: Option<IpBlockState>,
 }
 
+/// A stored IP count: (tenant, IP, count).
+pub type StoredIpCount = (String, String, IpCount);
+
 /// A change of one IP's count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpCountChange {
@@ -700,6 +703,29 @@ impl Store {
             let (tenant, ip) = split_ip_key(&k[1..])?;
             Ok((tenant, ip, postcard::from_bytes(&v).map_err(|e| corrupt("IP count", e))?))
         })
+    }
+
+    /// Up to `limit` stored IP counts after the key `after` (exclusive; `None`: from the first),
+    /// with the key to pass as `after` next: (tenant, IP, count) in key order. Fewer than `limit`
+    /// means the end was reached.
+    pub fn ip_counts_after(&self, after: Option<&[u8]>, limit: usize) -> Result<(Vec<StoredIpCount>, Option<Vec<u8>>)> {
+        let start = match after {
+            Some(k) => {
+                let mut k = k.to_vec();
+                k.push(0);
+                k
+            }
+            None => b"c".to_vec(),
+        };
+        let mut out = Vec::new();
+        let mut last = None;
+        for kv in self.db()?.range(start..b"d".to_vec()).take(limit) {
+            let (k, v) = kv?;
+            let (tenant, ip) = split_ip_key(&k[1..])?;
+            out.push((tenant, ip, postcard::from_bytes(&v).map_err(|e| corrupt("IP count", e))?));
+            last = Some(k.to_vec());
+        }
+        Ok((out, last))
     }
 
     /// Bytes the IP counts take as stored, keys included, and how many IPs they cover.
