@@ -179,3 +179,70 @@ async fn a_consumer_that_stops_delivering_is_recreated_at_the_checkpoint() {
     l.wait_folded(last).await;
     assert_eq!(l.status("acme", "fay").await["failures"], 3, "each event folded once");
 }
+
+/// IP blocks under `kill -9` (issue 22): 30 IPs each fail against 5 users, round by round,
+/// while lockoutd is killed after every round and at seeded moments after the last (between
+/// a block's decision being committed and its `ip_block` event being appended). Every IP is
+/// blocked exactly once: one `ip_block` event, one `ip_blocked` notice, no notice twice, and
+/// every user's one failure counted once.
+#[tokio::test]
+async fn kill_9_while_ips_are_blocked_decides_each_block_once() {
+    let mut l = Lockout::start_process().await;
+    let mut rng = rng_from_env();
+    let policy =
+        json!({ "max_failures": 10, "ip_max_failures": 5, "ip_window_seconds": 3600, "ip_block_seconds": 3600 });
+    l.call("acme", "policy_set", json!({ "actor": "sec", "policy": policy })).await.unwrap();
+    let ip = |i: usize| format!("203.0.113.{}", 10 + i);
+    let mut last = 0;
+    for round in 0..5 {
+        let wave: Vec<_> =
+            (0..30).map(|i| attempt_body("acme", &format!("u{i}-{round}"), Outcome::Failure, &ip(i))).collect();
+        last = publish(&l.js, &wave).await;
+        if round == 4 {
+            // Into the fold of the tripping failures and the appends after them.
+            tokio::time::sleep(Duration::from_millis(rng.u64(0..400))).await;
+        }
+        l.kill_daemon();
+        l.spawn_daemon().await;
+    }
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(rng.u64(0..300))).await;
+        l.kill_daemon();
+        l.spawn_daemon().await;
+    }
+    l.wait_folded(last).await;
+    let blocks = |msgs: &[async_nats::jetstream::message::StreamMessage]| {
+        msgs.iter().filter(|m| m.subject.ends_with(".t.ip_block")).count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let msgs = l.stream_messages("LOCKOUT_EVENTS").await;
+        if blocks(&msgs) >= 30 {
+            l.wait_folded(msgs.len() as u64).await;
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} of 30 IPs blocked after 30 s", blocks(&msgs));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Long enough for a wrongly held decision to be appended again (the loop ticks at 250 ms).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(blocks(&l.stream_messages("LOCKOUT_EVENTS").await), 30, "one ip_block event per IP");
+    let notices = l.notices().await;
+    crate::oracle::assert_unique_ids(&notices);
+    let blocked: Vec<String> = notices
+        .iter()
+        .filter_map(|(n, _)| match n {
+            lockout_proto::Notice::IpBlocked(b) => Some(b.ip.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(blocked.len(), 30, "one ip_blocked notice per IP: {blocked:?}");
+    for i in 0..30 {
+        let s = l.call("acme", "ip_status", json!({ "ip": ip(i) })).await.unwrap();
+        assert_eq!((s["blocked"].clone(), s["failures"].clone()), (json!(true), json!(5)), "{}: {s}", ip(i));
+        for round in 0..5 {
+            let u = l.status("acme", &format!("u{i}-{round}")).await;
+            assert_eq!(u["failures"], 1, "u{i}-{round}: {u}");
+        }
+    }
+}
