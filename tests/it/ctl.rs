@@ -618,6 +618,14 @@ async fn spraying_commands() {
         assert_eq!(Some(block.block_event.to_string().as_str()), live["block_event"].as_str());
     }
 
+    // What a stricter policy would have blocked: the sprayer and the other IP's one failure.
+    let stricter = dir.path().join("ip.json");
+    std::fs::write(&stricter, r#"{"ip_max_failures":1}"#).unwrap();
+    let sim = json(&l, &["simulate", "acme", "--policy", stricter.to_str().unwrap()]).await;
+    assert_eq!(sim["ip_blocks"], serde_json::json!({ "actual": 1, "simulated": 2 }), "{sim}");
+    assert_eq!(sim["users"], 6, "IP events name no user: {sim}");
+    let text = ok(&l, &["simulate", "acme", "--policy", stricter.to_str().unwrap()]).await;
+    assert!(text.contains("IPs blocked (password spraying):\n  IPs                 1          2\n"), "{text}");
     let args = ["unlock-many", "acme", "--actor", "sec", "--cidr", "203.0.113.0/24", "--since", &start];
     let mut dry = args.to_vec();
     dry.push("--dry-run");

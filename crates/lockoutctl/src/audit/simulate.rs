@@ -57,6 +57,10 @@ pub async fn simulate(ctx: &Ctx, a: SimulateArgs, out: &mut dyn Write) -> anyhow
     let mut actual: BTreeMap<String, Track> = BTreeMap::new();
     let mut sim: BTreeMap<String, Track> = BTreeMap::new();
     let mut n = 0u64;
+    // IP blocks (password spraying): those the history holds, and those the simulated policy
+    // would have decided, each folded right after its tripping failure.
+    let mut ip_blocks_actual = std::collections::BTreeSet::new();
+    let mut sim_ips = SimulatedIps::default();
     events::read(ctx, &ctx.subjects.events_stream(), vec![filter], Range::default(), Some("simulate"), async |raw| {
         if until.is_some_and(|u| raw.time > u) {
             return Ok(false);
@@ -65,7 +69,18 @@ pub async fn simulate(ctx: &Ctx, a: SimulateArgs, out: &mut dyn Write) -> anyhow
         match events::accept(&subjects, &raw) {
             Err(_) => {}
             Ok(Event::Policy(change)) => actual_policy = lockout_core::fold::fold_policy(&actual_policy, &change),
+            Ok(Event::IpBlock(b)) => {
+                if since.is_none_or(|s| raw.time >= s) {
+                    ip_blocks_actual.insert(b.ip.to_string());
+                }
+            }
+            Ok(Event::IpUnblock(_) | Event::IpExpired(_)) => {}
             Ok(e) => {
+                if let Event::Attempt(a) = &e {
+                    if a.outcome == lockout_proto::event::Outcome::Failure {
+                        sim_ips.failure(&sim_policy, a, raw.time, since);
+                    }
+                }
                 let user = e.user().unwrap_or_default().to_owned();
                 actual.entry(user.clone()).or_default().apply(&actual_policy, &e, raw.seq, raw.time);
                 sim.entry(user).or_default().apply(&sim_policy, &e, raw.seq, raw.time);
@@ -114,6 +129,7 @@ pub async fn simulate(ctx: &Ctx, a: SimulateArgs, out: &mut dyn Write) -> anyhow
             "tenant": tenant.as_str(), "events": n, "users": actual.len(), "policy": sim_policy,
             "actual": side(&totals[0]), "simulated": side(&totals[1]),
             "scope_locks": { "actual": scoped[0], "simulated": scoped[1] },
+            "ip_blocks": { "actual": ip_blocks_actual.len(), "simulated": sim_ips.blocked.len() },
             "would_be_locked": newly, "would_not_be_locked": no_longer,
         });
         serde_json::to_writer_pretty(&mut *out, &v)?;
@@ -140,6 +156,8 @@ pub async fn simulate(ctx: &Ctx, a: SimulateArgs, out: &mut dyn Write) -> anyhow
     writeln!(out, "  lock minutes {:>8.1} {:>10.1}", totals[0].2, totals[1].2)?;
     writeln!(out, "scope locks (only unfamiliar IPs or one client refused):")?;
     writeln!(out, "  locks        {:>8} {:>10}", scoped[0], scoped[1])?;
+    writeln!(out, "IPs blocked (password spraying):")?;
+    writeln!(out, "  IPs          {:>8} {:>10}", ip_blocks_actual.len(), sim_ips.blocked.len())?;
     for (title, list) in
         [("would have been locked (were not):", &newly), ("would not have been locked (were):", &no_longer)]
     {
@@ -157,4 +175,33 @@ pub async fn simulate(ctx: &Ctx, a: SimulateArgs, out: &mut dyn Write) -> anyhow
         }
     }
     Ok(())
+}
+
+/// IP blocks as a policy would have decided them over a history: counting as lockoutd does,
+/// each decision folded right after its tripping failure (lockoutd appends it within a tick).
+#[derive(Default)]
+struct SimulatedIps {
+    counts: std::collections::HashMap<lockout_proto::CompactString, lockout_core::ip::IpCount>,
+    blocks: std::collections::HashMap<lockout_proto::CompactString, lockout_core::ip::IpBlockState>,
+    /// IPs blocked at least once in the window.
+    blocked: std::collections::BTreeSet<String>,
+}
+
+impl SimulatedIps {
+    fn failure(&mut self, policy: &Policy, a: &lockout_proto::event::Attempt, at: Millis, since: Option<Millis>) {
+        let Some(ip) = lockout_proto::event::canonical_ip(&a.source_ip) else { return };
+        let count = self.counts.entry(ip.clone()).or_default();
+        let mut block = self.blocks.remove(&ip);
+        if let Some(decided) =
+            lockout_core::ip::count_failure(policy, count, block.as_ref(), &a.tenant, &ip, &a.user, a.id, at)
+        {
+            lockout_core::ip::fold_ip_event(&mut block, count, &Event::IpBlock(decided), at);
+            if since.is_none_or(|s| at >= s) {
+                self.blocked.insert(ip.to_string());
+            }
+        }
+        if let Some(b) = block {
+            self.blocks.insert(ip, b);
+        }
+    }
 }
