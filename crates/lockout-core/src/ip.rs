@@ -74,10 +74,14 @@ impl IpCount {
         (u32::try_from(recent().count()).unwrap_or(u32::MAX), distinct(recent().map(|(_, h)| *h)))
     }
 
-    /// Whether every failure has left the window ending at `now` and no decision waits: the
-    /// count is worth nothing and may be dropped (what lockoutd's sweep does).
+    /// Whether the count may be dropped (what lockoutd's sweep does): no decision waits and
+    /// every failure is older than the window ending at `now` and than [`SWEEP_HORIZON_MS`].
+    /// The horizon keeps a count a later, longer `ip_window_seconds` could still use, so a
+    /// sweep (which a rebuild does at other moments) changes no decision unless the window
+    /// grows past it.
     pub fn is_stale(&self, policy: &Policy, now: Millis) -> bool {
-        self.pending.is_none() && self.failures.last().is_none_or(|(t, _)| *t <= window_start(policy, now))
+        let from = window_start(policy, now).min(now.saturating_sub(SWEEP_HORIZON_MS));
+        self.pending.is_none() && self.failures.last().is_none_or(|(t, _)| *t <= from)
     }
 
     /// Forgets the failures (a block ended): counting starts over from 0.
@@ -96,6 +100,9 @@ impl IpCount {
         }
     }
 }
+
+/// How long a count stays after its last failure at least, whatever the window (7 days).
+pub const SWEEP_HORIZON_MS: Millis = 7 * 86_400_000;
 
 fn window_start(policy: &Policy, now: Millis) -> Millis {
     now.saturating_sub(u64::from(policy.ip_window_seconds) * 1000)
@@ -178,19 +185,27 @@ pub fn fold_ip_event(block: &mut Option<IpBlockState>, count: &mut IpCount, even
         Event::IpExpired(e) => (&e.tenant, &e.ip),
         _ => return notices,
     };
-    // A block whose time has run out ends as expired before anything else happens to it.
+    // A block whose time has run out ends as expired before anything else happens to it;
+    // the failures counted since its end stay (counting restarted at `blocked_until`).
     if let Some(b) = block.as_ref().filter(|b| !b.in_force(at)) {
         notices.push(expired_notice(tenant, ip, b, at));
+        count.prune(b.blocked_until.unwrap_or(at).saturating_sub(1));
         *block = None;
-        count.restart();
     }
     match event {
         Event::IpBlock(e) => {
-            // The decision (or an earlier one for this IP) is history now: counting resumes
-            // once the block ends.
-            count.pending = None;
+            // The decision is history now: counting resumes once the block ends. (A pending
+            // decision of another id stays: it is appended and folded in its turn.)
+            if count.pending.as_ref().is_some_and(|p| p.id == e.id) {
+                count.pending = None;
+            }
             if block.as_ref().is_some_and(|b| b.block_event == e.id) {
                 // The same decision appended twice: one block.
+                return notices;
+            }
+            if e.blocked_until.is_some_and(|u| u <= at) {
+                // Over before it was stored (a copy stored late, or a decision a rebuild made
+                // again long after): no block, no notice.
                 return notices;
             }
             *block = Some(IpBlockState {
@@ -239,8 +254,8 @@ pub fn fold_ip_event(block: &mut Option<IpBlockState>, count: &mut IpCount, even
                 |b: &IpBlockState| b.blocked_until.is_some_and(|u| at.saturating_add(EXPIRED_EARLY_ALLOWANCE_MS) >= u);
             if let Some(b) = block.as_ref().filter(|b| b.block_event == e.block_event && due(b)) {
                 notices.push(expired_notice(tenant, ip, b, at));
+                count.prune(b.blocked_until.unwrap_or(at).saturating_sub(1));
                 *block = None;
-                count.restart();
             }
         }
         _ => {}

@@ -191,6 +191,54 @@ fn an_admin_unblock_ends_the_block_and_restarts_the_count() {
     assert!(ip.fail(&p, "d", T0 + 5).is_some());
 }
 
+/// Failures counted after a block ran out survive the end's event (counting restarted at
+/// `blocked_until`, not at the `ip_expired` fold).
+#[test]
+fn failures_after_a_blocks_end_survive_its_expiry_event() {
+    let p = policy(3, 3600, 10);
+    let mut ip = Ip::default();
+    for (i, u) in ["a", "b"].iter().enumerate() {
+        ip.fail(&p, u, T0 + i as u64);
+    }
+    let block = ip.fail(&p, "c", T0 + 2).unwrap();
+    ip.fold(Event::IpBlock(block.clone()), T0 + 3);
+    let until = block.blocked_until.unwrap();
+    assert_eq!(ip.fail(&p, "d", until + 5), None);
+    assert_eq!(ip.count.window(&p, until + 6, ip.block.as_ref()), (1, 1));
+    let n = ip.expire(block.id, until + 10);
+    assert!(matches!(n.as_slice(), [Notice::IpUnblocked(_)]), "{n:?}");
+    assert_eq!(ip.count.window(&p, until + 11, None), (1, 1), "the failure after the end still counts");
+    assert_eq!(ip.count.failures.len(), 1, "the block's own failures are gone");
+}
+
+/// A copy of a decision stored after its block would have ended does nothing, and a decision
+/// of another id does not clear the one pending.
+#[test]
+fn late_or_foreign_block_events_change_nothing_pending() {
+    let p = policy(1, 60, 10);
+    let mut ip = Ip::default();
+    let first = ip.fail(&p, "a", T0).unwrap();
+    let late_at = first.blocked_until.unwrap() + 1;
+    assert_eq!(ip.fold(Event::IpBlock(first.clone()), late_at), vec![], "over before it was stored");
+    assert!(ip.block.is_none() && ip.count.pending.is_none(), "its own decision is no longer pending");
+    let second = ip.fail(&p, "b", late_at + 1).unwrap();
+    let foreign = IpBlock { id: Uuid::from_u128(42), blocked_until: Some(late_at + 60_000), ..first };
+    ip.fold(Event::IpBlock(foreign), late_at + 2);
+    assert_eq!(ip.count.pending.as_deref(), Some(&second), "another decision stays pending");
+}
+
+/// The sweep keeps a count for 7 days after its last failure, whatever the window.
+#[test]
+fn a_count_is_stale_only_past_the_window_and_the_horizon() {
+    let p = policy(10, 60, 10);
+    let mut ip = Ip::default();
+    ip.fail(&p, "a", T0);
+    assert!(!ip.count.is_stale(&p, T0 + 61_000), "out of the window, inside the horizon");
+    assert!(ip.count.is_stale(&p, T0 + lockout_core::ip::SWEEP_HORIZON_MS), "past both");
+    let long = policy(10, 30 * 86_400, 10);
+    assert!(!ip.count.is_stale(&long, T0 + lockout_core::ip::SWEEP_HORIZON_MS + 1), "inside a 30-day window");
+}
+
 #[test]
 fn an_unblock_of_an_ip_not_blocked_restarts_its_count() {
     let p = policy(3, 60, 10);

@@ -281,9 +281,9 @@ fn the_policies_held_in_memory_are_bounded() {
     assert!(store.user("acme", "bob").unwrap().unwrap().lock.is_some(), "locked by acme's policy");
 }
 
-/// IP counts (password spraying) whose failures all left the window are swept from the store
-/// by later batches, a slice at a time, so IPs never seen again do not stay forever; a count
-/// still in its window stays.
+/// IP counts (password spraying) whose failures all left the window (and the sweep's 7-day
+/// horizon) are swept from the store by later batches, a slice at a time, so IPs never seen
+/// again do not stay forever; a count still in its window stays.
 #[test]
 fn stale_ip_counts_are_swept() {
     use lockout_proto::event::{Event, EventKind, PolicyChange};
@@ -341,7 +341,13 @@ fn stale_ip_counts_are_swept() {
         at(seq, 30_000, &store, &mut folder);
     }
     assert_eq!(store.ip_count_bytes().unwrap().1, 150, "still in the window");
-    // One failure from one of the IPs, then the window passes for the others.
+    let horizon = lockout_core::ip::SWEEP_HORIZON_MS;
+    for _ in 0..4 {
+        seq += 1;
+        at(seq, horizon, &store, &mut folder);
+    }
+    assert_eq!(store.ip_count_bytes().unwrap().1, 150, "out of the window, not yet past the horizon");
+    // One failure from one of the IPs, then the horizon passes for the others.
     let again = codec::encode(
         Encoding::Postcard,
         &Attempt {
@@ -351,18 +357,11 @@ fn stale_ip_counts_are_swept() {
     );
     let s7 = subject_of("u7");
     seq += 1;
-    store
-        .commit(
-            &folder
-                .fold_batch(&[Incoming { seq, subject: &s7, payload: &again, time: 61_000, content_type: None }])
-                .unwrap()
-                .commit
-                .unwrap(),
-        )
-        .unwrap();
+    let m = Incoming { seq, subject: &s7, payload: &again, time: horizon + 1_000, content_type: None };
+    store.commit(&folder.fold_batch(&[m]).unwrap().commit.unwrap()).unwrap();
     for _ in 0..4 {
         seq += 1;
-        at(seq, 62_200, &store, &mut folder);
+        at(seq, horizon + 2_200, &store, &mut folder);
     }
     let left: Vec<String> = store.all_ip_counts().map(|c| c.unwrap().1).collect();
     assert_eq!(left, vec!["198.51.100.7".to_owned()], "only the IP with a failure in the window stays");

@@ -564,20 +564,44 @@ pub fn parse_ip(field: &str, ip: &str) -> Result<IpAddr, Rejection> {
 }
 
 /// The canonical text of an address (IPv6 compressed and lower case, as Rust and RFC 5952
-/// write it): what IP blocks and counts are keyed by, so `2001:DB8::1` and `2001:db8:0::1`
-/// are one IP.
+/// write it; an IPv4-mapped IPv6 address as its IPv4): what IP blocks and counts are keyed by,
+/// so `2001:DB8::1` and `2001:db8:0::1` are one IP, and `::ffff:203.0.113.9` is
+/// `203.0.113.9`.
 pub fn canonical_ip(ip: &str) -> Option<CompactString> {
-    ip.parse::<IpAddr>().ok().map(|a| compact_str::format_compact!("{a}"))
+    let a = ip.parse::<IpAddr>().ok()?;
+    let a = match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+        v4 => v4,
+    };
+    Some(compact_str::format_compact!("{a}"))
 }
 
 /// Checks that field `field` is an address in canonical text form (what the service writes).
 fn check_canonical_ip(field: &str, ip: &str) -> Result<(), Rejection> {
-    let parsed = parse_ip(field, ip)?;
-    if parsed.to_string() != ip {
-        return Err(Rejection::new(
+    parse_ip(field, ip)?;
+    match canonical_ip(ip) {
+        Some(c) if c == ip => Ok(()),
+        c => Err(Rejection::new(
             RejectReason::BadIp,
-            format!("field `{field}` {ip:?} is not in canonical form; write it as {parsed}"),
-        ));
+            format!("field `{field}` {ip:?} is not in canonical form; write it as {}", c.unwrap_or_default()),
+        )),
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod ip_tests {
+    use super::canonical_ip;
+
+    #[test]
+    fn canonical_ips_are_one_spelling_per_address() {
+        for (given, want) in [
+            ("203.0.113.9", "203.0.113.9"),
+            ("::ffff:203.0.113.9", "203.0.113.9"),
+            ("2001:DB8:0::1", "2001:db8::1"),
+            ("::1", "::1"),
+        ] {
+            assert_eq!(canonical_ip(given).as_deref(), Some(want), "{given}");
+        }
+        assert_eq!(canonical_ip("203.0.113"), None);
+    }
 }

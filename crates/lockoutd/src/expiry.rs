@@ -88,7 +88,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let wanted: std::collections::HashSet<Uuid> = due
             .iter()
             .map(|d| d.lock_event)
-            .chain(ip_due.iter().map(|d| d.3))
+            .chain(ip_due.iter().map(|(t, ip, _, block)| ip_expired_event_id(t, ip, *block)))
             .chain(ip_blocks.iter().map(|b| b.id))
             .collect();
         sent.retain(|id, at| at.elapsed() < RETRY_AFTER && wanted.contains(id));
@@ -114,15 +114,16 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
         }
         for (tenant, ip, _, block_event) in ip_due {
-            if sent.contains_key(&block_event) {
+            // Keyed by its own id: the block's event id is also the `ip_block` append's key.
+            let id = ip_expired_event_id(&tenant, &ip, block_event);
+            if sent.contains_key(&id) {
                 continue;
             }
             let Ok(t) = Tenant::parse(&tenant) else { continue };
-            let id = ip_expired_event_id(&tenant, &ip, block_event);
             let body = IpExpired { id, at: shared.clock.now_ms(), tenant: tenant.into(), ip: ip.into(), block_event };
             let subject = shared.config.subjects.tenant_event(&t, EventKind::IpExpired);
             if append(&shared, subject, id, codec::encode(enc, &body)).await {
-                sent.insert(block_event, Instant::now());
+                sent.insert(id, Instant::now());
             }
         }
         for block in ip_blocks {
