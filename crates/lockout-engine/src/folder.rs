@@ -404,7 +404,16 @@ impl BatchFolder {
         ips: &mut HashMap<IpKey, IpOriginal>,
         now: Millis,
     ) -> Result<(), lockout_store::Error> {
-        let (slice, last) = self.store.ip_counts_after(self.sweep_after.as_deref(), IP_COUNTS_SWEPT_PER_BATCH)?;
+        if self.ip_counts_complete && self.ip_counts.is_empty() {
+            // Nothing was ever counted: nothing to sweep, no store read.
+            return Ok(());
+        }
+        // Best effort: a store that cannot be read now (a failed disk) fails the commit that
+        // follows anyway; the sweep is not worth failing the fold for.
+        let Ok((slice, last)) = self.store.ip_counts_after(self.sweep_after.as_deref(), IP_COUNTS_SWEPT_PER_BATCH)
+        else {
+            return Ok(());
+        };
         self.sweep_after = if slice.len() < IP_COUNTS_SWEPT_PER_BATCH { None } else { last };
         for (tenant, ip, _) in slice {
             let key: IpKey = (tenant.as_str().into(), ip.as_str().into());

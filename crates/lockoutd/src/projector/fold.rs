@@ -138,6 +138,12 @@ pub(super) async fn fold_loop(
                 Ok(f) => break f,
                 Err(e) => {
                     shared.health.set_store_error(Some(e.to_string()));
+                    if tx.is_closed() {
+                        // The committer stopped on a refused commit: the run ends, and the
+                        // supervisor reopens the store and starts over from its checkpoint.
+                        let _ = send_held(&mut linger, &tx).await;
+                        anyhow::bail!("the committer stopped; folding failed meanwhile: {e}");
+                    }
                     tracing::error!(error = %e, "Folding a batch failed; retrying in 1 s without acknowledging.");
                     tokio::select! {
                         _ = stop.changed() => return Ok(()),
