@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README section "Protecting against lockout-DoS" shows its output: run it after
+# docs/protection.md shows its output: run it after
 # `cargo build --release -p lockoutd -p lockoutctl` and `make nats-server`.
 # Drives a fresh local service (as `make run` starts it) through the source-aware features.
 set -u

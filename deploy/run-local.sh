@@ -15,7 +15,7 @@ for _ in $(seq 100); do
 done
 echo "nats-server (JetStream) listening on nats://127.0.0.1:$NATS_PORT, data in data/nats"
 echo "For a first look only: no authentication, no TLS, and JetStream syncs its files every"
-echo "2 minutes. Production runs deploy/nats/lockout.conf (README, Security and Guarantees)."
+echo "2 minutes. Production runs deploy/nats/lockout.conf (docs/security.md, docs/guarantees.md)."
 echo "lockoutd storing in data/lockout; Ctrl-C stops both"
 LOCKOUT_NATS_URL="nats://127.0.0.1:$NATS_PORT" LOCKOUT_DATA_DIR=data/lockout \
   target/release/lockoutd "$@" &
