@@ -17,6 +17,11 @@ use crate::policy::Policy;
 use crate::subject::{EventSubject, Target};
 use crate::Millis;
 
+mod ip;
+
+use ip::check_canonical_ip;
+pub use ip::{canonical_ip, IpBlock, IpExpired, IpUnblock, SAMPLE_USERS_MAX};
+
 /// Longest `client`, in characters.
 pub const CLIENT_MAX: usize = 200;
 /// Longest `credential` fingerprint, in characters.
@@ -285,56 +290,6 @@ pub struct PolicyChange {
     pub caller: Option<CompactString>,
 }
 
-/// Most `sample_users` an `ip_block` event names.
-pub const SAMPLE_USERS_MAX: usize = 10;
-
-/// Contract v2: the service blocked `ip` for the tenant after `failures` failures against
-/// `users` distinct users within `ip_window_seconds`; written by the service. A tenant event:
-/// it applies to the events stored after it. A v2-only event: one postcard layout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IpBlock {
-    /// Derived from the failure that tripped the block (`lockout_core::ids::ip_block_event_id`),
-    /// so a retried append collapses.
-    #[serde(with = "crate::uuid16")]
-    pub id: Uuid,
-    pub at: Millis,
-    pub tenant: CompactString,
-    /// The blocked address, in canonical text form ([`canonical_ip`]).
-    pub ip: CompactString,
-    pub failures: u32,
-    pub users: u32,
-    /// Up to [`SAMPLE_USERS_MAX`] of the users it failed against, first seen first.
-    pub sample_users: Vec<CompactString>,
-    /// `None`: until an admin unblocks (`ip_block_seconds` 0).
-    pub blocked_until: Option<Millis>,
-}
-
-/// Contract v2: an admin ended an IP block (`ip_unblock` op); written by the service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IpUnblock {
-    #[serde(with = "crate::uuid16")]
-    pub id: Uuid,
-    pub at: Millis,
-    pub tenant: CompactString,
-    pub ip: CompactString,
-    pub actor: CompactString,
-    /// The authenticated caller the server vouched for, null where the deployment does not tell.
-    pub caller: Option<CompactString>,
-    pub reason: Option<CompactString>,
-}
-
-/// Contract v2: the IP block started by `block_event` ran out; written by the service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IpExpired {
-    #[serde(with = "crate::uuid16")]
-    pub id: Uuid,
-    pub at: Millis,
-    pub tenant: CompactString,
-    pub ip: CompactString,
-    #[serde(with = "crate::uuid16")]
-    pub block_event: Uuid,
-}
-
 /// Any event body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -502,26 +457,9 @@ impl Event {
                 check_len("caller", e.caller.as_deref(), 1, CALLER_MAX)?;
             }
             Event::Expired(_) | Event::Forget(_) => {}
-            Event::IpBlock(e) => {
-                check_canonical_ip("ip", &e.ip)?;
-                if e.sample_users.len() > SAMPLE_USERS_MAX {
-                    return Err(Rejection::out_of_range(format!(
-                        "field `sample_users` lists {} users; at most {SAMPLE_USERS_MAX}",
-                        e.sample_users.len()
-                    )));
-                }
-                for u in &e.sample_users {
-                    UserId::check(u)?;
-                }
-            }
-            Event::IpUnblock(e) => {
-                check_canonical_ip("ip", &e.ip)?;
-                check_admin(&e.actor, e.reason.as_deref())?;
-                check_len("caller", e.caller.as_deref(), 1, CALLER_MAX)?;
-            }
-            Event::IpExpired(e) => {
-                check_canonical_ip("ip", &e.ip)?;
-            }
+            Event::IpBlock(e) => ip::check_block(e)?,
+            Event::IpUnblock(e) => ip::check_unblock(e)?,
+            Event::IpExpired(e) => check_canonical_ip("ip", &e.ip)?,
             Event::Policy(p) => {
                 check_len("actor", Some(&p.actor), 1, ACTOR_MAX)?;
                 check_len("caller", p.caller.as_deref(), 1, CALLER_MAX)?;
@@ -561,47 +499,4 @@ pub fn parse_ip(field: &str, ip: &str) -> Result<IpAddr, Rejection> {
             format!("field `{field}` {ip:?} is not an IPv4 or IPv6 address; send the client's address as text, e.g. 203.0.113.7 or 2001:db8::1"),
         )
     })
-}
-
-/// The canonical text of an address (IPv6 compressed and lower case, as Rust and RFC 5952
-/// write it; an IPv4-mapped IPv6 address as its IPv4): what IP blocks and counts are keyed by,
-/// so `2001:DB8::1` and `2001:db8:0::1` are one IP, and `::ffff:203.0.113.9` is
-/// `203.0.113.9`.
-pub fn canonical_ip(ip: &str) -> Option<CompactString> {
-    let a = ip.parse::<IpAddr>().ok()?;
-    let a = match a {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
-        v4 => v4,
-    };
-    Some(compact_str::format_compact!("{a}"))
-}
-
-/// Checks that field `field` is an address in canonical text form (what the service writes).
-fn check_canonical_ip(field: &str, ip: &str) -> Result<(), Rejection> {
-    parse_ip(field, ip)?;
-    match canonical_ip(ip) {
-        Some(c) if c == ip => Ok(()),
-        c => Err(Rejection::new(
-            RejectReason::BadIp,
-            format!("field `{field}` {ip:?} is not in canonical form; write it as {}", c.unwrap_or_default()),
-        )),
-    }
-}
-
-#[cfg(test)]
-mod ip_tests {
-    use super::canonical_ip;
-
-    #[test]
-    fn canonical_ips_are_one_spelling_per_address() {
-        for (given, want) in [
-            ("203.0.113.9", "203.0.113.9"),
-            ("::ffff:203.0.113.9", "203.0.113.9"),
-            ("2001:DB8:0::1", "2001:db8::1"),
-            ("::1", "::1"),
-        ] {
-            assert_eq!(canonical_ip(given).as_deref(), Some(want), "{given}");
-        }
-        assert_eq!(canonical_ip("203.0.113"), None);
-    }
 }

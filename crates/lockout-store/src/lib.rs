@@ -31,13 +31,15 @@
 
 use std::path::Path;
 
+mod commit;
+mod ip;
 pub mod state_codec;
 
-use lockout_core::ip::{IpBlockState, IpCount};
+pub use commit::{scope_expiries, Commit, LockIndex, OutboxEntry, OutboxStream, StateChange};
+pub use ip::{IpBlockChange, IpCountChange, StoredIpCount};
+
 use lockout_core::UserState;
-use lockout_proto::event::IpBlock;
-use lockout_proto::{CompactString, Millis, Policy};
-use serde::{Deserialize, Serialize};
+use lockout_proto::{Millis, Policy};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -74,149 +76,6 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 const CHECKPOINT: &[u8] = b"mcheckpoint";
-
-/// Which stream an outbox entry goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OutboxStream {
-    Notices,
-    Dead,
-}
-
-/// A message committed with the fold that produced it, published after the commit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutboxEntry {
-    pub stream: OutboxStream,
-    /// `LOCKOUT_EVENTS` sequence of the causing (or refused) event.
-    pub event_seq: u64,
-    /// Position among the entries of that event.
-    pub index: u32,
-    pub subject: String,
-    pub headers: Vec<(String, String)>,
-    pub payload: Vec<u8>,
-}
-
-impl OutboxEntry {
-    fn key(&self) -> [u8; 13] {
-        let mut k = [0u8; 13];
-        k[0] = b'o';
-        k[1..9].copy_from_slice(&self.event_seq.to_be_bytes());
-        k[9..13].copy_from_slice(&self.index.to_be_bytes());
-        k
-    }
-}
-
-/// The part of a user's lock the indexes depend on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LockIndex {
-    pub locked_until: Option<Millis>,
-    pub event_id: Uuid,
-}
-
-impl LockIndex {
-    pub fn of(state: &UserState) -> Option<LockIndex> {
-        state.lock.as_ref().map(|l| LockIndex { locked_until: l.locked_until, event_id: l.event_id })
-    }
-}
-
-/// The timed scope locks of a state (contract v2): `locked_until` and lock event, what the
-/// `y` index holds.
-pub fn scope_expiries(state: &UserState) -> Vec<(Millis, Uuid)> {
-    std::iter::once(&state.unfamiliar)
-        .chain(state.clients.iter().map(|c| &c.counter))
-        .filter_map(|c| c.lock.as_ref().and_then(|l| l.locked_until.map(|u| (u, l.event_id))))
-        .collect()
-}
-
-/// A changed user state, with its lock as it was before the commit's events.
-#[derive(Debug, Clone)]
-pub struct StateChange {
-    pub tenant: CompactString,
-    pub user: CompactString,
-    pub before: Option<LockIndex>,
-    /// [`scope_expiries`] of the state before the commit's events.
-    pub before_scoped: Vec<(Millis, Uuid)>,
-    pub state: UserState,
-}
-
-/// A change of one IP's block (contract v2, "IP blocks").
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IpBlockChange {
-    pub tenant: CompactString,
-    pub ip: CompactString,
-    /// The block before the commit's events (to unindex its expiry).
-    pub before: Option<IpBlockState>,
-    pub after: Option<IpBlockState>,
-}
-
-/// A stored IP count: (tenant, IP, count).
-pub type StoredIpCount = (String, String, IpCount);
-
-/// A change of one IP's count.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IpCountChange {
-    pub tenant: CompactString,
-    pub ip: CompactString,
-    /// Whether the count held a pending decision before the commit's events (its `k` index
-    /// entry then exists).
-    pub was_pending: bool,
-    pub count: IpCount,
-}
-
-/// Everything one fetched batch changes, written atomically.
-#[derive(Debug, Clone, Default)]
-pub struct Commit {
-    pub states: Vec<StateChange>,
-    pub policies: Vec<(String, Policy)>,
-    /// IP blocks started or ended.
-    pub ip_blocks: Vec<IpBlockChange>,
-    /// IP counts changed; an empty count is removed.
-    pub ip_counts: Vec<IpCountChange>,
-    pub outbox: Vec<OutboxEntry>,
-    /// The last `LOCKOUT_EVENTS` sequence folded by this commit.
-    pub checkpoint: u64,
-    /// That event's JetStream stored time (tells redeliveries from reused sequences).
-    pub checkpoint_time: Millis,
-}
-
-impl Commit {
-    /// Folds `later` (the commit of the events right after this one's) into this commit, so
-    /// that committing the result leaves the store as committing both in turn would: a user in
-    /// both keeps this commit's `before` and takes `later`'s state, a tenant's later policy
-    /// replaces its earlier one, the outboxes are sent in order, the checkpoint is `later`'s.
-    pub fn absorb(&mut self, later: Commit) {
-        use std::collections::hash_map::Entry;
-        let mut at: std::collections::HashMap<(CompactString, CompactString), usize> =
-            self.states.iter().enumerate().map(|(i, s)| ((s.tenant.clone(), s.user.clone()), i)).collect();
-        for s in later.states {
-            match at.entry((s.tenant.clone(), s.user.clone())) {
-                Entry::Occupied(o) => self.states[*o.get()].state = s.state,
-                Entry::Vacant(v) => {
-                    v.insert(self.states.len());
-                    self.states.push(s);
-                }
-            }
-        }
-        for (tenant, policy) in later.policies {
-            self.policies.retain(|(t, _)| *t != tenant);
-            self.policies.push((tenant, policy));
-        }
-        for b in later.ip_blocks {
-            match self.ip_blocks.iter_mut().find(|e| e.tenant == b.tenant && e.ip == b.ip) {
-                Some(e) => e.after = b.after,
-                None => self.ip_blocks.push(b),
-            }
-        }
-        for c in later.ip_counts {
-            match self.ip_counts.iter_mut().find(|e| e.tenant == c.tenant && e.ip == c.ip) {
-                Some(e) => e.count = c.count,
-                None => self.ip_counts.push(c),
-            }
-        }
-        self.outbox.extend(later.outbox);
-        self.checkpoint = later.checkpoint;
-        self.checkpoint_time = later.checkpoint_time;
-    }
-}
 
 /// A timed lock whose `locked_until` has passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,25 +153,6 @@ fn tenant_prefix(prefix: u8, tenant: &str) -> Vec<u8> {
     let mut k = vec![prefix, u8::try_from(tenant.len()).expect("tenants are at most 64 bytes")];
     k.extend_from_slice(tenant.as_bytes());
     k
-}
-
-/// The key of an IP within its tenant, after a one-byte prefix.
-fn ip_key(prefix: u8, tenant: &str, ip: &str) -> Vec<u8> {
-    let mut k = tenant_prefix(prefix, tenant);
-    k.extend_from_slice(ip.as_bytes());
-    k
-}
-
-fn ip_expiry_key(until: Millis, tenant: &str, ip: &str) -> Vec<u8> {
-    let mut k = vec![b'z'];
-    k.extend_from_slice(&until.to_be_bytes());
-    k.extend_from_slice(&ip_key(b'z', tenant, ip)[1..]);
-    k
-}
-
-/// Splits the part of an IP key after its prefix into tenant and IP.
-fn split_ip_key(k: &[u8]) -> Result<(String, String)> {
-    split_user_key(k).map_err(|_| corrupt("IP key", "short"))
 }
 
 fn scope_expiry_key(until: Millis, event: Uuid, ukey: &[u8]) -> Vec<u8> {
@@ -497,36 +337,7 @@ impl Store {
         for (tenant, policy) in &c.policies {
             b.insert(prefixed(b'p', tenant.as_bytes()), postcard::to_allocvec(policy).expect("policies always encode"));
         }
-        for ch in &c.ip_blocks {
-            if let Some(until) = ch.before.as_ref().and_then(|x| x.blocked_until) {
-                b.remove(ip_expiry_key(until, &ch.tenant, &ch.ip));
-            }
-            match &ch.after {
-                Some(after) => {
-                    b.insert(
-                        ip_key(b'b', &ch.tenant, &ch.ip),
-                        postcard::to_allocvec(after).expect("blocks always encode"),
-                    );
-                    if let Some(until) = after.blocked_until {
-                        b.insert(ip_expiry_key(until, &ch.tenant, &ch.ip), &after.block_event.as_bytes()[..]);
-                    }
-                }
-                None => b.remove(ip_key(b'b', &ch.tenant, &ch.ip)),
-            }
-        }
-        for ch in &c.ip_counts {
-            let (tenant, ip, count) = (&ch.tenant, &ch.ip, &ch.count);
-            if count.is_empty() {
-                b.remove(ip_key(b'c', tenant, ip));
-            } else {
-                b.insert(ip_key(b'c', tenant, ip), postcard::to_allocvec(count).expect("counts always encode"));
-            }
-            match (ch.was_pending, count.pending.is_some()) {
-                (false, true) => b.insert(ip_key(b'k', tenant, ip), &[][..]),
-                (true, false) => b.remove(ip_key(b'k', tenant, ip)),
-                _ => {}
-            }
-        }
+        ip::write(&mut b, c);
         for e in &c.outbox {
             b.insert(&e.key()[..], postcard::to_allocvec(e).expect("outbox entries always encode"));
         }
@@ -593,31 +404,12 @@ impl Store {
         tenant: &str,
         after: Option<&str>,
     ) -> impl Iterator<Item = Result<(String, UserState)>> + 'a {
-        let prefix = tenant_prefix(b'l', tenant);
-        let start = match after {
-            // The smallest key strictly greater than `prefix + after` is `prefix + after + 0x00`.
-            Some(a) => {
-                let mut k = prefix.clone();
-                k.extend_from_slice(a.as_bytes());
-                k.push(0);
-                k
-            }
-            None => prefix.clone(),
-        };
-        let end = {
-            let mut k = prefix.clone();
-            k.push(0xff);
-            k
-        };
-        let plen = prefix.len();
-        self.scan(|db| db.range(start..end)).filter(move |kv| kv.as_ref().map_or(true, |(k, _)| k.len() > plen)).map(
-            move |kv| {
-                let (k, _) = kv?;
-                let user = String::from_utf8(k[plen..].to_vec()).map_err(|e| corrupt("locked index", e))?;
-                let state = self.user(&String::from_utf8_lossy(&k[2..plen]), &user)?.unwrap_or_default();
-                Ok((user, state))
-            },
-        )
+        let tenant = tenant.to_owned();
+        self.tenant_range(b'l', &tenant, after).map(move |kv| {
+            let (user, _) = kv?;
+            let state = self.user(&tenant, &user)?.unwrap_or_default();
+            Ok((user, state))
+        })
     }
 
     /// Number of users of `tenant` with a state, and a SHA-256 over their (user, state) pairs
@@ -647,129 +439,6 @@ impl Store {
         Ok((n, hex::encode(h.finalize())))
     }
 
-    /// The block of `ip` (canonical) of `tenant` as last folded, if any (it may have run out:
-    /// see [`IpBlockState::in_force`]).
-    pub fn ip_block(&self, tenant: &str, ip: &str) -> Result<Option<IpBlockState>> {
-        self.db()?
-            .get(ip_key(b'b', tenant, ip))?
-            .map(|v| postcard::from_bytes(&v).map_err(|e| corrupt("IP block", e)))
-            .transpose()
-    }
-
-    /// The stored IP blocks of `tenant` after the IP `after` (exclusive), by the IPs' text
-    /// (some may have run out: see [`IpBlockState::in_force`]).
-    pub fn ip_blocks_after<'a>(
-        &'a self,
-        tenant: &str,
-        after: Option<&str>,
-    ) -> impl Iterator<Item = Result<(String, IpBlockState)>> + 'a {
-        let prefix = tenant_prefix(b'b', tenant);
-        let mut start = prefix.clone();
-        if let Some(a) = after {
-            start.extend_from_slice(a.as_bytes());
-            start.push(0);
-        }
-        let mut end = prefix.clone();
-        end.push(0xff);
-        let plen = prefix.len();
-        self.scan(|db| db.range(start..end)).map(move |kv| {
-            let (k, v) = kv?;
-            let ip = String::from_utf8(k[plen..].to_vec()).map_err(|e| corrupt("IP key", e))?;
-            Ok((ip, postcard::from_bytes(&v).map_err(|e| corrupt("IP block", e))?))
-        })
-    }
-
-    /// Every stored IP block: (tenant, IP, block), by tenant then IP.
-    pub fn all_ip_blocks(&self) -> impl Iterator<Item = Result<(String, String, IpBlockState)>> + '_ {
-        self.scan(|db| db.scan_prefix(b"b")).map(|kv| {
-            let (k, v) = kv?;
-            let (tenant, ip) = split_ip_key(&k[1..])?;
-            Ok((tenant, ip, postcard::from_bytes(&v).map_err(|e| corrupt("IP block", e))?))
-        })
-    }
-
-    /// The failures counted for `ip` (canonical) of `tenant`, if any.
-    pub fn ip_count(&self, tenant: &str, ip: &str) -> Result<Option<IpCount>> {
-        self.db()?
-            .get(ip_key(b'c', tenant, ip))?
-            .map(|v| postcard::from_bytes(&v).map_err(|e| corrupt("IP count", e)))
-            .transpose()
-    }
-
-    /// Every stored IP count: (tenant, IP, count) (for tests and `make bench`).
-    pub fn all_ip_counts(&self) -> impl Iterator<Item = Result<(String, String, IpCount)>> + '_ {
-        self.scan(|db| db.scan_prefix(b"c")).map(|kv| {
-            let (k, v) = kv?;
-            let (tenant, ip) = split_ip_key(&k[1..])?;
-            Ok((tenant, ip, postcard::from_bytes(&v).map_err(|e| corrupt("IP count", e))?))
-        })
-    }
-
-    /// Up to `limit` stored IP counts after the key `after` (exclusive; `None`: from the first),
-    /// with the key to pass as `after` next: (tenant, IP, count) in key order. Fewer than `limit`
-    /// means the end was reached.
-    pub fn ip_counts_after(&self, after: Option<&[u8]>, limit: usize) -> Result<(Vec<StoredIpCount>, Option<Vec<u8>>)> {
-        let start = match after {
-            Some(k) => {
-                let mut k = k.to_vec();
-                k.push(0);
-                k
-            }
-            None => b"c".to_vec(),
-        };
-        let mut out = Vec::new();
-        let mut last = None;
-        for kv in self.db()?.range(start..b"d".to_vec()).take(limit) {
-            let (k, v) = kv?;
-            let (tenant, ip) = split_ip_key(&k[1..])?;
-            out.push((tenant, ip, postcard::from_bytes(&v).map_err(|e| corrupt("IP count", e))?));
-            last = Some(k.to_vec());
-        }
-        Ok((out, last))
-    }
-
-    /// Bytes the IP counts take as stored, keys included, and how many IPs they cover.
-    pub fn ip_count_bytes(&self) -> Result<(u64, u64)> {
-        let (mut bytes, mut n) = (0u64, 0u64);
-        for kv in self.db()?.scan_prefix(b"c") {
-            let (k, v) = kv?;
-            bytes += (k.len() + v.len()) as u64;
-            n += 1;
-        }
-        Ok((bytes, n))
-    }
-
-    /// The `ip_block` events decided and committed but not yet folded, at most `limit`.
-    pub fn pending_ip_blocks(&self, limit: usize) -> Result<Vec<IpBlock>> {
-        let db = self.db()?;
-        let mut out = Vec::new();
-        for kv in db.scan_prefix(b"k").take(limit) {
-            let (k, _) = kv?;
-            let (tenant, ip) = split_ip_key(&k[1..])?;
-            if let Some(p) = self.ip_count(&tenant, &ip)?.and_then(|c| c.pending) {
-                out.push(*p);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Timed IP blocks with `blocked_until` ≤ `now`, earliest first, at most `limit`:
-    /// (tenant, IP, blocked_until, block event).
-    pub fn due_ip_expiries(&self, now: Millis, limit: usize) -> Result<Vec<(String, String, Millis, Uuid)>> {
-        let db = self.db()?;
-        let mut end = vec![b'z'];
-        end.extend_from_slice(&now.saturating_add(1).to_be_bytes());
-        let mut due = Vec::new();
-        for kv in db.range(&b"z"[..]..end.as_slice()).take(limit) {
-            let (k, v) = kv?;
-            let until = u64::from_be_bytes(k[1..9].try_into().map_err(|e| corrupt("IP expiry key", e))?);
-            let (tenant, ip) = split_ip_key(&k[9..])?;
-            let block_event = Uuid::from_slice(&v).map_err(|e| corrupt("IP expiry value", e))?;
-            due.push((tenant, ip, until, block_event));
-        }
-        Ok(due)
-    }
-
     /// The users of `tenant` with a state, after the user id `after` (exclusive), ascending by
     /// UTF-8 bytes.
     pub fn users_after<'a>(
@@ -777,9 +446,24 @@ impl Store {
         tenant: &str,
         after: Option<&str>,
     ) -> impl Iterator<Item = Result<(String, UserState)>> + 'a {
-        let prefix = tenant_prefix(b'u', tenant);
+        self.tenant_range(b'u', tenant, after).map(|kv| {
+            kv.and_then(|(user, v)| Ok((user, state_codec::decode(&v).map_err(|e| corrupt("user state", e))?)))
+        })
+    }
+
+    /// The keys of `tenant` under `prefix` after the name `after` (exclusive), ascending: (the
+    /// key's name after the tenant, its value). Names are UTF-8 (user ids, IPs), which never
+    /// hold the byte 0xff that ends the range.
+    fn tenant_range<'a>(
+        &'a self,
+        prefix: u8,
+        tenant: &str,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<(String, sled::IVec)>> + 'a {
+        let prefix = tenant_prefix(prefix, tenant);
         let mut start = prefix.clone();
         if let Some(a) = after {
+            // The smallest key strictly greater than `prefix + after`.
             start.extend_from_slice(a.as_bytes());
             start.push(0);
         }
@@ -788,8 +472,7 @@ impl Store {
         let plen = prefix.len();
         self.scan(|db| db.range(start..end)).map(move |kv| {
             let (k, v) = kv?;
-            let user = String::from_utf8(k[plen..].to_vec()).map_err(|e| corrupt("user key", e))?;
-            Ok((user, state_codec::decode(&v).map_err(|e| corrupt("user state", e))?))
+            Ok((String::from_utf8(k[plen..].to_vec()).map_err(|e| corrupt("key", e))?, v))
         })
     }
 

@@ -13,19 +13,17 @@ use async_nats::HeaderMap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use futures::StreamExt;
-use lockout_core::ip::IpBlockState;
 use lockout_core::Probe;
 use lockout_proto::codec::{self, encode, Encoding};
 use lockout_proto::command::{
-    decode_request, DigestReply, DigestRequest, ExplainRequest, HealthRequest, IpBlocksReply, IpBlocksRequest,
-    IpStatusReply, IpStatusRequest, IpUnblockRequest, LockRequest, LockedReply, LockedRequest, MfaResetRequest,
-    PasswordResetRequest, PolicyGetRequest, PolicySetRequest, StatusRequest, UnlockManyReply, UnlockManyRequest,
-    UnlockRequest, OPS, UNLOCK_MANY_MAX,
+    decode_request, DigestReply, DigestRequest, ExplainRequest, HealthRequest, IpBlocksRequest, IpStatusRequest,
+    IpUnblockRequest, LockRequest, LockedReply, LockedRequest, MfaResetRequest, PasswordResetRequest, PolicyGetRequest,
+    PolicySetRequest, StatusRequest, UnlockManyRequest, UnlockRequest, OPS,
 };
 use lockout_proto::error::check_len;
 use lockout_proto::event::{
-    canonical_ip, check_admin, check_ip, parse_ip, Event, EventKind, IpUnblock, Lock, MfaReset, PasswordReset,
-    PolicyChange, Unlock, CLIENT_MAX,
+    canonical_ip, check_ip, Event, EventKind, IpUnblock, Lock, MfaReset, PasswordReset, PolicyChange, Unlock,
+    CLIENT_MAX,
 };
 use lockout_proto::subject::{EventSubject, Target};
 use lockout_proto::{CompactString, Rejection, Tenant, UserId};
@@ -34,6 +32,10 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::Shared;
+
+mod ip;
+
+use ip::{canonical, ip_block_in_force, ip_blocks_page, ip_status, unlock_many};
 
 /// How long a write waits for its event to be folded before answering 503.
 pub const FOLD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -385,65 +387,6 @@ fn status_for(
     Ok(lockout_core::status_for(tenant.as_str(), user.as_str(), &policy, &state, shared.server_now_ms(), probe))
 }
 
-/// `unlock_many`: selects up to a page of users ([`crate::bulk`]), appends one guarded
-/// `unlock` per user (unless `dry_run`), waits until they are folded, and names them.
-async fn unlock_many(
-    shared: &Shared,
-    msg: &async_nats::Message,
-    tenant: &Tenant,
-    r: UnlockManyRequest,
-) -> Result<UnlockManyReply, Fail> {
-    let now = shared.server_now_ms();
-    let selector = crate::bulk::Selector::new(&r, now)?;
-    let limit = crate::bulk::page_size(&r)?;
-    check_admin(&r.actor, r.reason.as_deref())?;
-    let after = r.after.as_deref().map(decode_cursor).transpose()?;
-    let caller = write_caller(shared, msg)?;
-    let request = event_id(msg)?;
-    let mut page: Vec<(String, Uuid)> = Vec::new();
-    let mut selected = 0usize;
-    for item in shared.store.users_after(tenant.as_str(), after.as_deref()) {
-        let (user, state) = item?;
-        let Some(lock_event) = selector.selects(&state, now) else { continue };
-        selected += 1;
-        if selected > UNLOCK_MANY_MAX {
-            return Err(crate::bulk::too_many(selected));
-        }
-        if page.len() < limit {
-            page.push((user, lock_event));
-        }
-    }
-    let next =
-        (selected > page.len()).then(|| page.last().map(|(u, _)| URL_SAFE_NO_PAD.encode(u.as_bytes()))).flatten();
-    let users: Vec<CompactString> = page.iter().map(|(u, _)| u.as_str().into()).collect();
-    if !r.dry_run {
-        let events: Vec<(String, Event)> = page
-            .into_iter()
-            .map(|(user, lock_event)| {
-                let u = user_id(&user)?;
-                let e = Event::Unlock(Unlock {
-                    id: crate::bulk::unlock_event_id(request, tenant.as_str(), &user),
-                    at: shared.clock.now_ms(),
-                    tenant: tenant.as_str().into(),
-                    user: user.as_str().into(),
-                    actor: r.actor.clone(),
-                    reason: r.reason.clone(),
-                    caller: caller.clone(),
-                    lock_event: Some(lock_event),
-                });
-                e.check(&EventSubject {
-                    tenant: tenant.clone(),
-                    target: Target::User(u.clone()),
-                    kind: EventKind::Unlock,
-                })?;
-                Ok((shared.config.subjects.user_event(tenant, &u, EventKind::Unlock), e))
-            })
-            .collect::<Result<_, Fail>>()?;
-        append_all_and_wait(shared, msg, events).await?;
-    }
-    Ok(UnlockManyReply { unlocked: u32::try_from(users.len()).unwrap_or(u32::MAX), users, next })
-}
-
 /// A `locked`/`unlock_many` cursor back to the user id it names.
 fn decode_cursor(c: &str) -> Result<String, Fail> {
     URL_SAFE_NO_PAD.decode(c).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| {
@@ -452,58 +395,6 @@ fn decode_cursor(c: &str) -> Result<String, Fail> {
             format!("field `after` {c:?} is not a cursor this service returned; pass the `next` of the previous page"),
         )
     })
-}
-
-/// One page of the tenant's IP blocks in force; the cursor is the base64url of the last IP.
-fn ip_blocks_page(shared: &Shared, tenant: &Tenant, r: &IpBlocksRequest) -> Result<IpBlocksReply, Fail> {
-    let limit = r.page_size()? as usize;
-    let after = r.after.as_deref().map(decode_cursor).transpose()?;
-    let now = shared.server_now_ms();
-    let mut ips = Vec::with_capacity(limit.min(128));
-    let mut more = false;
-    for item in shared.store.ip_blocks_after(tenant.as_str(), after.as_deref()) {
-        let (ip, block) = item?;
-        if !block.in_force(now) {
-            continue;
-        }
-        if ips.len() == limit {
-            more = true;
-            break;
-        }
-        ips.push(ip_status(shared, tenant, &ip)?);
-    }
-    let next = if more { ips.last().map(|s: &IpStatusReply| URL_SAFE_NO_PAD.encode(s.ip.as_bytes())) } else { None };
-    Ok(IpBlocksReply { ips, next })
-}
-
-/// The canonical text of a request's `ip`, or a 400 that says what is wrong.
-fn canonical(ip: &str) -> Result<CompactString, Fail> {
-    parse_ip("ip", ip)?;
-    Ok(canonical_ip(ip).expect("parsed above"))
-}
-
-/// The `ip_status` reply of `ip` (canonical) of `tenant` now.
-fn ip_status(shared: &Shared, tenant: &Tenant, ip: &str) -> Result<IpStatusReply, Fail> {
-    let now = shared.server_now_ms();
-    let stored = shared.store.ip_block(tenant.as_str(), ip)?;
-    let policy = shared.store.policy_or_default(tenant.as_str())?;
-    let count = shared.store.ip_count(tenant.as_str(), ip)?.unwrap_or_default();
-    let (failures, users) = count.window(&policy, now, stored.as_ref());
-    let block = stored.filter(|b| b.in_force(now));
-    Ok(IpStatusReply {
-        ip: ip.into(),
-        blocked: block.is_some(),
-        blocked_until: block.as_ref().and_then(|b| b.blocked_until),
-        failures,
-        users,
-        block_event: block.map(|b| b.block_event),
-    })
-}
-
-/// The block of `ip` (canonical) of `tenant` if it is in force now.
-fn ip_block_in_force(shared: &Shared, tenant: &Tenant, ip: &str) -> Result<Option<IpBlockState>, Fail> {
-    let now = shared.server_now_ms();
-    Ok(shared.store.ip_block(tenant.as_str(), ip)?.filter(|b| b.in_force(now)))
 }
 
 /// Whether a lock in force (the account's or a scope's) was started by `event`.
