@@ -43,16 +43,14 @@ pub async fn status(ctx: &Ctx, a: StatusArgs, out: &mut dyn Write) -> anyhow::Re
 
 pub async fn locked(ctx: &Ctx, a: LockedArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let tenant = ctx::tenant(&a.tenant)?;
-    let mut all: Vec<Status> = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page: LockedReply = ctx.request(&tenant, "locked", &json!({ "limit": a.page, "after": after })).await?;
-        all.extend(page.users);
-        match page.next {
-            Some(n) => after = Some(n),
-            None => break,
-        }
-    }
+    let all: Vec<Status> = ctx
+        .pages(
+            &tenant,
+            "locked",
+            |after| json!({ "limit": a.page, "after": after }),
+            |p: LockedReply| (p.users, p.next),
+        )
+        .await?;
     if ctx.json {
         return print_json(out, &all);
     }
@@ -103,20 +101,13 @@ pub async fn unlock_many(ctx: &Ctx, a: UnlockManyArgs, out: &mut dyn Write) -> a
     let since = fmt::parse_time(&a.since, "--since")?;
     let until = a.until.as_deref().map(|u| fmt::parse_time(u, "--until")).transpose()?;
     let ips = (!a.cidrs.is_empty()).then_some(&a.cidrs);
-    let mut users = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let body = json!({
+    let body = |after: Option<&str>| {
+        json!({
             "actor": a.actor, "reason": a.reason, "since": since, "until": until, "ips": ips,
             "dry_run": a.dry_run, "after": after,
-        });
-        let page: UnlockManyReply = ctx.request(&tenant, "unlock_many", &body).await?;
-        users.extend(page.users);
-        match page.next {
-            Some(n) => after = Some(n),
-            None => break,
-        }
-    }
+        })
+    };
+    let users = ctx.pages(&tenant, "unlock_many", body, |p: UnlockManyReply| (p.users, p.next)).await?;
     if ctx.json {
         return print_json(out, &json!({ "dry_run": a.dry_run, "unlocked": users.len(), "users": users }));
     }
@@ -132,16 +123,9 @@ pub async fn ip(ctx: &Ctx, c: IpCmd, out: &mut dyn Write) -> anyhow::Result<()> 
     let (tenant, s): (_, IpStatusReply) = match c {
         IpCmd::List { tenant } => {
             let tenant = ctx::tenant(&tenant)?;
-            let mut all = Vec::new();
-            let mut after: Option<String> = None;
-            loop {
-                let page: IpBlocksReply = ctx.request(&tenant, "ip_blocks", &json!({ "after": after })).await?;
-                all.extend(page.ips);
-                match page.next {
-                    Some(n) => after = Some(n),
-                    None => break,
-                }
-            }
+            let all = ctx
+                .pages(&tenant, "ip_blocks", |after| json!({ "after": after }), |p: IpBlocksReply| (p.ips, p.next))
+                .await?;
             if ctx.json {
                 return print_json(out, &all);
             }

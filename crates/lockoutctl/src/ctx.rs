@@ -45,6 +45,29 @@ impl Ctx {
     }
 
     /// Sends a JSON request to `<prefix>.svc.<tenant>.<op>` and decodes the JSON reply.
+    /// Sends `op` page after page, `body(after)` with the previous reply's cursor, until a
+    /// reply has no `next`; the items of every page, in order. `split` takes a reply apart
+    /// into its items and its `next`.
+    pub async fn pages<P: DeserializeOwned, T>(
+        &self,
+        tenant: &Tenant,
+        op: &str,
+        body: impl Fn(Option<&str>) -> serde_json::Value,
+        split: impl Fn(P) -> (Vec<T>, Option<String>),
+    ) -> anyhow::Result<Vec<T>> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page: P = self.request(tenant, op, &body(after.as_deref())).await?;
+            let (items, next) = split(page);
+            all.extend(items);
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(all),
+            }
+        }
+    }
+
     pub async fn request<Q: Serialize, R: DeserializeOwned>(
         &self,
         tenant: &Tenant,

@@ -270,21 +270,21 @@ async fn user_differences(ctx: &Ctx, r: &Replayer, tenant: &Tenant) -> anyhow::R
 /// The IP blocks in force (ip → block event) that the live service and the replay disagree on,
 /// as notes; none against a lockoutd without the `ip_blocks` op.
 async fn ip_block_differences(ctx: &Ctx, r: &Replayer, tenant: &Tenant) -> anyhow::Result<Vec<Value>> {
-    let mut live = std::collections::BTreeMap::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page: IpBlocksReply =
-            match ctx.request(tenant, "ip_blocks", &json!({ "limit": 1000, "after": after })).await {
-                Ok(p) => p,
-                Err(e) if e.downcast_ref::<Exit>().is_some_and(|x| x.code == exit::NOT_FOUND) => return Ok(Vec::new()),
-                Err(e) => return Err(e),
-            };
-        live.extend(page.ips.into_iter().map(|s| (s.ip.to_string(), s.block_event)));
-        match page.next {
-            Some(n) => after = Some(n),
-            None => break,
-        }
-    }
+    let pages = ctx
+        .pages(
+            tenant,
+            "ip_blocks",
+            |after| json!({ "limit": 1000, "after": after }),
+            |p: IpBlocksReply| (p.ips, p.next),
+        )
+        .await;
+    let blocked = match pages {
+        Ok(b) => b,
+        Err(e) if e.downcast_ref::<Exit>().is_some_and(|x| x.code == exit::NOT_FOUND) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let live: std::collections::BTreeMap<String, Option<uuid::Uuid>> =
+        blocked.into_iter().map(|s| (s.ip.to_string(), s.block_event)).collect();
     let now = lockout_nats::clock::now_ms();
     let mut replay = std::collections::BTreeMap::new();
     for b in r.store.ip_blocks_after(tenant.as_str(), None) {
