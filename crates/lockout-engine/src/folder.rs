@@ -6,11 +6,18 @@
 //! the latest state of their user: from the folder's cache, else from the store. The
 //! folder's commits must land in the order it returns them; its cache covers the ones in
 //! flight.
+//!
+//! With several processes ([`BatchFolder::set_partitions`]) a folder folds only the events of
+//! the users of its partitions, counts only the failures of the IPs of its partitions
+//! (`lockout_proto::partition::of_ip`) and publishes only their notices and dead letters
+//! (messages that name no user belong to partition 0); tenant events (policies, IP blocks)
+//! it folds whole, so every process applies the same tenant state to the events after them.
 
 use lockout_core::ip::{IpBlockState, IpCount};
 use lockout_core::UserState;
 use lockout_proto::event::{self, Event, EventKind};
 use lockout_proto::notice::How;
+use lockout_proto::partition;
 use lockout_proto::status::LockReason;
 use lockout_proto::subject::{Subjects, Target};
 use lockout_proto::CompactString;
@@ -81,6 +88,8 @@ pub struct BatchFolder {
     ip_counts_complete: bool,
     /// Where the sweep of stale IP counts goes on (the last key it looked at).
     sweep_after: Option<Vec<u8>>,
+    /// The partitions folded here; `None`: all of them (one process).
+    owned: Option<partition::Set>,
 }
 
 /// What [`BatchFolder::fold_batch`] made of a batch.
@@ -109,6 +118,9 @@ pub struct EventReport {
 pub enum Handling {
     /// A redelivery of an event folded already: skipped.
     Redelivered,
+    /// The event of a user of another process's partition: not folded here (its failure may
+    /// still have counted for an IP of this process's partitions).
+    Elsewhere,
     /// Refused. `outbox`: its dead letter's position in the commit's outbox (`None` when the
     /// stream holds it already, or nothing is published).
     Refused { rejection: Rejection, outbox: Option<usize> },
@@ -187,7 +199,30 @@ impl BatchFolder {
             checkpoint_time,
             cache: StateCache::new(DEFAULT_STATE_CACHE_BYTES),
             cache_is_complete,
+            owned: None,
         })
+    }
+
+    /// Folds only the partitions in `owned` (every one unless set); call it before the first
+    /// batch. The store's states of the others are left as they are: another process folds
+    /// them.
+    pub fn set_partitions(&mut self, owned: partition::Set) {
+        self.owned = (!owned.is_all()).then_some(owned);
+    }
+
+    /// Whether the user with subject tokens `tenant`, `utok` is folded here.
+    fn owns_user(&self, tenant: &str, utok: &str) -> bool {
+        self.owned.as_ref().is_none_or(|o| o.has_user_tokens(tenant, utok))
+    }
+
+    /// Whether the count of (tenant, canonical IP) is kept here.
+    fn owns_ip(&self, tenant: &str, ip: &str) -> bool {
+        self.owned.as_ref().is_none_or(|o| o.has_ip(tenant, ip))
+    }
+
+    /// Whether messages that name no user (tenant events' dead letters) are published here.
+    fn owns_partition_0(&self) -> bool {
+        self.owned.as_ref().is_none_or(|o| o.contains(0))
     }
 
     /// Bounds the cache of recent user states (default [`DEFAULT_STATE_CACHE_BYTES`]).
@@ -288,9 +323,24 @@ impl BatchFolder {
             }
             (last, last_time) = (seq, time);
             folded_any = true;
+            let user_tokens = self.subjects.user_tokens(m.subject());
+            if let Some((tenant, _)) = user_tokens.filter(|(t, u)| !self.owns_user(t, u)) {
+                // Another process folds this user; only an IP count of ours may need it.
+                if m.subject().ends_with(".attempt") && self.policy(tenant)?.ip_max_failures > 0 {
+                    if let Ok((_, Event::Attempt(a))) = crate::accept(&self.subjects, m) {
+                        if a.outcome == event::Outcome::Failure {
+                            let policy = self.policy(&a.tenant)?;
+                            self.count_ip_failure(ips, &policy, &a, time)?;
+                        }
+                    }
+                }
+                events.push(EventReport { index, seq, reused_sequence, handling: Handling::Elsewhere });
+                continue;
+            }
             let handling = match crate::accept(&self.subjects, m) {
                 Err(rejection) => {
-                    let outbox = self.queue_dead_letter(m, &rejection, &mut commit);
+                    let ours = user_tokens.is_some() || self.owns_partition_0();
+                    let outbox = if ours { self.queue_dead_letter(m, &rejection, &mut commit) } else { None };
                     Handling::Refused { rejection, outbox }
                 }
                 Ok((subject, event)) => {
@@ -437,6 +487,9 @@ impl BatchFolder {
         time: Millis,
     ) -> Result<(), lockout_store::Error> {
         let Some(ip) = event::canonical_ip(&a.source_ip) else { return Ok(()) };
+        if !self.owns_ip(&a.tenant, &ip) {
+            return Ok(());
+        }
         let key: IpKey = (a.tenant.clone(), ip);
         let block = self.ip_blocks.get(&key).cloned();
         let count = self.ip_count(ips, &key)?;
@@ -459,8 +512,16 @@ impl BatchFolder {
         };
         let key: IpKey = (event.tenant().into(), ip.clone());
         let mut block = self.ip_blocks.get(&key).cloned();
-        let count = self.ip_count(ips, &key)?;
-        let notices = lockout_core::ip::fold_ip_event(&mut block, count, event, time);
+        let notices = if self.owns_ip(&key.0, &key.1) {
+            let count = self.ip_count(ips, &key)?;
+            lockout_core::ip::fold_ip_event(&mut block, count, event, time)
+        } else {
+            // Every process applies the block; its count and notices are its owner's (a
+            // block's course never depends on the count).
+            ips.entry(key.clone()).or_insert_with(|| IpOriginal { block: block.clone(), count: IpCount::default() });
+            lockout_core::ip::fold_ip_event(&mut block, &mut IpCount::default(), event, time);
+            Vec::new()
+        };
         match block {
             Some(b) => self.ip_blocks.insert(key, b),
             None => self.ip_blocks.remove(&key),

@@ -188,6 +188,7 @@ fn every_message_gets_a_report_of_what_became_of_it() {
         .map(|e| {
             let h = match &e.handling {
                 Handling::Redelivered => "redelivered",
+                Handling::Elsewhere => "elsewhere",
                 Handling::Refused { rejection, outbox: Some(0) } if rejection.reason.as_str() == "undecodable" => {
                     "refused"
                 }

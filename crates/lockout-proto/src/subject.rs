@@ -118,6 +118,17 @@ impl Subjects {
         Tenant::parse(rest.split('.').next()?).ok()
     }
 
+    /// The tenant and user tokens of a subject of a user event's shape
+    /// (`<p>.events.<tenant>.u.<utok>.<type>`), valid or not: what decides the partition of a
+    /// message, even one refused, before it is decoded.
+    pub fn user_tokens<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".events.")?;
+        match split_dots::<4>(rest) {
+            Some(([tenant, "u", utok, _], 4)) => Some((tenant, utok)),
+            _ => None,
+        }
+    }
+
     /// Parses an event subject, refusing malformed ones (`bad_subject`) and unknown types
     /// (`unknown_type`).
     pub fn parse_event(&self, subject: &str) -> Result<EventSubject, Rejection> {

@@ -15,6 +15,7 @@
 //! | `k` | tenant (length-prefixed) + IP | empty: the IP's count holds a decided `ip_block` not yet folded |
 //! | `o` | event seq (u64 BE) + index (u32 BE) | postcard `OutboxEntry`: to publish |
 //! | `m` | `checkpoint` | u64 BE last folded `LOCKOUT_EVENTS` sequence, u64 BE its stored time |
+//! | `m` | `partitions` | the partitions complete up to the checkpoint ([`lockout_proto::partition::Set`] bytes); absent: all ([`partitions`]) |
 //!
 //! A *user key* is the tenant's length (one byte), the tenant, then the user id's bytes, so
 //! a tenant's users sort by the UTF-8 bytes of their ids.
@@ -33,6 +34,7 @@ use std::path::Path;
 
 mod commit;
 mod ip;
+pub mod partitions;
 pub mod state_codec;
 
 pub use commit::{scope_expiries, Commit, LockIndex, OutboxEntry, OutboxStream, StateChange};

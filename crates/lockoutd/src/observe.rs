@@ -174,7 +174,7 @@ impl FoldObserver {
                 );
             }
             match &e.handling {
-                Handling::Redelivered => {}
+                Handling::Redelivered | Handling::Elsewhere => {}
                 Handling::Refused { rejection: r, .. } => {
                     // One line per event only at DEBUG: a flood of bad input must not flood the
                     // logs too (the committer sums them up, see `RefusedLog`).
