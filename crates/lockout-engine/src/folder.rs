@@ -26,7 +26,7 @@ use lockout_store::{Commit, IpBlockChange, IpCountChange, LockIndex, StateChange
 use uuid::Uuid;
 
 use crate::cache::{HashMap, StateCache, UserKey};
-use crate::outbox::{self, OutboxMode};
+use crate::outbox::{self, Floors, OutboxMode};
 use crate::Delivery;
 
 /// Default budget of the state cache.
@@ -88,8 +88,12 @@ pub struct BatchFolder {
     ip_counts_complete: bool,
     /// Where the sweep of stale IP counts goes on (the last key it looked at).
     sweep_after: Option<Vec<u8>>,
-    /// The partitions folded here; `None`: all of them (one process).
+    /// The partitions folded here; `None`: all of them, and no `Lockout-Partition` header
+    /// (a rebuild, a test).
     owned: Option<partition::Set>,
+    /// What each partition's notices and dead letters already published reach (instead of
+    /// the outbox mode's floors, which several publishers make meaningless).
+    partition_floors: Option<Vec<Floors>>,
 }
 
 /// What [`BatchFolder::fold_batch`] made of a batch.
@@ -200,14 +204,41 @@ impl BatchFolder {
             cache: StateCache::new(DEFAULT_STATE_CACHE_BYTES),
             cache_is_complete,
             owned: None,
+            partition_floors: None,
         })
     }
 
     /// Folds only the partitions in `owned` (every one unless set); call it before the first
     /// batch. The store's states of the others are left as they are: another process folds
     /// them.
+    ///
+    /// Every notice and dead letter then carries the `Lockout-Partition` header.
     pub fn set_partitions(&mut self, owned: partition::Set) {
-        self.owned = (!owned.is_all()).then_some(owned);
+        self.owned = Some(owned);
+    }
+
+    /// Skips the notices and dead letters at or below their partition's floor (one per
+    /// partition, by partition number) instead of the outbox mode's floors.
+    pub fn set_partition_floors(&mut self, floors: Vec<Floors>) {
+        self.partition_floors = Some(floors);
+    }
+
+    /// The partition an outbox entry of a message belongs to: its user's, an IP event's IP's,
+    /// else 0; `None` without [`BatchFolder::set_partitions`].
+    fn entry_partition(&self, user_tokens: Option<(&str, &str)>, event: Option<&Event>) -> Option<u32> {
+        let n = self.owned.as_ref()?.count();
+        Some(match (user_tokens, event.and_then(ip_of)) {
+            (Some((tenant, utok)), _) => partition::of_tokens(tenant, utok, n),
+            (None, Some(ip)) => partition::of_ip(event.map_or("", |e| e.tenant()), ip, n),
+            (None, None) => 0,
+        })
+    }
+
+    /// What the streams already hold of partition `p`'s entries; `None`: nothing is queued.
+    fn floors_of(&self, p: Option<u32>) -> Option<(Floors, lockout_proto::codec::Encoding)> {
+        let OutboxMode::Publish { floors, notices } = self.outbox else { return None };
+        let own = p.and_then(|p| self.partition_floors.as_ref()?.get(p as usize).copied());
+        Some((own.unwrap_or(floors), notices))
     }
 
     /// Whether the user with subject tokens `tenant`, `utok` is folded here.
@@ -340,7 +371,8 @@ impl BatchFolder {
             let handling = match crate::accept(&self.subjects, m) {
                 Err(rejection) => {
                     let ours = user_tokens.is_some() || self.owns_partition_0();
-                    let outbox = if ours { self.queue_dead_letter(m, &rejection, &mut commit) } else { None };
+                    let part = self.entry_partition(user_tokens, None);
+                    let outbox = if ours { self.queue_dead_letter(m, &rejection, &mut commit, part) } else { None };
                     Handling::Refused { rejection, outbox }
                 }
                 Ok((subject, event)) => {
@@ -377,7 +409,8 @@ impl BatchFolder {
                         Event::Attempt(a) => Some(a.outcome),
                         _ => None,
                     };
-                    let notices = self.queue_notices(seq, notices, &mut commit);
+                    let part = self.entry_partition(user_tokens, Some(&event));
+                    let notices = self.queue_notices(seq, notices, &mut commit, part);
                     Handling::Folded { id: event.id(), kind: event.kind(), attempt, notices }
                 }
             };
@@ -504,13 +537,8 @@ impl BatchFolder {
         event: &Event,
         time: Millis,
     ) -> Result<Vec<Notice>, lockout_store::Error> {
-        let ip = match event {
-            Event::IpBlock(e) => &e.ip,
-            Event::IpUnblock(e) => &e.ip,
-            Event::IpExpired(e) => &e.ip,
-            _ => return Ok(Vec::new()),
-        };
-        let key: IpKey = (event.tenant().into(), ip.clone());
+        let Some(ip) = ip_of(event) else { return Ok(Vec::new()) };
+        let key: IpKey = (event.tenant().into(), ip.into());
         let mut block = self.ip_blocks.get(&key).cloned();
         let notices = if self.owns_ip(&key.0, &key.1) {
             let count = self.ip_count(ips, &key)?;
@@ -554,26 +582,38 @@ impl BatchFolder {
         Ok(&mut pending.state)
     }
 
-    fn queue_dead_letter(&self, m: &impl Delivery, r: &Rejection, commit: &mut Commit) -> Option<usize> {
-        let OutboxMode::Publish { floors, .. } = self.outbox else { return None };
+    fn queue_dead_letter(
+        &self,
+        m: &impl Delivery,
+        r: &Rejection,
+        commit: &mut Commit,
+        part: Option<u32>,
+    ) -> Option<usize> {
+        let (floors, _) = self.floors_of(part)?;
         if floors.dead.is_some_and(|f| m.seq() <= f) {
             return None;
         }
-        commit.outbox.push(outbox::dead_letter(&self.subjects, m, r));
+        commit.outbox.push(outbox::with_partition(outbox::dead_letter(&self.subjects, m, r), part));
         Some(commit.outbox.len() - 1)
     }
 
-    fn queue_notices(&self, seq: u64, notices: Vec<Notice>, commit: &mut Commit) -> Vec<NoticeReport> {
+    fn queue_notices(
+        &self,
+        seq: u64,
+        notices: Vec<Notice>,
+        commit: &mut Commit,
+        part: Option<u32>,
+    ) -> Vec<NoticeReport> {
+        let floors = self.floors_of(part);
         notices
             .iter()
             .enumerate()
             .map(|(i, n)| {
                 let index = u32::try_from(i).unwrap_or(u32::MAX);
-                let outbox = match self.outbox {
-                    OutboxMode::Publish { floors, notices: encoding }
-                        if floors.notices.is_none_or(|f| (seq, index) > f) =>
-                    {
-                        commit.outbox.push(outbox::notice_entry(&self.subjects, encoding, seq, index, n));
+                let outbox = match floors {
+                    Some((floors, encoding)) if floors.notices.is_none_or(|f| (seq, index) > f) => {
+                        let entry = outbox::notice_entry(&self.subjects, encoding, seq, index, n);
+                        commit.outbox.push(outbox::with_partition(entry, part));
                         Some(commit.outbox.len() - 1)
                     }
                     _ => None,
@@ -581,5 +621,15 @@ impl BatchFolder {
                 NoticeReport { id: n.id(), event_id: n.event_id(), what: NoticeWhat::of(n), outbox }
             })
             .collect()
+    }
+}
+
+/// The IP an IP event is about.
+fn ip_of(event: &Event) -> Option<&str> {
+    match event {
+        Event::IpBlock(e) => Some(&e.ip),
+        Event::IpUnblock(e) => Some(&e.ip),
+        Event::IpExpired(e) => Some(&e.ip),
+        _ => None,
     }
 }

@@ -66,6 +66,19 @@ pub fn dead_letter(subjects: &Subjects, m: &impl Delivery, r: &Rejection) -> Out
     }
 }
 
+/// `e` with the `Lockout-Partition` header when `part` is known (several processes).
+pub fn with_partition(mut e: OutboxEntry, part: Option<u32>) -> OutboxEntry {
+    if let Some(p) = part {
+        e.headers.push((codec::PARTITION.to_owned(), p.to_string()));
+    }
+    e
+}
+
+/// The partition an entry's `Lockout-Partition` header names, if it has one.
+pub fn partition_of(e: &OutboxEntry) -> Option<u32> {
+    e.headers.iter().find(|(k, _)| k == codec::PARTITION).and_then(|(_, v)| v.parse().ok())
+}
+
 /// The outbox entry of notice `n`, the `index`-th of the event at `event_seq`. Trace headers
 /// are the caller's to add (see lockoutd's telemetry).
 pub fn notice_entry(subjects: &Subjects, encoding: Encoding, event_seq: u64, index: u32, n: &Notice) -> OutboxEntry {

@@ -270,3 +270,47 @@ fn only_the_owner_folds_a_user() {
     assert!(other.outbox().unwrap().is_empty());
     assert_eq!(other.checkpoint().unwrap(), 7, "the other process still moves past them");
 }
+
+/// With partitions set, every entry names its partition (`Lockout-Partition`), and each
+/// partition's own floors decide what is queued again: a take-over re-sends nothing its
+/// partition's last owner published.
+#[test]
+fn entries_name_their_partition_and_each_partition_has_its_floors() {
+    let msgs: Vec<Msg> = (0..6)
+        .map(|i| message(i, &Step::Attempt { tenant: 0, user: 7, ip: 1, outcome: 0 }))
+        .chain([message(6, &Step::Garbage { tenant: 0, user: Some(7) })])
+        .collect();
+    let p = lockout_proto::partition::of_tokens("acme", &UserId::parse("u7").unwrap().token(), 4);
+    let fold_with = |floors: Vec<Floors>| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        let mode = OutboxMode::Publish { floors: Floors::default(), notices: Encoding::Json };
+        let mut folder = BatchFolder::new(store.clone(), Subjects::default(), mode).unwrap();
+        folder.set_partitions(Set::all(4));
+        folder.set_partition_floors(floors);
+        let incoming: Vec<Incoming<'_>> = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Incoming {
+                seq: i as u64 + 1,
+                subject: &m.subject,
+                payload: &m.payload,
+                time: i as u64 * 1_000,
+                content_type: m.content_type,
+            })
+            .collect();
+        let commit = folder.fold_batch(&incoming).unwrap().commit.unwrap();
+        commit.outbox
+    };
+    let all = fold_with(vec![Floors::default(); 4]);
+    assert_eq!(all.len(), 2);
+    for e in &all {
+        assert_eq!(lockout_engine::outbox::partition_of(e), Some(p), "{:?}", e.headers);
+    }
+    // The locked notice is the 5th event's (seq 5); the dead letter is seq 7.
+    let mut floors = vec![Floors { notices: Some((100, 0)), dead: Some(100) }; 4];
+    floors[p as usize] = Floors { notices: Some((5, 0)), dead: None };
+    let rest = fold_with(floors);
+    assert_eq!(rest.len(), 1, "only the dead letter is above partition {p}'s floors");
+    assert_eq!(rest[0].event_seq, 7);
+}

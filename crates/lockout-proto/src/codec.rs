@@ -26,6 +26,9 @@ pub const NOTICE_INDEX: &str = "Lockout-Notice-Index";
 pub const LOCKOUT_ERROR: &str = "Lockout-Error";
 pub const LOCKOUT_SUBJECT: &str = "Lockout-Subject";
 pub const LOCKOUT_SEQ: &str = "Lockout-Seq";
+/// On notices and dead letters (an extension of contract v2): the partition of the user (or
+/// IP) they are about, whose owner published them.
+pub const PARTITION: &str = "Lockout-Partition";
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 pub const SERVICE_ERROR: &str = "Nats-Service-Error";
