@@ -30,6 +30,8 @@ pub struct Owned {
     pub releasing: BTreeSet<u32>,
     /// Live members, sorted.
     pub members: Vec<String>,
+    /// The partitions rendezvous hashing gives this process among the live members.
+    pub desired: BTreeSet<u32>,
 }
 
 impl Owned {
@@ -45,6 +47,7 @@ pub struct Coordinator {
     leases: Leases,
     partitions: u32,
     auto_drain: bool,
+    predecessor: Option<crate::lease::Holder>,
 }
 
 /// The running loop.
@@ -57,7 +60,14 @@ pub struct Handle {
 
 impl Coordinator {
     pub fn new(leases: Leases, partitions: u32) -> Coordinator {
-        Coordinator { leases, partitions, auto_drain: false }
+        Coordinator { leases, partitions, auto_drain: false, predecessor: None }
+    }
+
+    /// Takes over the leases (and drops the member key) of `predecessor`, the earlier run of
+    /// this process on the same store: see [`Leases::acquire_or_adopt`].
+    pub fn adopting(mut self, predecessor: Option<crate::lease::Holder>) -> Coordinator {
+        self.predecessor = predecessor;
+        self
     }
 
     /// Releases partitions as soon as they are marked, without waiting for
@@ -69,6 +79,9 @@ impl Coordinator {
 
     /// Joins the cluster and starts the loop.
     pub async fn spawn(self) -> Result<Handle, LeaseError> {
+        if let Some(p) = &self.predecessor {
+            self.leases.evict(p).await?;
+        }
         let member_rev = self.leases.join().await?;
         let (owned_tx, owned) = watch::channel(Owned::default());
         let (drained, drained_rx) = mpsc::unbounded_channel();
@@ -169,11 +182,18 @@ impl Coordinator {
     }
 
     async fn rebalance(&self, state: &mut Owned) -> Result<(), LeaseError> {
-        let members = self.leases.members().await?;
+        let mut members = self.leases.members().await?;
         let me = self.leases.me().instance.as_str();
+        if !members.iter().any(|m| m == me) {
+            // Our member key expired while the server was out of reach: we are live all the
+            // same (the next heartbeat writes it again).
+            members.push(me.to_owned());
+            members.sort();
+        }
         let names: Vec<&str> = members.iter().map(String::as_str).collect();
         let desired: BTreeSet<u32> = rendezvous::assigned(&names, me, self.partitions).into_iter().collect();
         state.members = members;
+        state.desired = desired.clone();
         state.releasing = state.fences.keys().copied().filter(|p| !desired.contains(p)).collect();
         if self.auto_drain {
             for p in std::mem::take(&mut state.releasing) {
@@ -186,7 +206,7 @@ impl Coordinator {
             if state.fences.contains_key(&p) {
                 continue;
             }
-            match self.leases.acquire(p).await {
+            match self.leases.acquire_or_adopt(p, self.predecessor.as_ref()).await {
                 Ok(Some(f)) => {
                     tracing::info!(partition = p, revision = f.revision, "partition acquired");
                     state.fences.insert(p, f);
@@ -212,6 +232,11 @@ impl Handle {
     /// What this process owns; changes whenever a lease is won, lost or marked for release.
     pub fn owned(&self) -> watch::Receiver<Owned> {
         self.owned.clone()
+    }
+
+    /// A sender for [`Handle::drained`] that outlives borrows of the handle.
+    pub fn drainer(&self) -> mpsc::UnboundedSender<u32> {
+        self.drained.clone()
     }
 
     /// The projector has committed and published everything it folded for `p`, which was

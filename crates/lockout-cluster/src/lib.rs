@@ -18,5 +18,5 @@ pub mod rendezvous;
 pub mod setup;
 
 pub use coordinator::{Coordinator, Handle, Owned};
-pub use lease::Fence;
+pub use lease::{Claim, Fence, Holder, Leases, Prior};
 pub use setup::{Buckets, ClusterConfig, SetupError};

@@ -240,6 +240,10 @@ proptest! {
         let early = Store::open(dir2.path(), 8 << 20).unwrap();
         fold_into(&early, msgs_half, 0, batch, None);
         early.set_partitions(&a).unwrap();
+        for u in early.all_users() {
+            let (t, u, _) = u.unwrap();
+            prop_assert!(a.contains(lockout_proto::partition::of_user(&t, &u, 8)), "B's states are dropped");
+        }
         fold_into(&early, &msgs, half, batch, Some(a.clone()));
         prop_assert_eq!(early.partitions().unwrap(), Some(a.clone()));
         let (_s, scratch) = fold(&msgs, batch, Some(b.clone()));

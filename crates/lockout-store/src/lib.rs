@@ -15,6 +15,7 @@
 //! | `k` | tenant (length-prefixed) + IP | empty: the IP's count holds a decided `ip_block` not yet folded |
 //! | `o` | event seq (u64 BE) + index (u32 BE) | postcard `OutboxEntry`: to publish |
 //! | `m` | `checkpoint` | u64 BE last folded `LOCKOUT_EVENTS` sequence, u64 BE its stored time |
+//! | `m` | `id`, `holder`, `claims` | lockoutd's notes about the store ([`Store::meta`]): its id, the run that last opened it, the claims its partitions were folded under |
 //! | `m` | `partitions` | the partitions complete up to the checkpoint ([`lockout_proto::partition::Set`] bytes); absent: all ([`partitions`]) |
 //!
 //! A *user key* is the tenant's length (one byte), the tenant, then the user id's bytes, so

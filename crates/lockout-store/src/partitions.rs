@@ -3,9 +3,9 @@
 //! a scratch store.
 //!
 //! A store folded by one process alone records nothing (every partition is complete). A
-//! process that folds a subset records it (`m partitions`); the states of partitions outside
-//! it are left where they were (another process folds them now) and are never read for an
-//! answer. Taking a partition over replaces every key of its users (`u`, `l`, `x`, `y`) and
+//! process that folds a subset records it (`m partitions`) and deletes the keys of the
+//! partitions outside it (another process folds them now), so indexes such as the due
+//! expiries hold only its own. Taking a partition over replaces every key of its users (`u`, `l`, `x`, `y`) and
 //! IPs (`c`, `k`) with those a catch-up folded from the stream into a scratch store, adds the
 //! scratch store's outbox and the partition to the set, all in one sled batch.
 
@@ -39,6 +39,27 @@ fn key_partition(k: &[u8], n: u32) -> Result<Option<u32>> {
     }
 }
 
+fn meta_key(name: &str) -> Vec<u8> {
+    let mut k = b"m".to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Removes (into `b`) every key of `db` of a partition (out of `n`) that `drop` selects.
+fn remove_partitioned(db: &sled::Db, b: &mut sled::Batch, drop: impl Fn(u32) -> bool, n: u32) -> Result<u64> {
+    let mut removed = 0;
+    for prefix in PARTITIONED {
+        for kv in db.scan_prefix([prefix]) {
+            let (k, _) = kv?;
+            if key_partition(&k, n)?.is_some_and(&drop) {
+                b.remove(k);
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
 impl Store {
     /// The partitions whose states this store holds complete up to its checkpoint; `None`:
     /// every one (a store one process folded alone, as before contract v2).
@@ -49,11 +70,28 @@ impl Store {
         }
     }
 
-    /// Records that the store holds `set` complete up to its checkpoint (after a run that
-    /// folded `set` released some of them, say). Keys of the others stay as they are.
-    pub fn set_partitions(&self, set: &Set) -> Result<()> {
-        self.db()?.insert(PARTITIONS, set.to_bytes())?;
-        Ok(())
+    /// Records that the store holds `set` complete up to its checkpoint, and nothing of the
+    /// other partitions: their keys are deleted in the same batch (another process folds them
+    /// now; a later take-over brings them back from a catch-up). Returns the keys deleted.
+    pub fn set_partitions(&self, set: &Set) -> Result<u64> {
+        let db = self.db()?;
+        let mut b = sled::Batch::default();
+        let dropped = remove_partitioned(&db, &mut b, |p| !set.contains(p), set.count())?;
+        b.insert(PARTITIONS, set.to_bytes());
+        db.apply_batch(b)?;
+        Ok(dropped)
+    }
+
+    /// A value lockoutd keeps about the store itself (`m<name>`): its id, the run that last
+    /// opened it, the claims its partitions were folded under.
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.db()?.get(meta_key(name))?.map(|v| v.to_vec()))
+    }
+
+    /// Writes [`Store::meta`] `name` durably.
+    pub fn set_meta(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.db()?.insert(meta_key(name), value)?;
+        self.flush()
     }
 
     /// Takes `gained` over from `scratch`, a store a catch-up folded up to this store's
@@ -66,13 +104,8 @@ impl Store {
         let db = self.db()?;
         let mut b = sled::Batch::default();
         let mut moved = 0u64;
+        remove_partitioned(&db, &mut b, |p| gained.contains(p), n)?;
         for prefix in PARTITIONED {
-            for kv in db.scan_prefix([prefix]) {
-                let (k, _) = kv?;
-                if key_partition(&k, n)?.is_some_and(|p| gained.contains(p)) {
-                    b.remove(k);
-                }
-            }
             for kv in scratch.db()?.scan_prefix([prefix]) {
                 let (k, v) = kv?;
                 if key_partition(&k, n)?.is_some_and(|p| gained.contains(p)) {

@@ -70,7 +70,8 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
         };
         let ip_due = match shared.store.due_ip_expiries(shared.server_now_ms(), 1000) {
-            Ok(d) => d,
+            // Every process holds every block; the IP's owner appends its end.
+            Ok(d) => d.into_iter().filter(|(t, ip, _, _)| shared.cluster.folds_ip(t, ip)).collect::<Vec<_>>(),
             Err(e) => {
                 tracing::error!(error = %e, "Reading due IP block expiries failed.");
                 continue;

@@ -19,6 +19,8 @@
 pub use lockout_nats::clock;
 pub mod bulk;
 pub mod caller;
+pub mod catchup;
+pub mod cluster;
 pub mod config;
 pub mod disk;
 pub mod expiry;
@@ -61,8 +63,8 @@ pub struct Health {
     pub retention: lockout_proto::command::Retention,
     /// `--instance`.
     pub instance: String,
-    /// `--partitions`: one process folds them all until several share them.
-    pub partitions: u32,
+    /// The partitions the projector folds now (all of them while this process is alone).
+    pub partitions: std::sync::Mutex<Vec<u32>>,
 }
 
 impl Health {
@@ -88,8 +90,12 @@ impl Health {
             disk: *self.disk.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
             retention: Some(self.retention),
             instance: Some(self.instance.clone()),
-            partitions: Some((0..self.partitions).collect()),
+            partitions: Some(self.partitions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()),
         }
+    }
+
+    pub(crate) fn set_partitions(&self, ps: Vec<u32>) {
+        *self.partitions.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ps;
     }
 
     pub(crate) fn set_store_error(&self, e: Option<String>) {
@@ -114,6 +120,8 @@ pub struct Shared {
     /// The wall clock: `at` of the events the service writes; corrected by the skew
     /// estimate, due expiries and `status` now ([`Shared::server_now_ms`]).
     pub clock: Arc<dyn clock::Clock>,
+    /// This process's share of the partitions.
+    pub cluster: Arc<cluster::Cluster>,
 }
 
 impl Shared {
@@ -153,7 +161,7 @@ pub async fn run_with_clock(
     let client = connect(&config).await?;
     let js = async_nats::jetstream::new(client.clone());
     streams::ensure_streams(&js, &config).await?;
-    streams::ensure_cluster_config(&js, &config).await?;
+    let buckets = streams::ensure_cluster_config(&js, &config).await?;
     if config.require_caller {
         caller::check_server_version(&client.server_info().version).map_err(anyhow::Error::msg)?;
     }
@@ -168,13 +176,9 @@ pub async fn run_with_clock(
         dead_max_messages: limits.dead_max_messages,
         state_ttl_days: config.state_ttl.as_secs() / 86_400,
     };
-    let health = Arc::new(Health {
-        retention,
-        instance: config.instance.clone(),
-        partitions: config.partitions,
-        ..Health::default()
-    });
-    let shared = Arc::new(Shared { config, store, js, client, folded, health, metrics, clock });
+    let health = Arc::new(Health { retention, instance: config.instance.clone(), ..Health::default() });
+    let cluster = cluster::Cluster::start(&js, &config, buckets, &store).await?;
+    let shared = Arc::new(Shared { config, store, js, client, folded, health, metrics, clock, cluster });
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Publish what an earlier run committed but did not publish, then start folding.
@@ -222,6 +226,8 @@ pub async fn run_with_clock(
     let _ = expiry.await;
     let _ = forget.await;
     let _ = disk.await;
+    // Everything folded is committed and published: hand the partitions over at once.
+    shared.cluster.stop().await;
     shared.store.flush()?;
     shared.client.flush().await.ok();
     tracing::info!("lockoutd stopped");

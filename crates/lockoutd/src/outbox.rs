@@ -42,15 +42,62 @@ async fn last_headers(js: &jetstream::Context, stream: &str, all: &str) -> anyho
 }
 
 /// Publishes what an earlier run committed but did not publish, skipping what the streams
-/// already hold.
-pub async fn drain(js: &jetstream::Context, store: &Store, floors: &Floors) -> anyhow::Result<()> {
-    let (done, todo): (Vec<_>, Vec<_>) = store.outbox()?.into_iter().partition(|e| floors.covers(e));
+/// already hold: below `floors` (the streams' last messages) for entries without a partition
+/// (written by a v1 lockoutd), below their partition's floor for the others. Entries of
+/// partitions this run does not fold are dropped: their owner's catch-up queues them.
+pub async fn drain(
+    js: &jetstream::Context,
+    store: &Store,
+    floors: &Floors,
+    partition_floors: &[Floors],
+    run: &lockout_proto::partition::Set,
+) -> anyhow::Result<()> {
+    let (done, todo): (Vec<_>, Vec<_>) =
+        store.outbox()?.into_iter().partition(|e| match lockout_engine::outbox::partition_of(e) {
+            None => floors.covers(e),
+            Some(p) => !run.contains(p) || partition_floors.get(p as usize).is_some_and(|f| f.covers(e)),
+        });
     store.remove_outbox(&done)?;
     if !todo.is_empty() {
         tracing::info!(entries = todo.len(), "Publishing the outbox left by the previous run.");
     }
     publish(js, store, &todo).await;
     Ok(())
+}
+
+/// What each partition's published entries reach, as a run goes on.
+#[derive(Debug, Default)]
+pub struct PartitionFloors {
+    floors: Vec<Floors>,
+    /// Partitions whose floor moved since [`PartitionFloors::take`].
+    moved: std::collections::BTreeSet<u32>,
+}
+
+impl PartitionFloors {
+    /// Starting from the floors recorded when the run started.
+    pub fn new(floors: Vec<Floors>) -> PartitionFloors {
+        PartitionFloors { floors, moved: Default::default() }
+    }
+
+    /// Records `entries`, acknowledged, as published.
+    pub fn published(&mut self, entries: &[OutboxEntry]) {
+        for e in entries {
+            let Some(p) = lockout_engine::outbox::partition_of(e) else { continue };
+            let Some(f) = self.floors.get_mut(p as usize) else { continue };
+            self.moved.insert(p);
+            match e.stream {
+                lockout_store::OutboxStream::Notices => {
+                    f.notices = f.notices.max(Some((e.event_seq, e.index)));
+                }
+                lockout_store::OutboxStream::Dead => f.dead = f.dead.max(Some(e.event_seq)),
+            }
+        }
+    }
+
+    /// The floors that moved since the last call, by partition.
+    pub fn take(&mut self) -> std::collections::BTreeMap<u32, Floors> {
+        std::mem::take(&mut self.moved).into_iter().map(|p| (p, self.floors[p as usize])).collect()
+    }
 }
 
 /// Entries published before their acknowledgements are awaited.

@@ -7,8 +7,23 @@ use async_nats::jetstream::{self, consumer, stream};
 
 use crate::config::Config;
 
-/// Name of the durable pull consumer on `LOCKOUT_EVENTS`.
+/// Name of the durable pull consumer on `LOCKOUT_EVENTS` (the contract's): the one of the
+/// process that folds partition 0, so a process alone always uses it.
 pub const CONSUMER: &str = "lockoutd";
+
+/// How long the server keeps an unused consumer of a process without partition 0 (several
+/// processes: each needs a consumer of its own; one that died leaves it behind).
+pub const INSTANCE_CONSUMER_INACTIVE: Duration = Duration::from_secs(3_600);
+
+/// The durable consumer of a run folding `set`: [`CONSUMER`] with partition 0, else
+/// `lockoutd-<instance>`.
+pub fn consumer_name(config: &Config, set: &lockout_proto::partition::Set) -> String {
+    if set.contains(0) {
+        CONSUMER.to_owned()
+    } else {
+        format!("{CONSUMER}-{}", config.instance)
+    }
+}
 /// JetStream's duplicate window on every stream.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -88,17 +103,19 @@ pub async fn last_event_seq(js: &jetstream::Context, config: &Config) -> anyhow:
 pub async fn ensure_consumer(
     js: &jetstream::Context,
     config: &Config,
+    name: &str,
     checkpoint: u64,
 ) -> anyhow::Result<consumer::PullConsumer> {
     let stream = js.get_stream(config.subjects.events_stream()).await.context("looking up the events stream")?;
-    match stream.delete_consumer(CONSUMER).await {
+    match stream.delete_consumer(name).await {
         Ok(_) => {}
         Err(e) if e.to_string().contains("not found") => {}
         Err(e) => return Err(anyhow::Error::new(e).context("replacing the durable consumer")),
     }
     let filter = config.subjects.events_all();
     let cfg = consumer::pull::Config {
-        durable_name: Some(CONSUMER.to_owned()),
+        durable_name: Some(name.to_owned()),
+        inactive_threshold: if name == CONSUMER { Duration::ZERO } else { INSTANCE_CONSUMER_INACTIVE },
         description: Some("lockoutd's projector; positioned from the store's checkpoint at each start".to_owned()),
         deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: checkpoint + 1 },
         ack_policy: consumer::AckPolicy::All,
@@ -108,9 +125,9 @@ pub async fn ensure_consumer(
         ..Default::default()
     };
     let created = stream.create_consumer(cfg).await.context("creating the durable consumer")?;
-    if let Some(wrong) = foreign_change(&created.cached_info().config, &filter) {
+    if let Some(wrong) = foreign_change(&created.cached_info().config, name, &filter) {
         anyhow::bail!(
-            "the durable consumer {CONSUMER} is not as lockoutd created it ({wrong}): another client changed it; only lockoutd may create, change or delete it (deploy/nats/lockout.conf)"
+            "the durable consumer {name} is not as lockoutd created it ({wrong}): another client changed it; only lockoutd may create, change or delete it (deploy/nats/lockout.conf)"
         );
     }
     Ok(created)
@@ -120,7 +137,7 @@ pub async fn ensure_consumer(
 /// (a narrower filter, another ack policy) would make the projector fold a part of the events
 /// without noticing, so lockoutd checks at every (re)creation and while idle, and recreates it
 /// at its checkpoint.
-pub fn foreign_change(c: &consumer::Config, filter: &str) -> Option<String> {
+pub fn foreign_change(c: &consumer::Config, name: &str, filter: &str) -> Option<String> {
     let mut wrong = Vec::new();
     if c.filter_subject != filter || !c.filter_subjects.is_empty() {
         wrong.push(format!("filter {:?} {:?} instead of {filter:?}", c.filter_subject, c.filter_subjects));
@@ -128,7 +145,7 @@ pub fn foreign_change(c: &consumer::Config, filter: &str) -> Option<String> {
     if c.ack_policy != consumer::AckPolicy::All {
         wrong.push(format!("ack policy {:?} instead of all", c.ack_policy));
     }
-    if c.durable_name.as_deref() != Some(CONSUMER) {
+    if c.durable_name.as_deref() != Some(name) {
         wrong.push(format!("durable name {:?}", c.durable_name));
     }
     (!wrong.is_empty()).then(|| wrong.join(", "))
@@ -137,7 +154,10 @@ pub fn foreign_change(c: &consumer::Config, filter: &str) -> Option<String> {
 /// Records the deployment's partition count and lease length in `<PREFIX>_CLUSTER` when it is
 /// first set up, and refuses to start with other values (contract v2, "Several lockoutd
 /// processes"). A KV error (a cluster electing a leader) is retried for a minute.
-pub async fn ensure_cluster_config(js: &jetstream::Context, config: &Config) -> anyhow::Result<()> {
+pub async fn ensure_cluster_config(
+    js: &jetstream::Context,
+    config: &Config,
+) -> anyhow::Result<lockout_cluster::Buckets> {
     use lockout_cluster::{setup, ClusterConfig, SetupError};
     let wanted = ClusterConfig { partitions: config.partitions, lease_seconds: config.lease_seconds };
     let prefix = config.subjects.prefix().to_uppercase();
@@ -145,7 +165,7 @@ pub async fn ensure_cluster_config(js: &jetstream::Context, config: &Config) -> 
     let mut delay = std::time::Duration::from_millis(200);
     loop {
         match setup::open(js, &prefix, wanted, config.replicas).await {
-            Ok(_) => return Ok(()),
+            Ok(b) => return Ok(b),
             Err(e @ SetupError::Mismatch { .. }) => return Err(anyhow::Error::new(e)),
             Err(e) if tokio::time::Instant::now() >= deadline => {
                 return Err(anyhow::Error::new(e).context("setting up the cluster's KV buckets"))
@@ -169,12 +189,13 @@ mod tests {
             filter_subject: "lockout.events.>".into(),
             ..Default::default()
         };
-        assert_eq!(foreign_change(&ours, "lockout.events.>"), None);
+        assert_eq!(foreign_change(&ours, CONSUMER, "lockout.events.>"), None);
         let narrower = consumer::Config { filter_subject: "lockout.events.acme.>".into(), ..ours.clone() };
-        assert!(foreign_change(&narrower, "lockout.events.>").is_some_and(|w| w.contains("lockout.events.acme.>")));
+        assert!(foreign_change(&narrower, CONSUMER, "lockout.events.>")
+            .is_some_and(|w| w.contains("lockout.events.acme.>")));
         let several = consumer::Config { filter_subjects: vec!["lockout.events.acme.>".into()], ..ours.clone() };
-        assert!(foreign_change(&several, "lockout.events.>").is_some());
+        assert!(foreign_change(&several, CONSUMER, "lockout.events.>").is_some());
         let explicit = consumer::Config { ack_policy: consumer::AckPolicy::Explicit, ..ours };
-        assert!(foreign_change(&explicit, "lockout.events.>").is_some_and(|w| w.contains("ack policy")));
+        assert!(foreign_change(&explicit, CONSUMER, "lockout.events.>").is_some_and(|w| w.contains("ack policy")));
     }
 }

@@ -11,7 +11,8 @@ use lockout_store::{Commit, Store};
 use tokio::sync::mpsc;
 
 use super::fold::FoldedBatch;
-use super::StoreFailed;
+use super::{FenceClosed, StoreFailed};
+use crate::cluster::RunSet;
 use crate::observe::RefusedLog;
 use crate::Shared;
 
@@ -25,6 +26,7 @@ pub(super) struct Committed {
 
 pub(super) async fn commit_loop(
     shared: Arc<Shared>,
+    run: Arc<RunSet>,
     mut rx: mpsc::Receiver<FoldedBatch>,
     tx: mpsc::Sender<Committed>,
 ) -> anyhow::Result<()> {
@@ -33,6 +35,12 @@ pub(super) async fn commit_loop(
         let FoldedBatch { commit, stats, span, pending, stream_last, last } = batch;
         let commit = match commit {
             Some(commit) => {
+                if !shared.cluster.holds(&run) {
+                    // A paused process that lost its leases must not write what it folded
+                    // for them: another process folds them now.
+                    tracing::warn!("A partition lease was lost; this run's folded work is dropped, not committed.");
+                    return Err(FenceClosed.into());
+                }
                 let started = std::time::Instant::now();
                 let commit = Arc::new(commit);
                 in_place(&shared.store, &commit, span)
@@ -55,6 +63,10 @@ pub(super) async fn commit_loop(
             None => None,
         };
         if tx.send(Committed { commit, pending, last }).await.is_err() {
+            if !shared.cluster.holds(&run) {
+                // The publisher stopped because the leases are gone.
+                return Err(FenceClosed.into());
+            }
             anyhow::bail!("the publisher stopped");
         }
     }

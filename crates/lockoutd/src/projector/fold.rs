@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use lockout_engine::linger::{Linger, Lingering};
-use lockout_engine::{BatchFolder, Floors, OutboxMode};
+use lockout_engine::{BatchFolder, OutboxMode};
 use lockout_nats::Delivered;
 use lockout_proto::EventKind;
 use lockout_store::Commit;
@@ -67,15 +67,17 @@ impl Lingering for FoldedBatch {
 
 pub(super) async fn fold_loop(
     shared: &Shared,
-    consumer: PullConsumer,
-    floors: Floors,
+    session: super::Session,
     tx: mpsc::Sender<FoldedBatch>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let cfg = &shared.config;
+    let super::Session { consumer, consumer_name, floors, partition_floors, run } = session;
     let outbox = OutboxMode::Publish { floors, notices: cfg.notice_encoding };
     let mut folder = BatchFolder::new(shared.store.clone(), cfg.subjects.clone(), outbox)?;
     folder.set_state_cache_bytes(cfg.state_cache_bytes());
+    folder.set_partitions(run.set.clone());
+    folder.set_partition_floors(partition_floors);
     let observer = FoldObserver::new(&cfg.subjects, cfg.trace_events_ratio);
     let messages =
         consumer.stream().max_messages_per_batch(cfg.batch).heartbeat(Duration::from_secs(5)).messages().await?;
@@ -103,7 +105,7 @@ pub(super) async fn fold_loop(
                 continue;
             }
             () = tokio::time::sleep(STALL_CHECK_AFTER) => {
-                check_delivering(&consumer, &cfg.subjects.events_all()).await?;
+                check_delivering(&consumer, &consumer_name, &cfg.subjects.events_all()).await?;
                 continue;
             }
         };
@@ -234,9 +236,9 @@ async fn check_skipped(shared: &Shared, seq: u64) -> anyhow::Result<()> {
 /// After a quiet spell: fine when the consumer has nothing more and is configured as lockoutd
 /// created it; a pull that stopped after a reconnect (its events wait or sit unacknowledged
 /// at the server) or a configuration someone else changed otherwise.
-async fn check_delivering(consumer: &PullConsumer, filter: &str) -> anyhow::Result<()> {
+async fn check_delivering(consumer: &PullConsumer, name: &str, filter: &str) -> anyhow::Result<()> {
     let info = consumer.get_info().await;
-    if let Some(wrong) = info.as_ref().ok().and_then(|i| crate::streams::foreign_change(&i.config, filter)) {
+    if let Some(wrong) = info.as_ref().ok().and_then(|i| crate::streams::foreign_change(&i.config, name, filter)) {
         return Err(ConsumerStalled(format!("another client changed the consumer's configuration: {wrong}")).into());
     }
     match info {

@@ -24,32 +24,80 @@ use std::sync::Arc;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use lockout_engine::Floors;
+use lockout_proto::partition::Set;
 use tokio::sync::{mpsc, watch};
 
 pub use supervise::{prepare_until_ready, supervise};
 
+use crate::cluster::RunSet;
 use crate::Shared;
+use anyhow::Context as _;
 
-/// What a projector run starts from: the store's checkpoint, the streams' floors and a
-/// durable consumer positioned after the checkpoint.
+/// How long past a lease a run waits for the partitions assigned to this process before it
+/// starts without those still held elsewhere.
+const SETTLE_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What a projector run starts from: the partitions it folds, the store's checkpoint, the
+/// floors and a durable consumer positioned after the checkpoint.
 pub struct Session {
     consumer: PullConsumer,
+    consumer_name: String,
     floors: Floors,
+    partition_floors: Vec<Floors>,
+    run: RunSet,
 }
 
 impl Session {
-    /// Publishes what an earlier run committed but did not publish, (re)creates the consumer
-    /// at the store's checkpoint, and holds the expiry timer until the backlog the stream
-    /// holds now is folded.
-    pub async fn prepare(shared: &Shared) -> anyhow::Result<Session> {
-        let (js, cfg) = (&shared.js, &shared.config);
+    /// Settles the partitions (records those released and hands their leases over, catches up
+    /// those gained), publishes what an earlier run committed but did not publish,
+    /// (re)creates the consumer at the store's checkpoint, and holds the expiry timer until
+    /// the backlog the stream holds now is folded.
+    pub async fn prepare(shared: &Shared, stop: &mut watch::Receiver<bool>) -> anyhow::Result<Session> {
+        let (js, cfg, cluster) = (&shared.js, &shared.config, &shared.cluster);
+        let Some(run) = cluster.settled(cluster.lease + SETTLE_MARGIN, stop).await else {
+            anyhow::bail!("stopping");
+        };
+        let n = cluster.n;
+        let stored = shared.store.partitions()?.unwrap_or_else(|| Set::all(n));
+        anyhow::ensure!(
+            stored.count() == n,
+            "the store in {} was folded with {} partitions and the deployment has {n}: start this process with an empty --data-dir",
+            cfg.data_dir.display(),
+            stored.count()
+        );
+        // What the store holds of a partition is kept only if nobody else claimed it since.
+        let claims: std::collections::BTreeMap<u32, u64> = match shared.store.meta("claims")? {
+            Some(b) => serde_json::from_slice(&b).context("reading the store's partition claims")?,
+            None => Default::default(),
+        };
+        let kept = Set::of(n, stored.iter().filter(|p| run.store_is_current(*p, claims.get(p).copied())));
+        if kept != stored {
+            let dropped = shared.store.set_partitions(&kept)?;
+            let released = Set::of(n, stored.iter().filter(|p| !kept.contains(*p)));
+            tracing::info!(partitions = %released, keys = dropped, "Released partitions.");
+        }
+        for p in cluster.releasing() {
+            if !kept.contains(p) {
+                cluster.drained(p);
+            }
+        }
         let floors = crate::outbox::read_floors(js, &cfg.subjects).await?;
-        crate::outbox::drain(js, &shared.store, &floors).await?;
+        let partition_floors = cluster.floors().await?;
+        let gained = Set::of(n, run.set.iter().filter(|p| !kept.contains(*p)));
+        if !gained.is_empty() {
+            crate::catchup::catch_up(shared, &kept, &gained, partition_floors.clone()).await?;
+        }
+        let claims = serde_json::to_vec(&run.claims()).expect("claims serialize");
+        shared.store.set_meta("claims", &claims)?;
+        crate::outbox::drain(js, &shared.store, &floors, &partition_floors, &run.set).await?;
         let checkpoint = shared.store.checkpoint()?;
-        let consumer = crate::streams::ensure_consumer(js, cfg, checkpoint).await?;
+        let consumer_name = crate::streams::consumer_name(cfg, &run.set);
+        let consumer = crate::streams::ensure_consumer(js, cfg, &consumer_name, checkpoint).await?;
+        cluster.set_run_set(run.set.clone());
+        shared.health.set_partitions(run.set.iter().collect());
         let backlog_end = crate::streams::last_event_seq(js, cfg).await?;
         shared.health.caught_up.store(checkpoint >= backlog_end, std::sync::atomic::Ordering::Release);
-        Ok(Session { consumer, floors })
+        Ok(Session { consumer, consumer_name, floors, partition_floors, run })
     }
 }
 
@@ -58,6 +106,12 @@ impl Session {
 #[derive(Debug, thiserror::Error)]
 #[error("the consumer stalled: {0}")]
 pub struct ConsumerStalled(pub String);
+
+/// A lease of the run's partitions was lost (or its fence closed: this process was paused or
+/// cut off longer than a lease): nothing more is committed or published for them.
+#[derive(Debug, thiserror::Error)]
+#[error("a partition lease of this run was lost; nothing more is committed or published for it")]
+pub struct FenceClosed;
 
 /// The store refused a commit: sled stays failed until it is reopened.
 #[derive(Debug, thiserror::Error)]
@@ -77,9 +131,11 @@ async fn run(
     // ahead of the store, and publishing never holds up a commit.
     let (tx, rx) = mpsc::channel(1);
     let (ptx, prx) = mpsc::channel(1);
-    let committer = tokio::spawn(commit::commit_loop(shared.clone(), rx, ptx));
-    let publisher = tokio::spawn(publish::publish_loop(shared.clone(), prx, folded));
-    let folding = fold::fold_loop(&shared, session.consumer, session.floors, tx, stop).await;
+    let run = Arc::new(session.run.clone());
+    let committer = tokio::spawn(commit::commit_loop(shared.clone(), run.clone(), rx, ptx));
+    let floors = session.partition_floors.clone();
+    let publisher = tokio::spawn(publish::publish_loop(shared.clone(), run, floors, prx, folded));
+    let folding = fold::fold_loop(&shared, session, tx, stop).await;
     let committing = committer.await.map_err(|e| anyhow::anyhow!("the committer panicked: {e}"))?;
     publisher.await.map_err(|e| anyhow::anyhow!("the publisher panicked: {e}"))?;
     // The committer's failure is the cause when both stopped.
