@@ -9,6 +9,7 @@ mod linger;
 mod oracle;
 mod protection;
 mod recovery;
+mod scaleout;
 mod scenarios;
 mod security;
 mod service;

@@ -1,0 +1,198 @@
+//! Several lockoutd processes sharing the partitions (contract v2, "Several lockoutd
+//! processes"), as child processes against a real nats-server.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use lockout_core::UserState;
+use lockout_proto::codec::{self, Encoding};
+use lockout_proto::event::Event;
+use lockout_proto::partition::{self, Set};
+use lockout_proto::{Policy, Subjects};
+use lockout_store::Store;
+use nats_harness::NatsServer;
+use serde_json::Value;
+
+use crate::oracle;
+use crate::support::lockoutd_binary;
+
+/// The lease of these tests: short, so a killed process's partitions move within seconds.
+const LEASE_SECONDS: u64 = 3;
+
+/// One lockoutd child process with its own data dir.
+struct Proc {
+    instance: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn spawn(url: &str, instance: &str) -> Proc {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new(lockoutd_binary())
+            .args(["--nats-url", url, "--instance", instance, "--lease-seconds", &LEASE_SECONDS.to_string()])
+            .arg("--data-dir")
+            .arg(dir.path().join("store"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning lockoutd");
+        Proc { instance: instance.to_owned(), dir, child: Some(child) }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            nats_harness::signal(c.id(), libc::SIGTERM);
+            let status = c.wait().unwrap();
+            assert!(status.success(), "lockoutd {} exited with {status}", self.instance);
+        }
+    }
+
+    /// The user states of the partitions this store holds (it must be stopped).
+    fn states(&self) -> BTreeMap<(String, String), UserState> {
+        let store = Store::open(&self.dir.path().join("store"), 16 << 20).unwrap();
+        let set = store.partitions().unwrap().unwrap_or_else(|| Set::all(partition::DEFAULT));
+        store
+            .all_users()
+            .map(|r| r.unwrap())
+            .filter(|(t, u, _)| set.contains(partition::of_user(t, u, set.count())))
+            .map(|(t, u, s)| ((t, u), s))
+            .collect()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Who holds each partition's lease now.
+async fn holders(js: &jetstream::Context) -> BTreeMap<u32, String> {
+    let Ok(bucket) = js.get_key_value("LOCKOUT_LEASES").await else { return BTreeMap::new() };
+    let mut out = BTreeMap::new();
+    for p in 0..partition::DEFAULT {
+        if let Ok(Some(e)) = bucket.entry(format!("part.{p}")).await {
+            if e.operation == kv::Operation::Put {
+                let h: Value = serde_json::from_slice(&e.value).unwrap();
+                out.insert(p, h["instance"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Every process's `health` (from the replies to `$SRV.STATS.lockout`), by instance.
+async fn healths(client: &async_nats::Client) -> BTreeMap<String, Value> {
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+    client.publish_with_reply("$SRV.STATS.lockout", inbox, bytes::Bytes::new()).await.unwrap();
+    let mut out = BTreeMap::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+        let v: Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+        if let Some(h) = v["endpoints"].as_array().and_then(|e| e.first()).map(|e| e["data"].clone()) {
+            if let Some(i) = h["instance"].as_str() {
+                out.insert(i.to_owned(), h.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Polls `f` every 50 ms until it holds, or panics after `secs`.
+async fn until<F: std::future::Future<Output = bool>>(secs: u64, what: &str, mut f: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Each partition held by exactly one of `live`, every one of them holding some, and each of
+/// them reporting in `health` the partitions it holds, folded up to the stream's last event.
+async fn settled(js: &jetstream::Context, client: &async_nats::Client, live: &[&str]) -> bool {
+    let held = holders(js).await;
+    let owners: BTreeSet<&str> = held.values().map(String::as_str).collect();
+    if held.len() != partition::DEFAULT as usize || owners != live.iter().copied().collect() {
+        return false;
+    }
+    let last = js.get_stream("LOCKOUT_EVENTS").await.unwrap().get_info().await.unwrap().state.last_sequence;
+    let health = healths(client).await;
+    live.iter().all(|i| {
+        let Some(h) = health.get(*i) else { return false };
+        let reported: BTreeSet<u32> =
+            h["partitions"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as u32).collect();
+        let leased: BTreeSet<u32> = held.iter().filter(|(_, o)| o == i).map(|(p, _)| *p).collect();
+        reported == leased && h["seq"].as_u64() == Some(last)
+    })
+}
+
+/// The fold of the whole events stream with the core alone (every event is an attempt of
+/// the default policy here): every user's state and how many notices it implies.
+async fn expected(js: &jetstream::Context) -> (BTreeMap<(String, String), UserState>, usize) {
+    let subjects = Subjects::default();
+    let stream = js.get_stream("LOCKOUT_EVENTS").await.unwrap();
+    let last = stream.get_info().await.unwrap().state.last_sequence;
+    let mut states: BTreeMap<(String, String), UserState> = BTreeMap::new();
+    let mut notices = 0;
+    for seq in 1..=last {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        let subject = subjects.parse_event(&m.subject).unwrap();
+        let enc = Encoding::from_content_type(m.headers.get(codec::CONTENT_TYPE).map(|v| v.as_str())).unwrap();
+        let event = Event::decode_checked(&subject, enc, &m.payload).unwrap();
+        let time = u64::try_from(m.time.unix_timestamp_nanos() / 1_000_000).unwrap();
+        let key = (event.tenant().to_owned(), event.user().unwrap().to_owned());
+        let f = lockout_core::fold(&Policy::default(), states.remove(&key).unwrap_or_default(), &event, time);
+        notices += f.notices.len();
+        states.insert(key, f.state);
+    }
+    states.retain(|_, s| *s != UserState::default());
+    (states, notices)
+}
+
+/// Three processes share the 64 partitions; one is killed with SIGKILL half-way through a
+/// load and the two others take its partitions over (catching them up from the stream):
+/// every user's state, in the store of the process that holds its partition, equals the fold
+/// of every event, and every notice the fold implies is in `LOCKOUT_NOTICES` exactly once.
+#[tokio::test]
+async fn three_processes_share_the_partitions_and_a_kill_loses_nothing() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let mut procs: Vec<Proc> = ["a", "b", "c"].iter().map(|i| Proc::spawn(&server.url(), i)).collect();
+    until(30, "three processes share the partitions", || settled(&js, &client, &["a", "b", "c"])).await;
+    let held = holders(&js).await;
+    let split: Vec<usize> = ["a", "b", "c"].iter().map(|i| held.values().filter(|o| o == i).count()).collect();
+    assert!(split.iter().all(|n| *n >= 10), "each process holds a share: {split:?}");
+
+    let events = oracle::load(6_000, 400);
+    oracle::publish(&js, &events[..3_000]).await;
+    procs[1].kill();
+    oracle::publish(&js, &events[3_000..]).await;
+    until(60, "a and c hold every partition, folded to the end", || settled(&js, &client, &["a", "c"])).await;
+
+    let (want, want_notices) = expected(&js).await;
+    procs[0].stop();
+    procs[2].stop();
+    let mut got = procs[0].states();
+    let from_c = procs[2].states();
+    assert!(got.keys().all(|k| !from_c.contains_key(k)), "no user is held by both");
+    got.extend(from_c);
+    assert_eq!(got.len(), want.len(), "users with a state");
+    assert!(got == want, "every user's state equals the fold of all events");
+    let notices = js.get_stream("LOCKOUT_NOTICES").await.unwrap().get_info().await.unwrap().state.messages;
+    assert_eq!(notices as usize, want_notices, "every notice exactly once");
+    assert!(want_notices > 100, "the load locks users: {want_notices} notices");
+}
