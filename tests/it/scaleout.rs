@@ -111,6 +111,20 @@ async fn healths(client: &async_nats::Client) -> BTreeMap<String, Value> {
     out
 }
 
+/// A JSON request to `lockout.svc.<tenant>.<op>`; panics on an error reply.
+async fn call(client: &async_nats::Client, tenant: &str, op: &str, body: Value) -> Value {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(codec::CONTENT_TYPE, codec::JSON);
+    let r = client
+        .request_with_headers(format!("lockout.svc.{tenant}.{op}"), h, serde_json::to_vec(&body).unwrap().into())
+        .await
+        .unwrap();
+    if let Some(code) = r.headers.as_ref().and_then(|h| h.get(codec::SERVICE_ERROR_CODE)) {
+        panic!("{op} for {tenant}: {code} {:?}", r.headers.as_ref().unwrap().get(codec::SERVICE_ERROR));
+    }
+    serde_json::from_slice(&r.payload).unwrap()
+}
+
 /// Polls `f` every 50 ms until it holds, or panics after `secs`.
 async fn until<F: std::future::Future<Output = bool>>(secs: u64, what: &str, mut f: impl FnMut() -> F) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -183,6 +197,21 @@ async fn three_processes_share_the_partitions_and_a_kill_loses_nothing() {
     oracle::publish(&js, &events[3_000..]).await;
     until(60, "a and c hold every partition, folded to the end", || settled(&js, &client, &["a", "c"])).await;
 
+    // Any process answers for any user: a request that reaches the other one is forwarded.
+    let (want, _) = expected(&js).await;
+    for ((tenant, user), state) in want.iter().take(60) {
+        let s = call(&client, tenant, "status", serde_json::json!({ "user": user })).await;
+        assert_eq!(s["locked"].as_bool(), Some(state.is_locked()), "{tenant}/{user}: {s}");
+        assert_eq!(s["failures"].as_u64(), Some(u64::from(state.failures())), "{tenant}/{user}: {s}");
+    }
+    let locked: Vec<&(String, String)> = want.iter().filter(|(_, s)| s.is_locked()).map(|(k, _)| k).take(10).collect();
+    assert_eq!(locked.len(), 10, "the load locks users");
+    for (tenant, user) in &locked {
+        let r = call(&client, tenant, "unlock", serde_json::json!({ "user": user, "actor": "help" })).await;
+        assert_eq!(r["locked"].as_bool(), Some(false), "unlocked through any process: {r}");
+        let s = call(&client, tenant, "status", serde_json::json!({ "user": user })).await;
+        assert_eq!((s["locked"].as_bool(), s["unlocked_by"].as_str()), (Some(false), Some("help")));
+    }
     let (want, want_notices) = expected(&js).await;
     procs[0].stop();
     procs[2].stop();

@@ -26,7 +26,11 @@ pub async fn supervise(
     let folded = Arc::new(folded);
     loop {
         let run_stop = run_stop(&shared, &session, stop.clone());
+        // The requests other processes forward for this run's partitions are answered while
+        // it runs (the partitions are caught up by now).
+        let serving = tokio::spawn(crate::service::route::serve_partitions(shared.clone(), session.run.set.clone()));
         let result = super::run(shared.clone(), session, folded.clone(), run_stop).await;
+        serving.abort();
         if *stop.borrow() {
             return result;
         }
