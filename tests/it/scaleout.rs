@@ -60,6 +60,13 @@ impl Proc {
         }
     }
 
+    /// The digest of `tenant`'s users in the partitions this store holds (it must be stopped).
+    fn digest(&self, tenant: &str) -> (u64, String) {
+        let store = Store::open(&self.dir.path().join("store"), 16 << 20).unwrap();
+        let set = store.partitions().unwrap().unwrap_or_else(|| Set::all(partition::DEFAULT));
+        store.digest_of(tenant, |u| set.contains(partition::of_user(tenant, u, set.count()))).unwrap()
+    }
+
     /// The user states of the partitions this store holds (it must be stopped).
     fn states(&self) -> BTreeMap<(String, String), UserState> {
         let store = Store::open(&self.dir.path().join("store"), 16 << 20).unwrap();
@@ -213,8 +220,34 @@ async fn three_processes_share_the_partitions_and_a_kill_loses_nothing() {
         assert_eq!((s["locked"].as_bool(), s["unlocked_by"].as_str()), (Some(false), Some("help")));
     }
     let (want, want_notices) = expected(&js).await;
+    // `locked` and `digest` cover every partition, whichever process is asked.
+    let mut digests = BTreeMap::new();
+    for tenant in ["acme", "globex"] {
+        let d = call(&client, tenant, "digest", serde_json::json!({})).await;
+        let users = want.keys().filter(|(t, _)| t == tenant).count() as u64;
+        assert_eq!(d["users"].as_u64(), Some(users), "{tenant}: {d}");
+        digests.insert(tenant, d["digest"].as_str().unwrap().to_owned());
+        let (mut listed, mut after) = (Vec::new(), None::<String>);
+        loop {
+            let page = call(&client, tenant, "locked", serde_json::json!({ "limit": 7, "after": after })).await;
+            listed.extend(page["users"].as_array().unwrap().iter().map(|s| s["user"].as_str().unwrap().to_owned()));
+            match page["next"].as_str() {
+                Some(n) => after = Some(n.to_owned()),
+                None => break,
+            }
+        }
+        let mut locked: Vec<String> =
+            want.iter().filter(|((t, _), s)| t == tenant && s.is_locked()).map(|((_, u), _)| u.clone()).collect();
+        locked.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        assert_eq!(listed, locked, "{tenant}: every locked user once, in byte order, across pages");
+    }
     procs[0].stop();
     procs[2].stop();
+    for (tenant, d) in &digests {
+        let (a, c) = (procs[0].digest(tenant), procs[2].digest(tenant));
+        let both = lockout_store::xor_digests([a.1.as_str(), c.1.as_str()]).unwrap();
+        assert_eq!(&both, d, "{tenant}: the digest answered is both stores' together");
+    }
     let mut got = procs[0].states();
     let from_c = procs[2].states();
     assert!(got.keys().all(|k| !from_c.contains_key(k)), "no user is held by both");

@@ -415,31 +415,44 @@ impl Store {
         })
     }
 
-    /// Number of users of `tenant` with a state, and a SHA-256 over their (user, state) pairs
-    /// in key order, each state re-encoded in the current [`state_codec`] format without the
+    /// Number of users of `tenant` with a state, and the XOR of one SHA-256 per user over
+    /// (user, state), each state re-encoded in the current [`state_codec`] format without the
     /// locks' tripping IPs ([`state_codec::without_trips`]), default states left out: equal on
-    /// stores that folded the same events, whichever version wrote them.
+    /// stores that folded the same events, whichever version wrote them, and combinable:
+    /// the XOR of the digests of disjoint sets of users is the digest of their union, so
+    /// processes that hold different partitions answer `digest` together
+    /// ([`Store::digest_of`], [`xor_digests`]).
     pub fn digest(&self, tenant: &str) -> Result<(u64, String)> {
+        self.digest_of(tenant, |_| true)
+    }
+
+    /// [`Store::digest`] over the users `keep` selects (by user id).
+    pub fn digest_of(&self, tenant: &str, keep: impl Fn(&str) -> bool) -> Result<(u64, String)> {
         let prefix = tenant_prefix(b'u', tenant);
         let default_state = state_codec::encode(&UserState::default());
-        let mut h = Sha256::new();
+        let mut acc = [0u8; 32];
         let mut n = 0u64;
         for kv in self.db()?.scan_prefix(&prefix) {
             let (k, v) = kv?;
+            let user = &k[prefix.len()..];
+            if !keep(std::str::from_utf8(user).map_err(|e| corrupt("user key", e))?) {
+                continue;
+            }
             let state = state_codec::decode(&v).map_err(|e| corrupt("user state", e))?;
             let v = state_codec::encode(&state_codec::without_trips(state));
             if v[..] == default_state[..] {
                 // Stored by a lockoutd before default states were deleted: the same as none.
                 continue;
             }
-            let user = &k[prefix.len()..];
+            let mut h = Sha256::new();
             h.update((user.len() as u64).to_be_bytes());
             h.update(user);
             h.update((v.len() as u64).to_be_bytes());
             h.update(&v);
+            acc.iter_mut().zip(h.finalize()).for_each(|(a, b)| *a ^= b);
             n += 1;
         }
-        Ok((n, hex::encode(h.finalize())))
+        Ok((n, hex::encode(acc)))
     }
 
     /// The users of `tenant` with a state, after the user id `after` (exclusive), ascending by
@@ -514,6 +527,20 @@ impl Store {
     pub fn filesystem_space(&self) -> Option<(u64, u64)> {
         filesystem_space(&self.inner.dir)
     }
+}
+
+/// The digest of the union of disjoint sets of users from their [`Store::digest_of`]s; `None`
+/// when one is not a digest.
+pub fn xor_digests<'a>(digests: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let mut acc = [0u8; 32];
+    for d in digests {
+        let b = hex::decode(d).ok()?;
+        if b.len() != 32 {
+            return None;
+        }
+        acc.iter_mut().zip(b).for_each(|(a, x)| *a ^= x);
+    }
+    Some(hex::encode(acc))
 }
 
 #[cfg(unix)]

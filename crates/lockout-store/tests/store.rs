@@ -118,6 +118,16 @@ fn digest_depends_on_states_only_and_per_tenant() {
     assert_ne!(a.digest("acme").unwrap(), b.digest("acme").unwrap());
     assert_eq!(a.digest("zeta").unwrap(), b.digest("zeta").unwrap());
     assert_eq!(a.digest("nobody").unwrap().0, 0);
+    // Digests of disjoint sets of users combine into the digest of their union.
+    let more = ["a1", "k2", "n3", "z4"].map(|u| change("acme", u, None, locked(Some(9), 3)));
+    b.commit(&Commit { states: more.to_vec(), checkpoint: 4, ..Commit::default() }).unwrap();
+    let (whole, low, high) = (
+        b.digest("acme").unwrap(),
+        b.digest_of("acme", |u| u < "m").unwrap(),
+        b.digest_of("acme", |u| u >= "m").unwrap(),
+    );
+    assert_eq!((low.0, high.0, whole.0), (2, 3, 5));
+    assert_eq!(lockout_store::xor_digests([low.1.as_str(), high.1.as_str()]), Some(whole.1.clone()));
 }
 
 #[test]

@@ -224,6 +224,9 @@ async fn dispatch_or_forward(
     msg: &async_nats::Message,
 ) -> Result<Vec<u8>, Fail> {
     if let Ok((tenant, _)) = shared.config.subjects.parse_svc(msg.subject.as_str()) {
+        if route::gathered(shared, op) {
+            return route::gather(shared, &tenant, op, enc, msg).await;
+        }
         if let Some(p) = route::elsewhere(shared, op, enc, &tenant, &msg.payload) {
             let (headers, body) = route::forward(shared, &shared.client, p, &tenant, op, msg).await?;
             return route::relay(&headers, body);
@@ -257,7 +260,7 @@ async fn dispatch(shared: &Shared, op: &str, enc: Encoding, msg: &async_nats::Me
         }
         "locked" => {
             let r: LockedRequest = decode_request(enc, body, &tenant)?;
-            Ok(encode(enc, &locked_page(shared, &tenant, &r)?))
+            Ok(encode(enc, &locked_page(shared, &tenant, &r, |_| true)?))
         }
         "unlock" => {
             let r: UnlockRequest = decode_request(enc, body, &tenant)?;
@@ -429,7 +432,13 @@ fn stale_lock_event(want: Uuid) -> String {
 }
 
 /// One page of locked users; the cursor is the base64url of the last user listed.
-fn locked_page(shared: &Shared, tenant: &Tenant, r: &LockedRequest) -> Result<LockedReply, Fail> {
+/// A page of the users `keep` selects among `tenant`'s locked ones.
+pub(crate) fn locked_page(
+    shared: &Shared,
+    tenant: &Tenant,
+    r: &LockedRequest,
+    keep: impl Fn(&str) -> bool,
+) -> Result<LockedReply, Fail> {
     let limit = r.page_size()? as usize;
     let after = r.after.as_deref().map(decode_cursor).transpose()?;
     let policy = shared.store.policy_or_default(tenant.as_str())?;
@@ -438,6 +447,9 @@ fn locked_page(shared: &Shared, tenant: &Tenant, r: &LockedRequest) -> Result<Lo
     let mut more = false;
     for item in shared.store.locked_after(tenant.as_str(), after.as_deref()) {
         let (user, state) = item?;
+        if !keep(&user) {
+            continue;
+        }
         let status = lockout_core::status(tenant.as_str(), &user, &policy, &state, now);
         if !status.locked {
             continue;

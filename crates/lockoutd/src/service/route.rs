@@ -9,7 +9,11 @@
 //! unchanged. While no process owns the partition (a take-over) the forwarder retries for
 //! 5 s, then answers 503; a write that timed out at the owner is not sent again (the caller
 //! retries with the same `Nats-Msg-Id`). Other ops are answered by any process: every one
-//! holds the tenant state (policies, IP blocks) and reads the stream.
+//! holds the tenant state (policies, IP blocks) and reads the stream, but `locked` and
+//! `digest`, which cover every partition: the process asked sends them to
+//! `<prefix>.all.<tenant>.<op>`, every process answers for the partitions it folds (a
+//! `digest` part once it has folded the stream's last sequence at the time of the request),
+//! and the parts are merged (digests of disjoint users XOR into the digest of their union).
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +23,10 @@ use lockout_proto::codec::{self, Encoding};
 use lockout_proto::event::canonical_ip;
 use lockout_proto::partition::{self, Set};
 use lockout_proto::Tenant;
+
+use lockout_proto::command::{decode_request, DigestReply, LockedReply, LockedRequest};
+use lockout_proto::Status;
+use serde::{Deserialize, Serialize};
 
 use super::{dispatch, Fail, FOLD_TIMEOUT};
 use crate::Shared;
@@ -101,11 +109,138 @@ pub fn relay(headers: &HeaderMap, body: bytes::Bytes) -> Result<Vec<u8>, Fail> {
     }
 }
 
-/// Answers the requests forwarded to the partitions of `set` until dropped (aborted when the
-/// projector run that folds them ends).
+/// The header of a gathered `digest`: the stream's last sequence when it was asked.
+const UPTO: &str = "Lockout-Upto";
+
+/// One process's part of a gathered reply.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Part {
+    partitions: Vec<u32>,
+    users: u64,
+    digest: String,
+    locked: Vec<Status>,
+    more: bool,
+}
+
+/// Whether `op` covers every partition and this process folds only some of them.
+pub fn gathered(shared: &Shared, op: &str) -> bool {
+    matches!(op, "locked" | "digest") && !shared.cluster.run_set().is_all()
+}
+
+/// Asks every process for its part of `op` and merges the parts.
+pub async fn gather(
+    shared: &Shared,
+    tenant: &Tenant,
+    op: &str,
+    enc: Encoding,
+    msg: &async_nats::Message,
+) -> Result<Vec<u8>, Fail> {
+    let request: Option<LockedRequest> =
+        if op == "locked" { Some(decode_request(enc, &msg.payload, tenant)?) } else { None };
+    let upto = crate::streams::last_event_seq(&shared.js, &shared.config)
+        .await
+        .map_err(|e| Fail::new(503, format!("reading the events stream failed ({e}); retry shortly")))?;
+    let client = &shared.client;
+    let inbox = client.new_inbox();
+    let mut replies = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| Fail::new(503, format!("gathering the partitions' answers failed ({e}); retry shortly")))?;
+    let mut headers = msg.headers.clone().unwrap_or_default();
+    headers.insert(UPTO, upto.to_string().as_str());
+    let subject = format!("{}.all.{tenant}.{op}", shared.config.subjects.prefix());
+    client
+        .publish_with_reply_and_headers(subject, inbox, headers, msg.payload.clone())
+        .await
+        .map_err(|e| Fail::new(503, format!("asking the other processes failed ({e}); retry shortly")))?;
+    let n = shared.cluster.n;
+    let mut covered = Set::none(n);
+    let mut parts = Vec::new();
+    let deadline = tokio::time::Instant::now() + OWNER_WAIT;
+    while covered.len() < n {
+        let Ok(Some(m)) = tokio::time::timeout_at(deadline, replies.next()).await else {
+            let missing = Set::of(n, (0..n).filter(|p| !covered.contains(*p)));
+            return Err(Fail::new(
+                503,
+                format!(
+                    "partitions {missing} did not answer within 5 s (a process is taking them over); retry shortly"
+                ),
+            ));
+        };
+        let Ok(part) = serde_json::from_slice::<Part>(&m.payload) else { continue };
+        // Two processes that both answered for a partition (a hand-over in between): the
+        // first answer counts.
+        if part.partitions.iter().any(|p| covered.contains(*p) || *p >= n) {
+            continue;
+        }
+        part.partitions.iter().for_each(|p| covered.insert(*p));
+        parts.push(part);
+    }
+    match request {
+        None => {
+            let digest = lockout_store::xor_digests(parts.iter().map(|p| p.digest.as_str()))
+                .ok_or_else(|| Fail::new(500, "a process answered a digest that is not one"))?;
+            let users = parts.iter().map(|p| p.users).sum();
+            Ok(codec::encode(enc, &DigestReply { seq: upto, users, digest }))
+        }
+        Some(r) => {
+            let limit = r.page_size()? as usize;
+            let more = parts.iter().any(|p| p.more);
+            let mut users: Vec<Status> = parts.into_iter().flat_map(|p| p.locked).collect();
+            users.sort_by(|a, b| a.user.as_bytes().cmp(b.user.as_bytes()));
+            let more = more || users.len() > limit;
+            users.truncate(limit);
+            let next = if more {
+                use base64::Engine as _;
+                users.last().map(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s.user.as_bytes()))
+            } else {
+                None
+            };
+            Ok(codec::encode(enc, &LockedReply { users, next }))
+        }
+    }
+}
+
+/// This process's part of a gathered request, for the partitions of `set`; `None` when it
+/// cannot answer it (its fold is behind the request's sequence for 5 s, a bad request: the
+/// asking process then reports the partitions missing).
+async fn part(shared: &Shared, set: &Set, msg: &async_nats::Message) -> Option<Part> {
+    let prefix = shared.config.subjects.prefix();
+    let rest = msg.subject.as_str().strip_prefix(prefix)?.strip_prefix(".all.")?;
+    let (tenant, op) = rest.split_once('.')?;
+    let tenant = Tenant::parse(tenant).ok()?;
+    let n = set.count();
+    let keep = |u: &str| set.contains(partition::of_user(tenant.as_str(), u, n));
+    let mut part = Part { partitions: set.iter().collect(), ..Part::default() };
+    match op {
+        "digest" => {
+            let upto: u64 = msg.headers.as_ref()?.get(UPTO)?.as_str().parse().ok()?;
+            let mut folded = shared.folded.clone();
+            tokio::time::timeout(OWNER_WAIT, folded.wait_for(|s| *s >= upto)).await.ok()?.ok()?;
+            (part.users, part.digest) = shared.store.digest_of(tenant.as_str(), keep).ok()?;
+        }
+        "locked" => {
+            let ct = msg.headers.as_ref().and_then(|h| h.get(codec::CONTENT_TYPE)).map(|v| v.as_str().to_owned());
+            let enc = Encoding::from_content_type(ct.as_deref()).ok()?;
+            let r: LockedRequest = decode_request(enc, &msg.payload, &tenant).ok()?;
+            let page = super::locked_page(shared, &tenant, &r, keep).ok()?;
+            part.more = page.next.is_some();
+            part.locked = page.users;
+        }
+        _ => return None,
+    }
+    Some(part)
+}
+
+/// Answers the requests forwarded to the partitions of `set`, and the gathered ones for them,
+/// until dropped (aborted when the projector run that folds them ends).
 pub async fn serve_partitions(shared: std::sync::Arc<Shared>, set: Set) {
     let prefix = shared.config.subjects.prefix().to_owned();
     let mut subs = Vec::new();
+    match shared.client.subscribe(format!("{prefix}.all.>")).await {
+        Ok(s) => subs.push(s),
+        Err(e) => tracing::error!(error = %e, "Subscribing to gathered requests failed."),
+    }
     for p in set.iter() {
         match shared.client.subscribe(format!("{prefix}.part.{p}.>")).await {
             Ok(s) => subs.push(s),
@@ -114,7 +249,19 @@ pub async fn serve_partitions(shared: std::sync::Arc<Shared>, set: Set) {
     }
     let mut all = futures::stream::select_all(subs);
     let mut inflight = tokio::task::JoinSet::new();
+    let gathered = format!("{prefix}.all.");
     while let Some(msg) = all.next().await {
+        if msg.subject.as_str().starts_with(&gathered) {
+            let (shared, set) = (shared.clone(), set.clone());
+            inflight.spawn(async move {
+                let Some(reply) = msg.reply.clone() else { return };
+                if let Some(p) = part(&shared, &set, &msg).await {
+                    let body = serde_json::to_vec(&p).expect("a part serializes");
+                    let _ = shared.client.publish(reply, body.into()).await;
+                }
+            });
+            continue;
+        }
         inflight.spawn(answer(shared.clone(), msg));
         while inflight.try_join_next().is_some() {}
     }
