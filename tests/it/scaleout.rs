@@ -37,12 +37,22 @@ impl Proc {
             .arg("--data-dir")
             .arg(dir.path().join("store"))
             .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
             .spawn()
             .expect("spawning lockoutd");
         Proc { instance: instance.to_owned(), dir, child: Some(child) }
+    }
+
+    /// What it logged so far (warnings and errors).
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        nats_harness::signal(self.child.as_ref().expect("running").id(), sig);
     }
 
     fn kill(&mut self) {
@@ -257,4 +267,85 @@ async fn three_processes_share_the_partitions_and_a_kill_loses_nothing() {
     let notices = js.get_stream("LOCKOUT_NOTICES").await.unwrap().get_info().await.unwrap().state.messages;
     assert_eq!(notices as usize, want_notices, "every notice exactly once");
     assert!(want_notices > 100, "the load locks users: {want_notices} notices");
+}
+
+/// A process paused (SIGSTOP) longer than its lease, with events of its partitions delivered
+/// to it meanwhile, wakes to find its partitions taken over: its fence refuses to commit or
+/// publish what it folded for them (it says so in its log), and nothing is lost or doubled:
+/// every state equals the fold of all events, every notice is in the stream once.
+#[tokio::test]
+async fn a_process_paused_past_its_lease_commits_and_publishes_nothing_for_lost_partitions() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let mut procs: Vec<Proc> = ["a", "b", "c"].iter().map(|i| Proc::spawn(&server.url(), i)).collect();
+    until(30, "three processes share the partitions", || settled(&js, &client, &["a", "b", "c"])).await;
+    let b_parts: BTreeSet<u32> = holders(&js).await.into_iter().filter(|(_, o)| o == "b").map(|(p, _)| p).collect();
+    // Failures of b's users only: b holds (delivered, not yet folded) work when it wakes.
+    let of_b = |a: &lockout_proto::event::Attempt| {
+        b_parts.contains(&partition::of_user(&a.tenant, &a.user, partition::DEFAULT))
+    };
+    let events: Vec<_> = oracle::load(8_000, 400).into_iter().filter(|a| of_b(a)).collect();
+    let (before, during) = events.split_at(events.len() / 3);
+    oracle::publish(&js, before).await;
+    until(30, "b folded its events", || settled(&js, &client, &["a", "b", "c"])).await;
+    procs[1].signal(libc::SIGSTOP);
+    // a and c take b's partitions once its leases run out; b's pull keeps receiving.
+    oracle::publish(&js, &during[..during.len() / 2]).await;
+    until(30, "a and c hold every partition", || async {
+        let owners: BTreeSet<String> = holders(&js).await.into_values().collect();
+        owners == ["a", "c"].iter().map(|s| s.to_string()).collect()
+    })
+    .await;
+    oracle::publish(&js, &during[during.len() / 2..]).await;
+    procs[1].signal(libc::SIGCONT);
+    until(30, "b refuses its stale work", || async { procs[1].log().contains("A partition lease was lost") }).await;
+    until(60, "the three share the partitions again, folded to the end", || settled(&js, &client, &["a", "b", "c"]))
+        .await;
+    let (want, want_notices) = expected(&js).await;
+    for p in &mut procs {
+        p.stop();
+    }
+    let mut got = BTreeMap::new();
+    for p in &procs {
+        let states = p.states();
+        assert!(states.keys().all(|k| !got.contains_key(k)), "no user is held twice");
+        got.extend(states);
+    }
+    assert_eq!(got.len(), want.len(), "users with a state");
+    assert!(got == want, "every user's state equals the fold of all events");
+    let notices = js.get_stream("LOCKOUT_NOTICES").await.unwrap().get_info().await.unwrap().state.messages;
+    assert_eq!(notices as usize, want_notices, "every notice exactly once");
+    assert!(want_notices > 20, "b's users are locked: {want_notices} notices");
+}
+
+/// Under load a process joins (it takes a share, caught up from the stream) and another
+/// leaves gracefully (its partitions are handed over at once): nothing is lost or doubled.
+#[tokio::test]
+async fn a_process_joins_and_another_leaves_under_load_losing_nothing() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let mut procs: Vec<Proc> = ["a", "b"].iter().map(|i| Proc::spawn(&server.url(), i)).collect();
+    until(30, "a and b share the partitions", || settled(&js, &client, &["a", "b"])).await;
+    let events = oracle::load(6_000, 400);
+    oracle::publish(&js, &events[..2_000]).await;
+    procs.push(Proc::spawn(&server.url(), "c"));
+    oracle::publish(&js, &events[2_000..4_000]).await;
+    until(30, "c joined", || settled(&js, &client, &["a", "b", "c"])).await;
+    procs[0].stop();
+    // A graceful stop hands the leases back before the process exits: none waits to run out.
+    assert!(holders(&js).await.values().all(|o| o != "a"), "a released every lease as it left");
+    oracle::publish(&js, &events[4_000..]).await;
+    until(30, "b and c hold every partition, folded to the end", || settled(&js, &client, &["b", "c"])).await;
+    let (want, want_notices) = expected(&js).await;
+    procs[1].stop();
+    procs[2].stop();
+    let mut got = procs[1].states();
+    let from_c = procs[2].states();
+    assert!(got.keys().all(|k| !from_c.contains_key(k)), "no user is held by both");
+    got.extend(from_c);
+    assert!(got == want, "every user's state equals the fold of all events ({} of {})", got.len(), want.len());
+    let notices = js.get_stream("LOCKOUT_NOTICES").await.unwrap().get_info().await.unwrap().state.messages;
+    assert_eq!(notices as usize, want_notices, "every notice exactly once");
 }
