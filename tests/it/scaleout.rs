@@ -31,7 +31,11 @@ struct Proc {
 
 impl Proc {
     fn spawn(url: &str, instance: &str) -> Proc {
-        let dir = tempfile::tempdir().unwrap();
+        Proc::spawn_in(url, instance, tempfile::tempdir().unwrap())
+    }
+
+    /// Starts it on the data dir `dir` (another run's, say).
+    fn spawn_in(url: &str, instance: &str, dir: tempfile::TempDir) -> Proc {
         let child = Command::new(lockoutd_binary())
             .args(["--nats-url", url, "--instance", instance, "--lease-seconds", &LEASE_SECONDS.to_string()])
             .arg("--data-dir")
@@ -345,6 +349,42 @@ async fn a_process_joins_and_another_leaves_under_load_losing_nothing() {
     let from_c = procs[2].states();
     assert!(got.keys().all(|k| !from_c.contains_key(k)), "no user is held by both");
     got.extend(from_c);
+    assert!(got == want, "every user's state equals the fold of all events ({} of {})", got.len(), want.len());
+    let notices = js.get_stream("LOCKOUT_NOTICES").await.unwrap().get_info().await.unwrap().state.messages;
+    assert_eq!(notices as usize, want_notices, "every notice exactly once");
+}
+
+/// The upgrade procedure of the README: a store and stream written by one process alone
+/// (with the default flags, as before scale-out) are taken over by that process, restarted,
+/// and a new one: the new one catches its share up from the stream, nothing is lost or sent
+/// twice, and the contract's consumer `lockoutd` is still the one reading partition 0.
+#[tokio::test]
+async fn one_process_s_store_is_taken_over_by_two_losing_nothing() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let mut alone = Proc::spawn(&server.url(), "a");
+    until(30, "a holds every partition", || settled(&js, &client, &["a"])).await;
+    let events = oracle::load(4_000, 300);
+    oracle::publish(&js, &events[..2_000]).await;
+    until(30, "a folded everything", || settled(&js, &client, &["a"])).await;
+    alone.stop();
+    let dir = std::mem::replace(&mut alone.dir, tempfile::tempdir().unwrap());
+    let mut procs = vec![Proc::spawn_in(&server.url(), "a", dir), Proc::spawn(&server.url(), "b")];
+    oracle::publish(&js, &events[2_000..]).await;
+    until(30, "a and b share the partitions, folded to the end", || settled(&js, &client, &["a", "b"])).await;
+    let holder_of_0 = holders(&js).await[&0].clone();
+    let stream = js.get_stream("LOCKOUT_EVENTS").await.unwrap();
+    let consumer: jetstream::consumer::PullConsumer = stream.get_consumer("lockoutd").await.unwrap();
+    assert!(consumer.cached_info().num_pending == 0, "the consumer `lockoutd` is {holder_of_0}'s and current");
+    let (want, want_notices) = expected(&js).await;
+    for p in &mut procs {
+        p.stop();
+    }
+    let mut got = procs[0].states();
+    let from_b = procs[1].states();
+    assert!(!from_b.is_empty() && got.keys().all(|k| !from_b.contains_key(k)), "b holds a share, no user twice");
+    got.extend(from_b);
     assert!(got == want, "every user's state equals the fold of all events ({} of {})", got.len(), want.len());
     let notices = js.get_stream("LOCKOUT_NOTICES").await.unwrap().get_info().await.unwrap().state.messages;
     assert_eq!(notices as usize, want_notices, "every notice exactly once");
