@@ -233,6 +233,29 @@ async fn three_processes_share_the_partitions_and_a_kill_loses_nothing() {
         let s = call(&client, tenant, "status", serde_json::json!({ "user": user })).await;
         assert_eq!((s["locked"].as_bool(), s["unlocked_by"].as_str()), (Some(false), Some("help")));
     }
+    // `unlock_many` selects across every partition, whichever process is asked.
+    let (now, _) = expected(&js).await;
+    let still: BTreeSet<(String, String)> =
+        now.iter().filter(|((t, _), s)| t == "acme" && s.is_locked()).map(|(k, _)| k.clone()).collect();
+    let body = |dry: bool, after: Option<String>| serde_json::json!({ "actor": "sec", "since": 1, "ips": ["198.51.100.0/24"], "dry_run": dry, "limit": 9, "after": after });
+    assert!(still.len() > 9, "more locked users than a page: {}", still.len());
+    let dry = call(&client, "acme", "unlock_many", body(true, None)).await;
+    assert_eq!(dry["unlocked"].as_u64(), Some(9.min(still.len() as u64)), "a dry page: {dry}");
+    let (mut unlocked, mut after) = (BTreeSet::new(), None);
+    loop {
+        let r = call(&client, "acme", "unlock_many", body(false, after.clone())).await;
+        unlocked
+            .extend(r["users"].as_array().unwrap().iter().map(|u| ("acme".to_owned(), u.as_str().unwrap().to_owned())));
+        match r["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(unlocked, still, "every user locked from those IPs is unlocked, once");
+    for (tenant, user) in unlocked.iter().take(20) {
+        let s = call(&client, tenant, "status", serde_json::json!({ "user": user })).await;
+        assert_eq!(s["locked"].as_bool(), Some(false), "{user} unlocked and folded by its owner: {s}");
+    }
     let (want, want_notices) = expected(&js).await;
     // `locked` and `digest` cover every partition, whichever process is asked.
     let mut digests = BTreeMap::new();

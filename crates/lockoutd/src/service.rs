@@ -531,6 +531,12 @@ async fn append_all_and_wait(
     msg: &async_nats::Message,
     events: Vec<(String, Event)>,
 ) -> Result<(), Fail> {
+    let last = append_all(shared, msg, events).await?;
+    wait_folded(shared, last).await
+}
+
+/// Appends `events` in order; the last one's sequence.
+async fn append_all(shared: &Shared, msg: &async_nats::Message, events: Vec<(String, Event)>) -> Result<u64, Fail> {
     let unavailable = |err: &dyn std::fmt::Display| {
         Fail::new(
             503,
@@ -552,6 +558,11 @@ async fn append_all_and_wait(
     for ack in acks {
         last = last.max(ack.await.map_err(|err| unavailable(&err))?.sequence);
     }
+    Ok(last)
+}
+
+/// Waits until this process has folded and published `last`.
+async fn wait_folded(shared: &Shared, last: u64) -> Result<(), Fail> {
     let mut folded = shared.folded.clone();
     let waited = tokio::time::timeout(FOLD_TIMEOUT, folded.wait_for(|&c| c >= last)).await.map(|r| r.is_ok());
     match waited {

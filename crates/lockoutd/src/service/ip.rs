@@ -12,28 +12,36 @@ use lockout_proto::subject::{EventSubject, Target};
 use lockout_proto::{CompactString, Tenant};
 use uuid::Uuid;
 
-use super::{append_all_and_wait, decode_cursor, event_id, user_id, write_caller, Fail};
+use super::{append_all, decode_cursor, event_id, user_id, wait_folded, write_caller, Fail};
 use crate::Shared;
 
 /// `unlock_many`: selects up to a page of users ([`crate::bulk`]), appends one guarded
 /// `unlock` per user (unless `dry_run`), waits until they are folded, and names them.
-pub(super) async fn unlock_many(
+/// Users an `unlock_many` selects: a page (up to its `limit`) with their locks, and how many
+/// are selected in all (after the cursor).
+pub(crate) struct Selection {
+    pub page: Vec<(String, Uuid)>,
+    pub selected: usize,
+}
+
+/// Selects among the users `keep` accepts (this process's partitions, when several share them).
+pub(crate) fn select(
     shared: &Shared,
-    msg: &async_nats::Message,
     tenant: &Tenant,
-    r: UnlockManyRequest,
-) -> Result<UnlockManyReply, Fail> {
+    r: &UnlockManyRequest,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Selection, Fail> {
     let now = shared.server_now_ms();
-    let selector = crate::bulk::Selector::new(&r, now)?;
-    let limit = crate::bulk::page_size(&r)?;
-    check_admin(&r.actor, r.reason.as_deref())?;
+    let selector = crate::bulk::Selector::new(r, now)?;
+    let limit = crate::bulk::page_size(r)?;
     let after = r.after.as_deref().map(decode_cursor).transpose()?;
-    let caller = write_caller(shared, msg)?;
-    let request = event_id(msg)?;
     let mut page: Vec<(String, Uuid)> = Vec::new();
     let mut selected = 0usize;
     for item in shared.store.users_after(tenant.as_str(), after.as_deref()) {
         let (user, state) = item?;
+        if !keep(&user) {
+            continue;
+        }
         let Some(lock_event) = selector.selects(&state, now) else { continue };
         selected += 1;
         if selected > UNLOCK_MANY_MAX {
@@ -43,6 +51,28 @@ pub(super) async fn unlock_many(
             page.push((user, lock_event));
         }
     }
+    Ok(Selection { page, selected })
+}
+
+pub(super) async fn unlock_many(
+    shared: &Shared,
+    msg: &async_nats::Message,
+    tenant: &Tenant,
+    r: UnlockManyRequest,
+) -> Result<UnlockManyReply, Fail> {
+    crate::bulk::Selector::new(&r, shared.server_now_ms())?;
+    let limit = crate::bulk::page_size(&r)?;
+    check_admin(&r.actor, r.reason.as_deref())?;
+    r.after.as_deref().map(decode_cursor).transpose()?;
+    let caller = write_caller(shared, msg)?;
+    let request = event_id(msg)?;
+    // With several processes each selects among its partitions' users.
+    let spread = super::route::spread(shared);
+    let Selection { page, selected } = if spread {
+        super::route::gather_selection(shared, tenant, msg, limit).await?
+    } else {
+        select(shared, tenant, &r, |_| true)?
+    };
     let next =
         (selected > page.len()).then(|| page.last().map(|(u, _)| URL_SAFE_NO_PAD.encode(u.as_bytes()))).flatten();
     let users: Vec<CompactString> = page.iter().map(|(u, _)| u.as_str().into()).collect();
@@ -69,7 +99,12 @@ pub(super) async fn unlock_many(
                 Ok((shared.config.subjects.user_event(tenant, &u, EventKind::Unlock), e))
             })
             .collect::<Result<_, Fail>>()?;
-        append_all_and_wait(shared, msg, events).await?;
+        let last = append_all(shared, msg, events).await?;
+        if spread {
+            super::route::wait_all_folded(shared, tenant, last).await?;
+        } else {
+            wait_folded(shared, last).await?;
+        }
     }
     Ok(UnlockManyReply { unlocked: u32::try_from(users.len()).unwrap_or(u32::MAX), users, next })
 }

@@ -120,11 +120,19 @@ struct Part {
     digest: String,
     locked: Vec<Status>,
     more: bool,
+    /// `unlock_many`: the users selected (a page) with their locks, and how many in all.
+    selected: Vec<(String, uuid::Uuid)>,
+    count: u64,
 }
 
 /// Whether `op` covers every partition and this process folds only some of them.
 pub fn gathered(shared: &Shared, op: &str) -> bool {
-    matches!(op, "locked" | "digest") && !shared.cluster.run_set().is_all()
+    matches!(op, "locked" | "digest") && spread(shared)
+}
+
+/// Whether this process folds only some partitions (others fold the rest).
+pub fn spread(shared: &Shared) -> bool {
+    !shared.cluster.run_set().is_all()
 }
 
 /// Asks every process for its part of `op` and merges the parts.
@@ -140,17 +148,83 @@ pub async fn gather(
     let upto = crate::streams::last_event_seq(&shared.js, &shared.config)
         .await
         .map_err(|e| Fail::new(503, format!("reading the events stream failed ({e}); retry shortly")))?;
+    let parts = parts(shared, tenant, op, upto, msg.headers.clone().unwrap_or_default(), msg.payload.clone()).await?;
+    match request {
+        None => {
+            let digest = lockout_store::xor_digests(parts.iter().map(|p| p.digest.as_str()))
+                .ok_or_else(|| Fail::new(500, "a process answered a digest that is not one"))?;
+            let users = parts.iter().map(|p| p.users).sum();
+            Ok(codec::encode(enc, &DigestReply { seq: upto, users, digest }))
+        }
+        Some(r) => {
+            let limit = r.page_size()? as usize;
+            let more = parts.iter().any(|p| p.more);
+            let mut users: Vec<Status> = parts.into_iter().flat_map(|p| p.locked).collect();
+            users.sort_by(|a, b| a.user.as_bytes().cmp(b.user.as_bytes()));
+            let more = more || users.len() > limit;
+            users.truncate(limit);
+            let next = if more { users.last().map(|s| cursor(&s.user)) } else { None };
+            Ok(codec::encode(enc, &LockedReply { users, next }))
+        }
+    }
+}
+
+/// The `after` cursor of a page that ends with `user`.
+pub(super) fn cursor(user: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(user.as_bytes())
+}
+
+/// `unlock_many`'s selection across every process: up to `limit` users after the cursor, in
+/// byte order, with their locks, and how many are selected in all.
+pub(super) async fn gather_selection(
+    shared: &Shared,
+    tenant: &Tenant,
+    msg: &async_nats::Message,
+    limit: usize,
+) -> Result<super::ip::Selection, Fail> {
+    let parts =
+        parts(shared, tenant, "unlock_many", 0, msg.headers.clone().unwrap_or_default(), msg.payload.clone()).await?;
+    let selected = parts.iter().map(|p| p.count).sum::<u64>() as usize;
+    if selected > lockout_proto::command::UNLOCK_MANY_MAX {
+        return Err(crate::bulk::too_many(selected));
+    }
+    let mut page: Vec<(String, uuid::Uuid)> = parts.into_iter().flat_map(|p| p.selected).collect();
+    page.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    page.truncate(limit);
+    Ok(super::ip::Selection { page, selected })
+}
+
+/// Waits until every partition has folded `upto` (a write's events, folded by their owners).
+pub(super) async fn wait_all_folded(shared: &Shared, tenant: &Tenant, upto: u64) -> Result<(), Fail> {
+    parts(shared, tenant, "folded", upto, HeaderMap::new(), bytes::Bytes::new()).await.map(|_| ()).map_err(|_| {
+        Fail::new(
+            503,
+            format!("the events were appended (up to sequence {upto}) but not folded by every partition's owner within 5 s; retry with the same Nats-Msg-Id"),
+        )
+    })
+}
+
+/// Sends `op` to `<prefix>.all.<tenant>.<op>` and collects the parts until they cover every
+/// partition (each once), else 503 after 5 s.
+async fn parts(
+    shared: &Shared,
+    tenant: &Tenant,
+    op: &str,
+    upto: u64,
+    mut headers: HeaderMap,
+    payload: bytes::Bytes,
+) -> Result<Vec<Part>, Fail> {
     let client = &shared.client;
     let inbox = client.new_inbox();
     let mut replies = client
         .subscribe(inbox.clone())
         .await
         .map_err(|e| Fail::new(503, format!("gathering the partitions' answers failed ({e}); retry shortly")))?;
-    let mut headers = msg.headers.clone().unwrap_or_default();
     headers.insert(UPTO, upto.to_string().as_str());
     let subject = format!("{}.all.{tenant}.{op}", shared.config.subjects.prefix());
     client
-        .publish_with_reply_and_headers(subject, inbox, headers, msg.payload.clone())
+        .publish_with_reply_and_headers(subject, inbox, headers, payload)
         .await
         .map_err(|e| Fail::new(503, format!("asking the other processes failed ({e}); retry shortly")))?;
     let n = shared.cluster.n;
@@ -176,29 +250,7 @@ pub async fn gather(
         part.partitions.iter().for_each(|p| covered.insert(*p));
         parts.push(part);
     }
-    match request {
-        None => {
-            let digest = lockout_store::xor_digests(parts.iter().map(|p| p.digest.as_str()))
-                .ok_or_else(|| Fail::new(500, "a process answered a digest that is not one"))?;
-            let users = parts.iter().map(|p| p.users).sum();
-            Ok(codec::encode(enc, &DigestReply { seq: upto, users, digest }))
-        }
-        Some(r) => {
-            let limit = r.page_size()? as usize;
-            let more = parts.iter().any(|p| p.more);
-            let mut users: Vec<Status> = parts.into_iter().flat_map(|p| p.locked).collect();
-            users.sort_by(|a, b| a.user.as_bytes().cmp(b.user.as_bytes()));
-            let more = more || users.len() > limit;
-            users.truncate(limit);
-            let next = if more {
-                use base64::Engine as _;
-                users.last().map(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s.user.as_bytes()))
-            } else {
-                None
-            };
-            Ok(codec::encode(enc, &LockedReply { users, next }))
-        }
-    }
+    Ok(parts)
 }
 
 /// This process's part of a gathered request, for the partitions of `set`; `None` when it
@@ -219,13 +271,25 @@ async fn part(shared: &Shared, set: &Set, msg: &async_nats::Message) -> Option<P
             tokio::time::timeout(OWNER_WAIT, folded.wait_for(|s| *s >= upto)).await.ok()?.ok()?;
             (part.users, part.digest) = shared.store.digest_of(tenant.as_str(), keep).ok()?;
         }
-        "locked" => {
+        "folded" => {
+            let upto: u64 = msg.headers.as_ref()?.get(UPTO)?.as_str().parse().ok()?;
+            let mut folded = shared.folded.clone();
+            tokio::time::timeout(OWNER_WAIT, folded.wait_for(|s| *s >= upto)).await.ok()?.ok()?;
+        }
+        "locked" | "unlock_many" => {
             let ct = msg.headers.as_ref().and_then(|h| h.get(codec::CONTENT_TYPE)).map(|v| v.as_str().to_owned());
             let enc = Encoding::from_content_type(ct.as_deref()).ok()?;
-            let r: LockedRequest = decode_request(enc, &msg.payload, &tenant).ok()?;
-            let page = super::locked_page(shared, &tenant, &r, keep).ok()?;
-            part.more = page.next.is_some();
-            part.locked = page.users;
+            if op == "locked" {
+                let r: LockedRequest = decode_request(enc, &msg.payload, &tenant).ok()?;
+                let page = super::locked_page(shared, &tenant, &r, keep).ok()?;
+                part.more = page.next.is_some();
+                part.locked = page.users;
+            } else {
+                let r: lockout_proto::command::UnlockManyRequest = decode_request(enc, &msg.payload, &tenant).ok()?;
+                let sel = super::ip::select(shared, &tenant, &r, keep).ok()?;
+                part.count = sel.selected as u64;
+                part.selected = sel.page;
+            }
         }
         _ => return None,
     }
