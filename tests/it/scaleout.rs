@@ -36,8 +36,14 @@ impl Proc {
 
     /// Starts it on the data dir `dir` (another run's, say).
     fn spawn_in(url: &str, instance: &str, dir: tempfile::TempDir) -> Proc {
+        Proc::spawn_with(url, instance, dir, &[])
+    }
+
+    /// Starts it with more flags.
+    fn spawn_with(url: &str, instance: &str, dir: tempfile::TempDir, extra: &[&str]) -> Proc {
         let child = Command::new(lockoutd_binary())
             .args(["--nats-url", url, "--instance", instance, "--lease-seconds", &LEASE_SECONDS.to_string()])
+            .args(extra)
             .arg("--data-dir")
             .arg(dir.path().join("store"))
             .env("RUST_LOG", "warn")
@@ -408,6 +414,56 @@ async fn one_process_s_store_is_taken_over_by_two_losing_nothing() {
     let from_b = procs[1].states();
     assert!(!from_b.is_empty() && got.keys().all(|k| !from_b.contains_key(k)), "b holds a share, no user twice");
     got.extend(from_b);
+    assert!(got == want, "every user's state equals the fold of all events ({} of {})", got.len(), want.len());
+    let notices = js.get_stream("LOCKOUT_NOTICES").await.unwrap().get_info().await.unwrap().state.messages;
+    assert_eq!(notices as usize, want_notices, "every notice exactly once");
+}
+
+/// Contract v2's "losing one of three nats-server nodes or any one lockoutd process under load
+/// loses nothing", on the deploy template's 3-node cluster with `--replicas 3`: three
+/// processes fold a load while the node leading `LOCKOUT_EVENTS` is stopped, one process is
+/// killed with SIGKILL, and the node comes back; the two left hold every partition, every
+/// state equals the fold of all events and every notice is in the stream once.
+#[tokio::test]
+async fn three_processes_on_three_nodes_lose_nothing_when_a_node_and_a_process_die() {
+    let mut cluster = nats_harness::Cluster::start(3);
+    let url = cluster.url_list();
+    let client =
+        async_nats::ConnectOptions::new().retry_on_initial_connect().connect(cluster.urls().as_slice()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let mut procs: Vec<Proc> = ["a", "b", "c"]
+        .iter()
+        .map(|i| Proc::spawn_with(&url, i, tempfile::tempdir().unwrap(), &["--replicas", "3"]))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !settled(&js, &client, &["a", "b", "c"]).await {
+        if Instant::now() > deadline {
+            for p in &procs {
+                eprintln!("--- {}:\n{}", p.instance, p.log());
+            }
+            eprintln!("holders {:?}\nhealths {:?}", holders(&js).await, healths(&client).await);
+            panic!("three processes share the partitions: not within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events = oracle::load(6_000, 300);
+    oracle::publish(&js, &events[..2_000]).await;
+    let leader = cluster.stream_leader("LOCKOUT_EVENTS").expect("the events stream has a leader");
+    cluster.node(leader).stop();
+    oracle::publish(&js, &events[2_000..4_000]).await;
+    procs[1].kill();
+    oracle::publish(&js, &events[4_000..5_000]).await;
+    cluster.node(leader).kill_and_restart();
+    oracle::publish(&js, &events[5_000..]).await;
+    cluster.wait_healthy(Duration::from_secs(60));
+    until(90, "a and c hold every partition, folded to the end", || settled(&js, &client, &["a", "c"])).await;
+    let (want, want_notices) = expected(&js).await;
+    procs[0].stop();
+    procs[2].stop();
+    let mut got = procs[0].states();
+    let from_c = procs[2].states();
+    assert!(got.keys().all(|k| !from_c.contains_key(k)), "no user is held by both");
+    got.extend(from_c);
     assert!(got == want, "every user's state equals the fold of all events ({} of {})", got.len(), want.len());
     let notices = js.get_stream("LOCKOUT_NOTICES").await.unwrap().get_info().await.unwrap().state.messages;
     assert_eq!(notices as usize, want_notices, "every notice exactly once");

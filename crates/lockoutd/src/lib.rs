@@ -160,7 +160,16 @@ pub async fn run_with_clock(
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let client = connect(&config).await?;
     let js = async_nats::jetstream::new(client.clone());
-    streams::ensure_streams(&js, &config).await?;
+    // Several processes starting at once against a cluster that is still electing its
+    // leaders see JetStream requests time out for a while: retry for a minute.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while let Err(e) = streams::ensure_streams(&js, &config).await {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(e);
+        }
+        tracing::warn!(error = %e, "Creating the streams failed; retrying.");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
     let buckets = streams::ensure_cluster_config(&js, &config).await?;
     if config.require_caller {
         caller::check_server_version(&client.server_info().version).map_err(anyhow::Error::msg)?;
