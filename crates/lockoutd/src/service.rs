@@ -191,7 +191,7 @@ async fn handle(shared: Arc<Shared>, op: &'static str, req: service::Request) {
 async fn handle_in_span(shared: &Shared, op: &'static str, req: service::Request) -> u16 {
     let ct = req.message.headers.as_ref().and_then(|h| h.get(codec::CONTENT_TYPE)).map(|v| v.as_str().to_owned());
     let (enc, result) = match Encoding::from_content_type(ct.as_deref()) {
-        Ok(enc) => (enc, dispatch_or_forward(shared, op, enc, &req.message).await),
+        Ok(enc) => (enc, route::dispatch_or_forward(shared, op, enc, &req.message).await),
         Err(r) => (Encoding::Postcard, Err(Fail::from(r))),
     };
     let mut headers = HeaderMap::new();
@@ -214,25 +214,6 @@ async fn handle_in_span(shared: &Shared, op: &'static str, req: service::Request
         tracing::warn!(op, error = %e, "Sending a reply failed.");
     }
     code
-}
-
-/// Answers here, or forwards to the process that folds the request's partition.
-async fn dispatch_or_forward(
-    shared: &Shared,
-    op: &str,
-    enc: Encoding,
-    msg: &async_nats::Message,
-) -> Result<Vec<u8>, Fail> {
-    if let Ok((tenant, _)) = shared.config.subjects.parse_svc(msg.subject.as_str()) {
-        if route::gathered(shared, op) {
-            return route::gather(shared, &tenant, op, enc, msg).await;
-        }
-        if let Some(p) = route::elsewhere(shared, op, enc, &tenant, &msg.payload) {
-            let (headers, body) = route::forward(shared, &shared.client, p, &tenant, op, msg).await?;
-            return route::relay(&headers, body);
-        }
-    }
-    dispatch(shared, op, enc, msg).await
 }
 
 fn user_id(user: &str) -> Result<UserId, Fail> {

@@ -34,6 +34,25 @@ use crate::Shared;
 /// How long a request waits for a partition without an owner.
 pub const OWNER_WAIT: Duration = Duration::from_secs(5);
 
+/// Answers here, or forwards to the process that folds the request's partition.
+pub(super) async fn dispatch_or_forward(
+    shared: &Shared,
+    op: &str,
+    enc: Encoding,
+    msg: &async_nats::Message,
+) -> Result<Vec<u8>, Fail> {
+    if let Ok((tenant, _)) = shared.config.subjects.parse_svc(msg.subject.as_str()) {
+        if gathered(shared, op) {
+            return gather(shared, &tenant, op, enc, msg).await;
+        }
+        if let Some(p) = elsewhere(shared, op, enc, &tenant, &msg.payload) {
+            let (headers, body) = forward(shared, &shared.client, p, &tenant, op, msg).await?;
+            return relay(&headers, body);
+        }
+    }
+    super::dispatch(shared, op, enc, msg).await
+}
+
 /// The partition a request belongs to, when another process folds it; `None`: answered here.
 pub fn elsewhere(shared: &Shared, op: &str, enc: Encoding, tenant: &Tenant, body: &[u8]) -> Option<u32> {
     let cluster = &shared.cluster;
