@@ -14,10 +14,15 @@ use crate::support::Lockout;
 
 /// Folds the whole events stream with the core alone: what every store must hold.
 pub async fn expected_states(l: &Lockout) -> (BTreeMap<(String, String), UserState>, usize) {
+    expected_from(&l.js).await
+}
+
+/// [`expected_states`] of the events stream `js` reaches (several lockoutd processes).
+pub async fn expected_from(js: &async_nats::jetstream::Context) -> (BTreeMap<(String, String), UserState>, usize) {
     let subjects = Subjects::default();
     let mut states: BTreeMap<(String, String), UserState> = BTreeMap::new();
     let mut notices = 0;
-    for m in l.stream_messages("LOCKOUT_EVENTS").await {
+    for m in crate::support::stream_messages(js, "LOCKOUT_EVENTS").await {
         let subject = subjects.parse_event(&m.subject).unwrap();
         let enc = Encoding::from_content_type(m.headers.get(codec::CONTENT_TYPE).map(|v| v.as_str())).unwrap();
         let event = Event::decode_checked(&subject, enc, &m.payload).unwrap();

@@ -8,10 +8,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use lockout_core::UserState;
-use lockout_proto::codec::{self, Encoding};
-use lockout_proto::event::Event;
+use lockout_proto::codec;
 use lockout_proto::partition::{self, Set};
-use lockout_proto::{Policy, Subjects};
 use lockout_store::Store;
 use nats_harness::NatsServer;
 use serde_json::Value;
@@ -180,27 +178,22 @@ async fn settled(js: &jetstream::Context, client: &async_nats::Client, live: &[&
     })
 }
 
-/// The fold of the whole events stream with the core alone (every event is an attempt of
-/// the default policy here): every user's state and how many notices it implies.
-async fn expected(js: &jetstream::Context) -> (BTreeMap<(String, String), UserState>, usize) {
-    let subjects = Subjects::default();
-    let stream = js.get_stream("LOCKOUT_EVENTS").await.unwrap();
-    let last = stream.get_info().await.unwrap().state.last_sequence;
-    let mut states: BTreeMap<(String, String), UserState> = BTreeMap::new();
-    let mut notices = 0;
-    for seq in 1..=last {
-        let m = stream.get_raw_message(seq).await.unwrap();
-        let subject = subjects.parse_event(&m.subject).unwrap();
-        let enc = Encoding::from_content_type(m.headers.get(codec::CONTENT_TYPE).map(|v| v.as_str())).unwrap();
-        let event = Event::decode_checked(&subject, enc, &m.payload).unwrap();
-        let time = u64::try_from(m.time.unix_timestamp_nanos() / 1_000_000).unwrap();
-        let key = (event.tenant().to_owned(), event.user().unwrap().to_owned());
-        let f = lockout_core::fold(&Policy::default(), states.remove(&key).unwrap_or_default(), &event, time);
-        notices += f.notices.len();
-        states.insert(key, f.state);
+/// After a run: the stopped stores of `live`, each restricted to the partitions it holds,
+/// hold every user once and together equal the fold of every event; `LOCKOUT_NOTICES` holds
+/// every notice the fold implies, once. Returns how many notices that is.
+async fn assert_nothing_lost(js: &jetstream::Context, live: &[&Proc]) -> usize {
+    let (want, want_notices) = oracle::expected_from(js).await;
+    let mut got = BTreeMap::new();
+    for p in live {
+        let states = p.states();
+        assert!(states.keys().all(|k| !got.contains_key(k)), "no user is held twice");
+        got.extend(states);
     }
-    states.retain(|_, s| *s != UserState::default());
-    (states, notices)
+    assert_eq!(got.len(), want.len(), "users with a state");
+    assert!(got == want, "every user's state equals the fold of all events");
+    let notices = js.get_stream("LOCKOUT_NOTICES").await.unwrap().get_info().await.unwrap().state.messages;
+    assert_eq!(notices as usize, want_notices, "every notice exactly once");
+    want_notices
 }
 
 /// Three processes share the 64 partitions; one is killed with SIGKILL half-way through a
@@ -225,7 +218,7 @@ async fn three_processes_share_the_partitions_and_a_kill_loses_nothing() {
     until(60, "a and c hold every partition, folded to the end", || settled(&js, &client, &["a", "c"])).await;
 
     // Any process answers for any user: a request that reaches the other one is forwarded.
-    let (want, _) = expected(&js).await;
+    let (want, _) = oracle::expected_from(&js).await;
     for ((tenant, user), state) in want.iter().take(60) {
         let s = call(&client, tenant, "status", serde_json::json!({ "user": user })).await;
         assert_eq!(s["locked"].as_bool(), Some(state.is_locked()), "{tenant}/{user}: {s}");
@@ -240,7 +233,7 @@ async fn three_processes_share_the_partitions_and_a_kill_loses_nothing() {
         assert_eq!((s["locked"].as_bool(), s["unlocked_by"].as_str()), (Some(false), Some("help")));
     }
     // `unlock_many` selects across every partition, whichever process is asked.
-    let (now, _) = expected(&js).await;
+    let (now, _) = oracle::expected_from(&js).await;
     let still: BTreeSet<(String, String)> =
         now.iter().filter(|((t, _), s)| t == "acme" && s.is_locked()).map(|(k, _)| k.clone()).collect();
     let body = |dry: bool, after: Option<String>| serde_json::json!({ "actor": "sec", "since": 1, "ips": ["198.51.100.0/24"], "dry_run": dry, "limit": 9, "after": after });
@@ -262,7 +255,7 @@ async fn three_processes_share_the_partitions_and_a_kill_loses_nothing() {
         let s = call(&client, tenant, "status", serde_json::json!({ "user": user })).await;
         assert_eq!(s["locked"].as_bool(), Some(false), "{user} unlocked and folded by its owner: {s}");
     }
-    let (want, want_notices) = expected(&js).await;
+    let (want, want_notices) = oracle::expected_from(&js).await;
     // `locked` and `digest` cover every partition, whichever process is asked.
     let mut digests = BTreeMap::new();
     for tenant in ["acme", "globex"] {
@@ -291,15 +284,9 @@ async fn three_processes_share_the_partitions_and_a_kill_loses_nothing() {
         let both = lockout_store::xor_digests([a.1.as_str(), c.1.as_str()]).unwrap();
         assert_eq!(&both, d, "{tenant}: the digest answered is both stores' together");
     }
-    let mut got = procs[0].states();
-    let from_c = procs[2].states();
-    assert!(got.keys().all(|k| !from_c.contains_key(k)), "no user is held by both");
-    got.extend(from_c);
-    assert_eq!(got.len(), want.len(), "users with a state");
-    assert!(got == want, "every user's state equals the fold of all events");
-    let notices = js.get_stream("LOCKOUT_NOTICES").await.unwrap().get_info().await.unwrap().state.messages;
-    assert_eq!(notices as usize, want_notices, "every notice exactly once");
-    assert!(want_notices > 100, "the load locks users: {want_notices} notices");
+    let notices = assert_nothing_lost(&js, &[&procs[0], &procs[2]]).await;
+    assert_eq!(notices, want_notices);
+    assert!(notices > 100, "the load locks users: {notices} notices");
 }
 
 /// A process paused (SIGSTOP) longer than its lease, with events of its partitions delivered
@@ -335,21 +322,11 @@ async fn a_process_paused_past_its_lease_commits_and_publishes_nothing_for_lost_
     until(30, "b refuses its stale work", || async { procs[1].log().contains("A partition lease was lost") }).await;
     until(60, "the three share the partitions again, folded to the end", || settled(&js, &client, &["a", "b", "c"]))
         .await;
-    let (want, want_notices) = expected(&js).await;
     for p in &mut procs {
         p.stop();
     }
-    let mut got = BTreeMap::new();
-    for p in &procs {
-        let states = p.states();
-        assert!(states.keys().all(|k| !got.contains_key(k)), "no user is held twice");
-        got.extend(states);
-    }
-    assert_eq!(got.len(), want.len(), "users with a state");
-    assert!(got == want, "every user's state equals the fold of all events");
-    let notices = js.get_stream("LOCKOUT_NOTICES").await.unwrap().get_info().await.unwrap().state.messages;
-    assert_eq!(notices as usize, want_notices, "every notice exactly once");
-    assert!(want_notices > 20, "b's users are locked: {want_notices} notices");
+    let notices = assert_nothing_lost(&js, &[&procs[0], &procs[1], &procs[2]]).await;
+    assert!(notices > 20, "b's users are locked: {notices} notices");
 }
 
 /// Under load a process joins (it takes a share, caught up from the stream) and another
@@ -371,16 +348,9 @@ async fn a_process_joins_and_another_leaves_under_load_losing_nothing() {
     assert!(holders(&js).await.values().all(|o| o != "a"), "a released every lease as it left");
     oracle::publish(&js, &events[4_000..]).await;
     until(30, "b and c hold every partition, folded to the end", || settled(&js, &client, &["b", "c"])).await;
-    let (want, want_notices) = expected(&js).await;
     procs[1].stop();
     procs[2].stop();
-    let mut got = procs[1].states();
-    let from_c = procs[2].states();
-    assert!(got.keys().all(|k| !from_c.contains_key(k)), "no user is held by both");
-    got.extend(from_c);
-    assert!(got == want, "every user's state equals the fold of all events ({} of {})", got.len(), want.len());
-    let notices = js.get_stream("LOCKOUT_NOTICES").await.unwrap().get_info().await.unwrap().state.messages;
-    assert_eq!(notices as usize, want_notices, "every notice exactly once");
+    assert_nothing_lost(&js, &[&procs[1], &procs[2]]).await;
 }
 
 /// The upgrade procedure of the README: a store and stream written by one process alone
@@ -406,17 +376,11 @@ async fn one_process_s_store_is_taken_over_by_two_losing_nothing() {
     let stream = js.get_stream("LOCKOUT_EVENTS").await.unwrap();
     let consumer: jetstream::consumer::PullConsumer = stream.get_consumer("lockoutd").await.unwrap();
     assert!(consumer.cached_info().num_pending == 0, "the consumer `lockoutd` is {holder_of_0}'s and current");
-    let (want, want_notices) = expected(&js).await;
     for p in &mut procs {
         p.stop();
     }
-    let mut got = procs[0].states();
-    let from_b = procs[1].states();
-    assert!(!from_b.is_empty() && got.keys().all(|k| !from_b.contains_key(k)), "b holds a share, no user twice");
-    got.extend(from_b);
-    assert!(got == want, "every user's state equals the fold of all events ({} of {})", got.len(), want.len());
-    let notices = js.get_stream("LOCKOUT_NOTICES").await.unwrap().get_info().await.unwrap().state.messages;
-    assert_eq!(notices as usize, want_notices, "every notice exactly once");
+    assert!(!procs[1].states().is_empty(), "b holds a share");
+    assert_nothing_lost(&js, &[&procs[0], &procs[1]]).await;
 }
 
 /// Contract v2's "losing one of three nats-server nodes or any one lockoutd process under load
@@ -457,14 +421,7 @@ async fn three_processes_on_three_nodes_lose_nothing_when_a_node_and_a_process_d
     oracle::publish(&js, &events[5_000..]).await;
     cluster.wait_healthy(Duration::from_secs(60));
     until(90, "a and c hold every partition, folded to the end", || settled(&js, &client, &["a", "c"])).await;
-    let (want, want_notices) = expected(&js).await;
     procs[0].stop();
     procs[2].stop();
-    let mut got = procs[0].states();
-    let from_c = procs[2].states();
-    assert!(got.keys().all(|k| !from_c.contains_key(k)), "no user is held by both");
-    got.extend(from_c);
-    assert!(got == want, "every user's state equals the fold of all events ({} of {})", got.len(), want.len());
-    let notices = js.get_stream("LOCKOUT_NOTICES").await.unwrap().get_info().await.unwrap().state.messages;
-    assert_eq!(notices as usize, want_notices, "every notice exactly once");
+    assert_nothing_lost(&js, &[&procs[0], &procs[2]]).await;
 }

@@ -451,15 +451,7 @@ impl Lockout {
 
     /// Every message of a stream, in order.
     pub async fn stream_messages(&self, stream: &str) -> Vec<jetstream::message::StreamMessage> {
-        let s = self.js.get_stream(stream).await.unwrap();
-        let last = s.get_info().await.unwrap().state.last_sequence;
-        let mut out = Vec::new();
-        for seq in 1..=last {
-            if let Ok(m) = s.get_raw_message(seq).await {
-                out.push(m);
-            }
-        }
-        out
+        stream_messages(&self.js, stream).await
     }
 
     /// Every notice so far, decoded, with its headers.
@@ -526,4 +518,17 @@ pub async fn next_notice(stream: &mut consumer::pull::Stream, secs: u64) -> (Not
     let enc = Encoding::from_content_type(h.get(codec::CONTENT_TYPE).map(|v| v.as_str())).unwrap();
     m.ack().await.unwrap();
     (Notice::decode(&kind, enc, &m.payload).unwrap(), h)
+}
+
+/// Every message of a stream, in order.
+pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> Vec<jetstream::message::StreamMessage> {
+    let s = js.get_stream(stream).await.unwrap();
+    let last = s.get_info().await.unwrap().state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        if let Ok(m) = s.get_raw_message(seq).await {
+            out.push(m);
+        }
+    }
+    out
 }

@@ -357,7 +357,9 @@ impl BatchFolder {
             }
             (last, last_time) = (seq, time);
             folded_any = true;
-            let user_tokens = self.subjects.user_tokens(m.subject());
+            // Only a partitioned folder needs the user's partition (the same tokens a valid
+            // subject parses into; read before the body, since a refused message has one too).
+            let user_tokens = self.owned.as_ref().and_then(|_| self.subjects.user_tokens(m.subject()));
             if let Some((tenant, _)) = user_tokens.filter(|(t, u)| !self.owns_user(t, u)) {
                 // Another process folds this user; only an IP count of ours may need it.
                 if m.subject().ends_with(".attempt") && self.policy(tenant)?.ip_max_failures > 0 {

@@ -154,15 +154,19 @@ fn fold(msgs: &[Msg], batch: usize, owned: Option<Set>) -> (tempfile::TempDir, S
     (dir, store)
 }
 
-/// Folds `msgs[from..]` (numbered from 1 at `msgs[0]`) into `store` with a new folder.
-fn fold_into(store: &Store, msgs: &[Msg], from: usize, batch: usize, owned: Option<Set>) {
+/// A publishing folder over `store` that folds `owned` (all if `None`).
+fn folder(store: &Store, owned: Option<Set>) -> BatchFolder {
     let mode = OutboxMode::Publish { floors: Floors::default(), notices: Encoding::Json };
     let mut folder = BatchFolder::new(store.clone(), Subjects::default(), mode).unwrap();
     if let Some(o) = owned {
         folder.set_partitions(o);
     }
-    let incoming: Vec<Incoming<'_>> = msgs
-        .iter()
+    folder
+}
+
+/// `msgs` as stream messages numbered from 1, one stored every second.
+fn incoming(msgs: &[Msg]) -> Vec<Incoming<'_>> {
+    msgs.iter()
         .enumerate()
         .map(|(i, m)| Incoming {
             seq: i as u64 + 1,
@@ -171,8 +175,13 @@ fn fold_into(store: &Store, msgs: &[Msg], from: usize, batch: usize, owned: Opti
             time: i as u64 * 1_000 + 500,
             content_type: m.content_type,
         })
-        .collect();
-    for b in incoming[from..].chunks(batch) {
+        .collect()
+}
+
+/// Folds `msgs[from..]` (numbered from 1 at `msgs[0]`) into `store` with a new folder.
+fn fold_into(store: &Store, msgs: &[Msg], from: usize, batch: usize, owned: Option<Set>) {
+    let mut folder = folder(store, owned);
+    for b in incoming(msgs)[from..].chunks(batch) {
         if let Some(c) = folder.fold_batch(b).unwrap().commit {
             store.commit(&c).unwrap();
         }
@@ -288,22 +297,9 @@ fn entries_name_their_partition_and_each_partition_has_its_floors() {
     let fold_with = |floors: Vec<Floors>| {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 8 << 20).unwrap();
-        let mode = OutboxMode::Publish { floors: Floors::default(), notices: Encoding::Json };
-        let mut folder = BatchFolder::new(store.clone(), Subjects::default(), mode).unwrap();
-        folder.set_partitions(Set::all(4));
+        let mut folder = folder(&store, Some(Set::all(4)));
         folder.set_partition_floors(floors);
-        let incoming: Vec<Incoming<'_>> = msgs
-            .iter()
-            .enumerate()
-            .map(|(i, m)| Incoming {
-                seq: i as u64 + 1,
-                subject: &m.subject,
-                payload: &m.payload,
-                time: i as u64 * 1_000,
-                content_type: m.content_type,
-            })
-            .collect();
-        let commit = folder.fold_batch(&incoming).unwrap().commit.unwrap();
+        let commit = folder.fold_batch(&incoming(&msgs)).unwrap().commit.unwrap();
         commit.outbox
     };
     let all = fold_with(vec![Floors::default(); 4]);

@@ -87,8 +87,15 @@ async fn fold_stream(shared: &Shared, scratch: &Store, folder: &mut BatchFolder,
     }
     let mut messages = consumer.messages().await.context("reading the stream to catch up")?;
     let mut batch: Vec<Delivered> = Vec::with_capacity(cfg.batch);
-    let mut done = false;
-    while !done {
+    let mut fold = |batch: &mut Vec<Delivered>| -> anyhow::Result<()> {
+        read += batch.len() as u64;
+        if let Some(commit) = blocking(|| folder.fold_batch(batch))?.commit {
+            blocking(|| scratch.commit(&commit))?;
+        }
+        batch.clear();
+        Ok(())
+    };
+    loop {
         let msg = match tokio::time::timeout(IDLE, messages.next()).await {
             Ok(Some(Ok(m))) => m,
             Ok(Some(Err(e))) => return Err(anyhow::Error::new(e).context("reading the stream to catch up")),
@@ -99,22 +106,16 @@ async fn fold_stream(shared: &Shared, scratch: &Store, folder: &mut BatchFolder,
         if d.seq > upto {
             break;
         }
-        done = d.seq == upto || pending == 0;
+        let last = d.seq == upto || pending == 0;
         batch.push(d);
-        if batch.len() >= cfg.batch || done {
-            read += batch.len() as u64;
-            let b = std::mem::replace(&mut batch, Vec::with_capacity(cfg.batch));
-            if let Some(commit) = blocking(|| folder.fold_batch(&b))?.commit {
-                blocking(|| scratch.commit(&commit))?;
-            }
+        if last {
+            break;
+        }
+        if batch.len() >= cfg.batch {
+            fold(&mut batch)?;
         }
     }
-    if !batch.is_empty() {
-        read += batch.len() as u64;
-        if let Some(commit) = blocking(|| folder.fold_batch(&batch))?.commit {
-            blocking(|| scratch.commit(&commit))?;
-        }
-    }
+    fold(&mut batch)?;
     Ok(read)
 }
 

@@ -195,24 +195,18 @@ impl Cluster {
         let _ = self.drainer.send(p);
     }
 
-    /// The partitions the projector folds now.
-    pub fn run_set(&self) -> Set {
-        self.run.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    /// `f` of the partitions the projector folds now (no copy: asked on every request).
+    pub fn with_run_set<T>(&self, f: impl FnOnce(&Set) -> T) -> T {
+        f(&self.run.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     pub(crate) fn set_run_set(&self, set: Set) {
         *self.run.write().unwrap_or_else(std::sync::PoisonError::into_inner) = set;
     }
 
-    /// Whether this process folds `user` of `tenant` now.
-    pub fn folds_user(&self, tenant: &str, user: &str) -> bool {
-        let run = self.run.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        run.is_all() || run.contains(lockout_proto::partition::of_user(tenant, user, self.n))
-    }
-
     /// Whether this process keeps the count (and appends the events) of `ip` of `tenant` now.
     pub fn folds_ip(&self, tenant: &str, ip: &str) -> bool {
-        self.run.read().unwrap_or_else(std::sync::PoisonError::into_inner).has_ip(tenant, ip)
+        self.with_run_set(|r| r.has_ip(tenant, ip))
     }
 
     /// Every partition's floor, by partition number (none recorded: nothing published).

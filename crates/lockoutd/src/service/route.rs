@@ -56,8 +56,7 @@ pub(super) async fn dispatch_or_forward(
 /// The partition a request belongs to, when another process folds it; `None`: answered here.
 pub fn elsewhere(shared: &Shared, op: &str, enc: Encoding, tenant: &Tenant, body: &[u8]) -> Option<u32> {
     let cluster = &shared.cluster;
-    let run = cluster.run_set();
-    if run.is_all() {
+    if cluster.with_run_set(Set::is_all) {
         return None;
     }
     let p = match op {
@@ -69,7 +68,7 @@ pub fn elsewhere(shared: &Shared, op: &str, enc: Encoding, tenant: &Tenant, body
         }
         _ => return None,
     };
-    (!run.contains(p)).then_some(p)
+    (!cluster.with_run_set(|r| r.contains(p))).then_some(p)
 }
 
 /// The request's first field, `name` (every user op's request starts with `user`, every IP
@@ -151,7 +150,7 @@ pub fn gathered(shared: &Shared, op: &str) -> bool {
 
 /// Whether this process folds only some partitions (others fold the rest).
 pub fn spread(shared: &Shared) -> bool {
-    !shared.cluster.run_set().is_all()
+    !shared.cluster.with_run_set(Set::is_all)
 }
 
 /// Asks every process for its part of `op` and merges the parts.
