@@ -81,13 +81,19 @@ pub struct Stream<'a> {
     pub cache_mb: u64,
 }
 
-/// lockoutd as a child process; killed if dropped before [`Daemon::stop`].
+/// lockoutd as a child process; killed if dropped before [`Daemon::stop`]. It logs warnings
+/// and errors to the benchmark's stderr (`LOCKOUT_BENCH_DAEMON_LOG` sets another `RUST_LOG`).
 pub struct Daemon {
     child: Child,
 }
 
 impl Daemon {
     pub fn spawn(url: &str, dir: &Path, stream: &Stream) -> anyhow::Result<Daemon> {
+        Daemon::spawn_with(url, dir, stream, &[])
+    }
+
+    /// [`Daemon::spawn`] with more flags.
+    pub fn spawn_with(url: &str, dir: &Path, stream: &Stream, extra: &[&str]) -> anyhow::Result<Daemon> {
         let child = Command::new(sibling("lockoutd")?)
             .args([
                 "--nats-url",
@@ -99,7 +105,8 @@ impl Daemon {
                 "--data-dir",
             ])
             .arg(dir)
-            .env("RUST_LOG", "warn")
+            .args(extra)
+            .env("RUST_LOG", std::env::var("LOCKOUT_BENCH_DAEMON_LOG").unwrap_or_else(|_| "warn".into()))
             .envs(stream.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

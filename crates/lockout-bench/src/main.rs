@@ -17,6 +17,7 @@
 //! lockoutctl and perf processes), [`workload`] (the events) and [`report`] (percentiles,
 //! results.json, the printed figures).
 
+mod cluster;
 mod daemons;
 mod load;
 mod offline;
@@ -80,6 +81,13 @@ enum Command {
     /// (a partitioning mirror with a subject transform, or each process filtering the whole
     /// stream), beside one consumer of everything; on its own nats-server.
     Partitions(PartitionsArgs),
+    /// Scale-out: one lockoutd and then three sharing the partitions fold the main workload,
+    /// interleaved; then one of the three is killed with SIGKILL and the take-over is timed.
+    ///
+    /// Prints throughput and CPU per event (lockoutd's, nats-server's) of one process and of
+    /// three (medians), and `takeover_ms`: kill → the two others report every partition folded
+    /// to the end.
+    Cluster(ClusterArgs),
     /// The store-size phase alone, in this process (no NATS).
     ///
     /// lockoutd's batch folder folds the store-size workload (`--wide-users`) into a store with
@@ -152,6 +160,9 @@ pub struct SuiteArgs {
     /// Repeats of each throughput measurement (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
+    /// Interleaved runs of one process and of three in the cluster phase (medians reported).
+    #[arg(long, default_value_t = 3)]
+    pub cluster_repeats: usize,
     /// Background load for the latency phases, events/s.
     #[arg(long, default_value_t = 10_000)]
     pub load_eps: u64,
@@ -258,6 +269,18 @@ pub struct PartitionsArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub scale: Scale,
+    /// Runs of each, interleaved (the medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// lockoutd's `--cache-mb`.
+    #[arg(long, default_value_t = 256)]
+    pub cache_mb: u64,
+}
+
+#[derive(Args, Debug)]
 pub struct SprayingArgs {
     /// Events folded per run (the main workload's, and the worst case's failures).
     #[arg(long, default_value_t = 1_000_000)]
@@ -298,6 +321,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Folder(a)) => offline::folder(&a),
         Some(Command::Spraying(a)) => offline::spraying(&a),
         Some(Command::Partitions(a)) => partitions::partitions(&a).await,
+        Some(Command::Cluster(a)) => cluster::cluster_only(&a).await,
         Some(Command::Disk(a)) => offline::disk(&a),
         Some(Command::ReadsUnderCommits(a)) => offline::reads_under_commits(&a),
         Some(Command::Invalid(a)) => suite::invalid(&a).await,

@@ -34,6 +34,9 @@ pub async fn full(a: &SuiteArgs) -> anyhow::Result<()> {
         d.stop()?;
     }
 
+    eprintln!("one process and three sharing the partitions ×{}, then a take-over …", a.cluster_repeats);
+    let cluster = crate::cluster::cluster(&nats, "lockout", last, a.cluster_repeats, a.cache_mb).await?;
+
     let (wide_users, wide_sorted) = a.wide.sizes(a.scale.quick);
     eprintln!("store size and RSS at {wide_users} users …");
     let wide = phases::wide(&nats, wide_users, wide_sorted, a.cache_mb).await?;
@@ -57,6 +60,7 @@ pub async fn full(a: &SuiteArgs) -> anyhow::Result<()> {
         audit: &audit,
         fold: &fold,
         spraying: &spraying,
+        cluster: &cluster,
     });
     report::write(&a.out, &results)
 }

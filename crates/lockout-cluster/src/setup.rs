@@ -82,19 +82,42 @@ pub async fn open(
         }
         Err(e) => return Err(nats_err(&cluster_name, e)),
     };
-    let leases = get_or_create(
-        js,
-        kv::Config {
-            bucket: format!("{prefix_upper}_LEASES"),
-            description: "lockoutd: live members and partition leases; an entry lives one lease".into(),
-            history: 1,
-            max_age: Duration::from_secs(config.lease_seconds),
-            num_replicas: replicas,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let lease = Duration::from_secs(config.lease_seconds);
+    let leases_config = kv::Config {
+        bucket: format!("{prefix_upper}_LEASES"),
+        description: "lockoutd: live members and partition leases; an entry lives one lease".into(),
+        history: 1,
+        max_age: lease,
+        num_replicas: replicas,
+        limit_markers: Some(lease),
+        ..Default::default()
+    };
+    let leases = match get_or_create(js, leases_config.clone()).await {
+        Ok(leases) => leases,
+        // A server older than 2.11 has no delete markers: expiries are then seen on the
+        // next renewal tick.
+        Err(_) => get_or_create(js, kv::Config { limit_markers: None, ..leases_config }).await?,
+    };
+    mark_expiries(js, &format!("{prefix_upper}_LEASES"), lease).await;
     Ok(Buckets { cluster, leases, config })
+}
+
+/// Has the server write a delete marker when a lease runs out (nats-server ≥ 2.11), so every
+/// process's watch sees a dead process's leases end the moment they do, instead of on its
+/// next renewal tick. A bucket created before this version is updated in place; a server that
+/// refuses leaves it as it was.
+async fn mark_expiries(js: &jetstream::Context, bucket: &str, lease: Duration) {
+    let Ok(mut stream) = js.get_stream(format!("KV_{bucket}")).await else { return };
+    let Ok(info) = stream.info().await else { return };
+    if info.config.subject_delete_marker_ttl.is_some() {
+        return;
+    }
+    let mut config = info.config.clone();
+    config.allow_message_ttl = true;
+    config.subject_delete_marker_ttl = Some(lease);
+    if let Err(e) = js.update_stream(config).await {
+        tracing::debug!(bucket, error = %e, "The server keeps no delete markers; lease expiries are seen on renewal ticks.");
+    }
 }
 
 async fn get_or_create(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, SetupError> {

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use futures::StreamExt;
 use lockout_cluster::lease::{LeaseError, Leases};
 use lockout_cluster::{setup, ClusterConfig, Coordinator, Handle, Owned, SetupError};
 use nats_harness::NatsServer;
@@ -85,6 +86,35 @@ async fn a_crashed_processs_partitions_move_once_its_leases_expire() {
     // renewal, which is renewed every third of that (600 ms leaves room for a late tick).
     assert!(took >= Duration::from_millis(600), "took over after {took:?}, before the leases expired");
     c.stop().await.unwrap();
+}
+
+/// A lease that runs out is seen by every watcher at once (a delete marker), not on the next
+/// renewal tick, including in a leases bucket an earlier version created without markers.
+#[tokio::test]
+async fn an_expired_lease_is_seen_by_watchers_when_it_runs_out() {
+    let server = NatsServer::start();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    // The bucket as versions before markers created it.
+    let old = async_nats::jetstream::kv::Config {
+        bucket: "LOCKOUT_LEASES".into(),
+        history: 1,
+        max_age: Duration::from_secs(2),
+        ..Default::default()
+    };
+    js.create_key_value(old).await.unwrap();
+    let b = setup::open(&js, "LOCKOUT", ClusterConfig { partitions: N, lease_seconds: 2 }, 1).await.unwrap();
+    let info = js.get_stream("KV_LOCKOUT_LEASES").await.unwrap().info().await.unwrap().config.clone();
+    assert_eq!(info.subject_delete_marker_ttl, Some(Duration::from_secs(2)), "markers switched on in place");
+    let mut watch = b.leases.watch("part.7").await.unwrap();
+    b.leases.put("part.7", "x".into()).await.unwrap();
+    let put = tokio::time::timeout(Duration::from_secs(1), watch.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(put.operation, async_nats::jetstream::kv::Operation::Put);
+    let start = Instant::now();
+    let gone = tokio::time::timeout(Duration::from_secs(5), watch.next()).await.expect("no event for the expiry");
+    let gone = gone.unwrap().unwrap();
+    assert_eq!(gone.operation, async_nats::jetstream::kv::Operation::Purge, "{gone:?}");
+    assert!(start.elapsed() < Duration::from_millis(3_500), "seen {:?} after the put", start.elapsed());
+    assert!(b.leases.get("part.7").await.unwrap().is_none());
 }
 
 /// A process paused past its lease: its fence is closed when it wakes, another process has
