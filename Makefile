@@ -17,7 +17,7 @@ FUZZ_SANITIZER ?= none
 FUZZ := RUSTC_BOOTSTRAP=1 $(CARGO_FUZZ) fuzz
 FUZZ_FLAGS := --fuzz-dir fuzz --sanitizer $(FUZZ_SANITIZER)
 
-.PHONY: all run run-secure test soak nats-server python-deps bench bench-quick bench-fold cargo-fuzz fuzz fuzz-smoke lint fmt clean
+.PHONY: all run console run-secure test soak nats-server python-deps bench bench-quick bench-fold cargo-fuzz fuzz fuzz-smoke lint fmt clean
 
 all: test
 
@@ -38,6 +38,12 @@ $(PYTHON_DEPS):
 run: $(NATS_BIN)
 	cargo build --release -p lockoutd
 	NATS_SERVER_BIN=$(NATS_SERVER_BIN) deploy/run-local.sh
+
+## The help-desk console on http://localhost:8080, next to `make run` (run that first, in
+## another terminal); the first run creates data/console/users and prints the password.
+console:
+	cargo build --release -p lockout-console
+	deploy/console-local.sh
 
 ## The deploy configuration locally: a user per role, mutual TLS, every write synced; generates
 ## certificates and passwords into data/secure/pki on first run and prints how each role connects.

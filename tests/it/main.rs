@@ -3,6 +3,7 @@
 
 mod client;
 mod cluster;
+mod console;
 mod ctl;
 mod dead;
 mod faults;

@@ -138,6 +138,17 @@ impl Client {
         &self.nats
     }
 
+    /// The JetStream context of the connection (streams, consumers).
+    ///
+    /// ```
+    /// # fn f(client: &lockout_client::Client) {
+    /// let _js = client.jetstream();
+    /// # }
+    /// ```
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
     /// The subjects and stream names of the deployment's prefix.
     ///
     /// ```
