@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the help-desk console next to `make run` (same nats-server), on http://localhost:8080.
+# Runs the help-desk console next to `make run` (same nats-server), on http://localhost:8080
+# (CONSOLE_LISTEN sets another address).
 # The first run creates data/console/users with one member, `admin` of tenant
 # ${CONSOLE_TENANT:-acme}, and prints their generated password once (only its hash is kept).
 set -euo pipefail
@@ -14,6 +15,7 @@ if [ ! -f "$users" ]; then
     "${CONSOLE_TENANT:-acme}" "$hash" > "$users"
   echo "Created $users: sign in as admin with password $password"
 fi
-echo "Open http://localhost:8080 (the name localhost: the session cookie is Secure)."
-LOCKOUT_NATS_URL="nats://127.0.0.1:$NATS_PORT" exec target/release/lockout-console \
-  --users "$users" --listen 127.0.0.1:8080 "$@"
+listen="${CONSOLE_LISTEN:-127.0.0.1:8080}"
+echo "Open http://localhost:${listen##*:} (the name localhost: the session cookie is Secure)."
+LOCKOUT_NATS_URL="nats://127.0.0.1:$NATS_PORT" LOCKOUT_CONSOLE_LISTEN="$listen" \
+  exec target/release/lockout-console --users "$users" "$@"
