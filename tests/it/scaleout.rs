@@ -44,7 +44,7 @@ impl Proc {
             .args(extra)
             .arg("--data-dir")
             .arg(dir.path().join("store"))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,lockoutd::catchup=info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -188,6 +188,15 @@ async fn assert_nothing_lost(js: &jetstream::Context, live: &[&Proc]) -> usize {
         let states = p.states();
         assert!(states.keys().all(|k| !got.contains_key(k)), "no user is held twice");
         got.extend(states);
+    }
+    if got != want {
+        let differ: Vec<_> = want.iter().filter(|(k, v)| got.get(*k) != Some(*v)).map(|(k, _)| k).take(5).collect();
+        for p in live {
+            eprintln!("--- {}:\n{}", p.instance, p.log());
+        }
+        for k in &differ {
+            eprintln!("{k:?}\n  want {:?}\n  got  {:?}", want.get(*k), got.get(*k));
+        }
     }
     assert_eq!(got.len(), want.len(), "users with a state");
     assert!(got == want, "every user's state equals the fold of all events");

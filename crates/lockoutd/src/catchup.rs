@@ -80,11 +80,9 @@ async fn fold_stream(shared: &Shared, scratch: &Store, folder: &mut BatchFolder,
         })
         .await
         .context("creating a consumer to catch up")?;
-    let mut pending = consumer.cached_info().num_pending;
+    // Not trusting a pending count of 0 here either: `upto` > 0 was folded, so the stream
+    // holds it (the read below ends at it, or finds the stream really ends before).
     let mut read = 0u64;
-    if pending == 0 {
-        return Ok(0);
-    }
     let mut messages = consumer.messages().await.context("reading the stream to catch up")?;
     let mut batch: Vec<Delivered> = Vec::with_capacity(cfg.batch);
     let mut fold = |batch: &mut Vec<Delivered>| -> anyhow::Result<()> {
@@ -95,18 +93,25 @@ async fn fold_stream(shared: &Shared, scratch: &Store, folder: &mut BatchFolder,
         batch.clear();
         Ok(())
     };
+    let mut seen = 0;
     loop {
         let msg = match tokio::time::timeout(IDLE, messages.next()).await {
             Ok(Some(Ok(m))) => m,
             Ok(Some(Err(e))) => return Err(anyhow::Error::new(e).context("reading the stream to catch up")),
-            Ok(None) | Err(_) => anyhow::bail!("catching up: no event for {} s", IDLE.as_secs()),
+            Ok(None) | Err(_) => {
+                // Nothing more came: complete only if the stream really ends before `upto`
+                // (a pending count of 0 seen during a leader change is not proof).
+                let last = stream.get_info().await.map(|i| i.state.last_sequence).unwrap_or(u64::MAX);
+                anyhow::ensure!(last <= seen, "catching up: no event for {} s after {seen} of {upto}", IDLE.as_secs());
+                break;
+            }
         };
-        pending = msg.info().map(|i| i.pending).unwrap_or(0);
         let Some(d) = Delivered::new(msg) else { continue };
         if d.seq > upto {
             break;
         }
-        let last = d.seq == upto || pending == 0;
+        seen = d.seq;
+        let last = d.seq == upto;
         batch.push(d);
         if last {
             break;
