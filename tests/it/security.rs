@@ -728,7 +728,15 @@ async fn unbounded_growth_dead_letters_are_bounded_and_the_largest_reply_fits_ma
         last = l.publish_raw(&bad.subject, bad.headers, bad.payload).await;
     }
     l.wait_folded(last).await;
-    let dead = l.js.get_stream("LOCKOUT_DEAD").await.unwrap().get_info().await.unwrap();
+    // Folded is committed; the dead letters are published right after: wait for the eighth.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let dead = loop {
+        let dead = l.js.get_stream("LOCKOUT_DEAD").await.unwrap().get_info().await.unwrap();
+        if dead.state.last_sequence >= 8 || std::time::Instant::now() > deadline {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(
         (dead.state.messages, dead.state.first_sequence, dead.state.last_sequence),
         (5, 4, 8),
