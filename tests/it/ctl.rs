@@ -494,7 +494,8 @@ async fn a_read_survives_a_server_that_hangs_longer_than_its_idle_period() {
     let client = async_nats::ConnectOptions::new().request_timeout(Some(timeout)).connect(l.nats.url()).await.unwrap();
     let mut js = async_nats::jetstream::new(client.clone());
     js.set_timeout(timeout);
-    let ctx = lockoutctl::Ctx { client, js, subjects: lockout_proto::Subjects::default(), json: false, timeout };
+    let api = lockout_client::Client::new(client.clone()).with_timeout(timeout);
+    let ctx = lockoutctl::Ctx { client, js, subjects: lockout_proto::Subjects::default(), json: false, timeout, api };
     let (mut seen, mut paused) = (Vec::new(), None);
     let plan = lockoutctl::events::read(
         &ctx,

@@ -114,6 +114,19 @@ impl Client {
         Ok(self)
     }
 
+    /// Reaches JetStream's API under `prefix` (e.g. `JS.lockout.API`), for an account that
+    /// sees lockoutd's streams through imports rather than its own JetStream.
+    ///
+    /// ```
+    /// # fn f(client: lockout_client::Client) -> lockout_client::Client {
+    /// client.with_jetstream_prefix("JS.lockout.API")
+    /// # }
+    /// ```
+    pub fn with_jetstream_prefix(mut self, prefix: &str) -> Client {
+        self.js = jetstream::with_prefix(self.nats.clone(), prefix);
+        self
+    }
+
     /// How long a request waits for a reply (default [`DEFAULT_TIMEOUT`]). The gateway's
     /// `check` has a deadline of its own ([`GatewayConfig::deadline`]).
     ///

@@ -17,6 +17,19 @@ pub(crate) fn tenant(t: &str) -> Result<Tenant, Error> {
 }
 
 impl Client {
+    /// Sends `body` as JSON to `<prefix>.svc.<tenant>.<op>` and decodes the JSON reply, within
+    /// the client's timeout; sent once (no `Nats-Msg-Id`). For an op this crate does not
+    /// type, or a tool that handles retries itself; [`crate::Admin`] has every op typed.
+    ///
+    /// ```no_run
+    /// # async fn f(client: &lockout_client::Client) -> Result<(), lockout_client::Error> {
+    /// let digest: serde_json::Value = client.call("acme", "digest", &serde_json::json!({})).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn call<Q: Serialize, R: DeserializeOwned>(&self, tenant: &str, op: &str, body: &Q) -> Result<R, Error> {
+        self.request(&self::tenant(tenant)?, op, body, None, self.timeout).await
+    }
+
     /// Sends `body` as JSON to `op` of `tenant` (with `Nats-Msg-Id: msg_id` when given) and
     /// decodes the JSON reply, within `timeout`.
     pub(crate) async fn request<Q: Serialize, R: DeserializeOwned>(
@@ -56,7 +69,7 @@ impl Client {
                 .map_or_else(|| "(no message)".to_owned(), |v| v.to_string());
             let code: u16 = code.as_str().parse().unwrap_or(500);
             return Err(if code == 503 {
-                Error::Unavailable(format!("{op}: {message}"))
+                Error::Unavailable(format!("{op} failed (503): {message}"))
             } else {
                 Error::Service { code, message }
             });

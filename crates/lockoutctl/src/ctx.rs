@@ -1,15 +1,12 @@
 //! The NATS connection and micro service requests.
 //!
-//! Requests go to `<prefix>.svc.<tenant>.<op>` in JSON. A reply with `Nats-Service-Error-Code`
-//! becomes an [`Exit`] whose code follows the service's (400 → 4, 404 → 3, 503 → 6, 409 → 7, else 1)
-//! and whose message is the service's `Nats-Service-Error`.
+//! Requests go to `<prefix>.svc.<tenant>.<op>` in JSON, through `lockout-client`. A reply with
+//! `Nats-Service-Error-Code` becomes an [`Exit`] whose code follows the service's (400 → 4,
+//! 404 → 3, 503 → 6, 409 → 7, else 1) and whose message is the service's `Nats-Service-Error`.
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use async_nats::jetstream;
-use async_nats::HeaderMap;
-use lockout_proto::codec;
 use lockout_proto::{Subjects, Tenant, UserId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -24,6 +21,8 @@ pub struct Ctx {
     pub subjects: Subjects,
     pub json: bool,
     pub timeout: Duration,
+    /// The service's requests, through the client crate.
+    pub api: lockout_client::Client,
 }
 
 impl Ctx {
@@ -41,7 +40,8 @@ impl Ctx {
             None => jetstream::new(client.clone()),
         };
         js.set_timeout(timeout);
-        Ok(Ctx { client, js, subjects, json: cli.json, timeout })
+        let api = lockout_client::Client::new(client.clone()).with_prefix(&cli.prefix)?.with_timeout(timeout);
+        Ok(Ctx { client, js, subjects, json: cli.json, timeout, api })
     }
 
     /// Sends a JSON request to `<prefix>.svc.<tenant>.<op>` and decodes the JSON reply.
@@ -74,55 +74,23 @@ impl Ctx {
         op: &str,
         body: &Q,
     ) -> anyhow::Result<R> {
-        let subject = self.subjects.svc(tenant, op);
-        let mut headers = HeaderMap::new();
-        headers.insert(codec::CONTENT_TYPE, codec::JSON);
-        let payload = serde_json::to_vec(body).expect("requests always encode");
-        let reply = match tokio::time::timeout(
-            self.timeout,
-            self.client.request_with_headers(subject.clone(), headers, payload.into()),
-        )
-        .await
-        {
-            Err(_) => {
-                return Err(Exit::new(
-                    exit::UNAVAILABLE,
-                    format!(
-                        "no reply from {subject} within {} s: is lockoutd running, and may this NATS user publish to {subject} (a denied request is dropped by the server, not refused)?",
-                        self.timeout.as_secs()
-                    ),
-                )
-                .into())
-            }
-            Ok(Err(e)) => {
-                use async_nats::client::RequestErrorKind;
-                let (code, hint) = match e.kind() {
-                    RequestErrorKind::NoResponders => (exit::UNAVAILABLE, "is lockoutd running?".to_owned()),
-                    RequestErrorKind::TimedOut => (
-                        exit::UNAVAILABLE,
-                        format!("is lockoutd running, and may this NATS user publish to {subject}? A denied request is dropped by the server, not refused"),
-                    ),
-                    _ => (exit::FAILURE, "is lockoutd running?".to_owned()),
-                };
-                return Err(Exit::new(code, format!("request to {subject} failed: {e} ({hint})")).into());
-            }
-            Ok(Ok(r)) => r,
-        };
-        if let Some(h) = &reply.headers {
-            if let Some(code) = h.get(codec::SERVICE_ERROR_CODE) {
-                let message = h.get(codec::SERVICE_ERROR).map_or("(no message)", |v| v.as_str());
-                let exit = match code.as_str() {
-                    "400" => exit::BAD_REQUEST,
-                    "404" => exit::NOT_FOUND,
-                    "503" => exit::UNAVAILABLE,
-                    "409" => exit::CONFLICT,
-                    _ => exit::FAILURE,
-                };
-                return Err(Exit::new(exit, format!("{op} failed ({}): {message}", code.as_str())).into());
-            }
-        }
-        serde_json::from_slice(&reply.payload)
-            .with_context(|| format!("the reply of {subject} is not the JSON lockoutctl expects"))
+        use lockout_client::Error;
+        self.api.call(tenant.as_str(), op, body).await.map_err(|e| {
+            let code = match &e {
+                Error::Service { code: 400, .. } | Error::Invalid(_) => exit::BAD_REQUEST,
+                Error::Service { code: 404, .. } => exit::NOT_FOUND,
+                Error::Service { code: 409, .. } => exit::CONFLICT,
+                Error::Unavailable(_) => exit::UNAVAILABLE,
+                _ => exit::FAILURE,
+            };
+            let message = match e {
+                Error::Service { code, message } => format!("{op} failed ({code}): {message}"),
+                Error::Unavailable(m) if m.starts_with(&format!("{op} failed (")) => m,
+                Error::Unavailable(m) => format!("{m}: is lockoutd running, and may this NATS user publish to {}? (a denied request is dropped by the server, not refused)", self.subjects.svc(tenant, op)),
+                other => other.to_string(),
+            };
+            Exit::new(code, message).into()
+        })
     }
 }
 
