@@ -269,10 +269,34 @@ async fn the_console_in_a_browser_from_sign_in_to_unlock() {
     }
     assert_eq!(lock_event, Some(failures.last().copied()), "unlock's lock_event");
 
+    // An IP blocked for spraying, unblocked from its page.
+    let policy = json!({ "ip_max_failures": 3, "ip_window_seconds": 600, "ip_block_seconds": 3600 });
+    l.call("acme", "policy_set", json!({ "actor": "sec", "policy": policy })).await.unwrap();
+    for u in ["p1", "p2", "p3"] {
+        l.attempt("acme", u, Outcome::Failure, "192.0.2.66", None).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while l.call("acme", "ip_status", json!({ "ip": "192.0.2.66" })).await.unwrap()["blocked"] != true {
+        assert!(Instant::now() < deadline, "192.0.2.66 not blocked within 15 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     b.goto(&format!("{base}/ips")).await.unwrap();
     assert_eq!(text_of(&b, "h1").await, "Blocked IPs");
+    assert_eq!(text_of(&b, "section.ip h2").await, "192.0.2.66");
     assert_accessible(&b, "blocked IPs").await;
     shot(&b, "5-ips").await;
+    let reason = b.find(Locator::Css("section.ip input[name=reason]")).await.unwrap();
+    reason.send_keys("a customer's office NAT").await.unwrap();
+    reason.send_keys("\u{E007}").await.unwrap();
+    b.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("p.done")).await.unwrap();
+    assert_eq!(text_of(&b, "p.done").await, "192.0.2.66 unblocked.");
+    assert_eq!(l.call("acme", "ip_status", json!({ "ip": "192.0.2.66" })).await.unwrap()["blocked"], false);
+    let unblocked = l.notices().await.into_iter().find_map(|(n, _)| match n {
+        Notice::IpUnblocked(u) => Some(u),
+        _ => None,
+    });
+    assert_eq!(unblocked.expect("an ip_unblocked notice").actor.as_deref(), Some("sam"));
+    shot(&b, "6-ip-unblocked").await;
 
     // A form posted with another token is refused (what a cross-site form would send).
     let status = b

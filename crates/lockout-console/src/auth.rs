@@ -128,6 +128,10 @@ impl Sessions {
     }
 }
 
+/// Addresses and names the limiter holds before it drops those whose failures all left the
+/// window.
+const LIMITER_KEYS_MAX: usize = 10_000;
+
 /// Failed sign-ins per client address and per name: at most `max` within `window`.
 pub struct Limiter {
     max: usize,
@@ -163,6 +167,10 @@ impl Limiter {
 
     pub fn failed(&self, ip: IpAddr, name: &str) {
         let mut all = self.failures.lock().expect("limiter lock");
+        if all.len() > LIMITER_KEYS_MAX {
+            // Many names or addresses (someone trying them): forget those out of the window.
+            all.retain(|_, q| q.back().is_some_and(|t| t.elapsed() < self.window));
+        }
         for k in Self::keys(ip, name) {
             all.entry(k).or_default().push_back(Instant::now());
         }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::jetstream::consumer::{pull, Consumer, DeliverPolicy};
 use futures::{Stream, StreamExt};
 use lockout_client::Client;
 use lockout_proto::codec::{self, Encoding};
@@ -39,14 +39,13 @@ fn stored_ms(m: &async_nats::jetstream::Message) -> u64 {
     m.info().map_or(0, |i| (i.published.unix_timestamp_nanos() / 1_000_000) as u64)
 }
 
-/// Reads the user's events from `start` on, at most `READ_MAX`, until the stream has no more.
-async fn read(
+/// An ordered consumer of the user's events from `start` on, and how many it will deliver.
+async fn consumer(
     client: &Client,
     tenant: &Tenant,
     user: &UserId,
     start: time::OffsetDateTime,
-    mut keep_going: impl FnMut(u64, Event) -> bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(Consumer<pull::OrderedConfig>, u64)> {
     let subjects = client.subjects();
     let stream = client.jetstream().get_stream(subjects.events_stream()).await?;
     let consumer = stream
@@ -56,7 +55,28 @@ async fn read(
             ..Default::default()
         })
         .await?;
-    if consumer.cached_info().num_pending == 0 {
+    let pending = consumer.cached_info().num_pending;
+    Ok((consumer, pending))
+}
+
+/// Reads the user's events from `start` on, at most `READ_MAX`, until the stream has no more.
+async fn read(
+    client: &Client,
+    tenant: &Tenant,
+    user: &UserId,
+    start: time::OffsetDateTime,
+    keep_going: impl FnMut(u64, Event) -> bool,
+) -> anyhow::Result<()> {
+    let (consumer, pending) = consumer(client, tenant, user, start).await?;
+    read_from(consumer, pending, keep_going).await
+}
+
+async fn read_from(
+    consumer: Consumer<pull::OrderedConfig>,
+    pending: u64,
+    mut keep_going: impl FnMut(u64, Event) -> bool,
+) -> anyhow::Result<()> {
+    if pending == 0 {
         return Ok(());
     }
     let mut messages = consumer.messages().await?;
@@ -75,11 +95,21 @@ async fn read(
     Ok(())
 }
 
-/// The user's last events of the past 30 days, newest first.
+/// The user's last events of the past 30 days, newest first. A user with more than
+/// `READ_MAX` events in that time (an attack) gets a shorter window, halved until it holds at
+/// most that many, so the rows are the latest.
 pub async fn history(client: &Client, tenant: &Tenant, user: &UserId) -> anyhow::Result<Vec<Row>> {
-    let start = time::OffsetDateTime::now_utc() - time::Duration::days(HISTORY_DAYS);
+    let now = time::OffsetDateTime::now_utc();
+    let mut window = time::Duration::days(HISTORY_DAYS);
+    let (consumer, pending) = loop {
+        let (c, pending) = consumer(client, tenant, user, now - window).await?;
+        if pending as usize <= READ_MAX || window < time::Duration::minutes(1) {
+            break (c, pending);
+        }
+        window /= 2;
+    };
     let mut rows = std::collections::VecDeque::with_capacity(HISTORY_ROWS + 1);
-    read(client, tenant, user, start, |at, e| {
+    read_from(consumer, pending, |at, e| {
         rows.push_back(Row { at, kind: e.kind().as_str().to_owned(), body: e.body_json() });
         if rows.len() > HISTORY_ROWS {
             rows.pop_front();
@@ -119,16 +149,15 @@ pub async fn lock_event(
     Ok(found)
 }
 
-/// The tenant's `locked` and `unlocked` notices from now on, as they are published.
+/// The tenant's `locked` and `unlocked` notices from now on, as they are published. One
+/// filter subject (the tenant's notices), so a client puts it in the consumer-create API
+/// subject, where a deployment's permissions can pin it to the tenant.
 pub async fn live(client: &Client, tenant: &Tenant) -> anyhow::Result<impl Stream<Item = Notice> + use<>> {
     let subjects = client.subjects();
     let stream = client.jetstream().get_stream(subjects.notices_stream()).await?;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
-            filter_subjects: vec![
-                subjects.notice(tenant.as_str(), "locked"),
-                subjects.notice(tenant.as_str(), "unlocked"),
-            ],
+            filter_subject: subjects.notice(tenant.as_str(), "*"),
             deliver_policy: DeliverPolicy::New,
             ..Default::default()
         })
@@ -136,7 +165,7 @@ pub async fn live(client: &Client, tenant: &Tenant) -> anyhow::Result<impl Strea
     let messages = consumer.messages().await?;
     Ok(messages.filter_map(|m| async move {
         let m = m.ok()?;
-        let kind = m.subject.as_str().rsplit('.').next()?;
+        let kind = m.subject.as_str().rsplit('.').next().filter(|k| ["locked", "unlocked"].contains(k))?;
         let enc = Encoding::from_content_type(
             m.headers.as_ref().and_then(|h| h.get(codec::CONTENT_TYPE)).map(|v| v.as_str()),
         )

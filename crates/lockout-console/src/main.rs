@@ -22,6 +22,10 @@ struct Cli {
     /// The deployment's subject prefix (lockoutd's --prefix).
     #[arg(long, env = "LOCKOUT_PREFIX", default_value = "lockout")]
     prefix: String,
+    /// The JetStream API prefix of an account that reaches lockoutd's streams through imports
+    /// (`JS.lockout.API` in deploy/nats/lockout.conf).
+    #[arg(long, env = "LOCKOUT_JS_API_PREFIX")]
+    js_api_prefix: Option<String>,
     /// Address to serve HTTP on. Put TLS in front (a reverse proxy) beyond localhost.
     #[arg(long, env = "LOCKOUT_CONSOLE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -66,7 +70,10 @@ async fn main() -> anyhow::Result<()> {
     let users = auth::read_users(users_file)?;
     cli.nats.validate().map_err(anyhow::Error::msg)?;
     let opts = async_nats::ConnectOptions::new().name("lockout-console").retry_on_initial_connect();
-    let client = Client::new(cli.nats.connect(opts).await?).with_prefix(&cli.prefix)?;
+    let mut client = Client::new(cli.nats.connect(opts).await?).with_prefix(&cli.prefix)?;
+    if let Some(prefix) = &cli.js_api_prefix {
+        client = client.with_jetstream_prefix(prefix);
+    }
     let settings = web::Settings {
         users,
         secure_cookies: !cli.insecure_cookies,

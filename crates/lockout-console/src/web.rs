@@ -25,6 +25,9 @@ use crate::auth::{token, Limiter, Session, Sessions, Staff};
 use crate::{data, views};
 
 const SESSION: &str = "lockout_session";
+/// Locked users per page, and the service's pages one search reads at most.
+const PAGE: u32 = 100;
+const SEARCH_PAGES_MAX: usize = 50;
 const LOGIN: &str = "lockout_login";
 
 /// How the console is reached and who may sign in.
@@ -245,14 +248,21 @@ struct ListQuery {
 }
 
 async fn locked_page(State(app): State<Arc<App>>, Signed(s): Signed, Query(q): Query<ListQuery>) -> Response {
-    match app.admin.locked(&s.tenant, Some(100), q.after).await {
-        Ok(page) => {
-            let needle = q.q.trim().to_lowercase();
-            let users: Vec<_> = page.users.into_iter().filter(|u| u.user.to_lowercase().contains(&needle)).collect();
-            Html(views::locked(&who(&s), &users, q.q.trim(), page.next.as_deref()).into_string()).into_response()
+    // A search reads pages of the service's list until it has a page of matches.
+    let needle = q.q.trim().to_lowercase();
+    let (mut users, mut after) = (Vec::new(), q.after);
+    for _ in 0..SEARCH_PAGES_MAX {
+        let page = match app.admin.locked(&s.tenant, Some(PAGE), after).await {
+            Ok(p) => p,
+            Err(e) => return failed(&s, e),
+        };
+        users.extend(page.users.into_iter().filter(|u| u.user.to_lowercase().contains(&needle)));
+        after = page.next;
+        if users.len() >= PAGE as usize || after.is_none() {
+            break;
         }
-        Err(e) => failed(&s, e),
     }
+    Html(views::locked(&who(&s), &users, q.q.trim(), after.as_deref()).into_string()).into_response()
 }
 
 #[derive(Deserialize)]
