@@ -11,7 +11,7 @@ NATS_BIN="${NATS_SERVER_BIN:-.tools/nats/bin/nats-server}"
 DIR=data/secure
 PKI="$DIR/pki"
 # The users of deploy/nats/lockout.conf (the per-tenant ones for its example tenant, acme).
-ROLES="lockoutd gateway_acme notifier_acme idp_acme admin_acme_alice admin_acme_bob auditor"
+ROLES="lockoutd gateway_acme notifier_acme idp_acme admin_acme_alice admin_acme_bob auditor console_acme"
 mkdir -p "$PKI" "$DIR/nats" "$DIR/lockout"
 chmod 700 "$PKI"
 
@@ -66,7 +66,7 @@ for role in $ROLES; do
   echo "  $role: LOCKOUT_NATS_PASSWORD=\$$var, --nats-url $url --nats-user $role" \
     "--tls-ca $PKI/ca.pem --tls-cert $PKI/$role.pem --tls-key $PKI/$role-key.pem --inbox-prefix _INBOX_$role"
 done
-echo "Notifiers and auditors reach the streams under the JetStream API prefix JS.lockout.API"
+echo "Notifiers, auditors and the console reach the streams under the JetStream API prefix JS.lockout.API"
 echo "(lockoutctl --js-api-prefix JS.lockout.API; nats CLI --js-api-prefix)."
 
 echo "e.g.: . $PKI/passwords.env; LOCKOUT_NATS_PASSWORD=\$ADMIN_ACME_ALICE_PASSWORD target/release/lockoutctl \\"

@@ -128,7 +128,7 @@ async fn publish_denied(c: &async_nats::Client, subject: &str, payload: Vec<u8>)
 
 /// The users of `deploy/nats/lockout.conf` (the per-tenant ones for tenant acme) and the
 /// variable holding each one's password.
-const USERS: [(&str, &str); 7] = [
+const USERS: [(&str, &str); 8] = [
     ("lockoutd", "LOCKOUTD_PASSWORD"),
     ("gateway_acme", "GATEWAY_ACME_PASSWORD"),
     ("notifier_acme", "NOTIFIER_ACME_PASSWORD"),
@@ -136,6 +136,7 @@ const USERS: [(&str, &str); 7] = [
     ("admin_acme_alice", "ADMIN_ACME_ALICE_PASSWORD"),
     ("admin_acme_bob", "ADMIN_ACME_BOB_PASSWORD"),
     ("auditor", "AUDITOR_PASSWORD"),
+    ("console_acme", "CONSOLE_ACME_PASSWORD"),
 ];
 
 /// The variables `deploy/nats/lockout.conf` reads: each user's password (`pw(user)`) and the
@@ -1017,4 +1018,69 @@ async fn consumer_tampering_a_narrowed_filter_loses_no_event() {
     }
     l.wait_folded(l.attempt("globex", "jo", Outcome::Failure, "192.0.2.12", None).await).await;
     assert_eq!(l.status("globex", "jo").await["failures"], 2);
+}
+
+/// The help-desk console's user: the tenant's service ops (recorded as its `caller`), reads of
+/// the tenant's events and notices through named ordered consumers pinned to the tenant, and
+/// nothing of another tenant, of lockoutd's consumer or of a notifier's.
+#[tokio::test]
+async fn the_console_reads_its_tenant_and_acts_as_its_admins_do() {
+    use jetstream::consumer::pull;
+    let d = Deploy::start().await;
+    let console = d.connect("console_acme").await;
+    let api = lockout_client::Client::new(console.clone()).with_jetstream_prefix(JS_API_PREFIX);
+    let admin = lockout_client::Admin::new(&api.clone().with_timeout(Duration::from_secs(2))).retry_for(Duration::ZERO);
+    let lock = lockout_client::lockout_proto::command::LockRequest {
+        user: "alice".into(),
+        actor: "sam".into(),
+        reason: Some("help desk".into()),
+        seconds: None,
+    };
+    admin.lock("acme", &lock).await.unwrap();
+    let status = admin.status("acme", "alice").await.unwrap();
+    assert!(status.locked);
+    assert!(admin.status("globex", "alice").await.is_err(), "another tenant's service is out of reach");
+
+    // Its tenant's events and notices, through ordered consumers with a name and one filter.
+    let create = |stream: &'static str, filter: &str| {
+        let (js, filter) = (api.jetstream().clone(), filter.to_owned());
+        async move {
+            let s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+            let name = format!("console_{}", Uuid::now_v7().simple());
+            let config = pull::OrderedConfig { name: Some(name), filter_subject: filter, ..Default::default() };
+            tokio::time::timeout(Duration::from_secs(2), s.create_consumer(config))
+                .await
+                .map_err(|_| "no reply".to_owned())?
+                .map_err(|e| e.to_string())
+        }
+    };
+    for (stream, filter, first) in [
+        ("LOCKOUT_EVENTS", "lockout.events.acme.u.YWxpY2U.*", "lockout.events.acme.u.YWxpY2U.lock"),
+        ("LOCKOUT_NOTICES", "lockout.notices.acme.*", "lockout.notices.acme.locked"),
+    ] {
+        let mut msgs = create(stream, filter).await.unwrap().messages().await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), msgs.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(m.subject.as_str(), first);
+    }
+    for (stream, filter) in [
+        ("LOCKOUT_EVENTS", "lockout.events.globex.>"),
+        ("LOCKOUT_EVENTS", "lockout.events.>"),
+        ("LOCKOUT_NOTICES", "lockout.notices.globex.*"),
+        ("LOCKOUT_NOTICES", "lockout.notices.>"),
+    ] {
+        assert!(create(stream, filter).await.is_err(), "a consumer of {filter} must be refused");
+    }
+    // Not lockoutd's consumer, not the notifier's; no events written.
+    let notifier = d.connect("notifier_acme").await;
+    let njs = imported_js(notifier);
+    let own = pull::Config {
+        durable_name: Some("notifier_acme".into()),
+        filter_subject: "lockout.notices.acme.>".into(),
+        ..Default::default()
+    };
+    njs.get_stream("LOCKOUT_NOTICES").await.unwrap().create_consumer(own).await.unwrap();
+    denied(&console, "JS.lockout.API.CONSUMER.MSG.NEXT.LOCKOUT_NOTICES.notifier_acme").await;
+    denied(&console, "JS.lockout.API.CONSUMER.MSG.NEXT.LOCKOUT_EVENTS.lockoutd").await;
+    publish_denied(&console, "lockout.events.acme.u.YWxpY2U.attempt", attempt_bytes("acme", "alice")).await;
+    d.stop().await;
 }

@@ -20,6 +20,12 @@ pub struct Row {
     pub body: serde_json::Value,
 }
 
+/// A name for an ordered consumer: with a name and one filter subject, a client puts the
+/// filter into the API subject, where the deployment's permissions pin it to the tenant.
+fn consumer_name() -> String {
+    format!("console_{}", uuid::Uuid::now_v7().simple())
+}
+
 /// How far back a user page's history goes, and how many events it shows at most.
 const HISTORY_DAYS: i64 = 30;
 const HISTORY_ROWS: usize = 20;
@@ -50,6 +56,7 @@ async fn consumer(
     let stream = client.jetstream().get_stream(subjects.events_stream()).await?;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
+            name: Some(consumer_name()),
             filter_subject: subjects.user_events_filter(tenant, user),
             deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
             ..Default::default()
@@ -157,6 +164,7 @@ pub async fn live(client: &Client, tenant: &Tenant) -> anyhow::Result<impl Strea
     let stream = client.jetstream().get_stream(subjects.notices_stream()).await?;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
+            name: Some(consumer_name()),
             filter_subject: subjects.notice(tenant.as_str(), "*"),
             deliver_policy: DeliverPolicy::New,
             ..Default::default()
