@@ -160,6 +160,16 @@ async fn browser(profile: &std::path::Path) -> (Proc, Browser) {
     (driver, b)
 }
 
+/// Types `text` into the field `css` and presses Enter there (the keyboard only), then waits
+/// for the page that says what was done; its text.
+async fn submit_by_keyboard(b: &Browser, css: &str, text: &str) -> String {
+    let field = b.find(Locator::Css(css)).await.unwrap();
+    field.send_keys(text).await.unwrap();
+    field.send_keys("\u{E007}").await.unwrap();
+    b.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("p.done")).await.unwrap();
+    text_of(b, "p.done").await
+}
+
 async fn text_of(b: &Browser, css: &str) -> String {
     b.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
 }
@@ -234,12 +244,8 @@ async fn the_console_in_a_browser_from_sign_in_to_unlock() {
     assert_accessible(&b, "user").await;
     shot(&b, "3-user").await;
 
-    // Keyboard only: type the reason and press Enter in the field.
-    let reason = b.find(Locator::Id("unlock-reason")).await.unwrap();
-    reason.send_keys("called the desk from a known number").await.unwrap();
-    reason.send_keys("\u{E007}").await.unwrap();
-    b.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("p.done")).await.unwrap();
-    assert_eq!(text_of(&b, "p.done").await, "Unlocked.");
+    let done = submit_by_keyboard(&b, "#unlock-reason", "called the desk from a known number").await;
+    assert_eq!(done, "Unlocked.");
     let history = text_of(&b, "#history").await;
     assert!(history.contains("unlock") && history.contains("sam"), "{history}");
     assert!(history.contains("called the desk from a known number"), "{history}");
@@ -285,11 +291,8 @@ async fn the_console_in_a_browser_from_sign_in_to_unlock() {
     assert_eq!(text_of(&b, "section.ip h2").await, "192.0.2.66");
     assert_accessible(&b, "blocked IPs").await;
     shot(&b, "5-ips").await;
-    let reason = b.find(Locator::Css("section.ip input[name=reason]")).await.unwrap();
-    reason.send_keys("a customer's office NAT").await.unwrap();
-    reason.send_keys("\u{E007}").await.unwrap();
-    b.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("p.done")).await.unwrap();
-    assert_eq!(text_of(&b, "p.done").await, "192.0.2.66 unblocked.");
+    let done = submit_by_keyboard(&b, "section.ip input[name=reason]", "a customer's office NAT").await;
+    assert_eq!(done, "192.0.2.66 unblocked.");
     assert_eq!(l.call("acme", "ip_status", json!({ "ip": "192.0.2.66" })).await.unwrap()["blocked"], false);
     let unblocked = l.notices().await.into_iter().find_map(|(n, _)| match n {
         Notice::IpUnblocked(u) => Some(u),

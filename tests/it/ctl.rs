@@ -14,12 +14,7 @@ use crate::support::Lockout;
 
 /// Runs lockoutctl against `l`; returns (exit code, stdout, stderr).
 pub(crate) async fn ctl(l: &Lockout, args: &[&str]) -> (i32, String, String) {
-    let url = l.nats.url();
-    let mut full = vec!["lockoutctl", "--nats-url", url.as_str()];
-    full.extend_from_slice(args);
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = lockoutctl::run_io(full, &mut out, &mut err).await;
-    (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    crate::support::lockoutctl(&l.nats.url(), args).await
 }
 
 /// Runs lockoutctl and expects exit 0; returns stdout.

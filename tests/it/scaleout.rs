@@ -15,7 +15,7 @@ use nats_harness::NatsServer;
 use serde_json::Value;
 
 use crate::oracle;
-use crate::support::lockoutd_binary;
+use crate::support::{lockoutctl, lockoutd_binary};
 
 /// The lease of these tests: short, so a killed process's partitions move within seconds.
 const LEASE_SECONDS: u64 = 3;
@@ -289,10 +289,7 @@ async fn three_processes_share_the_partitions_and_a_kill_loses_nothing() {
     // lockoutctl works unchanged against several processes: `verify` compares the history
     // with the gathered digest of every tenant.
     let url = server.url();
-    let args = ["lockoutctl", "--nats-url", url.as_str(), "verify"];
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = lockoutctl::run_io(args, &mut out, &mut err).await;
-    let (out, err) = (String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap());
+    let (code, out, err) = lockoutctl(&url, &["verify"]).await;
     assert_eq!(code, 0, "lockoutctl verify against two processes:\n{out}{err}");
     for tenant in digests.keys() {
         assert!(out.contains(&format!("tenant {tenant}: equal at seq")), "{out}");
@@ -300,10 +297,8 @@ async fn three_processes_share_the_partitions_and_a_kill_loses_nothing() {
     // … and `replay` rebuilds, from the history alone, what both processes hold together.
     let rebuilt = tempfile::tempdir().unwrap();
     let data = rebuilt.path().join("store");
-    let args = ["lockoutctl", "--nats-url", url.as_str(), "--json", "replay", "--data-dir", data.to_str().unwrap()];
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = lockoutctl::run_io(args, &mut out, &mut err).await;
-    assert_eq!(code, 0, "lockoutctl replay: {}", String::from_utf8_lossy(&err));
+    let (code, _, err) = lockoutctl(&url, &["--json", "replay", "--data-dir", data.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "lockoutctl replay: {err}");
     let store = Store::open(&data, 1 << 20).unwrap();
     for (tenant, d) in &digests {
         assert_eq!(&store.digest(tenant).unwrap().1, d, "{tenant}: the replay's digest is the gathered one");

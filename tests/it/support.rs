@@ -125,6 +125,15 @@ fn init_logs() {
     }
 }
 
+/// Runs `lockoutctl --nats-url URL ARGS` in this process: exit code, stdout, stderr.
+pub async fn lockoutctl(url: &str, args: &[&str]) -> (i32, String, String) {
+    let mut full = vec!["lockoutctl", "--nats-url", url];
+    full.extend_from_slice(args);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = lockoutctl::run_io(full, &mut out, &mut err).await;
+    (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+}
+
 pub fn lockoutd_binary() -> PathBuf {
     // target/<profile>/deps/it-<hash> → target/<profile>/lockoutd
     let exe = std::env::current_exe().expect("test executable path");
