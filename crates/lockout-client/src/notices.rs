@@ -353,7 +353,7 @@ impl Notices {
         }
         let run = handler(notice);
         tokio::pin!(run);
-        let mut alive = tokio::time::interval(self.config.ack_wait / 2);
+        let mut alive = tokio::time::interval((self.config.ack_wait / 2).max(Duration::from_millis(100)));
         alive.tick().await;
         let result = loop {
             tokio::select! {
